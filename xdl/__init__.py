@@ -1,0 +1,8 @@
+"""xdl: deep-learning models on xarray / Dask / Zarr Earth-science data.
+
+Importing xdl registers the ``.dl`` accessor on ``xarray.Dataset`` and ``xarray.DataArray``.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import XdlError, InputError, ModelFileError, UnknownModelError, OutputExistsError  # noqa: F401

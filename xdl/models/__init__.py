@@ -1,0 +1,14 @@
+"""Pure-torch model architectures of the xdl zoo. Nothing here imports xarray.
+
+Contract every zoo architecture follows (the engine relies on it, and on nothing else):
+
+* instance attributes ``mode`` ("spatial" | "pointwise" | "volume"), ``in_channels``,
+  ``out_channels``, ``size_multiple`` (spatial sizes the forward accepts are multiples of it),
+  ``halo`` (pixels of context each side that the engine gives every tile; the effective
+  receptive-field radius), ``takes_mask`` (forward takes ``(x, mask)``) and ``fills_gaps``
+  (the output is meaningful where the input was invalid);
+* spatial models map ``(N, C, H, W) -> (N, C_out, H, W)``; pointwise models map
+  ``(P, C) -> (P, C_out)``; volume models map ``(N, C, T, H, W) -> (N, C_out, T, H, W)``;
+* models that take a mask get ``x`` with invalid entries already set to 0 and ``mask`` of the
+  same shape as ``x``, 1.0 where valid and 0.0 where not.
+"""
