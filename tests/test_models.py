@@ -1,0 +1,397 @@
+"""Zoo architectures: partial convolution exactness, shapes, hole independence, trainability."""
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from xdl.errors import UnknownModelError
+from xdl.models import registry
+from xdl.models.mlp import MLP
+from xdl.models.partialconv import PartialConv2d
+from xdl.models.pconv_unet import PConvUNet, default_kernels
+from xdl.models.pix2pix import PatchDiscriminator, Pix2Pix, Pix2PixGenerator, receptive_field
+from xdl.models.unet import UNet
+
+# Tiny configurations so every test stays fast on a 2-core CPU.
+TINY = {
+    "pconv-unet": dict(in_channels=2, depth=3, base_channels=8, max_channels=16),
+    "unet": dict(in_channels=2, out_channels=1, depth=3, base_channels=8, max_channels=16),
+    "pix2pix": dict(in_channels=2, out_channels=1, depth=3, ngf=8, ndf=8),
+    "mlp": dict(in_channels=3, out_channels=2, hidden=(16, 16)),
+}
+
+
+def _run(m, x, mask=None):
+    if m.takes_mask:
+        return m(x, torch.ones_like(x) if mask is None else mask)
+    return m(x)
+
+
+# ---------------------------------------------------------------- partial convolution
+
+@pytest.mark.parametrize("k,stride,padding,dilation,multi", [
+    (3, 1, 1, 1, False), (3, 2, 1, 1, True), (5, 2, 2, 1, False), (7, 2, 3, 1, True),
+    (3, 1, 2, 2, False), (4, 2, 1, 1, True), (3, 1, 0, 1, False), ((3, 5), (1, 2), (1, 2), (2, 1), True)])
+def test_partialconv_equals_conv_with_ones_mask(k, stride, padding, dilation, multi):
+    torch.manual_seed(0)
+    pc = PartialConv2d(3, 5, k, stride=stride, padding=padding, dilation=dilation, multi_channel=multi)
+    conv = nn.Conv2d(3, 5, k, stride=stride, padding=padding, dilation=dilation)
+    conv.load_state_dict(pc.state_dict())
+    x = torch.randn(2, 3, 17, 20)
+    mask = torch.ones(2, 3 if multi else 1, 17, 20)
+    out, new_mask = pc(x, mask)
+    if padding == 0:  # no zero padding: every window is full, so it is exactly a conv
+        torch.testing.assert_close(out, conv(x), atol=1e-6, rtol=1e-6)
+    else:  # zero-padded border windows are partial and get re-weighted; the interior is a conv
+        ref = conv(x)
+        ph, pw = (padding, padding) if isinstance(padding, int) else padding
+        kh, kw = (k, k) if isinstance(k, int) else k
+        dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+        sh, sw = (stride, stride) if isinstance(stride, int) else stride
+        i0, j0 = -(-ph // sh), -(-pw // sw)  # first output whose window starts inside the image
+        i1 = (17 + ph - dh * (kh - 1) - 1) // sh + 1  # one past the last full window
+        j1 = (20 + pw - dw * (kw - 1) - 1) // sw + 1
+        torch.testing.assert_close(out[..., i0:i1, j0:j1], ref[..., i0:i1, j0:j1], atol=1e-6, rtol=1e-6)
+    assert new_mask.min() == 1
+
+
+def test_partialconv_zero_padding_and_ones_mask_is_plain_conv_everywhere():
+    # With padding=0 there are no partial windows at all.
+    torch.manual_seed(1)
+    pc = PartialConv2d(2, 4, 3, stride=2)
+    conv = nn.Conv2d(2, 4, 3, stride=2)
+    conv.load_state_dict(pc.state_dict())
+    x = torch.randn(3, 2, 15, 16)
+    torch.testing.assert_close(pc(x, torch.ones(3, 1, 15, 16))[0], conv(x), atol=1e-6, rtol=1e-6)
+
+
+def test_partialconv_ignores_values_under_the_hole():
+    torch.manual_seed(2)
+    pc = PartialConv2d(2, 3, 3, padding=1, multi_channel=True)
+    x = torch.randn(1, 2, 12, 12)
+    mask = torch.ones_like(x)
+    mask[:, :, 3:7, 4:9] = 0
+    mask[:, 1, 0, 0] = 0
+    x2 = x.clone()
+    x2[mask == 0] = 1e6
+    a, ma = pc(x, mask)
+    b, mb = pc(x2, mask)
+    assert torch.equal(a, b) and torch.equal(ma, mb)
+
+
+def test_partialconv_hand_computed_case():
+    # 1 channel, 3x3 kernel of ones, bias 0.5, no padding, 3x3 input -> one output.
+    pc = PartialConv2d(1, 1, 3, bias=True)
+    with torch.no_grad():
+        pc.weight.fill_(1.0)
+        pc.bias.fill_(0.5)
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)
+    mask = torch.tensor([[1, 0, 1], [0, 1, 0], [0, 0, 1.0]]).reshape(1, 1, 3, 3)
+    out, new_mask = pc(x, mask)
+    # valid values 0, 2, 4, 8 -> sum 14; ratio 9/4
+    assert out.item() == pytest.approx(14 * 9 / 4 + 0.5)
+    assert new_mask.item() == 1
+    out, new_mask = pc(x, torch.zeros_like(mask))
+    assert out.item() == 0 and new_mask.item() == 0  # no valid input: no bias either
+
+
+def test_partialconv_mask_update_and_ratio_with_padding():
+    pc = PartialConv2d(1, 1, 3, padding=1, bias=False)
+    with torch.no_grad():
+        pc.weight.fill_(1.0)
+    x = torch.ones(1, 1, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, 0, 0] = 1
+    out, new_mask = pc(x, mask)
+    expected_mask = torch.zeros(4, 4)
+    expected_mask[:2, :2] = 1
+    assert torch.equal(new_mask[0, 0], expected_mask)
+    # each output seeing the one valid pixel: sum(X*M)=1, ratio 9/1
+    torch.testing.assert_close(out[0, 0], 9.0 * expected_mask)
+
+
+def test_partialconv_multi_channel_window_size_and_mask_shape():
+    pc = PartialConv2d(3, 4, 3, padding=1, multi_channel=True, bias=False)
+    with torch.no_grad():
+        pc.weight.fill_(1.0)
+    x = torch.ones(1, 3, 5, 5)
+    mask = torch.zeros_like(x)
+    mask[0, 1, 2, 2] = 1
+    out, new_mask = pc(x, mask)
+    assert new_mask.shape == (1, 4, 5, 5)
+    assert out[0, 0, 2, 2].item() == pytest.approx(27.0)  # 1 * (3*3*3 / 1)
+    assert new_mask[0, :, 1:4, 1:4].min() == 1 and new_mask.sum() == 4 * 9
+
+
+def test_partialconv_bf16_autocast_close_to_fp32():
+    torch.manual_seed(3)
+    pc = PartialConv2d(4, 8, 5, stride=2, padding=2, multi_channel=True)
+    x = torch.randn(2, 4, 32, 32)
+    mask = (torch.rand_like(x) > 0.9).float()  # very sparse: tiny sum(M), large ratios
+    ref, ref_mask = pc(x * mask, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, out_mask = pc(x * mask, mask)
+    assert torch.isfinite(out.float()).all()
+    assert torch.equal(out_mask.float(), ref_mask)
+    scale = ref.abs().max()
+    assert (out.float() - ref).abs().max() <= 0.03 * scale
+
+
+def test_partialconv_fp16_tiny_mask_sum_is_finite():
+    pc = PartialConv2d(1, 2, 3, padding=1).half()
+    x = torch.zeros(1, 1, 6, 6, dtype=torch.float16)
+    mask = torch.zeros_like(x)
+    mask[..., 3, 3] = 1
+    x[..., 3, 3] = 2
+    out, m = pc(x, mask)
+    assert torch.isfinite(out).all() and m.sum() == 9
+
+
+def test_partialconv_circular_x_wraps_longitude():
+    pc = PartialConv2d(1, 1, 3, padding=1, circular_x=True, bias=False)
+    with torch.no_grad():
+        pc.weight.fill_(1.0)
+    x = torch.zeros(1, 1, 6, 10)
+    x[0, 0, 3, -1] = 1.0  # a feature at the right edge
+    out, new_mask = pc(x, torch.ones(1, 1, 6, 10))
+    assert out[0, 0, 3, 0] > 0  # reaches the left edge
+    assert new_mask.shape == (1, 1, 6, 10)
+    # y is zero padded (masked): top row windows are partial, ratio 9/6
+    y = torch.ones(1, 1, 6, 10)
+    out, _ = pc(y, torch.ones_like(y))
+    torch.testing.assert_close(out[0, 0, 0], torch.full((10,), 9.0))
+    torch.testing.assert_close(out[0, 0, 2], torch.full((10,), 9.0))
+    # without circular_x the left edge never sees the right edge
+    flat = PartialConv2d(1, 1, 3, padding=1, bias=False)
+    flat.load_state_dict(pc.state_dict())
+    assert flat(x, torch.ones_like(x))[0][0, 0, 3, 0] == 0
+
+
+def test_partialconv_circular_pconv_unet_wraps():
+    torch.manual_seed(4)
+    net = PConvUNet(1, depth=2, base_channels=4, circular_x=True).eval()
+    x = torch.zeros(1, 1, 16, 32)
+    base = net(x, torch.ones_like(x))
+    x[0, 0, 8, -1] = 5.0
+    diff = (net(x, torch.ones_like(x)) - base).abs()
+    assert diff[0, 0, :, 0].max() > 0
+
+
+# ---------------------------------------------------------------- zoo models
+
+def test_registry_names_and_unknown():
+    assert registry.names() == ["mlp", "pconv-unet", "pix2pix", "unet"]
+    with pytest.raises(UnknownModelError, match="pconv-unet"):
+        registry.get("nope")
+    assert registry.get("unet") is UNet and registry.get("pix2pix") is Pix2Pix
+    assert set(registry.describe()) == set(registry.names())
+
+
+@pytest.mark.parametrize("name", ["pconv-unet", "unet", "pix2pix"])
+@pytest.mark.parametrize("hw", [(8, 8), (48, 80), (32, 16)])
+def test_spatial_models_shapes(name, hw):
+    m = registry.get(name)(**TINY[name]).eval()
+    assert m.mode == "spatial" and m.size_multiple == 8
+    assert m.halo > 0 and m.halo % m.size_multiple == 0
+    n = registry.count_parameters(m)
+    assert n > 0
+    print(f"{name}: {n} parameters")
+    x = torch.randn(2, 2, *hw)
+    with torch.no_grad():
+        y = _run(m, x)
+    assert y.shape == (2, m.out_channels, *hw)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", ["pconv-unet", "unet", "pix2pix"])
+def test_spatial_models_reject_bad_sizes(name):
+    m = registry.get(name)(**TINY[name]).eval()
+    with pytest.raises(ValueError, match="multiple"):
+        _run(m, torch.randn(1, 2, 12, 16))
+
+
+def test_mlp_shapes_and_attributes():
+    m = MLP(**TINY["mlp"]).eval()
+    assert (m.mode, m.size_multiple, m.halo, m.takes_mask, m.fills_gaps) == ("pointwise", 1, 0, False, False)
+    for p in (1, 7, 1000):
+        y = m(torch.randn(p, 3))
+        assert y.shape == (p, 2) and torch.isfinite(y).all()
+    s = MLP(3, 1, out_activation="sigmoid")(torch.randn(50, 3) * 100)
+    assert ((s >= 0) & (s <= 1)).all()
+    with pytest.raises(ValueError):
+        m(torch.randn(4, 5))
+    with pytest.raises(ValueError):
+        MLP(3, activation="nope")
+
+
+def test_model_attributes_contract():
+    p = PConvUNet(1)
+    assert (p.takes_mask, p.fills_gaps, p.out_channels, p.size_multiple) == (True, True, 1, 16)
+    assert default_kernels(4) == (7, 5, 5, 3)
+    u = UNet(3, 2)
+    assert (u.takes_mask, u.fills_gaps) == (False, False)
+    assert UNet(3, 2, with_mask=True).takes_mask
+    g = Pix2Pix(3, 2, depth=4, ngf=8, ndf=8, with_mask=True)
+    assert g.takes_mask and g.size_multiple == 16 and not g.fills_gaps
+    for m in (p, u, g, MLP(2)):
+        for a in ("mode", "in_channels", "out_channels", "size_multiple", "halo", "takes_mask", "fills_gaps"):
+            assert hasattr(m, a), a
+
+
+def test_unet_with_mask_and_residual_bilinear():
+    m = UNet(2, 1, depth=2, base_channels=4, residual=True, dropout=0.1, with_mask=True, bilinear=True).eval()
+    x = torch.randn(1, 2, 16, 24)
+    y = m(x, torch.ones_like(x))
+    assert y.shape == (1, 1, 16, 24)
+    # the mask is an input: changing it changes the output
+    assert not torch.equal(y, m(x, torch.zeros_like(x)))
+
+
+def test_pix2pix_parts():
+    assert receptive_field(3) == 70 and receptive_field(1) == 16 and receptive_field(2) == 34
+    d = PatchDiscriminator(6, ndf=8, n_layers=3)
+    assert d.receptive_field == 70
+    assert d(torch.randn(1, 6, 256, 256)).shape == (1, 1, 30, 30)  # the paper's 30x30 patch map
+    g = Pix2PixGenerator(3, 3, depth=8, ngf=4).eval()
+    assert g(torch.randn(1, 3, 256, 256)).shape == (1, 3, 256, 256)
+    n_drop = sum(isinstance(m, nn.Dropout) for m in g.modules())
+    assert n_drop == 3
+    p = Pix2Pix(2, 1, depth=3, ngf=8, ndf=8)
+    assert p.discriminator.net[0].in_channels == 3
+    x = torch.randn(1, 2, 16, 16)
+    p.eval()
+    assert torch.equal(p(x), p.generator(x))
+    # tanh output by default, unbounded with out_activation=None
+    assert p(x * 100).abs().max() <= 1
+    q = Pix2Pix(2, 1, depth=3, ngf=8, ndf=8, out_activation=None)
+    assert not any(isinstance(m, nn.Tanh) for m in q.modules())
+
+
+def test_pconv_unet_ignores_values_under_the_hole():
+    torch.manual_seed(5)
+    m = PConvUNet(2, depth=3, base_channels=8).eval()
+    x = torch.randn(1, 2, 32, 48)
+    mask = torch.ones_like(x)
+    mask[:, :, 10:20, 5:30] = 0
+    mask[:, 0, 0:3, 40:44] = 0
+    a = m(x * mask, mask)
+    x2 = x.clone()
+    x2[mask == 0] = torch.randn(int((mask == 0).sum())) * 1e3
+    b = m(x2, mask)  # not even zeroed: the layer must apply the mask itself
+    assert torch.equal(a, b)
+    assert torch.isfinite(a).all()
+
+
+def test_pconv_unet_all_invalid_and_mask_broadcast():
+    m = PConvUNet(2, depth=2, base_channels=4).eval()
+    x = torch.randn(1, 2, 8, 8)
+    y = m(x, torch.zeros_like(x))
+    assert torch.isfinite(y).all()
+    # a one-channel mask is broadcast to every channel
+    mk = (torch.rand(1, 1, 8, 8) > 0.5).float()
+    assert torch.equal(m(x, mk), m(x, mk.expand_as(x)))
+
+
+def test_pconv_unet_freeze_encoder_bn():
+    m = PConvUNet(1, depth=3, base_channels=4, freeze_encoder_bn=True)
+    m.train()
+    enc_bn = [b for b in m.encoder.modules() if isinstance(b, nn.BatchNorm2d)]
+    dec_bn = [b for b in m.decoder.modules() if isinstance(b, nn.BatchNorm2d)]
+    assert enc_bn and all(not b.training for b in enc_bn)
+    assert dec_bn and all(b.training for b in dec_bn)
+    before = enc_bn[0].running_mean.clone()
+    x = torch.randn(2, 1, 16, 16)
+    m(x, torch.ones_like(x))
+    assert torch.equal(before, enc_bn[0].running_mean)
+    assert not enc_bn[0].weight.grad  # still trainable parameters (only the statistics are frozen)
+    assert enc_bn[0].weight.requires_grad
+
+
+def test_bf16_autocast_models_finite():
+    for name in ("pconv-unet", "unet", "pix2pix"):
+        m = registry.get(name)(**TINY[name]).eval()
+        x = torch.randn(1, 2, 16, 16)
+        with torch.no_grad():
+            ref = _run(m, x).float()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = _run(m, x).float()
+        assert torch.isfinite(y).all()
+        assert (y - ref).abs().max() <= 0.1 * (ref.abs().max() + 1), name
+
+
+# ---------------------------------------------------------------- trainability (slow)
+
+def _overfit(model, make_batch, steps, lr=3e-3):
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    inputs, target, weight = make_batch()
+    model.train()
+    first = None
+    for _ in range(steps):
+        opt.zero_grad()
+        y = model(*inputs)
+        loss = ((y - target) ** 2 * weight).mean()
+        loss.backward()
+        opt.step()
+        first = loss.item() if first is None else first
+    model.eval()
+    with torch.no_grad():
+        final = ((model(*inputs) - target) ** 2 * weight).mean().item()
+    return first, final
+
+
+def _field(n=2, c=1, h=32, w=32):
+    yy, xx = torch.meshgrid(torch.linspace(0, 3, h), torch.linspace(0, 3, w), indexing="ij")
+    f = torch.stack([torch.sin(xx + k) * torch.cos(yy - k) for k in range(n * c)]).reshape(n, c, h, w)
+    return f
+
+
+@pytest.mark.slow
+def test_overfit_pconv_unet():
+    torch.manual_seed(0)
+    m = PConvUNet(1, depth=3, base_channels=8, max_channels=16)
+
+    def batch():
+        t = _field()
+        mask = torch.ones_like(t)
+        mask[:, :, 8:20, 10:22] = 0
+        return (t * mask, mask), t, 1.0
+    first, final = _overfit(m, batch, 300)
+    assert final < first / 10, (first, final)
+
+
+@pytest.mark.slow
+def test_overfit_unet():
+    torch.manual_seed(0)
+    m = UNet(1, 1, depth=3, base_channels=8, max_channels=16)
+
+    def batch():
+        x = _field()
+        return (x,), x.roll(3, -1) ** 2, 1.0
+    first, final = _overfit(m, batch, 300)
+    assert final < first / 10, (first, final)
+
+
+@pytest.mark.slow
+def test_overfit_pix2pix_generator():
+    torch.manual_seed(0)
+    m = Pix2Pix(1, 1, depth=3, ngf=16, ndf=8, dropout=0.0)
+
+    def batch():
+        x = _field()
+        return (x,), 0.8 * torch.tanh(x.roll(2, -2)), 1.0
+    first, final = _overfit(m, batch, 300)
+    assert final < first / 10, (first, final)
+
+
+@pytest.mark.slow
+def test_overfit_mlp():
+    torch.manual_seed(0)
+    m = MLP(3, 1, hidden=(32, 32), activation="gelu")
+
+    def batch():
+        x = torch.randn(256, 3)
+        return (x,), (x[:, :1] * x[:, 1:2] + torch.sin(x[:, 2:])), 1.0
+    first, final = _overfit(m, batch, 400, lr=1e-2)
+    assert final < first / 10, (first, final)
