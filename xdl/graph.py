@@ -1,0 +1,122 @@
+"""Dask glue: a lazy array ``(*batch, C, *spatial)`` in, the model's output ``(*batch, C_out, *spatial)`` out.
+
+The input is padded once on the whole array (wrap or mirror, see :mod:`xdl.tiling`), rechunked so
+that chunk borders fall on the global tile grid, given ``halo`` of overlap with its neighbours
+(``dask.array.overlap`` with no extra boundary, since the padding is already there), and every
+block runs its tiles through the resident model. The model itself enters the graph once, as a
+single key that every block depends on.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from dask.delayed import delayed
+
+from . import tiling
+from .runner import ModelPayload, ResidentModel
+from .spec import EngineSpec
+
+TILES_ALL = "all"      # run every tile that has some valid input
+TILES_GAPS = "gaps"    # run only tiles whose core holds a gap (inpainting: the rest is kept as is)
+
+
+def payload_for(module, key: str):
+    """The model as one graph key (shipped once per worker)."""
+    return delayed(ModelPayload(module, key), pure=True, name=f"xdl-model-{key[:16]}")
+
+
+def pad_and_align(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) -> tuple[da.Array, list[tuple]]:
+    """Pad the spatial axes (starting at ``first_axis``) for the tile grid and chunk them so that
+    each chunk plus ``halo`` both sides is exactly what its tiles read. Returns the padded array
+    and the output chunks along each spatial axis."""
+    out_chunks = []
+    for i, plan in enumerate(plans):
+        axis = first_axis + i
+        index = plan.padded_index()
+        left, right = index[:plan.halo], index[plan.halo + plan.length:]
+        parts = []
+        if left.size:
+            parts.append(da.take(x, left, axis=axis))
+        parts.append(x)
+        if right.size:
+            parts.append(da.take(x, right, axis=axis))
+        x = da.concatenate(parts, axis=axis) if len(parts) > 1 else x
+        chunks = plan.aligned_chunks(_core_chunks(x.chunks[axis], plan))
+        out_chunks.append(chunks)
+        x = x.rechunk({axis: plan.padded_chunks(chunks)})
+    return x, out_chunks
+
+
+def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, ...]:
+    """The user's chunk sizes (ignoring the pads just added), to stay close to them."""
+    inner = [c for c in chunks if c > 0]
+    return tuple(inner) if inner else (plan.length,)
+
+
+def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisPlan], *,
+                device, autocast, batch_size: int, tiles: str = TILES_ALL,
+                unfillable_nan: bool = True) -> da.Array:
+    """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily."""
+    n_spatial = len(plans)
+    first = x.ndim - n_spatial
+    channel_axis = first - 1
+    x = x.rechunk({channel_axis: -1})
+    kwargs = dict(spec=spec, device=device, autocast=autocast, batch_size=batch_size,
+                  n_lead=channel_axis, tiles=tiles, unfillable_nan=unfillable_nan)
+    if spec.mode == "pointwise":
+        out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + x.chunks[channel_axis + 1:]
+        return da.map_blocks(_pointwise_block, x, payload, chunks=out_chunks, dtype=np.float32,
+                             meta=np.empty((0,) * x.ndim, np.float32), **kwargs)
+    padded, spatial_chunks = pad_and_align(x, plans, first)
+    depth = {first + i: p.halo for i, p in enumerate(plans)}
+    depth.update({a: 0 for a in range(first)})
+    if any(depth.values()):
+        padded = da.overlap.overlap(padded, depth=depth, boundary={a: "none" for a in depth})
+    out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + tuple(spatial_chunks)
+    return da.map_blocks(_spatial_block, padded, payload, chunks=out_chunks, dtype=np.float32,
+                         meta=np.empty((0,) * x.ndim, np.float32), plans=plans, **kwargs)
+
+
+def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size, n_lead, tiles,
+                   unfillable_nan, block_info=None):
+    out_shape = tuple(block_info[None]["chunk-shape"])
+    lead = block.shape[:n_lead]
+    data = block.reshape((-1,) + block.shape[n_lead:])  # (B, C, *padded)
+    valid = np.isfinite(data)
+    data = np.where(valid, data, 0).astype(np.float32, copy=False)
+    batch = data.shape[0]
+    out_spatial = out_shape[n_lead + 1:]
+    x_tiles, origins = tiling.cut_tiles(data, plans)
+    m_tiles, _ = tiling.cut_tiles(valid.astype(np.float32), plans)
+    # Which (sample, tile) pairs need the model: some valid input, and (for inpainting) a gap in the core.
+    core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
+    per_pixel_valid = m_tiles.min(axis=1)  # all channels valid
+    has_input = m_tiles.reshape(len(m_tiles), -1).max(axis=1) > 0
+    needed = has_input
+    if tiles == TILES_GAPS:
+        needed = needed & (per_pixel_valid[core].reshape(len(m_tiles), -1).min(axis=1) < 1)
+    y_tiles = np.full((len(x_tiles), spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
+    if needed.any():
+        resident = ResidentModel.get(payload, device, spec.takes_mask)
+        mask_in = m_tiles[needed] if spec.takes_mask else None
+        y_tiles[needed] = resident.run(x_tiles[needed], mask_in, autocast, batch_size)
+    out = tiling.assemble(y_tiles, origins, plans, batch, out_spatial)
+    if unfillable_nan and not spec.fills_gaps:
+        crop = tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_spatial))
+        pixel_valid = valid.all(axis=1)[(slice(None),) + crop]
+        out = np.where(pixel_valid[:, None], out, np.float32(np.nan))
+    return out.reshape(lead + out.shape[1:])
+
+
+def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_lead, tiles,
+                     unfillable_nan, block_info=None):
+    moved = np.moveaxis(block, n_lead, -1)  # (*lead, *spatial, C)
+    points = moved.reshape(-1, moved.shape[-1])
+    valid = np.isfinite(points).all(axis=1)
+    result = np.full((points.shape[0], spec.out_channels), np.nan, np.float32)
+    if valid.any():
+        resident = ResidentModel.get(payload, device, spec.takes_mask)
+        result[valid] = resident.run(points[valid].astype(np.float32), None, autocast, batch_size)
+    result = result.reshape(moved.shape[:-1] + (spec.out_channels,))
+    return np.moveaxis(result, -1, n_lead)

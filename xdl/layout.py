@@ -1,0 +1,132 @@
+"""Where things are in an xarray object: spatial dims, batch dims, channels, periodic longitude."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from .errors import InputError
+
+# Name pairs tried in order when no CF attribute says which dims are spatial.
+_NAME_PAIRS = [
+    ("y", "x"), ("lat", "lon"), ("latitude", "longitude"), ("rlat", "rlon"),
+    ("nj", "ni"), ("j", "i"), ("south_north", "west_east"), ("row", "col"),
+    ("rows", "columns"), ("nlat", "nlon"), ("yc", "xc"), ("ny", "nx"),
+]
+_X_STANDARD_NAMES = {"longitude", "projection_x_coordinate", "grid_longitude",
+                     "projection_x_angular_coordinate"}
+_Y_STANDARD_NAMES = {"latitude", "projection_y_coordinate", "grid_latitude",
+                     "projection_y_angular_coordinate"}
+_TIME_NAMES = ("time", "t", "valid_time", "date")
+CHANNEL_DIM_NAMES = ("channel", "band", "variable", "channels", "bands")
+
+
+def _axis_of(da: xr.DataArray, dim: str) -> str | None:
+    """'X', 'Y' or None for a dim, read from its coordinate's CF attributes."""
+    if dim not in da.coords:
+        return None
+    attrs = da.coords[dim].attrs
+    axis = str(attrs.get("axis", "")).upper()
+    if axis in ("X", "Y"):
+        return axis
+    std = attrs.get("standard_name")
+    if std in _X_STANDARD_NAMES:
+        return "X"
+    if std in _Y_STANDARD_NAMES:
+        return "Y"
+    units = str(attrs.get("units", "")).lower()
+    if units in ("degrees_east", "degree_east", "degrees_e"):
+        return "X"
+    if units in ("degrees_north", "degree_north", "degrees_n"):
+        return "Y"
+    return None
+
+
+def spatial_dims(da: xr.DataArray, dims=None) -> tuple[str, str]:
+    """The (y, x) dims of ``da``: given, from CF axis/standard_name/units, from 2-D lat/lon
+    coordinates (curvilinear grids, swaths), then from common names.
+
+    >>> import xarray as xr, numpy as np
+    >>> spatial_dims(xr.DataArray(np.zeros((2, 3, 4)), dims=("time", "lat", "lon")))
+    ('lat', 'lon')
+    """
+    if dims is not None:
+        dims = tuple(dims)
+        if len(dims) != 2:
+            raise InputError(f"dims={dims!r}: give the two spatial dims as (y, x).")
+        missing = [d for d in dims if d not in da.dims]
+        if missing:
+            raise InputError(f"dims {missing} are not dims of {da.name!r} {tuple(da.dims)}.")
+        return dims
+    found = {}
+    for dim in da.dims:
+        axis = _axis_of(da, dim)
+        if axis and axis not in found:
+            found[axis] = dim
+    if len(found) == 2:
+        return found["Y"], found["X"]
+    # Curvilinear grids and swaths: a 2-D latitude/longitude coordinate names the two dims.
+    for name, coord in da.coords.items():
+        if coord.ndim == 2 and (coord.attrs.get("standard_name") in ("latitude", "longitude")
+                                or str(name).lower() in ("lat", "latitude", "lon", "longitude", "nav_lat", "nav_lon")):
+            return tuple(coord.dims)
+    for pair in _NAME_PAIRS:
+        if all(p in da.dims for p in pair):
+            return pair
+    raise InputError(
+        f"cannot tell which dims of {da.name!r} {tuple(da.dims)} are spatial: no CF axis or "
+        f"standard_name attribute and no usual names (y/x, lat/lon, ...). Pass dims=('y_dim', 'x_dim')."
+    )
+
+
+def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
+    """The dim a volume (3-D) model runs along: CF axis T, a datetime coordinate, or a usual name."""
+    others = [d for d in da.dims if d not in spatial]
+    for d in others:
+        if d in da.coords and (str(da.coords[d].attrs.get("axis", "")).upper() == "T"
+                               or np.issubdtype(da.coords[d].dtype, np.datetime64)):
+            return d
+    for d in others:
+        if d in _TIME_NAMES:
+            return d
+    raise InputError(f"a volume model needs a time dim; none found in {tuple(da.dims)} of {da.name!r}. "
+                     "Pass dims=('time_dim', 'y_dim', 'x_dim').")
+
+
+def is_periodic_longitude(da: xr.DataArray, x_dim: str) -> bool:
+    """True when ``x_dim`` is a regular 1-D longitude covering the full circle (last step wraps)."""
+    if x_dim not in da.coords or da.coords[x_dim].ndim != 1:
+        return False
+    coord = da.coords[x_dim]
+    is_lon = (_axis_of(da, x_dim) == "X" and (
+        str(coord.attrs.get("units", "")).lower().startswith("degree")
+        or coord.attrs.get("standard_name") in ("longitude", "grid_longitude")
+    )) or str(x_dim).lower() in ("lon", "longitude")
+    if not is_lon or coord.size < 3 or not np.issubdtype(coord.dtype, np.number):
+        return False
+    values = np.asarray(coord.values, dtype=float)
+    step = np.diff(values)
+    if not np.allclose(step, step[0], rtol=1e-3, atol=1e-6):
+        return False
+    return bool(np.isclose(abs(step[0]) * coord.size, 360.0, rtol=1e-3))
+
+
+def check_coordinates(da: xr.DataArray, dims) -> None:
+    """Reject NaN, duplicated or non-monotonic 1-D coordinates on the dims the model runs over."""
+    for dim in dims:
+        if dim not in da.coords or da.coords[dim].ndim != 1:
+            continue
+        values = np.asarray(da.coords[dim].values)
+        if values.size < 2:
+            continue
+        if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
+            raise InputError(f"coordinate {dim!r} of {da.name!r} contains NaN; fix or drop it before running a model.")
+        if np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.datetime64):
+            diff = np.diff(values)
+            zero = np.zeros((), dtype=diff.dtype)
+            if (diff == zero).any():
+                raise InputError(f"coordinate {dim!r} of {da.name!r} has duplicated values; "
+                                 f"drop them (e.g. da.drop_duplicates({dim!r})).")
+            if not ((diff > zero).all() or (diff < zero).all()):
+                raise InputError(f"coordinate {dim!r} of {da.name!r} is not monotonic; sort it "
+                                 f"(da.sortby({dim!r})) so neighbouring pixels are neighbours.")

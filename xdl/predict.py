@@ -1,0 +1,385 @@
+"""``predict``: any model over any xarray object, streamed chunk by chunk. The xarray layer:
+it arranges variables into channels, normalises, calls the dask graph and puts the result back
+with the input's coordinates, attributes and grid mapping."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+
+import dask.array as da
+import numpy as np
+import torch
+import xarray as xr
+
+from . import cf, layout, tiling
+from .errors import InputError
+from .graph import TILES_ALL, apply_model, payload_for
+from .runner import resolve_device, resolve_precision
+from .spec import EngineSpec, engine_spec
+
+CHANNEL = "__xdl_channel__"
+# Attributes that describe the input's values: wrong for a model's output, unless it fills gaps.
+_VALUE_ATTRS = {"units", "standard_name", "long_name", "valid_range", "valid_min", "valid_max",
+                "scale_factor", "add_offset", "_FillValue", "missing_value", "flag_values",
+                "flag_meanings", "flag_masks", "ancillary_variables", "_Unsigned"}
+DEFAULT_TILE = 512
+# Pixels (times channels) per model call: small enough for a laptop, large enough to fill a GPU.
+_BATCH_BUDGET = {"cpu": 2 ** 21, "cuda": 2 ** 24}
+
+
+def resolve_model(model):
+    """An ``xdl.Model`` or ``torch.nn.Module`` from what the user gave: object, file path or name."""
+    if isinstance(model, (str, os.PathLike)):
+        from .model import load_model  # the model-file layer, imported only when needed
+        from . import pretrained
+
+        text = os.fspath(model)
+        if os.path.exists(text):
+            return load_model(text)
+        if text in pretrained.names():
+            return pretrained.load(text)
+        raise InputError(f"model {text!r} is neither an existing file nor a bundled model "
+                         f"({', '.join(pretrained.names())}); give a path to a .safetensors model file, "
+                         "an xdl.Model or a torch.nn.Module.")
+    if isinstance(model, torch.nn.Module) or hasattr(model, "card"):
+        return model
+    raise InputError(f"model must be an xdl.Model, a torch.nn.Module, a bundled model name or a "
+                     f"file path; got {type(model).__name__}.")
+
+
+def model_key(model) -> str:
+    """A content hash of the model: the per-process cache key of the resident copy."""
+    if hasattr(model, "content_hash"):
+        return model.content_hash()
+    module = getattr(model, "module", model)
+    digest = hashlib.sha256(type(module).__qualname__.encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_label(model) -> str:
+    card = getattr(model, "card", None) or {}
+    return card.get("name") or card.get("architecture") or type(getattr(model, "module", model)).__name__
+
+
+def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", precision="auto",
+            tile=None, halo=None, batch_size=None, periodic=None, progress=False, mode=None,
+            channel_dim=None):
+    """Run ``model`` over ``obj`` (Dataset or DataArray), lazily when ``obj`` is dask-backed.
+
+    Parameters
+    ----------
+    model : xdl.Model, torch.nn.Module, path to a ``.safetensors`` model file, or bundled name.
+    inputs, outputs : variable names for the model's channels (default: from the model card; a
+        one-channel model without names runs over every data variable with the spatial dims).
+    dims : the spatial dims ``(y, x)`` (``(t, y, x)`` for volume models); found from CF
+        attributes and usual names when omitted.
+    device : "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
+    precision : "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", "bf16", "fp16".
+    tile : largest tile side (core + halo both sides); default 512.
+    halo : context pixels each side of a tile; default from the model card or a receptive-field probe.
+    batch_size : tiles per model call; default from a pixel budget (halved on out-of-memory).
+    periodic : wrap the x dim; default True for a regular longitude spanning 360 degrees.
+    mode : override the model's mode ("spatial", "pointwise", "volume").
+    channel_dim : for a DataArray input to a multi-channel model, the dim holding the channels.
+
+    Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
+    grid mapping and a history line.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, torch, xdl
+    >>> da_in = xr.DataArray(np.random.rand(2, 64, 64).astype("f4"), dims=("time", "y", "x"), name="t")
+    >>> net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    >>> out = da_in.dl.predict(net)
+    >>> out.dims
+    ('time', 'y', 'x')
+    """
+    model = resolve_model(model)
+    spec = engine_spec(model, mode)
+    if halo is not None:
+        spec = replace(spec, halo=int(halo))
+    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic)
+    if isinstance(obj, xr.Dataset):
+        return _predict_dataset(obj, model, spec, run, inputs, outputs, dims, progress)
+    if isinstance(obj, xr.DataArray):
+        return _predict_dataarray(obj, model, spec, run, inputs, outputs, dims, channel_dim, progress)
+    raise InputError(f"predict works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
+
+
+class _RunOptions:
+    def __init__(self, device, autocast, tile, batch_size, periodic):
+        self.device, self.autocast, self.tile = device, autocast, tile
+        self.batch_size, self.periodic = batch_size, periodic
+
+    @classmethod
+    def build(cls, spec, device, precision, tile, batch_size, periodic):
+        dev = resolve_device(device)
+        tile = int(tile) if tile is not None else DEFAULT_TILE
+        if tile < 1:
+            raise InputError(f"tile={tile}: give a positive tile size in pixels.")
+        return cls(dev, resolve_precision(precision, dev), tile, batch_size, periodic)
+
+
+# ---------------------------------------------------------------------------------------------
+# Arranging xarray variables into a (*batch, channel, *spatial) dask array and back.
+
+def _as_float(da_in: xr.DataArray) -> xr.DataArray:
+    if np.issubdtype(da_in.dtype, np.floating):
+        return da_in
+    if np.issubdtype(da_in.dtype, np.integer) or np.issubdtype(da_in.dtype, np.bool_):
+        return da_in.astype(np.float32)
+    raise InputError(f"variable {da_in.name!r} has dtype {da_in.dtype}; models need numbers. "
+                     "Convert or drop it (e.g. ds.drop_vars(...)).")
+
+
+def _spatial(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
+    if spec.mode == "volume":
+        if dims is not None:
+            dims = tuple(dims)
+            if len(dims) != 3:
+                raise InputError(f"dims={dims!r}: a volume model needs (t, y, x).")
+            return dims
+        yx = layout.spatial_dims(template)
+        return (layout.time_dim(template, yx),) + yx
+    return layout.spatial_dims(template, dims)
+
+
+def _stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.DataArray:
+    arrays = [_as_float(a) for a in arrays]
+    arrays = list(xr.broadcast(*arrays)) if len(arrays) > 1 else arrays
+    stacked = xr.concat([a.variable for a in arrays], dim=CHANNEL) if len(arrays) > 1 else arrays[0].variable.expand_dims(CHANNEL)
+    batch = [d for d in arrays[0].dims if d not in spatial]
+    stacked = stacked.transpose(*batch, CHANNEL, *spatial)
+    coords = {k: v for k, v in arrays[0].coords.items() if set(v.dims) <= set(stacked.dims)}
+    return xr.DataArray(stacked, coords=coords)
+
+
+def _dask_input(x: xr.DataArray, spec: EngineSpec, plans, batch_size: int) -> da.Array:
+    data = x.data
+    if isinstance(data, da.Array):
+        return data
+    # In-memory input: chunk it so a block holds about one model batch of tiles.
+    n_lead = x.ndim - 1 - len(plans)
+    tiles_per_sample = int(np.prod([p.n_tiles for p in plans])) if plans else 1
+    lead_chunk = max(1, batch_size // max(tiles_per_sample, 1))
+    chunks = []
+    remaining = lead_chunk
+    for size in x.shape[:n_lead][::-1]:  # innermost batch dim takes the chunking first
+        take = max(1, min(size, remaining))
+        chunks.append(take)
+        remaining = max(1, remaining // size)
+    chunks = chunks[::-1] + [-1] + [max(p.stride, min(p.length, 2048 // p.stride * p.stride)) for p in plans]
+    return da.from_array(np.asarray(data), chunks=tuple(chunks))
+
+
+def _normalise(data: da.Array, spec: EngineSpec, names: list, n_spatial: int):
+    """Normalised input and the (mean, std) to undo it on the output, per channel."""
+    norm = spec.normalization or {"kind": "none"}
+    kind = norm.get("kind", "none")
+    channel_axis = data.ndim - n_spatial - 1
+    shape = [1] * data.ndim
+    shape[channel_axis] = -1
+    if kind == "none":
+        return data, None
+    if kind == "global":
+        mean = np.array([norm["mean"].get(n, 0.0) for n in names], np.float32).reshape(shape)
+        std = np.array([norm["std"].get(n, 1.0) for n in names], np.float32).reshape(shape)
+        return (data - mean) / std, "global"
+    if kind == "per_sample":
+        axes = tuple(range(data.ndim - n_spatial, data.ndim)) if n_spatial else ()
+        mean = da.nanmean(data, axis=axes, keepdims=True)
+        std = da.nanstd(data, axis=axes, keepdims=True)
+        mean = da.where(da.isfinite(mean), mean, 0.0).astype(np.float32)
+        std = da.where(da.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
+        return (data - mean) / std, (mean, std)
+    raise InputError(f"unknown normalization kind {kind!r} in the model card; use 'none', 'global' or 'per_sample'.")
+
+
+def _denormalise(out: da.Array, spec: EngineSpec, how, out_names: list, n_spatial: int) -> da.Array:
+    if how is None:
+        return out
+    channel_axis = out.ndim - n_spatial - 1
+    shape = [1] * out.ndim
+    shape[channel_axis] = -1
+    if how == "global":
+        norm = spec.normalization
+        mean = np.array([norm["mean"].get(n, 0.0) for n in out_names], np.float32).reshape(shape)
+        std = np.array([norm["std"].get(n, 1.0) for n in out_names], np.float32).reshape(shape)
+        return out * std + mean
+    mean, std = how
+    if mean.shape[channel_axis] != out.shape[channel_axis]:
+        raise InputError("per-sample normalisation needs as many output channels as input channels.")
+    return out * std + mean
+
+
+def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spatial, names, out_names,
+               tiles=TILES_ALL, periodic_x=None) -> da.Array:
+    """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``."""
+    n_spatial = spec.n_spatial
+    layout.check_coordinates(x, spatial)
+    lengths = [x.sizes[d] for d in spatial]
+    x_dim = spatial[-1]
+    periodic = run.periodic if run.periodic is not None else (
+        periodic_x if periodic_x is not None else layout.is_periodic_longitude(x, x_dim))
+    plans = []
+    if spec.mode != "pointwise":
+        for i, (dim, n) in enumerate(zip(spatial, lengths)):
+            plans.append(tiling.AxisPlan.build(
+                n, halo=spec.halo, tile=int(run.tile * 1.25) if n <= run.tile * 1.25 - 2 * spec.halo else run.tile,
+                size_multiple=spec.size_multiple, periodic=bool(periodic) and i == len(spatial) - 1))
+    tile_pixels = int(np.prod([p.tile_size for p in plans])) if plans else 1
+    budget = _BATCH_BUDGET["cuda" if run.device.type == "cuda" else "cpu"]
+    batch = run.batch_size or max(1, budget // (tile_pixels * max(spec.in_channels, 1)))
+    if spec.mode == "pointwise":
+        batch = run.batch_size or 2 ** 18
+    data = _dask_input(x, spec, plans, batch)
+    data, how = _normalise(data, spec, names, n_spatial)
+    payload = payload_for(getattr(model, "module", model), model_key(model))
+    out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
+                      batch_size=batch, tiles=tiles)
+    return _denormalise(out, spec, how, out_names, n_spatial)
+
+
+def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec: EngineSpec,
+                   source_for_attrs: xr.DataArray) -> list[xr.DataArray]:
+    base = template.isel({CHANNEL: 0}, drop=True)
+    channel_axis = template.get_axis_num(CHANNEL)
+    arrays = []
+    for i, name in enumerate(out_names):
+        data = out[(slice(None),) * channel_axis + (i,)]
+        arr = xr.DataArray(data, dims=base.dims, coords=base.coords, name=name)
+        attrs = {}
+        if name in spec.output_units:
+            attrs["units"] = spec.output_units[name]
+        elif len(out_names) == 1 and "units" in source_for_attrs.attrs and spec.fills_gaps:
+            attrs["units"] = source_for_attrs.attrs["units"]
+        if name in spec.standard_names:
+            attrs["standard_name"] = spec.standard_names[name]
+        arr.attrs.update(attrs)
+        cf.carry_georeferencing(source_for_attrs, arr)
+        arrays.append(arr)
+    return arrays
+
+
+def _finish(result, lazy: bool, progress: bool):
+    if lazy:
+        return result
+    if progress:
+        from .progress import progress_bar
+
+        with progress_bar("predict"):
+            return result.compute()
+    return result.compute()
+
+
+def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
+    names = list(inputs) if inputs is not None else list(spec.inputs)
+    if isinstance(names, str):
+        names = [names]
+    missing = [n for n in names if n not in ds.data_vars]
+    if missing:
+        raise InputError(f"variables {missing} not in the dataset; it has {list(ds.data_vars)}. "
+                         "Pass inputs=[...] naming the model's input variables.")
+    groups: list[tuple[list, list]] = []
+    if names:
+        if len(names) != spec.in_channels:
+            raise InputError(f"the model takes {spec.in_channels} input channel(s) but {len(names)} "
+                             f"variable(s) were given: {names}.")
+        out_names = list(outputs) if outputs is not None else (list(spec.outputs) or None)
+        if out_names is None:
+            out_names = names if spec.out_channels == len(names) else [f"output_{i}" for i in range(spec.out_channels)]
+        groups.append((names, out_names))
+    elif spec.in_channels == 1:
+        for var in _eligible_variables(ds, spec, dims):
+            groups.append(([var], [var] if spec.out_channels == 1 else [f"{var}_{i}" for i in range(spec.out_channels)]))
+        if not groups:
+            raise InputError("no data variable of the dataset has the spatial dims the model needs; "
+                             "pass inputs=[...] and dims=(...).")
+    else:
+        raise InputError(f"the model takes {spec.in_channels} channels: name them with inputs=[...] "
+                         f"(dataset variables: {list(ds.data_vars)}).")
+    for _, out_names in groups:
+        if len(out_names) != spec.out_channels:
+            raise InputError(f"outputs={out_names} but the model returns {spec.out_channels} channel(s).")
+    lazy = any(isinstance(ds[v].data, da.Array) for g in groups for v in g[0])
+    result = {}
+    for names_g, out_g in groups:
+        arrays = [ds[n] for n in names_g]
+        spatial = _spatial(arrays[0], spec, dims)
+        x = _stack_channels(arrays, spatial)
+        out = run_engine(x, model, spec, run, spatial, names_g, out_g)
+        for arr in _output_arrays(out, x, out_g, spec, arrays[0]):
+            result[arr.name] = arr
+    out_ds = xr.Dataset(result)
+    for arr in list(result.values()):
+        gm = cf.grid_mapping_name(arr)
+        if gm and gm in ds.variables and gm not in out_ds.variables:
+            out_ds[gm] = ds[gm]
+    out_ds.attrs = cf.append_history(ds.attrs, f"predict model={model_label(model)} "
+                                     f"({model_key(model)[:12]}) inputs={[g[0] for g in groups]}")
+    return _finish(out_ds, lazy, progress)
+
+
+def _eligible_variables(ds, spec, dims):
+    out = []
+    for name, var in ds.data_vars.items():
+        if not (np.issubdtype(var.dtype, np.floating) or (np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)):
+            continue
+        if "flag_values" in var.attrs or "flag_meanings" in var.attrs or "grid_mapping_name" in var.attrs:
+            continue
+        try:
+            _spatial(var, spec, dims)
+        except InputError:
+            continue
+        out.append(name)
+    return out
+
+
+def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim, progress):
+    lazy = isinstance(arr.data, da.Array)
+    name = arr.name if arr.name is not None else "output"
+    if channel_dim is None and spec.in_channels > 1:
+        candidates = [d for d in arr.dims if d in layout.CHANNEL_DIM_NAMES and arr.sizes[d] == spec.in_channels]
+        if not candidates:
+            raise InputError(f"the model takes {spec.in_channels} channels but DataArray {arr.name!r} "
+                             f"{dict(arr.sizes)} has no channel dim of that size; pass channel_dim='...' "
+                             "or use a Dataset with inputs=[...].")
+        channel_dim = candidates[0]
+    if channel_dim is not None:
+        if channel_dim not in arr.dims:
+            raise InputError(f"channel_dim={channel_dim!r} is not a dim of {arr.name!r} {arr.dims}.")
+        if inputs is not None and channel_dim in arr.coords:
+            arr = arr.sel({channel_dim: list(inputs)})
+        if arr.sizes[channel_dim] != spec.in_channels:
+            raise InputError(f"{arr.name!r} has {arr.sizes[channel_dim]} channels along {channel_dim!r}; "
+                             f"the model takes {spec.in_channels}.")
+        names = [str(v) for v in arr.coords[channel_dim].values] if channel_dim in arr.coords else list(spec.inputs)
+        arrays = [arr.isel({channel_dim: i}, drop=True) for i in range(arr.sizes[channel_dim])]
+    else:
+        names = [str(name)]
+        arrays = [arr]
+    spatial = _spatial(arrays[0], spec, dims)
+    x = _stack_channels(arrays, spatial)
+    out_names = list(outputs) if outputs is not None else list(spec.outputs)
+    if not out_names:
+        out_names = [str(name)] if spec.out_channels == 1 else [f"{name}_{i}" for i in range(spec.out_channels)]
+    if len(out_names) != spec.out_channels:
+        raise InputError(f"outputs={out_names} but the model returns {spec.out_channels} channel(s).")
+    out = run_engine(x, model, spec, run, spatial, names if len(names) == spec.in_channels else [str(name)] * spec.in_channels, out_names)
+    pieces = _output_arrays(out, x, out_names, spec, arrays[0])
+    if len(pieces) == 1:
+        result = pieces[0]
+        result.name = arr.name
+    else:
+        result = xr.concat(pieces, dim=xr.DataArray(out_names, dims="channel", name="channel"))
+        result.name = arr.name
+        cf.carry_georeferencing(arrays[0], result)
+    kept = {k: v for k, v in arr.attrs.items() if spec.fills_gaps or k not in _VALUE_ATTRS}
+    result.attrs = cf.append_history({**kept, **result.attrs},
+                                     f"predict model={model_label(model)} ({model_key(model)[:12]})")
+    return _finish(result, lazy, progress)

@@ -1,0 +1,187 @@
+"""The hot loop: batches of tiles through a model that stays resident on its device.
+
+* One copy of each model per process and device, keyed by a content hash, loaded on first use:
+  tasks carry a small :class:`ModelPayload` that dask ships once per worker, never the module in
+  every task.
+* One lock per device: several dask threads driving one GPU (or oversubscribing the CPU's
+  intra-op threads) collapses throughput, so device work is serialised while other threads read,
+  decode and cut the next tiles.
+* On CUDA, host-to-device copies go through pinned memory on a side stream outside the lock, so
+  the copy of one batch overlaps the compute of another; bf16 autocast by default.
+* A CUDA out-of-memory error halves the batch and carries on.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import cloudpickle
+import numpy as np
+import torch
+
+from .errors import InputError
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+_RESIDENT: dict[tuple[str, str], "ResidentModel"] = {}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device={str(device)!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'.")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    table = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    if precision not in table:
+        raise InputError(f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'.")
+    return table[precision]
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    key = str(device)
+    with _LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+class ModelPayload:
+    """What a dask task holds to reach the model: a content hash plus the means to rebuild it.
+
+    Pickling it (once per worker under dask.distributed) sends the weights; unpickling increments
+    :attr:`loads`, which the tests read to prove the weights travel once per worker.
+    """
+
+    loads = 0  # per process: how many payloads were unpickled here
+
+    def __init__(self, module: torch.nn.Module, key: str):
+        self.module = module
+        self.key = key
+
+    def __getstate__(self):
+        # The user's own module within the user's own job (not a file from elsewhere), so pickle
+        # is fine here; cloudpickle also carries classes defined in a script or notebook.
+        return {"key": self.key, "blob": cloudpickle.dumps(self.module)}
+
+    def __setstate__(self, state):
+        type(self).loads += 1
+        self.key = state["key"]
+        self._blob = state["blob"]
+        self.module = None
+
+    def get_module(self) -> torch.nn.Module:
+        if self.module is None:
+            self.module = pickle.loads(self._blob)
+            self._blob = None
+        return self.module
+
+
+@dataclass
+class ResidentModel:
+    """A model loaded on one device, with its own adaptive batch size."""
+
+    module: torch.nn.Module
+    device: torch.device
+    takes_mask: bool
+    oom_cap: int | None = None  # largest batch known to fit after an out-of-memory error
+
+    @classmethod
+    def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool) -> "ResidentModel":
+        cache_key = (payload.key, str(device))
+        with _LOCKS_GUARD:
+            resident = _RESIDENT.get(cache_key)
+            if resident is None:
+                # A private copy: the user's module keeps its device and train/eval state.
+                module = copy.deepcopy(payload.get_module()).to(device).eval()
+                resident = cls(module=module, device=device, takes_mask=takes_mask)
+                _RESIDENT[cache_key] = resident
+        return resident
+
+    def run(self, x: np.ndarray, mask: np.ndarray | None, autocast: torch.dtype | None,
+            batch_size: int) -> np.ndarray:
+        """Model output for ``x`` (first axis = samples) as float32 numpy, in batches."""
+        outputs, start = [], 0
+        while start < len(x):
+            size = max(min(batch_size, self.oom_cap or batch_size), 1)
+            try:
+                outputs.append(self._run_batch(x[start:start + size],
+                                               None if mask is None else mask[start:start + size], autocast))
+                start += size
+            except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_out_of_memory(error) or size == 1:
+                    raise
+                self.oom_cap = max(size // 2, 1)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        return np.concatenate(outputs, axis=0)
+
+    def _run_batch(self, x, mask, autocast) -> np.ndarray:
+        cuda = self.device.type == "cuda"
+        arrays = [x] if mask is None else [x, mask]
+        hosts = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+        if cuda:
+            # Pinned memory + a side stream, outside the lock: this copy overlaps the compute of
+            # the batch another thread is running.
+            stream = _copy_stream(self.device)
+            with torch.cuda.stream(stream):
+                tensors = [h.pin_memory().to(self.device, non_blocking=True) for h in hosts]
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        else:
+            tensors = hosts
+        x_dev, mask_dev = tensors[0], (tensors[1] if mask is not None else None)
+        with device_lock(self.device), torch.inference_mode():
+            if cuda:
+                compute = torch.cuda.current_stream(self.device)
+                compute.wait_event(ready)
+                for tensor in tensors:  # allocated on the copy stream, used on this one
+                    tensor.record_stream(compute)
+            context = torch.autocast(self.device.type, dtype=autocast) if autocast is not None else nullcontext()
+            with context:
+                out = self.module(x_dev, mask_dev) if self.takes_mask else self.module(x_dev)
+            if isinstance(out, (tuple, list)):  # e.g. (image, mask) from a partial-conv net
+                out = out[0]
+            out = out.float()
+            if cuda:
+                host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+                host.copy_(out, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(compute)
+        if cuda:
+            done.synchronize()
+            return host.numpy()
+        return out.numpy()
+
+
+_COPY_STREAMS: dict[str, "torch.cuda.Stream"] = {}
+
+
+def _copy_stream(device: torch.device):
+    key = str(device)
+    with _LOCKS_GUARD:
+        if key not in _COPY_STREAMS:
+            _COPY_STREAMS[key] = torch.cuda.Stream(device=device)
+        return _COPY_STREAMS[key]
+
+
+def clear_cache() -> None:
+    """Forget every resident model of this process (frees device memory)."""
+    with _LOCKS_GUARD:
+        _RESIDENT.clear()

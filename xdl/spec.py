@@ -1,0 +1,191 @@
+"""What the engine needs to know about a model, read from its card or attributes, else probed.
+
+The engine treats a model as a black box with a few properties: how it is called (mode, mask),
+its channels, the spatial size multiple it accepts and how much context (halo) each tile needs.
+Zoo models declare them; for a plain ``torch.nn.Module`` they are found by cheap probes: small
+forward calls for the size multiple, and an input-gradient probe for the effective receptive field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import InputError
+
+MODES = ("spatial", "pointwise", "volume")
+
+
+@dataclass
+class EngineSpec:
+    mode: str
+    in_channels: int
+    out_channels: int
+    size_multiple: int
+    halo: int
+    takes_mask: bool
+    fills_gaps: bool
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    normalization: dict = field(default_factory=lambda: {"kind": "none"})
+    output_units: dict = field(default_factory=dict)
+    units: dict = field(default_factory=dict)
+    standard_names: dict = field(default_factory=dict)
+
+    @property
+    def n_spatial(self) -> int:
+        return {"spatial": 2, "volume": 3, "pointwise": 0}[self.mode]
+
+
+def _first_layer(module: torch.nn.Module):
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+                              torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)):
+            return layer
+    return None
+
+
+def guess_mode(module: torch.nn.Module) -> str:
+    layer = _first_layer(module)
+    if isinstance(layer, torch.nn.Linear):
+        return "pointwise"
+    if isinstance(layer, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+        return "volume"
+    return "spatial"
+
+
+def guess_in_channels(module: torch.nn.Module) -> int | None:
+    layer = _first_layer(module)
+    if layer is None:
+        return None
+    return getattr(layer, "in_channels", None) or getattr(layer, "in_features", None)
+
+
+def _call(module, x, takes_mask):
+    out = module(x, torch.ones_like(x)) if takes_mask else module(x)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def probe_size_multiple(module, in_channels: int, n_spatial: int, takes_mask: bool) -> int:
+    """Smallest power of two ``m`` such that a size-``3m`` input comes back the same size."""
+    last_error = None
+    for m in (1, 2, 4, 8, 16, 32, 64, 128):
+        side = 3 * m
+        x = torch.zeros((1, in_channels) + (side,) * n_spatial)
+        try:
+            with torch.inference_mode():
+                out = _call(module, x, takes_mask)
+        except Exception as error:  # noqa: BLE001 - a failed size is what we are probing for
+            last_error = error
+            continue
+        if tuple(out.shape[2:]) == (side,) * n_spatial:
+            return m
+        last_error = InputError(f"output spatial shape {tuple(out.shape[2:])} for input {(side,) * n_spatial}")
+    raise InputError(
+        "the model does not return outputs of its input's spatial size for any size multiple up to "
+        f"128 (last error: {last_error}). xdl needs same-size spatial outputs; wrap the model or give "
+        "it padding."
+    )
+
+
+def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, takes_mask: bool,
+               share: float = 0.99) -> int:
+    """Radius around an output pixel holding ``share`` of the input-gradient mass (the effective
+    receptive field), rounded up to the size multiple. Probed on a random input in eval mode."""
+    side = max(64, 8 * size_multiple)
+    side = min(side, 256 if n_spatial == 2 else 48)
+    side = max(side // size_multiple, 1) * size_multiple
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((1, in_channels) + (side,) * n_spatial, generator=generator).requires_grad_(True)
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.enable_grad():
+            out = _call(module, x, takes_mask)
+            centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
+            out[centre].sum().backward()
+    finally:
+        module.train(was_training)
+    grad = x.grad.detach().abs().sum(dim=(0, 1))
+    total = float(grad.sum())
+    if total == 0.0:
+        return 0
+    # Chebyshev distance of each input pixel from the centre: the share within radius r.
+    coords = torch.meshgrid(*[torch.arange(side) - side // 2] * n_spatial, indexing="ij")
+    dist = torch.stack([c.abs() for c in coords]).amax(dim=0)
+    for radius in range(side // 2 + 1):
+        if float(grad[dist <= radius].sum()) >= share * total:
+            break
+    multiple = max(size_multiple, 1)
+    return int(math.ceil(radius / multiple) * multiple)
+
+
+def engine_spec(model, mode: str | None = None) -> EngineSpec:
+    """The engine's view of an ``xdl.Model`` (card) or a plain ``torch.nn.Module`` (attributes
+    or probes)."""
+    card = dict(getattr(model, "card", None) or {})
+    module = getattr(model, "module", model)
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"model must be an xdl.Model, a torch.nn.Module, a zoo name or a path; got {type(model).__name__}.")
+
+    def pick(key, default=None):
+        if card.get(key) is not None:
+            return card[key]
+        value = getattr(module, key, None)
+        return default if value is None else value
+
+    was_training = module.training
+    module.eval()  # probes must not touch BatchNorm running statistics
+    try:
+        return _engine_spec(card, module, pick, mode)
+    finally:
+        module.train(was_training)
+
+
+def _engine_spec(card, module, pick, mode) -> EngineSpec:
+    mode = mode or pick("mode") or guess_mode(module)
+    if mode not in MODES:
+        raise InputError(f"mode={mode!r}: use one of {MODES}.")
+    takes_mask = bool(pick("takes_mask", False))
+    in_channels = pick("in_channels") or guess_in_channels(module)
+    if in_channels is None:
+        raise InputError("cannot tell the model's number of input channels; give the module an "
+                         "`in_channels` attribute or wrap it in xdl.Model with a card.")
+    n_spatial = {"spatial": 2, "volume": 3, "pointwise": 0}[mode]
+    if mode == "pointwise":
+        size_multiple, halo = 1, 0
+    else:
+        size_multiple = pick("size_multiple") or probe_size_multiple(module, in_channels, n_spatial, takes_mask)
+        halo = pick("halo")
+        if halo is None:
+            halo = probe_halo(module, in_channels, n_spatial, size_multiple, takes_mask)
+    out_channels = pick("out_channels")
+    if out_channels is None:
+        out_channels = _probe_out_channels(module, in_channels, mode, size_multiple, takes_mask)
+    return EngineSpec(
+        mode=mode, in_channels=int(in_channels), out_channels=int(out_channels),
+        size_multiple=int(size_multiple), halo=int(halo), takes_mask=takes_mask,
+        fills_gaps=bool(pick("fills_gaps", False)),
+        inputs=list(card.get("inputs") or []), outputs=list(card.get("outputs") or []),
+        normalization=dict(card.get("normalization") or {"kind": "none"}),
+        output_units=dict(card.get("output_units") or {}), units=dict(card.get("units") or {}),
+        standard_names=dict(card.get("standard_names") or {}),
+    )
+
+
+def _probe_out_channels(module, in_channels, mode, size_multiple, takes_mask) -> int:
+    if mode == "pointwise":
+        x = torch.zeros((2, in_channels))
+    else:
+        side = 3 * size_multiple
+        x = torch.zeros((1, in_channels) + (side,) * (3 if mode == "volume" else 2))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            out = _call(module, x, takes_mask)
+    finally:
+        module.train(was_training)
+    return int(out.shape[1])
