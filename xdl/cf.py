@@ -16,16 +16,31 @@ def grid_mapping_name(da: xr.DataArray) -> str | None:
 
 
 def carry_georeferencing(source: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
-    """Give ``target`` the grid mapping of ``source`` in attrs AND encoding (rioxarray and
-    xarray each look in one of them)."""
+    """Give ``target`` the grid mapping of ``source``, where ``source`` keeps it: in attrs after
+    a plain decode, in encoding after ``decode_coords="all"`` (xarray refuses to write a variable
+    that has it in both; rioxarray reads either)."""
     name = grid_mapping_name(source)
     if name:
-        target.attrs["grid_mapping"] = name
-        target.encoding["grid_mapping"] = name
+        where = target.attrs if "grid_mapping" in source.attrs else target.encoding
+        where["grid_mapping"] = name
     for key in ("coordinates",):
         if key in source.encoding:
             target.encoding[key] = source.encoding[key]
     return target
+
+
+_PACKING_KEYS = ("scale_factor", "add_offset", "_Unsigned", "dtype", "_FillValue", "missing_value")
+
+
+def drop_packing(obj):
+    """Forget how the source file packed its coordinates (int16 + scale_factor in GOES files):
+    re-packing goes through JSON/float64 in zarr and would not give back the same floats, so
+    coordinates are written as the decoded values, bit for bit."""
+    for coord in obj.coords.values():
+        if np.issubdtype(coord.dtype, np.floating):
+            for key in _PACKING_KEYS:
+                coord.encoding.pop(key, None)
+    return obj
 
 
 def history_line(action: str) -> str:

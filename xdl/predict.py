@@ -138,6 +138,8 @@ def _as_float(da_in: xr.DataArray) -> xr.DataArray:
 
 
 def _spatial(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
+    if spec.mode == "pointwise":
+        return ()  # every dim is a batch of points
     if spec.mode == "volume":
         if dims is not None:
             dims = tuple(dims)
@@ -152,7 +154,8 @@ def _spatial(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
 def _stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.DataArray:
     arrays = [_as_float(a) for a in arrays]
     arrays = list(xr.broadcast(*arrays)) if len(arrays) > 1 else arrays
-    stacked = xr.concat([a.variable for a in arrays], dim=CHANNEL) if len(arrays) > 1 else arrays[0].variable.expand_dims(CHANNEL)
+    stacked = (xr.Variable.concat([a.variable for a in arrays], dim=CHANNEL) if len(arrays) > 1
+               else arrays[0].variable.expand_dims(CHANNEL))
     batch = [d for d in arrays[0].dims if d not in spatial]
     stacked = stacked.transpose(*batch, CHANNEL, *spatial)
     coords = {k: v for k, v in arrays[0].coords.items() if set(v.dims) <= set(stacked.dims)}
@@ -223,11 +226,10 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
     n_spatial = spec.n_spatial
     layout.check_coordinates(x, spatial)
     lengths = [x.sizes[d] for d in spatial]
-    x_dim = spatial[-1]
-    periodic = run.periodic if run.periodic is not None else (
-        periodic_x if periodic_x is not None else layout.is_periodic_longitude(x, x_dim))
     plans = []
     if spec.mode != "pointwise":
+        periodic = run.periodic if run.periodic is not None else (
+            periodic_x if periodic_x is not None else layout.is_periodic_longitude(x, spatial[-1]))
         for i, (dim, n) in enumerate(zip(spatial, lengths)):
             plans.append(tiling.AxisPlan.build(
                 n, halo=spec.halo, tile=int(run.tile * 1.25) if n <= run.tile * 1.25 - 2 * spec.halo else run.tile,
@@ -267,6 +269,7 @@ def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec:
 
 
 def _finish(result, lazy: bool, progress: bool):
+    cf.drop_packing(result)
     if lazy:
         return result
     if progress:

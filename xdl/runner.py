@@ -74,11 +74,13 @@ class ModelPayload:
     def __init__(self, module: torch.nn.Module, key: str):
         self.module = module
         self.key = key
+        self._blob = None
 
     def __getstate__(self):
         # The user's own module within the user's own job (not a file from elsewhere), so pickle
         # is fine here; cloudpickle also carries classes defined in a script or notebook.
-        return {"key": self.key, "blob": cloudpickle.dumps(self.module)}
+        blob = self._blob if self.module is None else cloudpickle.dumps(self.module)
+        return {"key": self.key, "blob": blob}
 
     def __setstate__(self, state):
         type(self).loads += 1
@@ -89,7 +91,6 @@ class ModelPayload:
     def get_module(self) -> torch.nn.Module:
         if self.module is None:
             self.module = pickle.loads(self._blob)
-            self._blob = None
         return self.module
 
 
