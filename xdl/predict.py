@@ -197,10 +197,15 @@ def _normalise(data: da.Array, spec: EngineSpec, names: list, n_spatial: int):
         return (data - mean) / std, "global"
     if kind == "per_sample":
         axes = tuple(range(data.ndim - n_spatial, data.ndim)) if n_spatial else ()
-        mean = da.nanmean(data, axis=axes, keepdims=True)
-        std = da.nanstd(data, axis=axes, keepdims=True)
-        mean = da.where(da.isfinite(mean), mean, 0.0).astype(np.float32)
-        std = da.where(da.isfinite(std) & (std > 0), std, 1.0).astype(np.float32)
+        # Sums and counts rather than nanmean: a sample with no valid pixel gets (0, 1), quietly.
+        finite = da.isfinite(data)
+        count = da.maximum(finite.sum(axis=axes, keepdims=True), 1)
+        zeroed = da.where(finite, data, 0.0).astype(np.float64)
+        mean = zeroed.sum(axis=axes, keepdims=True) / count
+        var = (da.where(finite, data - mean, 0.0) ** 2).sum(axis=axes, keepdims=True) / count
+        std = da.sqrt(var)
+        mean = mean.astype(np.float32)
+        std = da.where(std > 0, std, 1.0).astype(np.float32)
         return (data - mean) / std, (mean, std)
     raise InputError(f"unknown normalization kind {kind!r} in the model card; use 'none', 'global' or 'per_sample'.")
 

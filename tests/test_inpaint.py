@@ -1,0 +1,186 @@
+"""Gap filling: valid data bit-identical, domain, CF masks, flags, history, chunk invariance."""
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import xdl
+from xdl.errors import InputError
+from xdl.inpaint import FLAG_FILLED, FLAG_OUTSIDE, FLAG_UNFILLABLE, FLAG_VALID
+
+from conftest import shared_file
+
+
+def gap_model():
+    import torch
+
+    torch.manual_seed(0)
+    return xdl.zoo.create("pconv-unet", in_channels=1, depth=3, base_channels=8,
+                          card={"normalization": {"kind": "per_sample"}})
+
+
+MODEL = None
+
+
+def model():
+    global MODEL
+    if MODEL is None:
+        MODEL = gap_model()
+    return MODEL
+
+
+def smooth_field(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 1, shape[-2])[:, None]
+    x = np.linspace(0, 1, shape[-1])[None, :]
+    base = np.sin(6 * x + rng.uniform(0, 6)) * np.cos(4 * y + rng.uniform(0, 6))
+    return (280 + 5 * base + 0.1 * rng.standard_normal(shape)).astype("f4")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), ny=st.integers(9, 70), nx=st.integers(9, 70),
+       gap_share=st.floats(0.0, 0.6), chunk_y=st.integers(4, 70), chunk_x=st.integers(4, 70),
+       dtype=st.sampled_from(["f4", "f8"]))
+def test_valid_values_come_back_bit_identical(seed, ny, nx, gap_share, chunk_y, chunk_x, dtype):
+    rng = np.random.default_rng(seed)
+    data = (rng.standard_normal((2, ny, nx)) * 10 ** rng.uniform(-3, 5)).astype(dtype)
+    data[rng.random(data.shape) < gap_share] = np.nan
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="v")
+    out = arr.chunk({"y": chunk_y, "x": chunk_x}).dl.inpaint(model()).values
+    valid = np.isfinite(data)
+    assert out.dtype == data.dtype
+    assert np.array_equal(out[valid], data[valid])  # bit for bit, not approximately
+    has_any = valid.reshape(2, -1).any(axis=1)
+    for t in range(2):
+        if has_any[t]:
+            assert np.isfinite(out[t]).all()  # no NaN left inside the (default: whole) domain
+
+
+def test_results_do_not_depend_on_chunking():
+    data = smooth_field((2, 90, 110))
+    data[:, 40:43, :] = np.nan
+    data[1, 10:30, 60:80] = np.nan
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="t")
+    results = [arr.dl.inpaint(model(), tile=48).values]
+    for chunks in ({"y": 30, "x": 25}, {"time": 1, "y": 90, "x": 110}, {"y": 17, "x": 64}):
+        results.append(arr.chunk(chunks).dl.inpaint(model(), tile=48).values)
+    for other in results[1:]:
+        np.testing.assert_allclose(other, results[0], rtol=0, atol=1e-4)
+
+
+def test_domain_is_respected_and_flags_say_why():
+    data = smooth_field((1, 40, 50))
+    data[0, 5:8, :] = np.nan          # a scan line crossing land and sea
+    data[0, :, 45:] = np.nan          # "land": outside the domain, must stay NaN
+    domain = np.ones((40, 50), bool)
+    domain[:, 45:] = False
+    ds = xr.Dataset({"sst": (("time", "y", "x"), data, {"units": "K"})})
+    out = ds.dl.inpaint(model(), domain=xr.DataArray(domain, dims=("y", "x")))
+    filled = out["sst"].values[0]
+    assert np.isnan(filled[:, 45:]).all()
+    assert np.isfinite(filled[:, :45]).all()
+    flags = out["sst_inpainted"].values[0]
+    assert (flags[:, 45:] == FLAG_OUTSIDE).all()
+    assert (flags[5:8, :45] == FLAG_FILLED).all()
+    assert (flags[:5, :45] == FLAG_VALID).all()
+    assert out["sst_inpainted"].attrs["flag_meanings"].split()[0] == "valid_input"
+    np.testing.assert_array_equal(out["sst_inpainted"].attrs["flag_values"], [0, 1, 2, 3])
+    assert "sst_inpainted" in out["sst"].attrs["ancillary_variables"]
+    assert "inpaint" in out.attrs["history"] and "pconv-unet" in out.attrs["history"]
+    assert out["sst"].attrs["units"] == "K"
+
+
+def test_a_time_step_without_data_stays_nan_and_is_flagged_unfillable():
+    data = smooth_field((3, 32, 32))
+    data[1] = np.nan
+    data[0, 10:12] = np.nan
+    ds = xr.Dataset({"v": (("time", "y", "x"), data)}).chunk({"time": 1})
+    out = ds.dl.inpaint(model()).compute()
+    assert np.isnan(out["v"].values[1]).all()
+    assert (out["v_inpainted"].values[1] == FLAG_UNFILLABLE).all()
+    assert np.isfinite(out["v"].values[0]).all()
+
+
+def test_no_gaps_means_unchanged_and_no_model_call():
+    data = smooth_field((2, 32, 32))
+    calls = []
+    m = gap_model()
+    original_forward = m.module.forward
+    m.module.forward = lambda *a, **k: calls.append(1) or original_forward(*a, **k)
+    out = xr.DataArray(data, dims=("time", "y", "x"), name="v").dl.inpaint(m)
+    np.testing.assert_array_equal(out.values, data)
+    assert calls == []
+
+
+def test_quality_flag_rule_as_mask():
+    data = smooth_field((1, 32, 40))
+    dqf = np.zeros_like(data, dtype="f4")
+    dqf[0, 3:6, :] = 2  # bad-quality rows: valid numbers, but not to be trusted
+    ds = xr.Dataset({"Rad": (("time", "y", "x"), data), "DQF": (("time", "y", "x"), dqf,
+                                                                {"flag_values": [0, 1, 2], "flag_meanings": "good a b"})})
+    out = ds.dl.inpaint(model(), variables=["Rad"], mask=ds.DQF == 0)
+    assert not np.array_equal(out["Rad"].values[0, 3:6], data[0, 3:6])  # replaced
+    np.testing.assert_array_equal(out["Rad"].values[0, 6:], data[0, 6:])
+    assert "DQF_inpainted" not in out  # flag variables are never filled
+
+
+def test_cf_valid_range_on_packed_data_excludes_flag_values(tmp_path):
+    # Raw int16 with scale 0.001: data 0..30 (raw 0..30000), flag codes raw 32000+ decode to 32+:
+    # inside the RAW valid_range's numbers, outside the DECODED one, so they are not data.
+    raw = np.full((1, 20, 30), 15000, dtype="i2")
+    raw[0, :, :] += np.arange(30, dtype="i2") * 100
+    raw[0, 4:6, :] = 32001  # e.g. "ice" flags
+    raw[0, 10, 10] = -1     # _FillValue
+    ds = xr.Dataset({"sst": (("time", "y", "x"), raw, {"scale_factor": 0.001, "add_offset": 0.0,
+                                                       "_FillValue": np.int16(-1), "valid_range": np.array([0, 30000], "i2")})})
+    path = tmp_path / "packed.nc"
+    ds.to_netcdf(path)
+    opened = xr.open_dataset(path)
+    assert float(opened.sst.max()) > 32  # the flag codes decode into plausible-looking numbers
+    valid = xdl.cf.cf_valid_mask(opened.sst).values
+    assert not valid[0, 4:6].any() and not valid[0, 10, 10]
+    assert valid[0, 0].all()
+    out = opened.dl.inpaint(model())
+    assert (out["sst_inpainted"].values[0, 4:6] == FLAG_FILLED).all()
+    assert float(out["sst"].values[0, 4:6].max()) < 32
+
+
+def test_mask_and_domain_shape_errors():
+    arr = xr.DataArray(smooth_field((1, 20, 20)), dims=("time", "y", "x"), name="v")
+    with pytest.raises(InputError, match="shape"):
+        arr.dl.inpaint(model(), mask=np.ones((20, 21), bool))
+    with pytest.raises(InputError, match="same grid"):
+        arr.dl.inpaint(model(), domain=xr.DataArray(np.ones((20, 19), bool), dims=("y", "x")))
+    with pytest.raises(InputError, match="no valid value"):
+        (arr * np.nan).dl.inpaint(model())
+    with pytest.raises(InputError, match="dtype"):
+        xr.DataArray(np.zeros((1, 8, 8), "i4"), dims=("time", "y", "x"), name="counts").dl.inpaint(model())
+    predict_only = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=2, base_channels=4)
+    with pytest.raises(InputError, match="does not fill gaps"):
+        arr.dl.inpaint(predict_only)
+
+
+def test_lazy_input_gives_lazy_output():
+    arr = xr.DataArray(smooth_field((2, 32, 32)), dims=("time", "y", "x"), name="v").chunk({"time": 1})
+    out = arr.dl.inpaint(model())
+    assert isinstance(out.data, da.Array)
+
+
+def test_goes_space_is_never_filled_and_scan_lines_are():
+    path = shared_file("goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc")
+    ds = xr.open_dataset(path, chunks={}).isel(y=slice(0, 384), x=slice(0, 448))  # holds the off-earth wedge
+    space = ~np.isfinite(ds.Rad.values)
+    assert space.any()
+    rows = xr.DataArray(np.arange(ds.sizes["y"]) % 64 < 2, dims="y")
+    holey = ds[["Rad", "goes_imager_projection"]].assign(Rad=ds.Rad.where(~rows))
+    out = holey.dl.inpaint(model()).compute()
+    assert np.isnan(out.Rad.values[space]).all()
+    assert (out.Rad_inpainted.values[space] == FLAG_OUTSIDE).all()
+    gap_on_earth = rows.values[:, None] & ~space
+    assert np.isfinite(out.Rad.values[gap_on_earth]).all()
+    valid = np.isfinite(holey.Rad.values)
+    assert np.array_equal(out.Rad.values[valid], holey.Rad.values[valid])
+    assert out.Rad.attrs["grid_mapping"] == "goes_imager_projection"

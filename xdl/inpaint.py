@@ -1,0 +1,238 @@
+"""Gap filling: ``inpaint`` keeps every valid value bit for bit and gives gaps the model's values.
+
+The valid mask (CF rules, or the user's mask/quality-flag rule) decides what is data; the domain
+decides where gaps may be filled (never space on a geostationary disk, never land for SST);
+the engine runs only the tiles that hold a gap. The Dataset form adds a CF flag variable per
+filled variable and a history line.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from . import cf, domains, pretrained
+from .errors import InputError
+from .graph import TILES_GAPS
+from .predict import (_RunOptions, _finish, _spatial, _stack_channels, model_key, model_label,
+                      resolve_model, run_engine)
+from .spec import engine_spec
+
+FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE = 0, 1, 2, 3
+FLAG_ATTRS = {
+    "flag_values": np.array([FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE], dtype=np.int8),
+    "flag_meanings": "valid_input filled_by_model unfillable_no_valid_input_nearby outside_fill_domain",
+}
+
+
+def _default_model():
+    if pretrained.DEFAULT_INPAINT not in pretrained.names():
+        raise InputError("no bundled default gap-filling model is installed with this xdl; pass model= "
+                         "(a .safetensors file or an xdl.Model, e.g. from ds.dl.fit('pconv-unet', ...)).")
+    return pretrained.load(pretrained.DEFAULT_INPAINT)
+
+
+def _as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
+    """A boolean DataArray aligned with ``like``; clear errors for shape or dim mismatches."""
+    if isinstance(value, np.ndarray):
+        if value.shape != like.shape:
+            raise InputError(f"{what} has shape {value.shape} but {like.name!r} has shape {like.shape}; "
+                             f"give a DataArray with dims among {like.dims} or an array of the same shape.")
+        value = xr.DataArray(value, dims=like.dims, coords=like.coords)
+    if not isinstance(value, xr.DataArray):
+        raise InputError(f"{what} must be a boolean DataArray (e.g. ds.DQF == 0) or numpy array, not {type(value).__name__}.")
+    extra = [d for d in value.dims if d not in like.dims]
+    if extra:
+        raise InputError(f"{what} has dims {extra} that {like.name!r} {like.dims} lacks.")
+    for dim in value.dims:
+        if value.sizes[dim] != like.sizes[dim]:
+            raise InputError(f"{what} has {value.sizes[dim]} entries along {dim!r} but {like.name!r} has "
+                             f"{like.sizes[dim]}; they must be on the same grid.")
+    if value.dtype != bool:
+        if np.issubdtype(value.dtype, np.floating):
+            value = value.fillna(0)
+        value = value.astype(bool)
+    # Positional alignment on the same grid: the caller's coordinates may differ only in float noise.
+    return xr.DataArray(value.data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
+
+
+def _valid_mask(arr: xr.DataArray, mask) -> xr.DataArray:
+    if mask is not None:
+        user = _as_mask(mask, arr, "mask")
+        # A user's mask never turns NaN into data.
+        return user & np.isfinite(arr) if np.issubdtype(arr.dtype, np.floating) else user
+    if not np.issubdtype(arr.dtype, np.floating):
+        has_rule = any(k in arr.attrs or k in arr.encoding for k in ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max"))
+        if not has_rule:
+            raise InputError(f"variable {arr.name!r} has dtype {arr.dtype} and no _FillValue/missing_value/"
+                             "valid_range: xdl cannot tell its gaps. Pass mask= (True where valid), or open "
+                             "the file with mask_and_scale=True.")
+    return cf.cf_valid_mask(arr)
+
+
+def _check_units(arr: xr.DataArray, spec) -> None:
+    expected = spec.units.get(str(arr.name)) if spec.units else None
+    if expected and arr.attrs.get("units") and arr.attrs["units"] != expected:
+        warnings.warn(f"{arr.name!r} is in {arr.attrs['units']!r} but the model was trained on "
+                      f"{expected!r}; convert it or fit a model on these units.", UserWarning, stacklevel=3)
+
+
+def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, model, spec, run, dims):
+    """Fill a group of variables that the model takes together. Returns (filled, flags) lists."""
+    spatial = _spatial(arrays[0], spec, dims)
+    masked = [a.where(v) for a, v in zip(arrays, valids)]
+    for a, v in zip(arrays, valids):
+        if not isinstance(a.data, da.Array) and not bool(np.asarray(v).any()):
+            raise InputError(f"variable {a.name!r} has no valid value at all: nothing to fill from. "
+                             "Check its mask, _FillValue and valid_range.")
+    names = [str(a.name) for a in arrays]
+    x = _stack_channels(masked, spatial)
+    out = run_engine(x, model, spec, run, spatial, names, names, tiles=TILES_GAPS)
+    base = x.isel({"__xdl_channel__": 0}, drop=True)
+    channel_axis = x.get_axis_num("__xdl_channel__")
+    filled_list, flag_list = [], []
+    for i, (arr, valid) in enumerate(zip(arrays, valids)):
+        model_values = xr.DataArray(out[(slice(None),) * channel_axis + (i,)], dims=base.dims, coords=base.coords)
+        model_values = model_values.transpose(*arr.dims)
+        dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
+        inside = True if domain is None else domain
+        fill = model_values.astype(dtype).where(inside)
+        # Valid values are the input's own, bit for bit; gaps get the model's value or stay NaN.
+        result = arr.astype(dtype, copy=False).where(valid, fill)
+        result.attrs = dict(arr.attrs)
+        result.encoding = {k: v for k, v in arr.encoding.items() if k in ("grid_mapping", "coordinates")}
+        cf.carry_georeferencing(arr, result)
+        result.name = arr.name
+        flags = xr.where(np.isfinite(model_values), FLAG_FILLED, FLAG_UNFILLABLE)
+        if domain is not None:
+            flags = xr.where(domain, flags, FLAG_OUTSIDE)
+        flags = xr.where(valid, FLAG_VALID, flags).astype(np.int8).transpose(*arr.dims)
+        flags.attrs = {**FLAG_ATTRS, "long_name": f"gap filling status of {arr.name}"}
+        cf.carry_georeferencing(arr, flags)
+        filled_list.append(result)
+        flag_list.append(flags)
+    return filled_list, flag_list
+
+
+def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=None, flags=True,
+            device="auto", precision="auto", tile=None, halo=None, batch_size=None, periodic=None,
+            progress=False):
+    """Fill the gaps of ``obj`` with a partial-convolution model; valid values stay bit-identical.
+
+    Parameters
+    ----------
+    model : None (the bundled default), a path to a ``.safetensors`` model, a bundled name, or an
+        ``xdl.Model`` that fills gaps (e.g. from ``ds.dl.fit("pconv-unet", ...)``).
+    variables : Dataset variables to fill (default: every float variable with spatial dims).
+    mask : True where a value is valid. Default: CF rules (finite, not ``_FillValue`` /
+        ``missing_value``, inside ``valid_range``/``valid_min``/``valid_max``). A quality-flag rule
+        works too: ``mask=ds.DQF == 0``. NaN is never valid.
+    domain : True where gaps may be filled; elsewhere they stay NaN. "auto" (default): the Earth
+        disk on geostationary grids (never fill space), everywhere otherwise. None: everywhere.
+    flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable, 3 outside domain).
+    device, precision, tile, halo, batch_size, periodic, progress : engine options, as in ``predict``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, xdl
+    >>> field = xr.DataArray(np.random.rand(64, 64).astype("f4"), dims=("y", "x"), name="sst")
+    >>> field[10:12, :] = np.nan
+    >>> model = xdl.zoo.create("pconv-unet", in_channels=1, depth=3, base_channels=8,
+    ...                        card={"normalization": {"kind": "per_sample"}})
+    >>> filled = field.dl.inpaint(model)
+    >>> bool(np.isfinite(filled).all()), bool((filled.values[:10] == field.values[:10]).all())
+    (True, True)
+    """
+    model = _default_model() if model is None else resolve_model(model)
+    spec = engine_spec(model)
+    if not spec.fills_gaps:
+        raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
+                         "use predict() for it, or fit a 'pconv-unet'.")
+    if halo is not None:
+        from dataclasses import replace
+
+        spec = replace(spec, halo=int(halo))
+    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic)
+    if domain is not None and not (isinstance(domain, str) and domain == "auto"):
+        domain_mask = domain
+    elif isinstance(domain, str):
+        domain_mask = domains.auto_domain(obj)
+    else:
+        domain_mask = None
+    if isinstance(obj, xr.DataArray):
+        return _inpaint_dataarray(obj, model, spec, run, mask, domain_mask, dims, progress)
+    if isinstance(obj, xr.Dataset):
+        return _inpaint_dataset(obj, model, spec, run, variables, mask, domain_mask, dims, flags, progress)
+    raise InputError(f"inpaint works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
+
+
+def _groups(names: list[str], spec) -> list[list[str]]:
+    if spec.in_channels == 1:
+        return [[n] for n in names]
+    if len(names) != spec.in_channels:
+        raise InputError(f"the model fills {spec.in_channels} variables together ({spec.inputs}); "
+                         f"pass variables= with {spec.in_channels} names, got {names}.")
+    return [names]
+
+
+def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, progress):
+    if arr.name is None:
+        arr = arr.rename("data")
+    _check_units(arr, spec)
+    valid = _valid_mask(arr, mask)
+    dom = None if domain is None else _as_mask(domain, arr, "domain")
+    filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims)
+    result = filled[0]
+    result.attrs = cf.append_history(result.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]})")
+    return _finish(result, isinstance(arr.data, da.Array), progress)
+
+
+def _eligible(ds: xr.Dataset, spec, dims) -> list[str]:
+    names = []
+    for name, var in ds.data_vars.items():
+        if not np.issubdtype(var.dtype, np.floating) or var.ndim < 2:
+            continue
+        if "flag_values" in var.attrs or "flag_meanings" in var.attrs or "flag_masks" in var.attrs:
+            continue
+        try:
+            _spatial(var, spec, dims)
+        except InputError:
+            continue
+        names.append(name)
+    return names
+
+
+def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags, progress):
+    if variables is None:
+        names = list(spec.inputs) if spec.in_channels > 1 and spec.inputs else _eligible(ds, spec, dims)
+        if not names:
+            raise InputError(f"no float variable with spatial dims to fill in this dataset ({list(ds.data_vars)}); "
+                             "pass variables=[...] and dims=(...).")
+    else:
+        names = [variables] if isinstance(variables, str) else list(variables)
+    missing = [n for n in names if n not in ds.data_vars]
+    if missing:
+        raise InputError(f"variables {missing} not in the dataset; it has {list(ds.data_vars)}.")
+    out = ds.copy()
+    lazy = False
+    for group in _groups(names, spec):
+        arrays = [ds[n] for n in group]
+        for a in arrays:
+            _check_units(a, spec)
+        lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
+        valids = [_valid_mask(a, mask) for a in arrays]
+        dom = None if domain is None else _as_mask(domain, arrays[0], "domain")
+        filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims)
+        for name, result, flag in zip(group, filled, flag_arrays):
+            out[name] = result
+            if flags:
+                flag_name = f"{name}_inpainted"
+                out[flag_name] = flag
+                ancillary = str(result.attrs.get("ancillary_variables", "")).split()
+                out[name].attrs["ancillary_variables"] = " ".join(ancillary + [flag_name])
+    out.attrs = cf.append_history(ds.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]}) "
+                                  f"variables={names}")
+    return _finish(out, lazy, progress)
