@@ -24,7 +24,8 @@ CHANNEL = "__xdl_channel__"
 _VALUE_ATTRS = {"units", "standard_name", "long_name", "valid_range", "valid_min", "valid_max",
                 "scale_factor", "add_offset", "_FillValue", "missing_value", "flag_values",
                 "flag_meanings", "flag_masks", "ancillary_variables", "_Unsigned"}
-DEFAULT_TILE = 512
+DEFAULT_TILE = 512        # CPU: tile side (core + halo both sides)
+DEFAULT_TILE_CUDA = 1024  # GPU: bigger tiles, less halo overhead, batches fill the device
 # Pixels (times channels) per model call. On CPUs one tile at a time is fastest (measured:
 # a 5M-parameter UNet on 576x576 tiles ran 0.40 Mpix/s in batches of 1, 0.17 in batches of 6,
 # as activations fall out of cache); a GPU wants big batches.
@@ -82,7 +83,8 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         attributes and usual names when omitted.
     device : "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
     precision : "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", "bf16", "fp16".
-    tile : largest tile side (core + halo both sides); default 512.
+    tile : largest tile side (core + halo both sides); default 512 on CPU, 1024 on GPU (an axis
+        up to 1.25 x tile long is one tile).
     halo : context pixels each side of a tile; default from the model card or a receptive-field probe.
     batch_size : tiles per model call; default from a pixel budget (halved on out-of-memory).
     periodic : wrap the x dim; default True for a regular longitude spanning 360 degrees.
@@ -121,7 +123,7 @@ class _RunOptions:
     @classmethod
     def build(cls, spec, device, precision, tile, batch_size, periodic):
         dev = resolve_device(device)
-        tile = int(tile) if tile is not None else DEFAULT_TILE
+        tile = int(tile) if tile is not None else (DEFAULT_TILE_CUDA if dev.type == "cuda" else DEFAULT_TILE)
         if tile < 1:
             raise InputError(f"tile={tile}: give a positive tile size in pixels.")
         return cls(dev, resolve_precision(precision, dev), tile, batch_size, periodic)

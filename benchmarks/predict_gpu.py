@@ -1,0 +1,137 @@
+"""GPU throughput of ``predict`` against the model alone and the naive apply_ufunc path, one run.
+
+The DESIGN.md section 4 setting: an 11.6M-parameter PConv-UNet (5 levels, 64..512 channels) over
+128 images of 1024x1024 float32 in host memory, dask chunks of 8 images. Measured, in Mpix/s of
+output:
+  * model-only, data already on the GPU, eager bf16 autocast (and TF32, and torch.compile) on the
+    raw 1024x1024 images, and on the tiles xdl runs (1024 + 2 x halo);
+  * xdl: ``da.dl.predict(model).compute()`` from host memory (default: bf16 autocast);
+  * naive: ``xr.apply_ufunc(dask="parallelized")`` + a torch closure, under dask's default
+    threaded scheduler and the synchronous one.
+
+    python benchmarks/predict_gpu.py [--n 128] [--size 1024] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import dask
+import numpy as np
+import torch
+import xarray as xr
+
+import xdl
+from xdl import tiling
+from xdl.predict import DEFAULT_TILE_CUDA
+
+
+def timed(fn, repeat=1):
+    fn()  # warm-up (cudnn autotune, allocator)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeat
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--skip-naive-threads", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this benchmark needs a GPU")
+    dev = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    print(f"# xdl {xdl.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name(0)}, "
+          f"dask threads {dask.system.CPU_COUNT}")
+    model = xdl.zoo.create("pconv-unet", in_channels=1, depth=5, base_channels=64, max_channels=512)
+    module = model.module.to(dev).eval()
+    n, size, chunk = args.n, args.size, args.chunk
+    pixels = n * size * size
+    print(f"model: pconv-unet, {model.num_parameters / 1e6:.1f}M parameters; data ({n}, {size}, {size}) "
+          f"float32 in host memory, chunks of {chunk}")
+    rng = np.random.default_rng(0)
+    host = rng.standard_normal((n, size, size), dtype=np.float32)
+    plan = tiling.AxisPlan.build(size, halo=model.halo, tile=int(DEFAULT_TILE_CUDA * 1.25),
+                                 size_multiple=model.size_multiple)
+    tiles_per_image = plan.n_tiles ** 2
+    rows = {}
+
+    def model_only(x, autocast=True, fn=None):
+        fn = fn or module
+        ones = torch.ones_like(x[:chunk])
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                for start in range(0, len(x), chunk):
+                    fn(x[start:start + chunk], ones[: len(x[start:start + chunk])])
+        return run
+
+    on_gpu = torch.from_numpy(host[:, None]).to(dev)
+    rows["model-only bf16, raw images on GPU"] = timed(model_only(on_gpu))
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    rows["model-only TF32, raw images on GPU"] = timed(model_only(on_gpu, autocast=False))
+    del on_gpu
+    tiles = torch.randn((n * tiles_per_image, 1, plan.tile_size, plan.tile_size), device=dev)
+    rows[f"model-only bf16, xdl's {plan.tile_size}px tiles on GPU"] = timed(model_only(tiles))
+    del tiles
+    if not args.no_compile:
+        compiled = torch.compile(module)
+        x = torch.from_numpy(host[:, None]).to(dev)
+        t0 = time.perf_counter()
+        model_only(x, fn=compiled)()
+        print(f"  (torch.compile warm-up {time.perf_counter() - t0:.0f} s)")
+        rows["model-only bf16 + torch.compile, raw images"] = timed(model_only(x, fn=compiled))
+        del x, compiled
+    torch.cuda.empty_cache()
+
+    arr = xr.DataArray(host, dims=("time", "y", "x"), name="v").chunk({"time": chunk})
+    arr.isel(time=slice(0, chunk)).dl.predict(model).compute()  # warm-up: resident copy, cudnn
+    t0 = time.perf_counter()
+    out = arr.dl.predict(model).compute()
+    rows["xdl predict().compute(), host memory"] = time.perf_counter() - t0
+
+    def closure(block):
+        x = torch.from_numpy(np.ascontiguousarray(block[:, None])).to(dev)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            y = module(x, torch.ones_like(x))
+        return y.float()[:, 0].cpu().numpy()
+
+    def naive(scheduler):
+        result = xr.apply_ufunc(closure, arr, input_core_dims=[["y", "x"]], output_core_dims=[["y", "x"]],
+                                dask="parallelized", output_dtypes=[np.float32])
+        t0 = time.perf_counter()
+        values = result.compute(scheduler=scheduler)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0, values
+
+    rows["naive apply_ufunc, synchronous scheduler"], naive_values = naive("synchronous")
+    if not args.skip_naive_threads:
+        rows["naive apply_ufunc, default threads"], _ = naive("threads")
+
+    for name, seconds in rows.items():
+        print(f"  {name:48s} {seconds:7.2f} s  {pixels / seconds / 1e6:8.1f} Mpix/s")
+    eager = rows["model-only bf16, raw images on GPU"]
+    same_tiles = rows[f"model-only bf16, xdl's {plan.tile_size}px tiles on GPU"]
+    t_xdl = rows["xdl predict().compute(), host memory"]
+    print(f"  tiles: {tiles_per_image} per image of {plan.tile_size}px (halo {plan.halo})")
+    print(f"  xdl / model-only bf16 (raw images, on GPU): {eager / t_xdl:.2f}   (target >= 0.8)")
+    print(f"  xdl / model-only bf16 (same tiles, on GPU): {same_tiles / t_xdl:.2f}")
+    if "naive apply_ufunc, default threads" in rows:
+        print(f"  xdl / naive (default threads):             {rows['naive apply_ufunc, default threads'] / t_xdl:.2f}   (target >= 2)")
+    print(f"  xdl / naive (synchronous):                 {rows['naive apply_ufunc, synchronous scheduler'] / t_xdl:.2f}")
+    inner = (slice(None), slice(128, -128), slice(128, -128))
+    diff = np.abs(out.values[inner] - naive_values.values[inner])
+    print(f"  |xdl - naive| away from borders (both bf16): median {np.median(diff):.2e}, max {diff.max():.2e}")
+
+
+if __name__ == "__main__":
+    main()
