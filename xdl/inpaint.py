@@ -147,14 +147,10 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     (True, True)
     """
     model = _default_model() if model is None else resolve_model(model)
-    spec = engine_spec(model)
+    spec = engine_spec(model, halo=None if halo is None else int(halo))
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
                          "use predict() for it, or fit a 'pconv-unet'.")
-    if halo is not None:
-        from dataclasses import replace
-
-        spec = replace(spec, halo=int(halo))
     run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic)
     if domain is not None and not (isinstance(domain, str) and domain == "auto"):
         domain_mask = domain

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import replace
 
 import dask.array as da
 import numpy as np
@@ -104,9 +103,7 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     ('time', 'y', 'x')
     """
     model = resolve_model(model)
-    spec = engine_spec(model, mode)
-    if halo is not None:
-        spec = replace(spec, halo=int(halo))
+    spec = engine_spec(model, mode, halo=None if halo is None else int(halo))
     run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic)
     if isinstance(obj, xr.Dataset):
         return _predict_dataset(obj, model, spec, run, inputs, outputs, dims, progress)
@@ -235,6 +232,10 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
     n_spatial = spec.n_spatial
     layout.check_coordinates(x, spatial)
     lengths = [x.sizes[d] for d in spatial]
+    short = [d for d, n in zip(spatial, lengths) if n < 2]
+    if short:
+        raise InputError(f"{x.name or 'the input'} has a single pixel along {short}: a {spec.mode} model "
+                         "needs neighbours. Use a pointwise model, or check dims=.")
     plans = []
     if spec.mode != "pointwise":
         periodic = run.periodic if run.periodic is not None else (

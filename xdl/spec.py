@@ -122,7 +122,7 @@ def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, tak
     return int(math.ceil(radius / multiple) * multiple)
 
 
-def engine_spec(model, mode: str | None = None) -> EngineSpec:
+def engine_spec(model, mode: str | None = None, halo: int | None = None) -> EngineSpec:
     """The engine's view of an ``xdl.Model`` (card) or a plain ``torch.nn.Module`` (attributes
     or probes)."""
     card = dict(getattr(model, "card", None) or {})
@@ -139,12 +139,12 @@ def engine_spec(model, mode: str | None = None) -> EngineSpec:
     was_training = module.training
     module.eval()  # probes must not touch BatchNorm running statistics
     try:
-        return _engine_spec(card, module, pick, mode)
+        return _engine_spec(card, module, pick, mode, halo)
     finally:
         module.train(was_training)
 
 
-def _engine_spec(card, module, pick, mode) -> EngineSpec:
+def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
     mode = mode or pick("mode") or guess_mode(module)
     if mode not in MODES:
         raise InputError(f"mode={mode!r}: use one of {MODES}.")
@@ -158,7 +158,7 @@ def _engine_spec(card, module, pick, mode) -> EngineSpec:
         size_multiple, halo = 1, 0
     else:
         size_multiple = pick("size_multiple") or probe_size_multiple(module, in_channels, n_spatial, takes_mask)
-        halo = pick("halo")
+        halo = halo_override if halo_override is not None else pick("halo")
         if halo is None:
             halo = probe_halo(module, in_channels, n_spatial, size_multiple, takes_mask)
     out_channels = pick("out_channels")

@@ -1,0 +1,153 @@
+"""Scale and reliability: resumable writes, cluster faults, weights shipped once, bad input,
+determinism and chunking invariance as properties."""
+
+import os
+import sys
+
+import cloudpickle
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import xdl
+from xdl.errors import InputError, OutputExistsError, XdlError
+from xdl.io import LOG_NAME, to_zarr_resumable
+
+# Classes defined here travel to worker processes by value (the tests dir is not importable there).
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def conv(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 1, 3, padding=1)).eval()
+
+
+def dataset(n=6, ny=48, nx=64, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.standard_normal((n, ny, nx)).astype("f4")
+    return xr.Dataset({"v": (("time", "y", "x"), data)},
+                      coords={"time": np.arange(n), "y": np.arange(ny) * 1.0, "x": np.arange(nx) * 1.0})
+
+
+class FailsOnce(torch.nn.Module):
+    """Behaves like ``inner`` but fails the first time it sees a batch after ``fail_after`` calls,
+    leaving a flag file so that retries (and resumed runs) succeed."""
+
+    def __init__(self, inner, flag, fail_after=0, hard=False):
+        super().__init__()
+        self.inner, self.flag, self.fail_after, self.hard = inner, str(flag), fail_after, hard
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += x.shape[-1] > 8  # count real tiles, not the engine's tiny shape probes
+        if self.calls > self.fail_after and not os.path.exists(self.flag):
+            open(self.flag, "w").close()
+            if self.hard:
+                os._exit(1)  # a worker process dying mid-write
+            raise RuntimeError("simulated interruption")
+        return self.inner(x)
+
+
+def test_interrupted_write_resumes_to_the_same_store(tmp_path):
+    ds = dataset().chunk({"time": 1})
+    reference = tmp_path / "reference.zarr"
+    to_zarr_resumable(ds.dl.predict(conv(), halo=2), reference)
+    flaky = FailsOnce(conv(), tmp_path / "failed.flag", fail_after=3)
+    store = tmp_path / "out.zarr"
+    with pytest.raises(RuntimeError, match="simulated"):
+        to_zarr_resumable(ds.dl.predict(flaky, halo=2, mode="spatial"), store,
+                          regions_per_step=1)
+    done_before = len(__import__("json").loads((store / LOG_NAME).read_text())["done"])
+    assert 0 < done_before < ds.sizes["time"]
+    to_zarr_resumable(ds.dl.predict(flaky, halo=2, mode="spatial"), store, resume=True)
+    np.testing.assert_array_equal(xr.open_zarr(store).v.values, xr.open_zarr(reference).v.values)
+
+
+def test_resume_refuses_a_different_job_and_existing_outputs_need_mode_w(tmp_path):
+    ds = dataset(n=2).chunk({"time": 1})
+    store = tmp_path / "out.zarr"
+    to_zarr_resumable(ds, store)
+    with pytest.raises(OutputExistsError, match="mode='w'"):
+        to_zarr_resumable(ds, store)
+    with pytest.raises(InputError, match="different job"):
+        to_zarr_resumable(dataset(n=3).chunk({"time": 1}), store, resume=True)
+    to_zarr_resumable(ds * 2, store, mode="w")
+    np.testing.assert_array_equal(xr.open_zarr(store).v.values, ds.v.values * 2)
+
+
+@pytest.mark.slow
+def test_killed_worker_leaves_a_complete_correct_store(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    ds = dataset(n=8).chunk({"time": 1})
+    expected = ds.dl.predict(conv(), halo=2).compute(scheduler="threads")
+    killer = FailsOnce(conv(), tmp_path / "killed.flag", fail_after=1, hard=True)
+    store = tmp_path / "out.zarr"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        ds.dl.predict(killer, halo=2, mode="spatial").to_zarr(store)
+    assert (tmp_path / "killed.flag").exists()  # a worker really died
+    np.testing.assert_array_equal(xr.open_zarr(store).v.values, expected.v.values)
+
+
+@pytest.mark.slow
+def test_weights_travel_once_per_worker():
+    distributed = pytest.importorskip("distributed")
+    ds = dataset(n=16).chunk({"time": 1})
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        out = ds.dl.predict(conv(), halo=2).compute()
+        loads = client.run(lambda: __import__("xdl.runner", fromlist=["x"]).ModelPayload.loads)
+    assert out.v.notnull().all()
+    assert sum(loads.values()) <= len(loads)  # 16 tasks, at most one copy of the weights per worker
+    assert all(count <= 1 for count in loads.values())
+
+
+def test_chunks_smaller_than_the_halo_are_rechunked_not_wrong():
+    ds = dataset(n=1, ny=40, nx=40)
+    whole = ds.dl.predict(conv(), halo=16).v.values
+    tiny = ds.chunk({"y": 4, "x": 4}).dl.predict(conv(), halo=16).v.values
+    np.testing.assert_allclose(tiny, whole, atol=1e-6)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cy=st.integers(3, 48), cx=st.integers(3, 64), ct=st.integers(1, 3), seed=st.integers(0, 99))
+def test_chunking_invariance_property(cy, cx, ct, seed):
+    ds = dataset(n=3, seed=seed)
+    ref = ds.dl.predict(conv(), tile=32, halo=4).v.values
+    out = ds.chunk({"time": ct, "y": cy, "x": cx}).dl.predict(conv(), tile=32, halo=4).v.values
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_determinism_bit_for_bit_on_cpu():
+    ds = dataset().chunk({"time": 2, "y": 24})
+    model = xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=4,
+                           card={"normalization": {"kind": "per_sample"}})
+    ds["v"][:, 10:12, :] = np.nan
+    first = ds.dl.inpaint(model).v.values
+    second = ds.dl.inpaint(model).v.values
+    assert np.array_equal(first, second, equal_nan=True)
+
+
+BAD_INPUTS = {
+    "object dtype": lambda: xr.DataArray(np.array([["a"] * 8] * 8, dtype=object), dims=("y", "x"), name="s").dl.predict(conv(), halo=0),
+    "integer without fill rule": lambda: xr.DataArray(np.zeros((8, 8), "i4"), dims=("y", "x"), name="n").dl.inpaint(
+        xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=4)),
+    "NaN coordinate": lambda: xr.DataArray(np.zeros((4, 4), "f4"), dims=("y", "x"), coords={"x": [0, 1, np.nan, 3]}).dl.predict(conv(), halo=0),
+    "non-monotonic coordinate": lambda: xr.DataArray(np.zeros((4, 4), "f4"), dims=("y", "x"), coords={"y": [0, 2, 1, 3]}).dl.predict(conv(), halo=0),
+    "unusable dims": lambda: xr.DataArray(np.zeros((4, 4), "f4"), dims=("a", "b")).dl.predict(conv(), halo=0),
+    "too few channels": lambda: dataset().dl.predict(torch.nn.Conv2d(3, 1, 1), inputs=["v"]),
+    "one-pixel field for a spatial model": lambda: xr.DataArray(np.zeros((1, 5), "f4"), dims=("y", "x")).dl.predict(conv(), halo=0),
+    "unknown zoo name": lambda: xdl.zoo.create("no-such-net"),
+    "unknown model file or name": lambda: dataset().dl.predict("no_such_model.safetensors"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gets_a_specific_xdl_error(case):
+    with pytest.raises(XdlError) as info:
+        BAD_INPUTS[case]()
+    assert len(str(info.value)) > 20  # a sentence that names the problem and the fix
