@@ -1,0 +1,22 @@
+"""Every example runs end to end (small sizes) on the real data."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["goes_gap_fill", "reanalysis_gap_fill", "dask_cluster"])
+def test_example_runs(name, tmp_path):
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    proc = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--small", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=EXAMPLES)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RMSE" in proc.stdout or "bit for bit: True" in proc.stdout
