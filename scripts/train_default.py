@@ -9,7 +9,7 @@ bipolar grid and AVHRR NDVI. Held out for evaluation (never trained on): the GOE
 scene and the MERRA-2 surface pressure (see benchmarks/inpaint_quality.py).
 
     python scripts/train_default.py prepare fields.npz      # real fields -> one compact file
-    python scripts/train_default.py train fields.npz [--steps 3000] [--device cuda]
+    python scripts/train_default.py train fields.npz [--minutes 4] [--device cuda]
 
 ``prepare`` needs the shared data folder; ``train`` needs only the prepared file (so it can run on
 a GPU machine that lacks the data and the netCDF stack).
@@ -80,35 +80,65 @@ def prepare(out_path: str) -> None:
     print(f"{len(fields)} fields, {total / 1e6:.1f} Mpix -> {out_path} ({os.path.getsize(out_path) / 1e6:.1f} MB)")
 
 
-def load_fields(path: str):
+PIECE = 512  # fields are cut (or NaN-padded) to pieces of this side so they stack as samples
+
+
+def load_pieces(path: str, seed: int = 0):
+    """The prepared fields as one DataArray (sample, y, x) of PIECE x PIECE pieces, shuffled so the
+    validation split (the last samples) mixes sources. Padding is NaN: never data, never loss."""
     import xarray as xr
 
+    pieces, sources = [], []
     with np.load(path) as npz:
         names = [str(n) for n in npz["names"]]
-        arrays = [npz[f"f{i}"].astype(np.float32) for i in range(len(names))]
-    return [xr.DataArray(a[None], dims=("sample", "y", "x"), name="field", attrs={"source": n})
-            for a, n in zip(arrays, names)], names
+        for i, name in enumerate(names):
+            field = npz[f"f{i}"].astype(np.float32)
+            for y0 in range(0, field.shape[0], PIECE):
+                for x0 in range(0, field.shape[1], PIECE):
+                    part = field[y0:y0 + PIECE, x0:x0 + PIECE]
+                    if part.shape[0] < MIN_SIDE or part.shape[1] < MIN_SIDE or np.isfinite(part).mean() < 0.1:
+                        continue
+                    canvas = np.full((PIECE, PIECE), np.nan, np.float32)
+                    canvas[:part.shape[0], :part.shape[1]] = part
+                    pieces.append(canvas)
+                    sources.append(name)
+    order = np.random.default_rng(seed).permutation(len(pieces))
+    data = np.stack([pieces[i] for i in order])
+    return xr.DataArray(data, dims=("sample", "y", "x"), name="field"), names
 
 
-def train(fields_path: str, steps: int, device: str, batch_size: int, out: Path, seed: int) -> None:
+def train(fields_path: str, minutes: float, device: str, batch_size: int, out: Path, seed: int,
+          steps_per_epoch: int = 200) -> None:
+    """Train for about ``minutes`` of wall time: one epoch per fit call, resumed from the
+    checkpoint (so the run is the same as one uninterrupted fit of that many epochs)."""
+    import tempfile
+
     import xdl
     from xdl.train import fit
 
-    scenes, names = load_fields(fields_path)
-    steps_per_epoch = 250
-    epochs = max(1, steps // steps_per_epoch)
+    pieces, names = load_pieces(fields_path, seed)
+    print(f"{len(names)} fields -> {pieces.sizes['sample']} pieces of {PIECE}x{PIECE}")
+    run_dir = Path(tempfile.mkdtemp(prefix="xdl_default_"))
     t0 = time.perf_counter()
-    # The fields are already standardised exactly as the engine's per_sample rule does, so the
-    # model is trained without further normalisation and its card says per_sample.
-    model = fit(scenes, "pconv-unet", variables=["field"], masks="mixed", epochs=epochs,
-                steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=MIN_SIDE, val=0.1,
-                val_steps=20, normalization="none", device=device, progress=True, seed=seed,
-                depth=4, base_channels=32, max_channels=256)
+    epochs, model = 0, None
+    while True:
+        epochs += 1
+        # The fields are already standardised exactly as the engine's per_sample rule does, so
+        # the model trains without further normalisation and its card then says per_sample.
+        model = fit(pieces, "pconv-unet", variables=["field"], masks="mixed", epochs=epochs,
+                    steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=MIN_SIDE, val=0.1,
+                    val_steps=20, normalization="none", device=device, progress=False, seed=seed,
+                    checkpoint_dir=run_dir, resume=epochs > 1, depth=4, base_channels=32, max_channels=256)
+        elapsed = time.perf_counter() - t0
+        history = model.card.get("training", {}).get("history", {})
+        print(f"epoch {epochs}: {elapsed:.0f} s, val loss {history.get('val_loss', ['?'])[-1]}", flush=True)
+        if elapsed / epochs * (epochs + 1) > minutes * 60:
+            break
     seconds = time.perf_counter() - t0
     card = model.card
     card["normalization"] = {"kind": "per_sample"}
     card["inputs"], card["outputs"] = [], []
-    card["units"], card["output_units"] = {}, {}
+    card["units"], card["output_units"], card["standard_names"] = {}, {}, {}
     card["name"] = "pconv-default"
     card["description"] = ("xdl's default gap filler: a partial-convolution UNet (4 levels, 32-256 channels) "
                            "trained on standardised real geophysical fields (GOES ABI radiances and LST, "
@@ -116,12 +146,12 @@ def train(fields_path: str, steps: int, device: str, batch_size: int, out: Path,
                            "block and cloud gaps. Works on any single variable; fit your own for best skill.")
     card["training"] = {**card.get("training", {}), "script": "scripts/train_default.py",
                         "fields": names, "held_out": HELD_OUT, "wall_seconds": round(seconds, 1),
-                        "device": device}
+                        "piece": PIECE}
     final = xdl.Model(model.module, card)
     out.parent.mkdir(parents=True, exist_ok=True)
     final.save(out)
     print(json.dumps({"saved": str(out), "bytes": out.stat().st_size, "seconds": round(seconds, 1),
-                      "metrics": card.get("metrics")}, default=str))
+                      "epochs": epochs, "metrics": card.get("metrics")}, default=str))
 
 
 def main(argv=None):
@@ -131,7 +161,8 @@ def main(argv=None):
     p.add_argument("out")
     t = sub.add_parser("train")
     t.add_argument("fields")
-    t.add_argument("--steps", type=int, default=3000)
+    t.add_argument("--minutes", type=float, default=10.0, help="wall-time budget")
+    t.add_argument("--steps-per-epoch", type=int, default=200)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
@@ -140,7 +171,7 @@ def main(argv=None):
     if args.command == "prepare":
         prepare(args.out)
     else:
-        train(args.fields, args.steps, args.device, args.batch_size, args.out, args.seed)
+        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.steps_per_epoch)
 
 
 if __name__ == "__main__":
