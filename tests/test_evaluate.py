@@ -1,0 +1,193 @@
+"""evaluate: hand-checked scores, baselines on ramps, determinism, layout, masks, plots."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xdl
+from xdl import metrics
+from xdl.errors import InputError
+from xdl.evaluate import METRICS, evaluate
+from xdl.inpaint import inpaint
+
+
+def tiny_model():
+    import torch
+
+    torch.manual_seed(0)
+    return xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=4,
+                          card={"normalization": {"kind": "per_sample"}})
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def first(report):
+    """The (variable, gaps) = (0, 0) block of a report: scalars per method."""
+    return report.isel(variable=0, gaps=0)
+
+
+def interior(ny, nx, x0=0):
+    """Domain without the border: every hidden pixel then lies inside the valid pixels' hull,
+    where linear interpolation of a plane is exact (outside it, fill_linear extrapolates)."""
+    dom = np.zeros((ny, nx), bool)
+    dom[1:-1, x0 + 1:-1] = True
+    return xr.DataArray(dom, dims=("y", "x"))
+
+
+def ramp(ny=32, nx=40):
+    y, x = np.mgrid[0:ny, 0:nx]
+    return xr.DataArray((2.0 + 0.3 * y - 0.2 * x).astype("f8"), dims=("y", "x"), name="ramp",
+                        coords={"y": np.arange(ny), "x": np.arange(nx)}, attrs={"units": "K"})
+
+
+def smooth(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 1, shape[-2])[:, None]
+    x = np.linspace(0, 1, shape[-1])[None, :]
+    return (280 + 5 * np.sin(6 * x + rng.uniform(0, 6)) * np.cos(4 * y) + 0.1 * rng.standard_normal(shape)).astype("f4")
+
+
+def test_model_scores_equal_metrics_by_hand(model):
+    field = ramp(24, 24)
+    hide = np.zeros(field.shape, bool)
+    hide[5:8, :] = True
+    hide[15:19, 3:11] = True
+    report = evaluate(field, model, gaps=hide, baselines=("linear",))
+    # The same fill, done by hand: inpaint with the hidden pixels masked out, then score them.
+    filled = inpaint(field, model, mask=~hide).values
+    expected = metrics.scores(field.values, filled, hide)
+    got = report.sel(variable="ramp", gaps="custom")
+    for key in ("rmse", "mae", "bias", "corr", "std_ratio", "n"):
+        assert float(got[key].sel({"method": "model"})) == pytest.approx(expected[key], rel=1e-12, nan_ok=True)
+    assert int(got.n.sel({"method": "model"})) == hide.sum() == 3 * 24 + 4 * 8
+    assert float(first(report).hidden_share) == pytest.approx(hide.sum() / hide.size)
+
+
+def test_nearest_scores_computed_by_hand(model):
+    # Values = column index; hiding column 3 makes the nearest neighbour (column 2 or 4) off by 1.
+    field = xr.DataArray(np.tile(np.arange(8.0), (8, 1)), dims=("y", "x"), name="col")
+    hide = np.zeros((8, 8), bool)
+    hide[:, 3] = True
+    r = first(evaluate(field, model, gaps=hide, baselines=("nearest", "linear"))).sel({"method": ["nearest", "linear"]})
+    assert r.rmse.values.ravel().tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert r.mae.values.ravel().tolist() == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert abs(float(r.bias.sel({"method": "nearest"}))) <= 1.0
+    assert r.n.values.ravel().tolist() == [8, 8]
+
+
+@pytest.mark.parametrize("gaps", ["scanlines", "blocks", "clouds", "irregular"])
+def test_linear_is_exact_on_a_ramp(model, gaps):
+    report = first(evaluate(ramp(), model, gaps=gaps, fraction=0.1, domain=interior(32, 40)))
+    lin = report.sel({"method": "linear"})
+    assert float(lin.rmse) < 1e-9
+    assert int(lin.n) > 0
+    assert float(report.sel({"method": "biharmonic"}).rmse) < 0.05  # smooth surface: near exact too
+
+
+def test_result_layout_and_attrs(model):
+    data = np.stack([smooth((30, 36), s) for s in range(3)])
+    ds = xr.Dataset(
+        {"a": (("time", "y", "x"), data, {"units": "K"}),
+         "b": (("time", "y", "x"), data * 2.0),
+         "flag": (("time", "y", "x"), np.zeros(data.shape, "i1")),  # not float: not scored
+         "scalar": ((), 1.0)},
+        coords={"time": [0, 1, 2], "y": np.arange(30.0), "x": np.arange(36.0)})
+    report = ds.dl.evaluate(model, gaps=["scanlines", "clouds"], baselines=("linear", "nearest"),
+                            fraction=0.15, seed=3)
+    assert set(report.data_vars) == set(METRICS)
+    for k in METRICS:
+        assert report[k].dims == ("variable", "gaps", "method")
+    assert report.variable.values.tolist() == ["a", "b"]
+    assert report.gaps.values.tolist() == ["scanlines", "clouds"]
+    assert report.method.values.tolist() == ["model", "linear", "nearest"]
+    assert report.units.values.tolist() == ["K", ""]
+    assert report.n.dtype == np.int64 and (report.n > 0).all()
+    assert np.allclose(report.hidden_share, 0.15, atol=0.03)
+    assert (report.seconds >= 0).all()
+    assert report.attrs["model"] == "pconv-unet" and report.attrs["seed"] == 3
+    assert report.attrs["fraction"] == 0.15
+    # b = 2a and the gaps depend on the variable's position: b's linear scores are not a's doubled...
+    # ...but each method sees the same hidden pixel count for a given variable and gap kind.
+    assert (report.n.sel({"method": "linear"}) == report.n.sel({"method": "nearest"})).all()
+
+
+def test_deterministic_given_seed(model):
+    field = xr.DataArray(smooth((2, 32, 32)), dims=("t", "y", "x"), name="v")
+    kw = dict(gaps=["blocks", "scanlines"], baselines=("linear",), fraction=0.2)
+    one = evaluate(field, model, seed=7, **kw).drop_vars("seconds")
+    two = evaluate(field, model, seed=7, **kw).drop_vars("seconds")
+    other = evaluate(field, model, seed=8, **kw).drop_vars("seconds")
+    xr.testing.assert_identical(one, two)
+    assert not np.array_equal(one.rmse.values, other.rmse.values)
+
+
+def test_only_valid_pixels_are_hidden_and_scored(model):
+    field = ramp(32, 32)
+    data = field.values.copy()
+    data[:, :8] = 1e6  # garbage, declared invalid by the mask below
+    data[20:, 20:] = np.nan  # NaN is never valid
+    bad = field.copy(data=data)
+    valid = xr.DataArray(np.arange(32) >= 8, dims="x")
+    report = first(evaluate(bad, model, gaps="clouds", fraction=0.3, mask=valid,
+                            domain=interior(32, 32, x0=8)))
+    assert float(report.sel({"method": "linear"}).rmse) < 1e-9  # no garbage pixel was scored
+    n_valid = int((np.isfinite(data) & valid.values[None, :]).sum())
+    assert int(report.n.sel({"method": "linear"})) <= n_valid
+
+
+def test_domain_limits_the_hidden_pixels(model):
+    field = ramp(32, 32)
+    domain = xr.DataArray(np.arange(32) < 16, dims="y")
+    hide_everywhere = np.ones((32, 32), bool)
+    report = first(evaluate(field, model, gaps=hide_everywhere, domain=domain, baselines=()))
+    assert 0 < int(report.n.item()) <= 16 * 32
+    assert report.method.values.tolist() == ["model"]
+
+
+def test_observed_gaps(model):
+    src = np.ones((3, 32, 32), bool)
+    src[:, 10:14, :] = False
+    report = evaluate(ramp(32, 32), model, gaps="observed", observed=src, baselines=("linear",))
+    assert report.gaps.values.tolist() == ["observed"]
+    report = first(report)
+    assert int(report.n.sel({"method": "linear"})) == 4 * 32
+
+
+def test_errors(model):
+    field = ramp(16, 16)
+    with pytest.raises(InputError, match="unknown gap kind 'stripes'"):
+        evaluate(field, model, gaps="stripes")
+    with pytest.raises(InputError, match="observed="):
+        evaluate(field, model, gaps="observed")
+    with pytest.raises(InputError, match="fraction"):
+        evaluate(field, model, fraction=1.5)
+    with pytest.raises(InputError, match="unknown baseline|baseline"):
+        evaluate(field, model, baselines=("kriging",))
+    with pytest.raises(InputError, match="does not fill gaps"):
+        evaluate(field, xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4))
+    with pytest.raises(InputError, match="not in the dataset"):
+        evaluate(field.to_dataset(), model, variables=["nope"])
+    with pytest.raises(InputError, match="listed twice"):
+        evaluate(field, model, gaps=["blocks", "blocks"])
+
+
+def test_plot_written(model, tmp_path):
+    png = tmp_path / "eval.png"
+    report = evaluate(ramp(24, 24), model, gaps="blocks", plot=png)
+    assert png.exists() and png.stat().st_size > 5000
+    assert report.attrs["plots"] == [str(png)]
+    report = evaluate(ramp(24, 24), model, gaps=["blocks", "scanlines"], plot=tmp_path / "many.png")
+    names = sorted(p.name for p in tmp_path.glob("many_*.png"))
+    assert names == ["many_ramp_blocks.png", "many_ramp_scanlines.png"]
+
+
+def test_fraction_is_a_share_of_the_valid_pixels_on_gappy_dask_data(model):
+    data = smooth((48, 48))
+    data[:, :20] = np.nan  # a large existing gap: clouds drawn over it would hide too few valid pixels
+    field = xr.DataArray(data, dims=("y", "x"), name="v").chunk({"y": 16})
+    report = first(evaluate(field, model, gaps="clouds", fraction=0.2, baselines=()))
+    assert abs(float(report.hidden_share) - 0.2) < 0.02
+    assert int(report.n.item()) == pytest.approx(0.2 * np.isfinite(data).sum(), rel=0.1)

@@ -1,0 +1,626 @@
+"""The ``xdl`` command line: gap filling, inference, training and evaluation on netCDF/zarr files.
+
+::
+
+    xdl inpaint IN OUT [--var V ...] [--model M] [--mask EXPR] [--domain EXPR|auto|none] ...
+    xdl predict IN OUT --model M [--inputs ...] [--outputs ...] ...
+    xdl train IN --model NAME_OR_PATH --out MODEL.safetensors [--config cfg.json] ...
+    xdl evaluate IN [--var ...] [--model M] [--gaps scanlines,blocks,clouds] [--out metrics.csv]
+    xdl zoo
+    xdl demo [--out DIR] [--size N]
+
+IN is a netCDF file (.nc, .nc4, .h5), a zarr store (a directory or ``*.zarr``) or a glob pattern
+of several files (opened with ``xr.open_mfdataset(..., combine="by_coords")``); data are read
+lazily and OUT is written chunk by chunk. Exit status: 0 success, 1 bad input (one line on
+stderr, no traceback; set ``XDL_DEBUG=1`` for one), 2 usage error.
+
+>>> main(["zoo"])  # doctest: +ELLIPSIS
+zoo architectures (untrained; train with `xdl train`):
+...
+0
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import glob
+import json
+import operator
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import InputError, OutputExistsError, XdlError
+
+__all__ = ["main", "mask_expression", "open_input", "write_output"]
+
+NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".netcdf", ".cdf")
+_GLOB_CHARS = set("*?[")
+
+
+# ----------------------------------------------------------------------------- safe expressions
+
+_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+            ast.Gt: operator.gt, ast.GtE: operator.ge}
+_ALLOWED_TEXT = ("dataset variable names, numbers, comparisons (== != < <= > >=), & (and), | (or), "
+                 "~ (not) and parentheses, e.g. \"DQF == 0\" or \"(DQF == 0) & (Rad > 0)\"")
+
+
+def mask_expression(expr: str, ds, what: str = "--mask"):
+    """Evaluate a small boolean expression over ``ds``'s variables, safely (no ``eval``).
+
+    The expression is parsed with :mod:`ast` and walked node by node; only variable names,
+    numbers, comparisons, ``& | ~`` and parentheses are allowed, so nothing in it can run code.
+
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"DQF": ("x", np.array([0, 1, 0])), "Rad": ("x", np.array([1.0, 2.0, -1.0]))})
+    >>> mask_expression("(DQF == 0) & (Rad > 0)", ds).values.tolist()
+    [True, False, False]
+    >>> mask_expression("__import__('os')", ds)
+    Traceback (most recent call last):
+    ...
+    xdl.errors.InputError: --mask "__import__('os')": a function call is not allowed; use dataset variable names, ...
+    """
+    import numpy as np
+    import xarray as xr
+
+    def fail(why):
+        return InputError(f"{what} {json.dumps(expr)}: {why}; use {_ALLOWED_TEXT}.")
+
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as e:
+        raise fail(f"not a valid expression ({e.msg})") from None
+
+    def is_bool(v):
+        return getattr(v, "dtype", None) == bool or isinstance(v, (bool, np.bool_))
+
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Name):
+            if node.id not in ds.variables:
+                raise fail(f"{node.id!r} is not a variable of the dataset (it has: "
+                           f"{', '.join(map(str, ds.variables))})")
+            return ds[node.id]
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, (int, float)):  # bool is an int too: True/False are fine
+                return node.value
+            raise fail(f"the constant {node.value!r} is not a number")
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+            return -walk(node.operand)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+            value = walk(node.operand)
+            if not is_bool(value):
+                raise fail("~ applies to a condition; write ~(DQF == 0)")
+            return ~value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
+            left, right = walk(node.left), walk(node.right)
+            if not (is_bool(left) and is_bool(right)):
+                # Python binds & tighter than ==: "A == 0 & B > 0" means "A == (0 & B) > 0".
+                raise fail("& and | combine conditions; put each comparison in parentheses: (A == 0) & (B > 0)")
+            return left & right if isinstance(node.op, ast.BitAnd) else left | right
+        if isinstance(node, ast.Compare):
+            if not all(type(op) in _COMPARE for op in node.ops):
+                raise fail("only == != < <= > >= compare values (no 'in' or 'is')")
+            result, left = None, walk(node.left)
+            for op, comp in zip(node.ops, node.comparators):
+                right = walk(comp)
+                part = _COMPARE[type(op)](left, right)
+                result = part if result is None else result & part
+                left = right
+            return result
+        kinds = {ast.Call: "a function call", ast.Attribute: "attribute access", ast.Subscript: "indexing",
+                 ast.BoolOp: "'and'/'or' (use & and | with parentheses)", ast.Lambda: "a lambda",
+                 ast.BinOp: "arithmetic"}
+        why = next((v for k, v in kinds.items() if isinstance(node, k)), f"{type(node).__name__} syntax")
+        raise fail(f"{why} is not allowed")
+
+    value = walk(tree)
+    if not isinstance(value, xr.DataArray) or value.dtype != bool:
+        raise fail("the expression must be a condition on variables, such as DQF == 0")
+    return value
+
+
+# ----------------------------------------------------------------------------- files
+
+def _parse_chunks(text: str):
+    """``"y=512,x=512"`` -> ``{"y": 512, "x": 512}``; ``"auto"``; ``"none"`` -> None (no dask);
+    ``"file"`` -> the file's own chunks (the default)."""
+    text = text.strip()
+    if text in ("auto", "none", "file", ""):
+        return {"auto": "auto", "none": None, "file": "file", "": "file"}[text]
+    out = {}
+    for part in text.split(","):
+        name, sep, size = part.partition("=")
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"bad chunks {text!r}: write dim=size pairs, e.g. y=512,x=512")
+        size = size.strip()
+        if size in ("auto", "-1"):
+            out[name.strip()] = "auto" if size == "auto" else -1
+            continue
+        try:
+            out[name.strip()] = int(size)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad chunk size {size!r} in {text!r}: give an integer, "
+                                             "e.g. y=512,x=512") from None
+    return out
+
+
+def _is_zarr(path: str) -> bool:
+    p = path.rstrip("/")
+    return p.endswith(".zarr") or (os.path.isdir(p) and any(
+        os.path.exists(os.path.join(p, f)) for f in ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")))
+
+
+def open_input(path: str, chunks="file"):
+    """Open a netCDF file, a zarr store or a glob of files lazily, as a dask-backed Dataset.
+
+    ``chunks="file"`` (the default, xarray's ``chunks={}``) keeps the file's own chunking; a dict
+    of sizes or ``"auto"`` rechunks; ``None`` reads into memory without dask.
+
+    >>> import numpy as np, xarray as xr, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> xr.Dataset({"t": (("y", "x"), np.zeros((2, 3)))}).to_netcdf(os.path.join(d, "a.nc"))
+    >>> open_input(os.path.join(d, "*.nc")).t.chunks
+    ((2,), (3,))
+    """
+    import xarray as xr
+
+    chunks = {} if isinstance(chunks, str) and chunks == "file" else chunks
+    if _GLOB_CHARS & set(path) and not os.path.exists(path):
+        files = sorted(glob.glob(path))
+        if not files:
+            raise InputError(f"{path}: no file matches this pattern; check the path and quote the pattern "
+                             "so that the shell does not expand it.")
+        if len(files) == 1:
+            path = files[0]
+        else:
+            try:
+                # Variables without the concatenated dim (grid mapping, land mask) are taken from the
+                # first file rather than compared across hundreds of files.
+                return xr.open_mfdataset(files, combine="by_coords", chunks=chunks, data_vars="minimal",
+                                         coords="minimal", compat="override", join="outer",
+                                         engine="zarr" if all(map(_is_zarr, files)) else None)
+            except (ValueError, OSError) as e:
+                raise InputError(f"{path}: cannot combine its {len(files)} files by their coordinates ({e}); "
+                                 "give files that tile or follow each other along a coordinate.") from None
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory.")
+    try:
+        if _is_zarr(path):
+            with warnings.catch_warnings():  # stores without consolidated metadata are fine
+                warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated",
+                                        category=RuntimeWarning)
+                return xr.open_dataset(path, engine="zarr", chunks=chunks)
+        return xr.open_dataset(path, chunks=chunks)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+
+
+def _output_kind(path: str) -> str:
+    p = path.rstrip("/")
+    if p.lower().endswith(NETCDF_SUFFIXES):
+        return "netcdf"
+    if p.endswith(".zarr") or (os.path.isdir(p) and _is_zarr(p)):
+        return "zarr"
+    raise InputError(f"{path}: unknown output format; end the name in .zarr (zarr store) or "
+                     f"{', '.join(NETCDF_SUFFIXES)} (netCDF).")
+
+
+def _check_output(path: str, overwrite: bool, inputs=()) -> str:
+    kind = _output_kind(path)
+    real = os.path.realpath(path)
+    if any(os.path.realpath(i) == real for i in inputs):
+        raise InputError(f"{path}: the output would overwrite the input it is computed from; "
+                         "write to another path.")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it, or choose another path.")
+    return kind
+
+
+_CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards")
+
+
+def _ready_to_write(ds):
+    """Drop chunk encodings of the source format and make dask chunks regular (zarr needs it)."""
+    import dask.array as da
+
+    ds = ds.copy()
+    for name, var in list(ds.variables.items()):
+        for key in _CHUNK_KEYS:
+            var.encoding.pop(key, None)
+        data = var.data
+        if isinstance(data, da.Array) and data.ndim:
+            if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in data.chunks):
+                ds[name] = var.chunk({d: c[0] for d, c in zip(var.dims, data.chunks)})
+    return ds
+
+
+def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False) -> None:
+    """Write ``ds`` to netCDF or zarr (by suffix), streamed chunk by chunk, atomically.
+
+    The data go to a temporary sibling that is renamed into place at the end, so a failure or an
+    interruption never leaves a half-written OUT (nor destroys an existing one).
+    """
+    kind = _check_output(path, overwrite)
+    ds = _ready_to_write(ds)
+    target = Path(path.rstrip("/"))
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        if kind == "zarr":
+            with warnings.catch_warnings():
+                # Consolidated metadata lets readers open the store in one read; zarr 3 warns that it
+                # is not in the v3 spec yet, which is noise to a CLI user.
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                job = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
+        else:
+            job = ds.to_netcdf(tmp, compute=False)
+        if progress:
+            from .progress import progress_bar
+
+            with progress_bar(f"writing {target.name}"):
+                job.compute()
+        else:
+            job.compute()
+        if os.path.lexists(target):
+            _remove(target)
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+
+
+def _keep_coordinate_metadata(result, source):
+    """Give the output's coordinates the source's attrs and time encoding where the engine lost them
+    (axis, standard_name and units are what CF readers use to find the grid)."""
+    for name, coord in result.coords.items():
+        if name in source.coords and source[name].dims == coord.dims:
+            coord.attrs = {**source[name].attrs, **coord.attrs}
+            for key, value in source[name].encoding.items():
+                if key in ("units", "calendar", "dtype", "_FillValue"):
+                    coord.encoding.setdefault(key, value)
+    return result
+
+
+def _remove(path) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _check_vars(ds, names, path, what="--var"):
+    for n in names or ():
+        if n not in ds.data_vars:
+            raise InputError(f"{path}: no variable {n!r} ({what}); it has: {', '.join(map(str, ds.data_vars))}.")
+
+
+def _split(values):
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``: lists given either way."""
+    if not values:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+def _domain(text, ds):
+    if text is None or text == "auto":
+        return "auto"
+    if text == "none":
+        return None
+    return mask_expression(text, ds, "--domain")
+
+
+# ----------------------------------------------------------------------------- commands
+
+def _cmd_inpaint(a) -> int:
+    from .inpaint import inpaint
+
+    _check_output(a.output, a.overwrite, [a.input])
+    ds = open_input(a.input, a.chunks)
+    variables = _split(a.var)
+    _check_vars(ds, variables, a.input)
+    mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
+    result = inpaint(ds, a.model, variables=variables, mask=mask, domain=_domain(a.domain, ds),
+                     device=a.device, tile=a.tile, progress=False)
+    _keep_coordinate_metadata(result, ds)
+    start = time.perf_counter()
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress)
+    _say(f"xdl inpaint: wrote {a.output} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from .predict import predict
+
+    _check_output(a.output, a.overwrite, [a.input])
+    ds = open_input(a.input, a.chunks)
+    inputs = _split(a.inputs)
+    _check_vars(ds, inputs, a.input, "--inputs")
+    result = predict(ds, a.model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile)
+    _keep_coordinate_metadata(result, ds)
+    start = time.perf_counter()
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress)
+    _say(f"xdl predict: wrote {a.output} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+_TRAIN_FLAGS = {  # CLI attribute -> fit() keyword
+    "var": "variables", "inputs": "inputs", "targets": "targets", "epochs": "epochs",
+    "steps": "steps_per_epoch", "batch_size": "batch_size", "tile": "tile", "masks": "masks",
+    "checkpoint_dir": "checkpoint_dir", "resume": "resume", "device": "device", "progress": "progress",
+}
+
+
+def _cmd_train(a) -> int:
+    import inspect
+
+    try:
+        from .train import fit
+    except ImportError as e:
+        raise InputError(f"training is not available in this xdl installation ({e}).") from None
+    kwargs = {}
+    if a.config:
+        if not os.path.exists(a.config):
+            raise InputError(f"{a.config}: no such config file.")
+        try:
+            with open(a.config) as f:
+                kwargs = json.load(f)
+        except ValueError as e:
+            raise InputError(f"{a.config}: not valid JSON ({e}).") from None
+        if not isinstance(kwargs, dict):
+            raise InputError(f"{a.config}: must hold a JSON object of fit() keyword arguments, "
+                             'e.g. {"epochs": 10, "masks": "clouds"}.')
+    for attr, key in _TRAIN_FLAGS.items():  # flags given on the command line win over the file
+        value = getattr(a, attr)
+        if value is not None:
+            kwargs[key] = _split(value) if attr in ("var", "inputs", "targets") else value
+    model = a.model or kwargs.pop("model", None)
+    kwargs.pop("model", None)
+    if not model:
+        raise InputError("--model is required: a zoo name (see `xdl zoo`) or a saved model to fine-tune.")
+    params = inspect.signature(fit).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise InputError(f"{a.config or 'command line'}: fit() takes no option(s) {', '.join(unknown)}; "
+                             f"it takes: {', '.join(p for p in params if p not in ('obj', 'model'))}.")
+    if os.path.lexists(a.out) and not a.overwrite:
+        raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
+    if os.path.exists(model):
+        from .model import load_model
+
+        model = load_model(model)
+    ds = open_input(a.input, a.chunks)
+    for attr in ("var", "inputs", "targets"):
+        _check_vars(ds, kwargs.get(_TRAIN_FLAGS[attr]), a.input, f"--{attr}")
+    start = time.perf_counter()
+    trained = fit(ds, model, **kwargs)
+    trained.save(a.out)
+    _say(f"xdl train: saved {a.out} after {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from .evaluate import METRICS, evaluate
+
+    if a.out:
+        if not a.out.lower().endswith((".nc", ".csv")):
+            raise InputError(f"{a.out}: --out must end in .nc (netCDF) or .csv.")
+        if os.path.lexists(a.out) and not a.overwrite:
+            raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
+    ds = open_input(a.input, a.chunks)
+    variables = _split(a.var)
+    _check_vars(ds, variables, a.input)
+    mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
+    gaps = _split([a.gaps])
+    if not gaps:
+        raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
+    report = evaluate(ds, a.model, variables=variables, gaps=gaps if len(gaps) > 1 else gaps[0],
+                      fraction=a.fraction, baselines=_split([a.baselines]) or (), mask=mask,
+                      domain=_domain(a.domain, ds), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile)
+    print(format_report(report))
+    if a.out:
+        if a.out.lower().endswith(".csv"):
+            report[list(METRICS)].to_dataframe().to_csv(a.out)
+        else:
+            report.to_netcdf(a.out)
+        _say(f"xdl evaluate: wrote {a.out}")
+    for p in report.attrs.get("plots", []):
+        _say(f"xdl evaluate: wrote {p}")
+    return 0
+
+
+def format_report(report) -> str:
+    """A plain-text table of an :func:`xdl.evaluate.evaluate` report, one block per variable/gaps."""
+    lines = [f"model: {report.attrs.get('model')}   seed: {report.attrs.get('seed')}   "
+             f"fraction: {report.attrs.get('fraction')}   (scores on hidden valid pixels only)"]
+    head = f"  {'method':<12}{'rmse':>11}{'mae':>11}{'bias':>11}{'corr':>8}{'std_ratio':>10}{'n':>10}{'seconds':>9}"
+    for v in report["variable"].values:
+        units = str(report["units"].sel(variable=v).item()) if "units" in report.coords else ""
+        for g in report["gaps"].values:
+            share = float(report["hidden_share"].sel(variable=v, gaps=g)) if "hidden_share" in report.coords else float("nan")
+            lines.append("")
+            lines.append(f"{v}{f' [{units}]' if units else ''}  gaps={g}  hidden={share:.1%}")
+            lines.append(head)
+            sub = report.sel(variable=v, gaps=g)
+            for m in report["method"].values:
+                r = sub.sel({"method": m})
+                lines.append(f"  {str(m):<12}{float(r.rmse):>11.4g}{float(r.mae):>11.4g}{float(r.bias):>11.3g}"
+                             f"{float(r.corr):>8.3f}{float(r.std_ratio):>10.3f}{int(r.n):>10d}{float(r.seconds):>9.3f}")
+    return "\n".join(lines)
+
+
+def _cmd_zoo(a) -> int:
+    from . import pretrained, zoo
+
+    print("zoo architectures (untrained; train with `xdl train`):")
+    for name, desc in zoo.describe().items():
+        print(f"  {name:<14} {desc}")
+    bundled = pretrained.names()
+    print("bundled models (use with --model NAME):")
+    if not bundled:
+        print("  (none bundled with this installation)")
+    for name in bundled:
+        try:
+            from .model import _card_from_header, read_header
+
+            card = _card_from_header(pretrained.path(name), read_header(pretrained.path(name))[0])
+            desc = card.get("description") or card.get("architecture") or ""
+        except XdlError as e:
+            desc = f"(unreadable: {e})"
+        print(f"  {name:<14} {desc.splitlines()[0] if desc else ''}")
+    return 0
+
+
+def _cmd_demo(a) -> int:
+    from .demo import run
+
+    run(out_dir=a.out, size=a.size, model=a.model, seed=a.seed)
+    return 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- parser
+
+_EPILOGS = {
+    "inpaint": "example:\n  xdl inpaint goes.nc goes_filled.zarr --var Rad --mask \"DQF == 0\" --chunks y=512,x=512",
+    "predict": "example:\n  xdl predict goes.nc wv.zarr --model c13_to_c08.xdl.safetensors --inputs Rad --outputs C08",
+    "train": ("example:\n  xdl train 'era5_*.nc' --model pconv-unet --var t2m --masks clouds --epochs 20 "
+              "--out t2m.xdl.safetensors\n  xdl train era5.zarr --config fit.json --model pconv-unet "
+              "--out t2m.xdl.safetensors --epochs 5\n"
+              "--config: a JSON object of xdl.train.fit keyword arguments; flags override it."),
+    "evaluate": "example:\n  xdl evaluate sst.nc --var sst --gaps scanlines,blocks,clouds --fraction 0.1 --plot sst.png --out sst_metrics.csv",
+    "zoo": "example:\n  xdl zoo",
+    "demo": "example:\n  xdl demo --out xdl_demo_out --size 256",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="xdl", formatter_class=fmt,
+                                description="Deep-learning models on xarray/Dask/Zarr Earth-science data.",
+                                epilog="example:\n  xdl demo\n  xdl inpaint in.nc out.zarr --var sst\n"
+                                       "run `xdl COMMAND --help` for each command's options.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"xdl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def cmd(name, help_):
+        return sub.add_parser(name, help=help_, description=help_, epilog=_EPILOGS[name], formatter_class=fmt)
+
+    def io(sp, output=True):
+        sp.add_argument("input", metavar="IN", help="netCDF file, zarr store, or a quoted glob of files")
+        if output:
+            sp.add_argument("output", metavar="OUT", help="output: *.zarr or *.nc")
+        sp.add_argument("--chunks", type=_parse_chunks, default="file", metavar="SPEC",
+                        help="dask chunks: dim=size pairs (y=512,x=512), 'auto', 'none' (in memory) or 'file' (default: the file's own)")
+
+    def engine(sp):
+        sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
+        sp.add_argument("--tile", type=int, default=None, help="largest tile side in pixels (default: by device)")
+
+    def writing(sp):
+        sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                        help="show a progress bar (default: when stderr is a terminal)")
+
+    s = cmd("inpaint", "Fill the gaps of variables with a partial-convolution model; valid values stay identical.")
+    io(s)
+    s.add_argument("--var", action="append", metavar="V", help="variable to fill (repeat or comma-separate; default: every float field)")
+    s.add_argument("--model", default=None, help="model file, bundled name (default: the bundled default model)")
+    s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0" (default: CF _FillValue/valid_range)')
+    s.add_argument("--domain", default="auto", metavar="EXPR", help='where gaps may be filled: "auto", "none", or e.g. "land == 0"')
+    engine(s)
+    writing(s)
+    s.set_defaults(func=_cmd_inpaint)
+
+    s = cmd("predict", "Run a model over a dataset (learned mappings between variables).")
+    io(s)
+    s.add_argument("--model", required=True, help="model file (.safetensors) or bundled name")
+    s.add_argument("--inputs", action="append", metavar="V", help="input variables, in the model's channel order")
+    s.add_argument("--outputs", action="append", metavar="V", help="names for the output variables")
+    engine(s)
+    writing(s)
+    s.set_defaults(func=_cmd_predict)
+
+    s = cmd("train", "Train a zoo architecture (or fine-tune a saved model) and save it.")
+    io(s, output=False)
+    s.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="zoo name (see `xdl zoo`) or a saved model")
+    s.add_argument("--out", required=True, metavar="MODEL.safetensors", help="where to save the trained model")
+    s.add_argument("--config", default=None, metavar="CFG.json", help="JSON object of fit() keyword arguments")
+    s.add_argument("--var", action="append", default=None, help="variables to learn to fill")
+    s.add_argument("--inputs", action="append", default=None, help="input variables (mappings)")
+    s.add_argument("--targets", action="append", default=None, help="target variables (mappings)")
+    s.add_argument("--epochs", type=int, default=None)
+    s.add_argument("--steps", type=int, default=None, help="steps per epoch")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--tile", type=int, default=None, help="training tile side in pixels")
+    s.add_argument("--masks", default=None, metavar="KIND", help="training gaps: irregular, scanlines, blocks, clouds, observed")
+    s.add_argument("--checkpoint-dir", default=None, metavar="DIR")
+    s.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
+    s.add_argument("--device", default=None)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    s.set_defaults(func=_cmd_train)
+
+    s = cmd("evaluate", "Hide valid data with realistic gaps, fill them, and score the model against baselines.")
+    io(s, output=False)
+    s.add_argument("--var", action="append", metavar="V", help="variables to score (default: every float field)")
+    s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
+    s.add_argument("--gaps", default="scanlines", help="comma-separated gap kinds: scanlines, blocks, clouds, irregular")
+    s.add_argument("--fraction", type=float, default=0.1, help="share of the valid pixels to hide (default 0.1)")
+    s.add_argument("--baselines", default="linear,biharmonic", help="comma-separated: linear, nearest, biharmonic ('' for none)")
+    s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0"')
+    s.add_argument("--domain", default="auto", metavar="EXPR", help='"auto", "none", or e.g. "land == 0"')
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--plot", default=None, metavar="PNG", help="figure(s) of truth, gaps, fills and errors")
+    s.add_argument("--out", default=None, metavar="METRICS", help="write the metrics to .nc or .csv")
+    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    engine(s)
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = cmd("zoo", "List the zoo architectures and the bundled models.")
+    s.set_defaults(func=_cmd_zoo)
+
+    s = cmd("demo", "Fill synthetic gaps in a generated field and compare with linear interpolation.")
+    s.add_argument("--out", default="xdl_demo_out", metavar="DIR", help="output folder (default xdl_demo_out)")
+    s.add_argument("--size", type=int, default=256, help="field side in pixels (default 256)")
+    s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the ``xdl`` command line; returns the exit status (0 ok, 1 bad input, 2 usage).
+
+    >>> main(["inpaint", "/no/such/file.nc", "out.zarr"])
+    1
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors, 0 on --help
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"xdl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (XdlError, OSError, ValueError, KeyError) as e:
+        # Bad input: one line, no traceback (XDL_DEBUG=1 shows it for bug reports).
+        if os.environ.get("XDL_DEBUG"):
+            raise
+        msg = str(e).strip().replace("\n", " ") or type(e).__name__
+        print(f"xdl {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # python -m xdl.cli
+    sys.exit(main())
