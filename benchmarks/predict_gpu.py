@@ -75,7 +75,7 @@ def main():
     rows = {}
 
     def model_only(x, autocast=True, fn=None):
-        fn = fn or module
+        fn = module if fn is None else fn
         ones = torch.ones_like(x[:chunk])
 
         def run():
@@ -126,11 +126,18 @@ def main():
         return time.perf_counter() - t0, values
 
     rows["naive apply_ufunc, synchronous scheduler"], naive_values = naive("synchronous")
+    naive_threads_note = ""
     if not args.skip_naive_threads:
-        rows["naive apply_ufunc, default threads"], _ = naive("threads")
+        try:
+            rows["naive apply_ufunc, default threads"], _ = naive("threads")
+        except torch.OutOfMemoryError as error:  # every thread puts its own batch on the GPU at once
+            naive_threads_note = f"naive apply_ufunc, default threads: CUDA out of memory ({str(error)[:60]}...)"
+            torch.cuda.empty_cache()
 
     for name, seconds in rows.items():
         print(f"  {name:48s} {seconds:7.2f} s  {pixels / seconds / 1e6:8.1f} Mpix/s")
+    if naive_threads_note:
+        print(f"  {naive_threads_note}")
     eager = rows["model-only bf16, raw images on GPU"]
     same_tiles = rows[f"model-only bf16, xdl's {plan.tile_size}px tiles on GPU"]
     t_xdl = rows["xdl predict().compute(), host memory"]
