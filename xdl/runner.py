@@ -3,11 +3,12 @@
 * One copy of each model per process and device, keyed by a content hash, loaded on first use:
   tasks carry a small :class:`ModelPayload` that dask ships once per worker, never the module in
   every task.
-* One lock per device: several dask threads driving one GPU (or oversubscribing the CPU's
-  intra-op threads) collapses throughput, so device work is serialised while other threads read,
-  decode and cut the next tiles.
-* On CUDA, host-to-device copies go through pinned memory on a side stream outside the lock, so
-  the copy of one batch overlaps the compute of another; bf16 autocast by default.
+* One feeder thread per device runs every model call on it: several dask threads driving one GPU
+  (or oversubscribing the CPU's intra-op threads) collapses throughput, and cuDNN autotunes per
+  thread (with ``cudnn.benchmark`` on, 16 dask threads made a run 15x slower on an H200). Other
+  threads meanwhile read, decode and cut the next tiles.
+* On CUDA, host-to-device copies go through pinned memory on a side stream in the calling
+  thread, so the copy of one batch overlaps the compute of another; bf16 autocast by default.
 * A CUDA out-of-memory error halves the batch and carries on.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -25,7 +27,6 @@ import torch
 
 from .errors import InputError
 
-_DEVICE_LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 _RESIDENT: dict[tuple[str, str], "ResidentModel"] = {}
 
@@ -48,12 +49,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision not in table:
         raise InputError(f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'.")
     return table[precision]
-
-
-def device_lock(device: torch.device) -> threading.Lock:
-    key = str(device)
-    with _LOCKS_GUARD:
-        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -137,9 +132,10 @@ class ResidentModel:
         cuda = self.device.type == "cuda"
         arrays = [x] if mask is None else [x, mask]
         hosts = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+        ready = None
         if cuda:
-            # Pinned memory + a side stream, outside the lock: this copy overlaps the compute of
-            # the batch another thread is running.
+            # Pinned memory + a side stream, in the calling thread: this copy overlaps the compute
+            # of the batch the device's feeder thread is running.
             stream = _copy_stream(self.device)
             with torch.cuda.stream(stream):
                 tensors = [h.pin_memory().to(self.device, non_blocking=True) for h in hosts]
@@ -147,28 +143,48 @@ class ResidentModel:
             ready.record(stream)
         else:
             tensors = hosts
-        x_dev, mask_dev = tensors[0], (tensors[1] if mask is not None else None)
-        with device_lock(self.device), torch.inference_mode():
+        out, done = device_feeder(self.device).submit(self._forward, tensors, ready, autocast).result()
+        if done is not None:
+            done.synchronize()
+        return out.numpy()
+
+    def _forward(self, tensors, ready, autocast):
+        """Runs in the device's feeder thread: all model calls on a device come from one thread,
+        so cuDNN's autotuning (per thread) happens once and kernels never interleave."""
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode():
             if cuda:
                 compute = torch.cuda.current_stream(self.device)
                 compute.wait_event(ready)
                 for tensor in tensors:  # allocated on the copy stream, used on this one
                     tensor.record_stream(compute)
+            x_dev = tensors[0]
+            mask_dev = tensors[1] if len(tensors) > 1 else None
             context = torch.autocast(self.device.type, dtype=autocast) if autocast is not None else nullcontext()
             with context:
                 out = self.module(x_dev, mask_dev) if self.takes_mask else self.module(x_dev)
             if isinstance(out, (tuple, list)):  # e.g. (image, mask) from a partial-conv net
                 out = out[0]
             out = out.float()
-            if cuda:
-                host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
-                host.copy_(out, non_blocking=True)
-                done = torch.cuda.Event()
-                done.record(compute)
-        if cuda:
-            done.synchronize()
-            return host.numpy()
-        return out.numpy()
+            if not cuda:
+                return out, None
+            host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(compute)
+            return host, done
+
+
+_FEEDERS: dict[str, ThreadPoolExecutor] = {}
+
+
+def device_feeder(device: torch.device) -> ThreadPoolExecutor:
+    """The one thread that drives ``device`` (a queue of model calls), created on first use."""
+    key = str(device)
+    with _LOCKS_GUARD:
+        if key not in _FEEDERS:
+            _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}")
+        return _FEEDERS[key]
 
 
 _COPY_STREAMS: dict[str, "torch.cuda.Stream"] = {}
