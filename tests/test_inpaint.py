@@ -93,6 +93,15 @@ def test_domain_is_respected_and_flags_say_why():
     assert out["sst"].attrs["units"] == "K"
 
 
+def test_coordinate_attributes_survive():
+    ds = xr.Dataset({"v": (("time", "y", "x"), smooth_field((1, 32, 32)))},
+                    coords={"y": ("y", np.arange(32.0), {"axis": "Y", "units": "m"}),
+                            "x": ("x", np.arange(32.0), {"axis": "X", "units": "m"})})
+    ds["v"][0, 3:5] = np.nan
+    out = ds.dl.inpaint(model())
+    assert out.y.attrs == {"axis": "Y", "units": "m"} and out.x.attrs["axis"] == "X"
+
+
 def test_a_time_step_without_data_stays_nan_and_is_flagged_unfillable():
     data = smooth_field((3, 32, 32))
     data[1] = np.nan
@@ -184,3 +193,24 @@ def test_goes_space_is_never_filled_and_scan_lines_are():
     valid = np.isfinite(holey.Rad.values)
     assert np.array_equal(out.Rad.values[valid], holey.Rad.values[valid])
     assert out.Rad.attrs["grid_mapping"] == "goes_imager_projection"
+
+
+class _Wild(__import__("torch").nn.Module):
+    """A 'gap filler' that extrapolates wildly."""
+
+    mode, in_channels, out_channels, size_multiple, halo = "spatial", 1, 1, 1, 0
+    takes_mask, fills_gaps = True, True
+
+    def forward(self, x, mask):
+        return x * 0 + 1e6
+
+
+def test_fills_are_clipped_to_the_sample_range_unless_asked_not_to():
+    data = smooth_field((2, 24, 24))
+    data[:, 5:8, :] = np.nan
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="v")
+    out = arr.dl.inpaint(_Wild()).values
+    for t in range(2):
+        lo, hi = np.nanmin(data[t]), np.nanmax(data[t])
+        assert np.allclose(out[t, 5:8], hi + 0.1 * (hi - lo))
+    assert (arr.dl.inpaint(_Wild(), clip=None).values[:, 5:8] == 1e6).all()

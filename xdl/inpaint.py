@@ -80,7 +80,8 @@ def _check_units(arr: xr.DataArray, spec) -> None:
                       f"{expected!r}; convert it or fit a model on these units.", UserWarning, stacklevel=3)
 
 
-def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, model, spec, run, dims):
+def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, model, spec, run, dims,
+              clip=0.1):
     """Fill a group of variables that the model takes together. Returns (filled, flags) lists."""
     spatial = _spatial(arrays[0], spec, dims)
     masked = [a.where(v) for a, v in zip(arrays, valids)]
@@ -100,6 +101,13 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
         dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
         inside = True if domain is None else domain
         fill = model_values.astype(dtype).where(inside)
+        if clip is not None:
+            # A safety net for an extrapolating model: no fill beyond the sample's own valid range,
+            # widened by ``clip`` of that range (per sample over the whole field: chunk-invariant).
+            known = arr.where(valid)
+            lo, hi = known.min(dim=list(spatial)), known.max(dim=list(spatial))
+            margin = clip * (hi - lo)
+            fill = fill.clip(lo - margin, hi + margin).astype(dtype)
         # Valid values are the input's own, bit for bit; gaps get the model's value or stay NaN.
         result = arr.astype(dtype, copy=False).where(valid, fill)
         result.attrs = dict(arr.attrs)
@@ -110,6 +118,8 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
         if domain is not None:
             flags = xr.where(domain, flags, FLAG_OUTSIDE)
         flags = xr.where(valid, FLAG_VALID, flags).astype(np.int8).transpose(*arr.dims)
+        # xr.where drops coordinate attrs (axis, units, standard_name): take the input's coords.
+        flags = flags.assign_coords({k: arr.coords[k] for k in flags.coords if k in arr.coords})
         flags.attrs = {**FLAG_ATTRS, "long_name": f"gap filling status of {arr.name}"}
         cf.carry_georeferencing(arr, flags)
         filled_list.append(result)
@@ -118,8 +128,8 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
 
 
 def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=None, flags=True,
-            device="auto", precision="auto", tile=None, halo=None, batch_size=None, periodic=None,
-            progress=False):
+            clip=0.1, device="auto", precision="auto", tile=None, halo=None, batch_size=None,
+            periodic=None, progress=False):
     """Fill the gaps of ``obj`` with a partial-convolution model; valid values stay bit-identical.
 
     Parameters
@@ -133,6 +143,8 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     domain : True where gaps may be filled; elsewhere they stay NaN. "auto" (default): the Earth
         disk on geostationary grids (never fill space), everywhere otherwise. None: everywhere.
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable, 3 outside domain).
+    clip : keep fills within the valid values' range of the same sample (each time step's whole
+        field), widened by this share of that range (default 0.1); None lets the model extrapolate.
     device, precision, tile, halo, batch_size, periodic, progress : engine options, as in ``predict``.
 
     Examples
@@ -159,9 +171,9 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     else:
         domain_mask = None
     if isinstance(obj, xr.DataArray):
-        return _inpaint_dataarray(obj, model, spec, run, mask, domain_mask, dims, progress)
+        return _inpaint_dataarray(obj, model, spec, run, mask, domain_mask, dims, clip, progress)
     if isinstance(obj, xr.Dataset):
-        return _inpaint_dataset(obj, model, spec, run, variables, mask, domain_mask, dims, flags, progress)
+        return _inpaint_dataset(obj, model, spec, run, variables, mask, domain_mask, dims, flags, clip, progress)
     raise InputError(f"inpaint works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
 
 
@@ -174,13 +186,13 @@ def _groups(names: list[str], spec) -> list[list[str]]:
     return [names]
 
 
-def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, progress):
+def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, clip, progress):
     if arr.name is None:
         arr = arr.rename("data")
     _check_units(arr, spec)
     valid = _valid_mask(arr, mask)
     dom = None if domain is None else _as_mask(domain, arr, "domain")
-    filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims)
+    filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims, clip)
     result = filled[0]
     result.attrs = cf.append_history(result.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]})")
     return _finish(result, isinstance(arr.data, da.Array), progress)
@@ -201,7 +213,7 @@ def _eligible(ds: xr.Dataset, spec, dims) -> list[str]:
     return names
 
 
-def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags, progress):
+def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags, clip, progress):
     if variables is None:
         names = list(spec.inputs) if spec.in_channels > 1 and spec.inputs else _eligible(ds, spec, dims)
         if not names:
@@ -221,7 +233,7 @@ def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags,
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
         valids = [_valid_mask(a, mask) for a in arrays]
         dom = None if domain is None else _as_mask(domain, arrays[0], "domain")
-        filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims)
+        filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims, clip)
         for name, result, flag in zip(group, filled, flag_arrays):
             out[name] = result
             if flags:
