@@ -295,23 +295,46 @@ def test_demo_writes_zarr_and_png(files, tmp_path, capsys):
     assert (tmp_path / "again" / "demo.png").exists()
 
 
-def test_demo_without_bundled_model_says_so(tmp_path, capsys):
+def test_demo_without_bundled_model_says_so(tmp_path, capsys, monkeypatch):
     from xdl import pretrained
 
-    if pretrained.DEFAULT_INPAINT in pretrained.names():
-        pytest.skip("a default model is bundled in this checkout")
+    monkeypatch.setattr(pretrained, "names", lambda: [])  # as in an install without the weights
     assert main(["demo", "--out", str(tmp_path), "--size", "32"]) == 1
     assert "bundled default" in capsys.readouterr().err
 
 
-def test_write_output_is_atomic(files, tmp_path, monkeypatch):
-    out = tmp_path / "x.zarr"
+def test_netcdf_output_is_atomic(files, tmp_path, monkeypatch):
+    out = tmp_path / "x.nc"
     ds = xr.open_dataset(files.nc, chunks={})
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(xr.Dataset, "to_zarr", boom)
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
     with pytest.raises(OSError):
         cli.write_output(ds, str(out))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_zarr_output_resumes(files, tmp_path, monkeypatch):
+    import xdl.io
+
+    reference = tmp_path / "reference.zarr"
+    assert main(["inpaint", files.nc, str(reference), "--model", files.gap, "--chunks", "time=1", "--no-progress"]) == 0
+    out = tmp_path / "out.zarr"
+    real_log = xdl.io._write_log
+
+    def stop_after_first_region(path, fingerprint, done):
+        real_log(path, fingerprint, done)
+        if len(done) == 1:
+            raise KeyboardInterrupt  # the user hits Ctrl-C mid-write
+
+    monkeypatch.setattr(xdl.io, "_write_log", stop_after_first_region)
+    assert main(["inpaint", files.nc, str(out), "--model", files.gap, "--chunks", "time=1", "--no-progress"]) == 130
+    monkeypatch.setattr(xdl.io, "_write_log", real_log)
+    assert main(["inpaint", files.nc, str(out), "--model", files.gap, "--chunks", "time=1", "--no-progress"]) == 1  # exists
+    assert main(["inpaint", files.nc, str(out), "--model", files.gap, "--chunks", "time=1", "--no-progress",
+                 "--resume"]) == 0
+    got, want = xr.open_zarr(out), xr.open_zarr(reference)
+    np.testing.assert_array_equal(got.sst.values, want.sst.values)
+    np.testing.assert_array_equal(got.sst_inpainted.values, want.sst_inpainted.values)

@@ -241,14 +241,25 @@ def _ready_to_write(ds):
     return ds
 
 
-def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False) -> None:
-    """Write ``ds`` to netCDF or zarr (by suffix), streamed chunk by chunk, atomically.
+def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False, resume: bool = False) -> None:
+    """Write ``ds`` to netCDF or zarr (by suffix), streamed chunk by chunk.
 
-    The data go to a temporary sibling that is renamed into place at the end, so a failure or an
-    interruption never leaves a half-written OUT (nor destroys an existing one).
+    zarr: region by region with a progress log in the store (:func:`xdl.io.to_zarr_resumable`),
+    so ``resume=True`` finishes an interrupted write. netCDF: to a temporary sibling renamed into
+    place at the end, so a failure never leaves a half-written OUT (nor destroys an existing one).
     """
-    kind = _check_output(path, overwrite)
+    kind = _check_output(path, overwrite or resume)
     ds = _ready_to_write(ds)
+    if resume and kind != "zarr":
+        raise InputError(f"{path}: --resume needs a zarr output (netCDF files are written whole).")
+    if kind == "zarr" and any(hasattr(v.data, "dask") for v in ds.data_vars.values()):
+        from .io import to_zarr_resumable
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            to_zarr_resumable(ds, path.rstrip("/"), resume=resume, mode="w" if overwrite else None,
+                              progress=progress)
+        return
     target = Path(path.rstrip("/"))
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     _remove(tmp)
@@ -320,7 +331,7 @@ def _domain(text, ds):
 def _cmd_inpaint(a) -> int:
     from .inpaint import inpaint
 
-    _check_output(a.output, a.overwrite, [a.input])
+    _check_output(a.output, a.overwrite or a.resume, [a.input])
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
@@ -329,7 +340,7 @@ def _cmd_inpaint(a) -> int:
                      device=a.device, tile=a.tile, progress=False)
     _keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
-    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress)
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume)
     _say(f"xdl inpaint: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -337,14 +348,14 @@ def _cmd_inpaint(a) -> int:
 def _cmd_predict(a) -> int:
     from .predict import predict
 
-    _check_output(a.output, a.overwrite, [a.input])
+    _check_output(a.output, a.overwrite or a.resume, [a.input])
     ds = open_input(a.input, a.chunks)
     inputs = _split(a.inputs)
     _check_vars(ds, inputs, a.input, "--inputs")
     result = predict(ds, a.model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile)
     _keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
-    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress)
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume)
     _say(f"xdl predict: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -530,6 +541,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def writing(sp):
         sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+        sp.add_argument("--resume", action="store_true",
+                        help="finish an interrupted write to a zarr OUT: regions already written are kept")
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                         help="show a progress bar (default: when stderr is a terminal)")
 
