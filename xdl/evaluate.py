@@ -87,14 +87,14 @@ def _gap_specs(gaps, observed) -> list[tuple[str, object]]:
 
 
 def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
-    from .inpaint import _eligible
+    from .predict import eligible_variables
 
     if isinstance(obj, xr.DataArray):
         return [obj if obj.name is not None else obj.rename("data")]
     if not isinstance(obj, xr.Dataset):
         raise InputError(f"evaluate works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
     if variables is None:
-        names = _eligible(obj, spec, dims)
+        names = eligible_variables(obj, spec, dims, floats_only=True)
         if not names:
             raise InputError(f"no float variable with spatial dims to evaluate in this dataset "
                              f"({list(obj.data_vars)}); pass variables=[...] and dims=(...).")

@@ -17,8 +17,8 @@ import xarray as xr
 from . import cf, domains, pretrained
 from .errors import InputError
 from .graph import TILES_GAPS
-from .predict import (_RunOptions, _finish, _spatial, _stack_channels, model_key, model_label,
-                      resolve_model, run_engine)
+from .predict import (_RunOptions, _finish, _spatial, _stack_channels, eligible_variables, model_key,
+                      model_label, resolve_model, run_engine)
 from .spec import engine_spec
 
 FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE = 0, 1, 2, 3
@@ -198,24 +198,10 @@ def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, clip, progress
     return _finish(result, isinstance(arr.data, da.Array), progress)
 
 
-def _eligible(ds: xr.Dataset, spec, dims) -> list[str]:
-    names = []
-    for name, var in ds.data_vars.items():
-        if not np.issubdtype(var.dtype, np.floating) or var.ndim < 2:
-            continue
-        if "flag_values" in var.attrs or "flag_meanings" in var.attrs or "flag_masks" in var.attrs:
-            continue
-        try:
-            _spatial(var, spec, dims)
-        except InputError:
-            continue
-        names.append(name)
-    return names
-
-
 def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags, clip, progress):
     if variables is None:
-        names = list(spec.inputs) if spec.in_channels > 1 and spec.inputs else _eligible(ds, spec, dims)
+        names = (list(spec.inputs) if spec.in_channels > 1 and spec.inputs
+                 else eligible_variables(ds, spec, dims, floats_only=True))
         if not names:
             raise InputError(f"no float variable with spatial dims to fill in this dataset ({list(ds.data_vars)}); "
                              "pass variables=[...] and dims=(...).")

@@ -308,7 +308,7 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
             out_names = names if spec.out_channels == len(names) else [f"output_{i}" for i in range(spec.out_channels)]
         groups.append((names, out_names))
     elif spec.in_channels == 1:
-        for var in _eligible_variables(ds, spec, dims):
+        for var in eligible_variables(ds, spec, dims):
             groups.append(([var], [var] if spec.out_channels == 1 else [f"{var}_{i}" for i in range(spec.out_channels)]))
         if not groups:
             raise InputError("no data variable of the dataset has the spatial dims the model needs; "
@@ -338,12 +338,16 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
     return _finish(out_ds, lazy, progress)
 
 
-def _eligible_variables(ds, spec, dims):
+def eligible_variables(ds, spec, dims, floats_only=False) -> list:
+    """Data variables a one-channel model can run over: numbers with the spatial dims, not CF
+    flag or grid-mapping variables (those are metadata, never data to transform or fill)."""
     out = []
     for name, var in ds.data_vars.items():
-        if not (np.issubdtype(var.dtype, np.floating) or (np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)):
+        numeric = np.issubdtype(var.dtype, np.floating) or (
+            not floats_only and np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)
+        if not numeric or var.ndim < 2:
             continue
-        if "flag_values" in var.attrs or "flag_meanings" in var.attrs or "grid_mapping_name" in var.attrs:
+        if any(k in var.attrs for k in ("flag_values", "flag_meanings", "flag_masks", "grid_mapping_name")):
             continue
         try:
             _spatial(var, spec, dims)

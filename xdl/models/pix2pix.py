@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register
+from .unet import prepare_input
 
 __all__ = ["Pix2PixGenerator", "PatchDiscriminator", "Pix2Pix", "receptive_field"]
 
@@ -83,14 +84,7 @@ class Pix2PixGenerator(nn.Module):
         self.up = nn.ModuleList(up)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.with_mask:
-            if mask is None:
-                mask = torch.ones_like(x)
-            x = torch.cat([x, mask.expand_as(x).to(x.dtype)], 1)
-        h, w = x.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(f"Pix2PixGenerator(depth={self.depth}) needs H and W multiples of "
-                             f"{self.size_multiple}, got {h}x{w}")
+        x = prepare_input(self, x, mask)
         skips = []
         f = x
         for d in self.down:

@@ -8,6 +8,20 @@ import torch.nn.functional as F
 
 from .registry import register
 
+
+def prepare_input(net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Shared by the UNets: append the valid mask as channels (``with_mask``) and check that the
+    spatial size is a multiple of the net's size multiple."""
+    if net.with_mask:
+        if mask is None:
+            mask = torch.ones_like(x)
+        x = torch.cat([x, mask.expand_as(x).to(x.dtype)], 1)
+    h, w = x.shape[-2:]
+    if h % net.size_multiple or w % net.size_multiple:
+        raise ValueError(f"{type(net).__name__}(depth={net.depth}) needs H and W multiples of "
+                         f"{net.size_multiple}, got {h}x{w}")
+    return x
+
 __all__ = ["UNet"]
 
 
@@ -77,14 +91,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(ch[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.with_mask:
-            if mask is None:
-                mask = torch.ones_like(x)
-            x = torch.cat([x, mask.expand_as(x).to(x.dtype)], 1)
-        h, w = x.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(f"UNet(depth={self.depth}) needs H and W multiples of {self.size_multiple}, "
-                             f"got {h}x{w}")
+        x = prepare_input(self, x, mask)
         skips = [self.inc(x)]
         for down in self.down:
             skips.append(down(F.max_pool2d(skips[-1], 2)))
