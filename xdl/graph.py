@@ -88,19 +88,21 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
     batch = data.shape[0]
     out_spatial = out_shape[n_lead + 1:]
     x_tiles, origins = tiling.cut_tiles(data, plans)
-    m_tiles, _ = tiling.cut_tiles(valid.astype(np.float32), plans)
+    v_tiles, _ = tiling.cut_tiles(valid, plans)  # bool: 1 byte a pixel until the model needs floats
     # Which (sample, tile) pairs need the model: some valid input, and (for inpainting) a gap in the core.
-    core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
-    per_pixel_valid = m_tiles.min(axis=1)  # all channels valid
-    has_input = m_tiles.reshape(len(m_tiles), -1).max(axis=1) > 0
-    needed = has_input
+    n = len(v_tiles)
+    needed = v_tiles.reshape(n, -1).any(axis=1)
     if tiles == TILES_GAPS:
-        needed = needed & (per_pixel_valid[core].reshape(len(m_tiles), -1).min(axis=1) < 1)
-    y_tiles = np.full((len(x_tiles), spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
+        core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
+        needed &= ~v_tiles.all(axis=1)[core].reshape(n, -1).all(axis=1)
+    y_tiles = np.full((n, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
     if needed.any():
         resident = ResidentModel.get(payload, device, spec.takes_mask)
-        mask_in = m_tiles[needed] if spec.takes_mask else None
-        y_tiles[needed] = resident.run(x_tiles[needed], mask_in, autocast, batch_size)
+        every = bool(needed.all())  # skip the fancy-index copies in the common case
+        mask_in = None
+        if spec.takes_mask:
+            mask_in = (v_tiles if every else v_tiles[needed]).astype(np.float32)
+        y_tiles[needed] = resident.run(x_tiles if every else x_tiles[needed], mask_in, autocast, batch_size)
     out = tiling.assemble(y_tiles, origins, plans, batch, out_spatial)
     if unfillable_nan and not spec.fills_gaps:
         crop = tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_spatial))

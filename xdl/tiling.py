@@ -125,6 +125,9 @@ def cut_tiles(block: np.ndarray, plans: list[AxisPlan]) -> tuple[np.ndarray, lis
     """
     spatial = block.shape[2:]
     starts_per_axis = [tile_starts(length, p) for length, p in zip(spatial, plans)]
+    if all(len(s) == 1 for s in starts_per_axis) and all(
+            length == p.tile_size for length, p in zip(spatial, plans)):
+        return block, [(0,) * len(plans)]  # one tile that is the whole block: no copy
     grids = np.meshgrid(*[np.arange(len(s)) for s in starts_per_axis], indexing="ij")
     combos = list(zip(*[g.ravel() for g in grids]))
     tiles, origins = [], []
