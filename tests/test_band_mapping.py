@@ -105,9 +105,6 @@ def test_predict_writes_named_cf_variables_on_the_input_grid(gan):
     assert abs(float(out["t"].mean()) - float(ds["t"].mean())) < 2.0
 
 
-@pytest.mark.xfail(strict=True, reason="xdl bug: predict normalises by the dataset's variable names and "
-                   "denormalises by the requested output names (xdl/predict.py run_engine, lines 253/257), "
-                   "so renamed inputs/outputs silently fall back to mean 0 / std 1 and lose their units")
 def test_predict_inputs_renamed_outputs(gan):
     ds, model = gan
     renamed = ds.rename({"a": "a2"})

@@ -250,11 +250,17 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
     if spec.mode == "pointwise":
         batch = run.batch_size or 2 ** 18
     data = _dask_input(x, spec, plans, batch)
-    data, how = _normalise(data, spec, names, n_spatial)
+    # The card's statistics belong to channel positions: the user may name the variables otherwise.
+    data, how = _normalise(data, spec, card_names(spec.inputs, names), n_spatial)
     payload = payload_for(getattr(model, "module", model), model_key(model))
     out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
                       batch_size=batch, tiles=tiles)
-    return _denormalise(out, spec, how, out_names, n_spatial)
+    return _denormalise(out, spec, how, card_names(spec.outputs, out_names), n_spatial)
+
+
+def card_names(card: list, given: list) -> list:
+    """The card's names for the channels when it has one per channel, else the names given."""
+    return list(card) if card and len(card) == len(given) else list(given)
 
 
 def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec: EngineSpec,
@@ -262,16 +268,17 @@ def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec:
     base = template.isel({CHANNEL: 0}, drop=True)
     channel_axis = template.get_axis_num(CHANNEL)
     arrays = []
+    keys = card_names(spec.outputs, out_names)
     for i, name in enumerate(out_names):
         data = out[(slice(None),) * channel_axis + (i,)]
         arr = xr.DataArray(data, dims=base.dims, coords=base.coords, name=name)
         attrs = {}
-        if name in spec.output_units:
-            attrs["units"] = spec.output_units[name]
+        if keys[i] in spec.output_units:
+            attrs["units"] = spec.output_units[keys[i]]
         elif len(out_names) == 1 and "units" in source_for_attrs.attrs and spec.fills_gaps:
             attrs["units"] = source_for_attrs.attrs["units"]
-        if name in spec.standard_names:
-            attrs["standard_name"] = spec.standard_names[name]
+        if keys[i] in spec.standard_names:
+            attrs["standard_name"] = spec.standard_names[keys[i]]
         arr.attrs.update(attrs)
         cf.carry_georeferencing(source_for_attrs, arr)
         arrays.append(arr)
