@@ -394,3 +394,35 @@ def test_overfit_mlp():
         return (x,), (x[:, :1] * x[:, 1:2] + torch.sin(x[:, 2:])), 1.0
     first, final = _overfit(m, batch, 400, lr=1e-2)
     assert final < first / 10, (first, final)
+
+
+@pytest.mark.parametrize("name, config", [
+    ("pconv-unet", dict(in_channels=1, depth=3, base_channels=4)),
+    ("unet", dict(in_channels=1, out_channels=1, depth=3, base_channels=4)),
+    ("pix2pix", dict(in_channels=1, out_channels=1, depth=4, ngf=4, ndf=4)),
+])
+def test_zoo_models_run_through_the_engine_on_odd_sizes(name, config):
+    """37 x 53 is a multiple of nothing: the engine pads to the size multiple and crops back."""
+    import numpy as np
+    import xarray as xr
+
+    import xdl
+
+    model = xdl.zoo.create(name, **config)
+    field = xr.DataArray(np.random.default_rng(0).standard_normal((2, 37, 53)).astype("f4"),
+                         dims=("time", "y", "x"), name="v")
+    out = field.chunk({"y": 20}).dl.predict(model)
+    assert out.shape == field.shape and np.isfinite(out.values).all()
+    print(f"{name}: {model.num_parameters} parameters")
+
+
+def test_mlp_runs_through_the_engine_pointwise():
+    import numpy as np
+    import xarray as xr
+
+    import xdl
+
+    model = xdl.zoo.create("mlp", in_channels=3, card={"inputs": ["t", "p", "q"], "outputs": ["rain"]})
+    ds = xr.Dataset({n: (("y", "x"), np.random.default_rng(1).random((7, 9)).astype("f4")) for n in "tpq"})
+    out = ds.dl.predict(model)
+    assert out["rain"].shape == (7, 9) and np.isfinite(out["rain"].values).all()

@@ -74,7 +74,9 @@ class UNet(nn.Module):
         self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
         self.with_mask = self.takes_mask = bool(with_mask)
         self.size_multiple = 2 ** depth
-        self.halo = 2 * self.size_multiple
+        # Effective receptive-field radius (99% of the input-gradient mass, xdl.spec.probe_halo):
+        # measured 8, 8, 16, 32 pixels for depths 2..5, i.e. one coarsest-level pixel, at least 8.
+        self.halo = max(self.size_multiple, 8)
 
         ch = [min(base_channels * 2 ** i, max_channels) for i in range(depth + 1)]
         cin = in_channels * (2 if with_mask else 1)
