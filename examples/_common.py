@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-DATA = Path(os.environ.get("XDL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(os.environ.get("XDL_SHARED_DATA") or Path(__file__).resolve().parent.parent.parent / "shared" / "data")
 
 
 def data_file(pattern: str) -> Path:
