@@ -33,6 +33,7 @@ import xarray as xr
 
 import xdl
 from xdl import tiling
+from xdl.predict import DEFAULT_TILE
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"
@@ -54,7 +55,7 @@ def in_memory(n, size, chunk):
 
     # The tiles xdl runs: same plan as the engine's (one tile per image here: core + halo both sides).
     halo = model.card["halo"]
-    plan = tiling.AxisPlan.build(size, halo=halo, tile=int(512 * 1.25), size_multiple=model.card["size_multiple"])
+    plan = tiling.AxisPlan.build(size, halo=halo, tile=DEFAULT_TILE, size_multiple=model.card["size_multiple"])
     tile = plan.tile_size
     batch = max(1, 2 ** 18 // (tile * tile))  # the engine's CPU batch budget
     tiles = torch.from_numpy(rng.standard_normal((n, 1, tile, tile)).astype(np.float32))

@@ -69,7 +69,7 @@ def main():
           f"float32 in host memory, chunks of {chunk}")
     rng = np.random.default_rng(0)
     host = rng.standard_normal((n, size, size), dtype=np.float32)
-    plan = tiling.AxisPlan.build(size, halo=model.halo, tile=int(DEFAULT_TILE_CUDA * 1.25),
+    plan = tiling.AxisPlan.build(size, halo=model.halo, tile=DEFAULT_TILE_CUDA,
                                  size_multiple=model.size_multiple)
     tiles_per_image = plan.n_tiles ** 2
     rows = {}

@@ -227,7 +227,7 @@ def _denormalise(out: da.Array, spec: EngineSpec, how, out_names: list, n_spatia
 
 
 def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spatial, names, out_names,
-               tiles=TILES_ALL, periodic_x=None) -> da.Array:
+               tiles=TILES_ALL) -> da.Array:
     """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``."""
     n_spatial = spec.n_spatial
     layout.check_coordinates(x, spatial)
@@ -238,12 +238,10 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
                          "needs neighbours. Use a pointwise model, or check dims=.")
     plans = []
     if spec.mode != "pointwise":
-        periodic = run.periodic if run.periodic is not None else (
-            periodic_x if periodic_x is not None else layout.is_periodic_longitude(x, spatial[-1]))
+        periodic = run.periodic if run.periodic is not None else layout.is_periodic_longitude(x, spatial[-1])
         for i, (dim, n) in enumerate(zip(spatial, lengths)):
-            plans.append(tiling.AxisPlan.build(
-                n, halo=spec.halo, tile=int(run.tile * 1.25) if n <= run.tile * 1.25 - 2 * spec.halo else run.tile,
-                size_multiple=spec.size_multiple, periodic=bool(periodic) and i == len(spatial) - 1))
+            plans.append(tiling.AxisPlan.build(n, halo=spec.halo, tile=run.tile, size_multiple=spec.size_multiple,
+                                               periodic=bool(periodic) and i == len(spatial) - 1))
     tile_pixels = int(np.prod([p.tile_size for p in plans])) if plans else 1
     budget = _BATCH_BUDGET["cuda" if run.device.type == "cuda" else "cpu"]
     batch = run.batch_size or max(1, budget // (tile_pixels * max(spec.in_channels, 1)))

@@ -46,13 +46,14 @@ class AxisPlan:
               periodic: bool = False) -> "AxisPlan":
         """Choose the stride from the array length and the model only (never from chunks).
 
-        ``tile`` is the largest tile (core + 2 halo) wanted. An axis that fits in one tile is
-        computed as a single tile, with its core rounded up to the size multiple.
+        ``tile`` is the tile side (core + 2 halo) wanted. An axis that fits in 1.25 x ``tile`` is
+        computed as a single tile (one slightly larger tile beats several small ones that each
+        pay the halo), with its core rounded up to the size multiple.
         """
         m = max(int(size_multiple), 1)
         halo = round_up(max(int(halo), 0), m)
         single = round_up(length, m)
-        if single + 2 * halo <= max(tile, 3 * halo + m):
+        if single + 2 * halo <= max(int(1.25 * tile), 3 * halo + m):
             stride = single
         else:
             stride = max(round_down(tile - 2 * halo, m), m)
