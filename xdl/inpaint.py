@@ -145,7 +145,8 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable, 3 outside domain).
     clip : keep fills within the valid values' range of the same sample (each time step's whole
         field), widened by this share of that range (default 0.1); None lets the model extrapolate.
-    device, precision, tile, halo, batch_size, periodic, progress : engine options, as in ``predict``.
+    device, precision, tile, halo, batch_size, periodic, progress : engine options, as in
+        ``predict`` (``progress`` shows a bar when xdl computes an in-memory input).
 
     Examples
     --------

@@ -87,6 +87,9 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     halo : context pixels each side of a tile; default from the model card or a receptive-field probe.
     batch_size : tiles per model call; default from a pixel budget (halved on out-of-memory).
     periodic : wrap the x dim; default True for a regular longitude spanning 360 degrees.
+    progress : a progress bar while xdl computes an in-memory input. A lazy result computes
+        later, in your write: wrap it in ``with xdl.progress.progress_bar(): ds.to_zarr(...)``
+        (threaded scheduler) or watch the distributed dashboard.
     mode : override the model's mode ("spatial", "pointwise", "volume").
     channel_dim : for a DataArray input to a multi-channel model, the dim holding the channels.
 
