@@ -338,3 +338,21 @@ def test_interrupted_zarr_output_resumes(files, tmp_path, monkeypatch):
     got, want = xr.open_zarr(out), xr.open_zarr(reference)
     np.testing.assert_array_equal(got.sst.values, want.sst.values)
     np.testing.assert_array_equal(got.sst_inpainted.values, want.sst_inpainted.values)
+
+
+def test_packed_coordinates_and_lazy_non_index_coords_survive(files, tmp_path):
+    # GOES files store x/y scan angles as int16 + scale_factor, and carry 1-element coords like
+    # band_id: the output must hold the decoded floats and every coordinate, exactly.
+    ds = make_dataset()
+    ds = ds.assign_coords(x=("x", (np.arange(ds.sizes["x"]) * 5.6e-5 - 0.07).astype("f4"), {"axis": "X"}),
+                          band_id=("band", np.array([16], "i1")))
+    ds.x.encoding.update(dtype="int16", scale_factor=5.6e-5, add_offset=-0.07, _FillValue=-999)
+    src = tmp_path / "packed.nc"
+    ds.to_netcdf(src)
+    source = xr.open_dataset(src).load()
+    out = tmp_path / "out.zarr"
+    assert main(["inpaint", str(src), str(out), "--model", files.gap, "--var", "sst", "--no-progress"]) == 0
+    back = xr.open_zarr(out)
+    np.testing.assert_array_equal(back.x.values, source.x.values)
+    assert back.x.dtype == source.x.dtype
+    np.testing.assert_array_equal(back.band_id.values, [16])

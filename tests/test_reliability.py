@@ -151,3 +151,19 @@ def test_bad_input_gets_a_specific_xdl_error(case):
     with pytest.raises(XdlError) as info:
         BAD_INPUTS[case]()
     assert len(str(info.value)) > 20  # a sentence that names the problem and the fix
+
+
+def test_resumable_write_keeps_lazy_coordinates_and_small_variables(tmp_path):
+    # As from open_dataset(chunks={}): every variable and non-index coordinate is dask-backed.
+    ds = dataset(n=3).assign_coords(band_id=("band", np.array([16], "i1")),
+                                    lat=(("y", "x"), np.random.default_rng(0).random((48, 64))))
+    ds["crs"] = ((), np.int32(7), {"grid_mapping_name": "geostationary"})
+    lazy = ds.chunk({"time": 1})
+    lazy = lazy.assign_coords(band_id=lazy.band_id.chunk(), lat=lazy.lat.chunk())
+    store = tmp_path / "out.zarr"
+    to_zarr_resumable(lazy, store)
+    back = xr.open_zarr(store)
+    np.testing.assert_array_equal(back.band_id.values, [16])
+    np.testing.assert_array_equal(back.lat.values, ds.lat.values)
+    assert int(back.crs.values) == 7 and back.crs.attrs["grid_mapping_name"] == "geostationary"
+    np.testing.assert_array_equal(back.v.values, ds.v.values)

@@ -289,12 +289,17 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
 def _keep_coordinate_metadata(result, source):
     """Give the output's coordinates the source's attrs and time encoding where the engine lost them
     (axis, standard_name and units are what CF readers use to find the grid)."""
+    import numpy as np
+
     for name, coord in result.coords.items():
         if name in source.coords and source[name].dims == coord.dims:
             coord.attrs = {**source[name].attrs, **coord.attrs}
-            for key, value in source[name].encoding.items():
-                if key in ("units", "calendar", "dtype", "_FillValue"):
-                    coord.encoding.setdefault(key, value)
+            # Time coordinates keep their units/calendar; never the source's packing (an int16
+            # dtype without its scale_factor would truncate GOES scan angles to 0).
+            if np.issubdtype(coord.dtype, np.datetime64) or np.issubdtype(coord.dtype, np.timedelta64):
+                for key in ("units", "calendar"):
+                    if key in source[name].encoding:
+                        coord.encoding.setdefault(key, source[name].encoding[key])
     return result
 
 

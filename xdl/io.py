@@ -59,6 +59,14 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
     dim, chunks = _region_dim(ds)
     # Align every lazy variable's chunks along the region dim so each region is whole chunks.
     ds = ds.chunk({dim: chunks})
+    # Only lazy data variables along the region dim are written region by region; everything
+    # else (coordinates, grid-mapping and other small variables) is computed now and written
+    # with the layout: a dask-backed coordinate would otherwise never be written.
+    lazy = [name for name, var in ds.data_vars.items() if dim in var.dims and isinstance(var.data, da.Array)]
+    ds = ds.copy()
+    for name in list(ds.variables):
+        if name not in lazy and isinstance(ds[name].variable.data, da.Array):
+            ds[name].variable.load()
     bounds, start = [], 0
     for size in chunks:
         bounds.append((start, start + size))
@@ -83,7 +91,6 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
             shutil.rmtree(path)
         ds.to_zarr(path, compute=False, mode="w")
         _write_log(log_path, fingerprint, done)
-    lazy = [name for name, var in ds.data_vars.items() if dim in var.dims and isinstance(var.data, da.Array)]
     todo = [i for i in range(len(regions)) if i not in done]
     iterator = todo
     if progress:
