@@ -55,15 +55,14 @@ def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, .
 
 
 def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisPlan], *,
-                device, autocast, batch_size: int, tiles: str = TILES_ALL,
-                unfillable_nan: bool = True) -> da.Array:
+                device, autocast, batch_size: int, tiles: str = TILES_ALL) -> da.Array:
     """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily."""
     n_spatial = len(plans)
     first = x.ndim - n_spatial
     channel_axis = first - 1
     x = x.rechunk({channel_axis: -1})
     kwargs = dict(spec=spec, device=device, autocast=autocast, batch_size=batch_size,
-                  n_lead=channel_axis, tiles=tiles, unfillable_nan=unfillable_nan)
+                  n_lead=channel_axis, tiles=tiles)
     if spec.mode == "pointwise":
         out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + x.chunks[channel_axis + 1:]
         return da.map_blocks(_pointwise_block, x, payload, chunks=out_chunks, dtype=np.float32,
@@ -79,7 +78,7 @@ def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisP
 
 
 def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size, n_lead, tiles,
-                   unfillable_nan, block_info=None):
+                   block_info=None):
     out_shape = tuple(block_info[None]["chunk-shape"])
     lead = block.shape[:n_lead]
     data = block.reshape((-1,) + block.shape[n_lead:])  # (B, C, *padded)
@@ -90,12 +89,12 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
     x_tiles, origins = tiling.cut_tiles(data, plans)
     v_tiles, _ = tiling.cut_tiles(valid, plans)  # bool: 1 byte a pixel until the model needs floats
     # Which (sample, tile) pairs need the model: some valid input, and (for inpainting) a gap in the core.
-    n = len(v_tiles)
-    needed = v_tiles.reshape(n, -1).any(axis=1)
+    n_tiles = len(v_tiles)
+    needed = v_tiles.reshape(n_tiles, -1).any(axis=1)
     if tiles == TILES_GAPS:
         core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
-        needed &= ~v_tiles.all(axis=1)[core].reshape(n, -1).all(axis=1)
-    y_tiles = np.full((n, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
+        needed &= ~v_tiles.all(axis=1)[core].reshape(n_tiles, -1).all(axis=1)
+    y_tiles = np.full((n_tiles, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
     if needed.any():
         resident = ResidentModel.get(payload, device, spec.takes_mask)
         every = bool(needed.all())  # skip the fancy-index copies in the common case
@@ -104,7 +103,7 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
             mask_in = (v_tiles if every else v_tiles[needed]).astype(np.float32)
         y_tiles[needed] = resident.run(x_tiles if every else x_tiles[needed], mask_in, autocast, batch_size)
     out = tiling.assemble(y_tiles, origins, plans, batch, out_spatial)
-    if unfillable_nan and not spec.fills_gaps:
+    if not spec.fills_gaps:  # no output where the input was not all valid
         crop = tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_spatial))
         pixel_valid = valid.all(axis=1)[(slice(None),) + crop]
         out = np.where(pixel_valid[:, None], out, np.float32(np.nan))
@@ -112,7 +111,7 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
 
 
 def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_lead, tiles,
-                     unfillable_nan, block_info=None):
+                     block_info=None):
     moved = np.moveaxis(block, n_lead, -1)  # (*lead, *spatial, C)
     points = moved.reshape(-1, moved.shape[-1])
     valid = np.isfinite(points).all(axis=1)

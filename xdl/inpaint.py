@@ -95,7 +95,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
     base = x.isel({"__xdl_channel__": 0}, drop=True)
     channel_axis = x.get_axis_num("__xdl_channel__")
     filled_list, flag_list = [], []
-    for i, (arr, valid) in enumerate(zip(arrays, valids)):
+    for i, (arr, valid, known) in enumerate(zip(arrays, valids, masked)):
         model_values = xr.DataArray(out[(slice(None),) * channel_axis + (i,)], dims=base.dims, coords=base.coords)
         model_values = model_values.transpose(*arr.dims)
         dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
@@ -104,7 +104,6 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
         if clip is not None:
             # A safety net for an extrapolating model: no fill beyond the sample's own valid range,
             # widened by ``clip`` of that range (per sample over the whole field: chunk-invariant).
-            known = arr.where(valid)
             lo, hi = known.min(dim=list(spatial)), known.max(dim=list(spatial))
             margin = clip * (hi - lo)
             fill = fill.clip(lo - margin, hi + margin).astype(dtype)

@@ -166,7 +166,7 @@ def _stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.
     return xr.DataArray(stacked, coords=coords)
 
 
-def _dask_input(x: xr.DataArray, spec: EngineSpec, plans, batch_size: int) -> da.Array:
+def _dask_input(x: xr.DataArray, plans, batch_size: int) -> da.Array:
     data = x.data
     if isinstance(data, da.Array):
         return data
@@ -250,7 +250,7 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
     batch = run.batch_size or max(1, budget // (tile_pixels * max(spec.in_channels, 1)))
     if spec.mode == "pointwise":
         batch = run.batch_size or 2 ** 18
-    data = _dask_input(x, spec, plans, batch)
+    data = _dask_input(x, plans, batch)
     # The card's statistics belong to channel positions: the user may name the variables otherwise.
     data, how = _normalise(data, spec, card_names(spec.inputs, names), n_spatial)
     payload = payload_for(getattr(model, "module", model), model_key(model))
