@@ -110,6 +110,13 @@ def main():
     t0 = time.perf_counter()
     out = arr.dl.predict(model, **run).compute()
     rows["xdl predict().compute(), host memory"] = time.perf_counter() - t0
+    if not args.no_compile:
+        t0 = time.perf_counter()
+        arr.isel(time=slice(0, chunk)).dl.predict(model, compile=True, **run).compute()
+        print(f"  (xdl compile=True warm-up {time.perf_counter() - t0:.0f} s)")
+        t0 = time.perf_counter()
+        arr.dl.predict(model, compile=True, **run).compute()
+        rows["xdl predict(compile=True).compute(), host"] = time.perf_counter() - t0
 
     def closure(block):
         x = torch.from_numpy(np.ascontiguousarray(block[:, None])).to(dev)
@@ -144,6 +151,11 @@ def main():
     print(f"  tiles: {tiles_per_image} per image of {plan.tile_size}px (halo {plan.halo})")
     print(f"  xdl / model-only bf16 (raw images, on GPU): {eager / t_xdl:.2f}   (target >= 0.8)")
     print(f"  xdl / model-only bf16 (same tiles, on GPU): {same_tiles / t_xdl:.2f}")
+    if "xdl predict(compile=True).compute(), host" in rows:
+        t_c = rows["xdl predict(compile=True).compute(), host"]
+        print(f"  xdl compile=True / model-only eager bf16 (raw images, on GPU): {eager / t_c:.2f}   (target >= 0.8)")
+        if "naive apply_ufunc, default threads" in rows:
+            print(f"  xdl compile=True / naive (default threads): {rows['naive apply_ufunc, default threads'] / t_c:.2f}")
     if "naive apply_ufunc, default threads" in rows:
         print(f"  xdl / naive (default threads):             {rows['naive apply_ufunc, default threads'] / t_xdl:.2f}   (target >= 2)")
     print(f"  xdl / naive (synchronous):                 {rows['naive apply_ufunc, synchronous scheduler'] / t_xdl:.2f}")

@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XDL_SHARED_DATA", ROOT.parent / "shared" / "data"))
-OUT = ROOT / "xdl" / "weights" / "pconv-default.safetensors"
+OUT = ROOT / "xdl" / "weights" / "fill-default.safetensors"
 
 # (glob under shared/data, variables, leading-dim selection): the training fields.
 SOURCES = [
@@ -107,8 +107,11 @@ def load_pieces(path: str, seed: int = 0):
     return xr.DataArray(data, dims=("sample", "y", "x"), name="field"), names
 
 
+ARCH = {"name": "fill-unet", "depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4}
+
+
 def train(fields_path: str, minutes: float, device: str, batch_size: int, out: Path, seed: int,
-          steps_per_epoch: int = 200) -> None:
+          steps_per_epoch: int = 200, tile: int = 128, arch: dict | None = None, lr: float = 1e-3) -> None:
     """Train for about ``minutes`` of wall time: one epoch per fit call, resumed from the
     checkpoint (so the run is the same as one uninterrupted fit of that many epochs)."""
     import tempfile
@@ -116,6 +119,7 @@ def train(fields_path: str, minutes: float, device: str, batch_size: int, out: P
     import xdl
     from xdl.train import fit
 
+    arch = dict(ARCH if arch is None else arch)
     pieces, names = load_pieces(fields_path, seed)
     print(f"{len(names)} fields -> {pieces.sizes['sample']} pieces of {PIECE}x{PIECE}")
     run_dir = Path(tempfile.mkdtemp(prefix="xdl_default_"))
@@ -125,10 +129,11 @@ def train(fields_path: str, minutes: float, device: str, batch_size: int, out: P
         epochs += 1
         # The fields are already standardised exactly as the engine's per_sample rule does, so
         # the model trains without further normalisation and its card then says per_sample.
-        model = fit(pieces, "pconv-unet", variables=["field"], masks="mixed", epochs=epochs,
-                    steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=MIN_SIDE, val=0.1,
-                    val_steps=20, normalization="none", device=device, progress=False, seed=seed,
-                    checkpoint_dir=run_dir, resume=epochs > 1, depth=4, base_channels=32, max_channels=256)
+        model = fit(pieces, arch["name"], variables=["field"], masks="mixed", epochs=epochs,
+                    steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=tile, val=0.1,
+                    val_steps=20, normalization="none", device=device, progress=False, seed=seed, lr=lr,
+                    loss_weights={"tv": 0.0}, checkpoint_dir=run_dir, resume=epochs > 1,
+                    **{k: v for k, v in arch.items() if k != "name"})
         elapsed = time.perf_counter() - t0
         history = model.card.get("training", {}).get("history", {})
         print(f"epoch {epochs}: {elapsed:.0f} s, val loss {history.get('val_loss', ['?'])[-1]}", flush=True)
@@ -139,11 +144,14 @@ def train(fields_path: str, minutes: float, device: str, batch_size: int, out: P
     card["normalization"] = {"kind": "per_sample"}
     card["inputs"], card["outputs"] = [], []
     card["units"], card["output_units"], card["standard_names"] = {}, {}, {}
-    card["name"] = "pconv-default"
-    card["description"] = ("xdl's default gap filler: a partial-convolution UNet (4 levels, 32-256 channels) "
-                           "trained on standardised real geophysical fields (GOES ABI radiances and LST, "
-                           "ERA-Interim, sea-surface height, SST, NDVI) with mixed irregular, scan-line, "
-                           "block and cloud gaps. Works on any single variable; fit your own for best skill.")
+    card["name"] = "fill-default"
+    card["description"] = ("xdl's default gap filler: harmonic interpolation of the gaps corrected by a UNet "
+                           f"(fill-unet: {arch.get('depth')} levels, {arch.get('base_channels')}-"
+                           f"{arch.get('max_channels')} channels on {arch.get('patch')}x{arch.get('patch')} "
+                           "pixel patches) trained on standardised real geophysical fields (GOES ABI radiances "
+                           "and LST, ERA-Interim, sea-surface height, SST, NDVI) with mixed irregular, "
+                           "scan-line, block and cloud gaps. Works on any single variable; fit your own for "
+                           "best skill.")
     card["training"] = {**card.get("training", {}), "script": "scripts/train_default.py",
                         "fields": names, "held_out": HELD_OUT, "wall_seconds": round(seconds, 1),
                         "piece": PIECE}
@@ -166,12 +174,19 @@ def main(argv=None):
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--tile", type=int, default=256, help="training window side")
+    t.add_argument("--lr", type=float, default=1e-3)
+    for key, value in ARCH.items():
+        if key != "name":
+            t.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help="fill-unet option")
     t.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.out)
     else:
-        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.steps_per_epoch)
+        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.steps_per_epoch,
+              tile=args.tile, lr=args.lr,
+              arch={"name": ARCH["name"], **{k: getattr(args, k) for k in ARCH if k != "name"}})
 
 
 if __name__ == "__main__":

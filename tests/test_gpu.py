@@ -43,3 +43,22 @@ def test_many_threads_share_one_device():
     threaded = arr.dl.predict(net, device="cuda", precision="fp32").compute(scheduler="threads", num_workers=8)
     serial = arr.dl.predict(net, device="cuda", precision="fp32").compute(scheduler="synchronous")
     np.testing.assert_array_equal(threaded.values, serial.values)
+
+
+def test_compiled_model_matches_eager_on_cuda():
+    net = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=2, base_channels=8)
+    arr = _field((8, 64, 64)).chunk({"time": 4})
+    eager = arr.dl.predict(net, device="cuda", precision="fp32").values
+    compiled = arr.dl.predict(net, device="cuda", precision="fp32", compile=True).values
+    np.testing.assert_allclose(compiled, eager, atol=1e-3)
+
+
+def test_fill_unet_on_cuda_keeps_valid_values_bit_identical():
+    m = xdl.zoo.create("fill-unet", in_channels=1, depth=3, base_channels=8,
+                       card={"normalization": {"kind": "per_sample"}})
+    arr = _field()
+    arr[:, 40:90, 100:160] = np.nan
+    out = arr.chunk({"time": 3}).dl.inpaint(m, device="cuda").values
+    valid = np.isfinite(arr.values)
+    assert np.array_equal(out[valid], arr.values[valid])
+    assert np.isfinite(out).all()

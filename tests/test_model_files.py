@@ -144,7 +144,7 @@ def test_model_is_usable_like_a_module():
 
 
 def test_zoo_list_describe_create():
-    assert xdl.zoo.list() == ["mlp", "pconv-unet", "pix2pix", "unet"]
+    assert xdl.zoo.list() == ["fill-unet", "mlp", "pconv-unet", "pix2pix", "unet"]
     d = xdl.zoo.describe()
     assert set(d) == set(xdl.zoo.list()) and all(d.values())
     with pytest.raises(UnknownModelError, match="pconv-unet"):

@@ -1,9 +1,12 @@
 """Zoo architectures: partial convolution exactness, shapes, hole independence, trainability."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import xarray as xr
 
+import xdl
 from xdl.errors import UnknownModelError
 from xdl.models import registry
 from xdl.models.mlp import MLP
@@ -180,7 +183,7 @@ def test_partialconv_circular_pconv_unet_wraps():
 # ---------------------------------------------------------------- zoo models
 
 def test_registry_names_and_unknown():
-    assert registry.names() == ["mlp", "pconv-unet", "pix2pix", "unet"]
+    assert registry.names() == ["fill-unet", "mlp", "pconv-unet", "pix2pix", "unet"]
     with pytest.raises(UnknownModelError, match="pconv-unet"):
         registry.get("nope")
     assert registry.get("unet") is UNet and registry.get("pix2pix") is Pix2Pix
@@ -426,3 +429,58 @@ def test_mlp_runs_through_the_engine_pointwise():
     ds = xr.Dataset({n: (("y", "x"), np.random.default_rng(1).random((7, 9)).astype("f4")) for n in "tpq"})
     out = ds.dl.predict(model)
     assert out["rain"].shape == (7, 9) and np.isfinite(out["rain"].values).all()
+
+
+# ---------------------------------------------------------------- fill-unet
+
+def test_harmonic_fill_is_linear_between_borders_and_exact_on_valid():
+    from xdl.models.harmonic import harmonic_fill
+
+    x = torch.zeros(1, 1, 8, 40)
+    ramp = torch.linspace(0, 39, 40)
+    x[..., :] = ramp
+    m = torch.ones_like(x)
+    m[..., 10:30] = 0
+    out = harmonic_fill(x * m, m, iterations=400)
+    assert torch.equal(out[m > 0], x[m > 0])
+    torch.testing.assert_close(out, x, atol=0.05, rtol=0)
+
+
+def test_untrained_fill_unet_is_the_harmonic_fill_and_keeps_valid_values():
+    from xdl.models.harmonic import harmonic_fill
+
+    net = xdl.zoo.create("fill-unet", in_channels=2, depth=2, base_channels=8, patch=2).module.eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 32, 48, generator=g)
+    m = (torch.rand(3, 2, 32, 48, generator=g) > 0.4).float()
+    with torch.no_grad():
+        out = net(x * m, m)
+    assert torch.equal(out[m > 0], x[m > 0])
+    torch.testing.assert_close(out, harmonic_fill(x * m, m, net.iterations))
+    assert net.size_multiple == 8 and net.halo == 16
+
+
+def test_fill_unet_trains_its_correction():
+    net = xdl.zoo.create("fill-unet", in_channels=1, depth=1, base_channels=4, patch=2).module
+    x = torch.randn(2, 1, 16, 16)
+    m = (torch.rand_like(x) > 0.3).float()
+    loss = ((net(x * m, m) - x) * (1 - m)).abs().mean()
+    loss.backward()
+    assert net.correction.head.weight.grad.abs().sum() > 0
+
+
+def test_plain_modules_with_equal_weights_but_different_attributes_do_not_share_a_resident_copy():
+    class Scale(torch.nn.Module):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+            self.in_channels = self.out_channels = 1
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x * self.w * self.factor
+
+    arr = xr.DataArray(np.ones((8, 8), "f4"), dims=("y", "x"))
+    twice = arr.dl.predict(Scale(2.0), mode="pointwise").values
+    thrice = arr.dl.predict(Scale(3.0), mode="pointwise").values
+    assert (twice == 2).all() and (thrice == 3).all()

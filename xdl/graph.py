@@ -55,14 +55,14 @@ def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, .
 
 
 def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisPlan], *,
-                device, autocast, batch_size: int, tiles: str = TILES_ALL) -> da.Array:
+                device, autocast, batch_size: int, tiles: str = TILES_ALL, compiled: bool = False) -> da.Array:
     """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily."""
     n_spatial = len(plans)
     first = x.ndim - n_spatial
     channel_axis = first - 1
     x = x.rechunk({channel_axis: -1})
     kwargs = dict(spec=spec, device=device, autocast=autocast, batch_size=batch_size,
-                  n_lead=channel_axis, tiles=tiles)
+                  n_lead=channel_axis, tiles=tiles, compiled=compiled)
     if spec.mode == "pointwise":
         out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + x.chunks[channel_axis + 1:]
         return da.map_blocks(_pointwise_block, x, payload, chunks=out_chunks, dtype=np.float32,
@@ -78,7 +78,7 @@ def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisP
 
 
 def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size, n_lead, tiles,
-                   block_info=None):
+                   compiled, block_info=None):
     out_shape = tuple(block_info[None]["chunk-shape"])
     lead = block.shape[:n_lead]
     data = block.reshape((-1,) + block.shape[n_lead:])  # (B, C, *padded)
@@ -96,7 +96,7 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
         needed &= ~v_tiles.all(axis=1)[core].reshape(n_tiles, -1).all(axis=1)
     y_tiles = np.full((n_tiles, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
     if needed.any():
-        resident = ResidentModel.get(payload, device, spec.takes_mask)
+        resident = ResidentModel.get(payload, device, spec.takes_mask, compiled)
         every = bool(needed.all())  # skip the fancy-index copies in the common case
         mask_in = None
         if spec.takes_mask:
@@ -110,14 +110,14 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
     return out.reshape(lead + out.shape[1:])
 
 
-def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_lead, tiles,
+def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_lead, tiles, compiled,
                      block_info=None):
     moved = np.moveaxis(block, n_lead, -1)  # (*lead, *spatial, C)
     points = moved.reshape(-1, moved.shape[-1])
     valid = np.isfinite(points).all(axis=1)
     result = np.full((points.shape[0], spec.out_channels), np.nan, np.float32)
     if valid.any():
-        resident = ResidentModel.get(payload, device, spec.takes_mask)
+        resident = ResidentModel.get(payload, device, spec.takes_mask, compiled)
         result[valid] = resident.run(points[valid].astype(np.float32), None, autocast, batch_size)
     result = result.reshape(moved.shape[:-1] + (spec.out_channels,))
     return np.moveaxis(result, -1, n_lead)

@@ -128,7 +128,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
 
 def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=None, flags=True,
             clip=0.1, device="auto", precision="auto", tile=None, halo=None, batch_size=None,
-            periodic=None, progress=False):
+            periodic=None, progress=False, compile=False):
     """Fill the gaps of ``obj`` with a partial-convolution model; valid values stay bit-identical.
 
     Parameters
@@ -144,7 +144,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable, 3 outside domain).
     clip : keep fills within the valid values' range of the same sample (each time step's whole
         field), widened by this share of that range (default 0.1); None lets the model extrapolate.
-    device, precision, tile, halo, batch_size, periodic, progress : engine options, as in
+    device, precision, tile, halo, batch_size, periodic, progress, compile : engine options, as in
         ``predict`` (``progress`` shows a bar when xdl computes an in-memory input).
 
     Examples
@@ -163,7 +163,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
                          "use predict() for it, or fit a 'pconv-unet'.")
-    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic)
+    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile)
     if domain is not None and not (isinstance(domain, str) and domain == "auto"):
         domain_mask = domain
     elif isinstance(domain, str):

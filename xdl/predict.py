@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import cloudpickle
 import dask.array as da
 import numpy as np
 import torch
@@ -52,15 +53,17 @@ def resolve_model(model):
 
 
 def model_key(model) -> str:
-    """A content hash of the model: the per-process cache key of the resident copy."""
-    if hasattr(model, "content_hash"):
-        return model.content_hash()
+    """A content hash of the model: the per-process cache key of the resident copy.
+
+    A zoo model is its card (architecture and config) plus its tensors. A user's own module is
+    hashed from its pickle, so two modules with equal weights but different Python attributes
+    (an iteration count, a flag) never share a resident copy."""
+    from .models import registry
+
     module = getattr(model, "module", model)
-    digest = hashlib.sha256(type(module).__qualname__.encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    if hasattr(model, "content_hash") and registry.name_of(module) is not None:
+        return model.content_hash()
+    return hashlib.sha256(cloudpickle.dumps(module)).hexdigest()
 
 
 def model_label(model) -> str:
@@ -70,7 +73,7 @@ def model_label(model) -> str:
 
 def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", precision="auto",
             tile=None, halo=None, batch_size=None, periodic=None, progress=False, mode=None,
-            channel_dim=None):
+            channel_dim=None, compile=False):
     """Run ``model`` over ``obj`` (Dataset or DataArray), lazily when ``obj`` is dask-backed.
 
     Parameters
@@ -82,8 +85,8 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         attributes and usual names when omitted.
     device : "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
     precision : "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", "bf16", "fp16".
-    tile : largest tile side (core + halo both sides); default 512 on CPU, 1024 on GPU (an axis
-        up to 1.25 x tile long is one tile).
+    tile : largest tile side (core + halo both sides); default 512 on CPU, 1024 on GPU, or the
+        model's ``min_tile`` when larger (an axis up to 1.25 x tile long is one tile).
     halo : context pixels each side of a tile; default from the model card or a receptive-field probe.
     batch_size : tiles per model call; default from a pixel budget (halved on out-of-memory).
     periodic : wrap the x dim; default True for a regular longitude spanning 360 degrees.
@@ -92,6 +95,8 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         (threaded scheduler) or watch the distributed dashboard.
     mode : override the model's mode ("spatial", "pointwise", "volume").
     channel_dim : for a DataArray input to a multi-channel model, the dim holding the channels.
+    compile : run the resident model through ``torch.compile`` (once per process and device; the
+        first batches wait for the compilation, a minute or so). Worth it for long GPU jobs.
 
     Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
     grid mapping and a history line.
@@ -107,7 +112,7 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     """
     model = resolve_model(model)
     spec = engine_spec(model, mode, halo=None if halo is None else int(halo))
-    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic)
+    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile)
     if isinstance(obj, xr.Dataset):
         return _predict_dataset(obj, model, spec, run, inputs, outputs, dims, progress)
     if isinstance(obj, xr.DataArray):
@@ -116,17 +121,19 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
 
 
 class _RunOptions:
-    def __init__(self, device, autocast, tile, batch_size, periodic):
+    def __init__(self, device, autocast, tile, batch_size, periodic, compile=False):
         self.device, self.autocast, self.tile = device, autocast, tile
-        self.batch_size, self.periodic = batch_size, periodic
+        self.batch_size, self.periodic, self.compile = batch_size, periodic, bool(compile)
 
     @classmethod
-    def build(cls, spec, device, precision, tile, batch_size, periodic):
+    def build(cls, spec, device, precision, tile, batch_size, periodic, compile=False):
         dev = resolve_device(device)
-        tile = int(tile) if tile is not None else (DEFAULT_TILE_CUDA if dev.type == "cuda" else DEFAULT_TILE)
+        if tile is None:
+            tile = max(DEFAULT_TILE_CUDA if dev.type == "cuda" else DEFAULT_TILE, spec.min_tile)
+        tile = int(tile)
         if tile < 1:
             raise InputError(f"tile={tile}: give a positive tile size in pixels.")
-        return cls(dev, resolve_precision(precision, dev), tile, batch_size, periodic)
+        return cls(dev, resolve_precision(precision, dev), tile, batch_size, periodic, compile)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +262,7 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
     data, how = _normalise(data, spec, card_names(spec.inputs, names), n_spatial)
     payload = payload_for(getattr(model, "module", model), model_key(model))
     out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
-                      batch_size=batch, tiles=tiles)
+                      batch_size=batch, tiles=tiles, compiled=run.compile)
     return _denormalise(out, spec, how, card_names(spec.outputs, out_names), n_spatial)
 
 

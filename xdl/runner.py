@@ -28,7 +28,7 @@ import torch
 from .errors import InputError
 
 _LOCKS_GUARD = threading.Lock()
-_RESIDENT: dict[tuple[str, str], "ResidentModel"] = {}
+_RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -99,13 +99,17 @@ class ResidentModel:
     oom_cap: int | None = None  # largest batch known to fit after an out-of-memory error
 
     @classmethod
-    def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool) -> "ResidentModel":
-        cache_key = (payload.key, str(device))
+    def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
+            compiled: bool = False) -> "ResidentModel":
+        cache_key = (payload.key, str(device), bool(compiled))
         with _LOCKS_GUARD:
             resident = _RESIDENT.get(cache_key)
             if resident is None:
                 # A private copy: the user's module keeps its device and train/eval state.
                 module = copy.deepcopy(payload.get_module()).to(device).eval()
+                if compiled:
+                    # Fixed shapes: a new batch size recompiles rather than going symbolic.
+                    module = torch.compile(module, dynamic=False)
                 resident = cls(module=module, device=device, takes_mask=takes_mask)
                 _RESIDENT[cache_key] = resident
         return resident

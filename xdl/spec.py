@@ -33,6 +33,7 @@ class EngineSpec:
     output_units: dict = field(default_factory=dict)
     units: dict = field(default_factory=dict)
     standard_names: dict = field(default_factory=dict)
+    min_tile: int = 0  # the model's smallest efficient tile (its halo is large); raises the default
 
     @property
     def n_spatial(self) -> int:
@@ -172,6 +173,7 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         normalization=dict(card.get("normalization") or {"kind": "none"}),
         output_units=dict(card.get("output_units") or {}), units=dict(card.get("units") or {}),
         standard_names=dict(card.get("standard_names") or {}),
+        min_tile=int(pick("min_tile", 0) or 0),
     )
 
 

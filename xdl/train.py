@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import copy
@@ -524,7 +525,7 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
     gan = arch == "pix2pix"
     if gan and mode == "gap":
         raise InputError("pix2pix learns paired mappings: pass inputs=[...] and targets=[...]; "
-                         "for gap filling use model='pconv-unet' with variables=[...].")
+                         "for gap filling use model='fill-unet' or 'pconv-unet' with variables=[...].")
 
     # ------------------------------------------------------------ model
     dev = resolve_device(device)
@@ -565,6 +566,15 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
         return _train(**locals())
 
 
+def _arch_fills_gaps(arch) -> bool:
+    from .models import registry
+
+    try:
+        return bool(getattr(registry.get(arch), "fills_gaps", False))
+    except Exception:  # an unknown name is reported where the model is built
+        return False
+
+
 def _resolve_mode(ds, existing, arch, variables, inputs, targets):
     if variables is not None:
         if inputs is not None or targets is not None:
@@ -578,7 +588,7 @@ def _resolve_mode(ds, existing, arch, variables, inputs, targets):
                              "variables=[...] instead.")
         return "paired", _names(inputs, "inputs"), _names(targets, "targets")
     card = existing.card if existing is not None else {}
-    fills = bool(card.get("fills_gaps")) or arch == "pconv-unet"
+    fills = bool(card.get("fills_gaps")) or _arch_fills_gaps(arch)
     if card.get("inputs"):
         if fills:
             return "gap", list(card["inputs"]), list(card["inputs"])
@@ -889,17 +899,20 @@ def _train(*, ds, epochs, steps_per_epoch, batch_size, tile, patience, checkpoin
     total = epochs * steps_per_epoch
     bar = tqdm(total=total, initial=min(global_step, total), disable=not progress, desc="fit", unit="step",
                dynamic_ncols=True)
-    # One loader thread reads the next batch while the model trains on this one.
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    # Loader threads cut and mask the next batches while the model trains on this one: one on the
+    # CPU (the model needs the cores), a few on a GPU (which would otherwise wait for masks).
+    # Each batch depends only on (seed, step), so more threads change nothing but speed.
+    ahead = 1 if dev.type == "cpu" else max(1, min(4, (os.cpu_count() or 2) - 1))
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=ahead)
     try:
         with torch.random.fork_rng(devices=rng_devices):
             while epoch < epochs and not stopped:
                 end = (epoch + 1) * steps_per_epoch
-                future = pool.submit(batch_for, global_step)
+                pending = collections.deque(pool.submit(batch_for, s) for s in range(global_step, min(global_step + ahead, end)))
                 while global_step < end:
-                    batch = future.result()
-                    if global_step + 1 < end:
-                        future = pool.submit(batch_for, global_step + 1)
+                    batch = pending.popleft().result()
+                    if global_step + len(pending) + 1 < end:
+                        pending.append(pool.submit(batch_for, global_step + len(pending) + 1))
                     # Dropout and other torch randomness depend only on (seed, step): resumable.
                     torch.manual_seed(seed * _TORCH_STRIDE + global_step)
                     terms = step_terms(to_dev(batch), train=True)

@@ -7,6 +7,8 @@ Contract every zoo architecture follows (the engine relies on it, and on nothing
   ``halo`` (pixels of context each side that the engine gives every tile; the effective
   receptive-field radius), ``takes_mask`` (forward takes ``(x, mask)``) and ``fills_gaps``
   (the output is meaningful where the input was invalid);
+* optional: ``min_tile``, the smallest tile side worth running (a model with a wide halo wastes
+  less on context with big tiles; the engine's default tile is raised to it);
 * spatial models map ``(N, C, H, W) -> (N, C_out, H, W)``; pointwise models map
   ``(P, C) -> (P, C_out)``; volume models map ``(N, C, T, H, W) -> (N, C_out, T, H, W)``;
 * models that take a mask get ``x`` with invalid entries already set to 0 and ``mask`` of the

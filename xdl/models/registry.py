@@ -3,7 +3,7 @@
 Example:
     >>> from xdl.models import registry
     >>> registry.names()
-    ['mlp', 'pconv-unet', 'pix2pix', 'unet']
+    ['fill-unet', 'mlp', 'pconv-unet', 'pix2pix', 'unet']
     >>> registry.get("mlp")(in_channels=3).mode
     'pointwise'
 """
@@ -18,7 +18,7 @@ __all__ = ["register", "get", "names", "name_of", "describe", "count_parameters"
 
 _REGISTRY: dict[str, type] = {}
 _DESCRIPTIONS: dict[str, str] = {}
-_BUILTIN = ("pconv_unet", "unet", "pix2pix", "mlp")
+_BUILTIN = ("pconv_unet", "fill_unet", "unet", "pix2pix", "mlp")
 
 
 def _load_builtin():
