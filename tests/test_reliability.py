@@ -167,3 +167,49 @@ def test_resumable_write_keeps_lazy_coordinates_and_small_variables(tmp_path):
     np.testing.assert_array_equal(back.lat.values, ds.lat.values)
     assert int(back.crs.values) == 7 and back.crs.attrs["grid_mapping_name"] == "geostationary"
     np.testing.assert_array_equal(back.v.values, ds.v.values)
+
+
+# ---------------------------------------------------------------- compile=
+
+def _batch_recorder(monkeypatch, fail=False):
+    """Stand in for torch.compile (no compiler needed): record batch shapes, or fail like a
+    missing toolchain would."""
+    shapes = []
+
+    def fake_compile(module, **kwargs):
+        def run(*args):
+            if fail:
+                raise RuntimeError("no C++ compiler found")
+            shapes.append(tuple(args[0].shape))
+            return module(*args)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    xdl.runner.clear_cache()
+    return shapes
+
+
+def test_compiled_path_pads_short_batches_to_one_shape(monkeypatch):
+    shapes = _batch_recorder(monkeypatch)
+    net = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=2, base_channels=4)
+    arr = xr.DataArray(np.random.default_rng(0).standard_normal((7, 40, 40)).astype("f4"), dims=("t", "y", "x"))
+    eager = arr.dl.predict(net, compile=False).values
+    compiled = arr.dl.predict(net, compile=True, batch_size=4).values
+    np.testing.assert_allclose(compiled, eager, atol=1e-6)
+    assert {s[0] for s in shapes} == {4}  # 7 samples in batches of 4: 4, then 3 padded to 4
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    _batch_recorder(monkeypatch, fail=True)
+    net = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=2, base_channels=4)
+    arr = xr.DataArray(np.ones((2, 32, 32), "f4"), dims=("t", "y", "x"))
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*compile=False"):
+        out = arr.dl.predict(net, compile=True).values
+    np.testing.assert_allclose(out, arr.dl.predict(net, compile=False).values)
+
+
+def test_compile_option_is_checked():
+    net = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=1, base_channels=4)
+    arr = xr.DataArray(np.ones((16, 16), "f4"), dims=("y", "x"))
+    with pytest.raises(InputError, match="compile='yes'"):
+        arr.dl.predict(net, compile="yes")

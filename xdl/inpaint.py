@@ -128,7 +128,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
 
 def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=None, flags=True,
             clip=0.1, device="auto", precision="auto", tile=None, halo=None, batch_size=None,
-            periodic=None, progress=False, compile=False):
+            periodic=None, progress=False, compile="auto"):
     """Fill the gaps of ``obj`` with a partial-convolution model; valid values stay bit-identical.
 
     Parameters

@@ -73,7 +73,7 @@ def model_label(model) -> str:
 
 def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", precision="auto",
             tile=None, halo=None, batch_size=None, periodic=None, progress=False, mode=None,
-            channel_dim=None, compile=False):
+            channel_dim=None, compile="auto"):
     """Run ``model`` over ``obj`` (Dataset or DataArray), lazily when ``obj`` is dask-backed.
 
     Parameters
@@ -95,8 +95,10 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         (threaded scheduler) or watch the distributed dashboard.
     mode : override the model's mode ("spatial", "pointwise", "volume").
     channel_dim : for a DataArray input to a multi-channel model, the dim holding the channels.
-    compile : run the resident model through ``torch.compile`` (once per process and device; the
-        first batches wait for the compilation, a minute or so). Worth it for long GPU jobs.
+    compile : run the resident model through ``torch.compile``: "auto" (default) on CUDA, not on
+        CPU; True / False. Compiled once per process, device and tile shape (the first batch
+        waits some seconds; measured 7-9 s for an 11.6M-parameter PConv-UNet on an H200, which
+        then ran 2.3x faster); falls back to eager with a warning if compiling fails.
 
     Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
     grid mapping and a history line.
@@ -123,11 +125,15 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
 class _RunOptions:
     def __init__(self, device, autocast, tile, batch_size, periodic, compile=False):
         self.device, self.autocast, self.tile = device, autocast, tile
-        self.batch_size, self.periodic, self.compile = batch_size, periodic, bool(compile)
+        self.batch_size, self.periodic, self.compile = batch_size, periodic, compile
 
     @classmethod
-    def build(cls, spec, device, precision, tile, batch_size, periodic, compile=False):
+    def build(cls, spec, device, precision, tile, batch_size, periodic, compile="auto"):
         dev = resolve_device(device)
+        if isinstance(compile, str) and compile == "auto":
+            compile = dev.type == "cuda"
+        elif not isinstance(compile, bool):
+            raise InputError(f"compile={compile!r}: use 'auto' (compile on CUDA), True or False.")
         if tile is None:
             tile = max(DEFAULT_TILE_CUDA if dev.type == "cuda" else DEFAULT_TILE, spec.min_tile)
         tile = int(tile)

@@ -10,6 +10,9 @@
 * On CUDA, host-to-device copies go through pinned memory on a side stream in the calling
   thread, so the copy of one batch overlaps the compute of another; bf16 autocast by default.
 * A CUDA out-of-memory error halves the batch and carries on.
+* Optionally (the default on CUDA) the resident copy runs through ``torch.compile``; short
+  batches are padded to a power of two so it compiles a few shapes per tile size, not one per
+  block, and if compiling fails the eager module takes over with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -97,6 +101,7 @@ class ResidentModel:
     device: torch.device
     takes_mask: bool
     oom_cap: int | None = None  # largest batch known to fit after an out-of-memory error
+    compiled: torch.nn.Module | None = None  # torch.compile'd view of module, when asked for
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
@@ -107,10 +112,8 @@ class ResidentModel:
             if resident is None:
                 # A private copy: the user's module keeps its device and train/eval state.
                 module = copy.deepcopy(payload.get_module()).to(device).eval()
-                if compiled:
-                    # Fixed shapes: a new batch size recompiles rather than going symbolic.
-                    module = torch.compile(module, dynamic=False)
-                resident = cls(module=module, device=device, takes_mask=takes_mask)
+                resident = cls(module=module, device=device, takes_mask=takes_mask,
+                               compiled=torch.compile(module, dynamic=False) if compiled else None)
                 _RESIDENT[cache_key] = resident
         return resident
 
@@ -121,8 +124,12 @@ class ResidentModel:
         while start < len(x):
             size = max(min(batch_size, self.oom_cap or batch_size), 1)
             try:
-                outputs.append(self._run_batch(x[start:start + size],
-                                               None if mask is None else mask[start:start + size], autocast))
+                part = slice(start, start + size)
+                n = len(x[part])
+                # Compiled: pad short batches up to a power of two (at most `size`), so a handful
+                # of shapes are compiled, never one per block size, and little compute is wasted.
+                pad_to = min(size, 1 << (n - 1).bit_length()) if self.compiled is not None else None
+                outputs.append(self._run_batch(x[part], None if mask is None else mask[part], autocast, pad_to))
                 start += size
             except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_out_of_memory(error) or size == 1:
@@ -132,9 +139,14 @@ class ResidentModel:
                     torch.cuda.empty_cache()
         return np.concatenate(outputs, axis=0)
 
-    def _run_batch(self, x, mask, autocast) -> np.ndarray:
+    def _run_batch(self, x, mask, autocast, pad_to=None) -> np.ndarray:
         cuda = self.device.type == "cuda"
+        n = len(x)
         arrays = [x] if mask is None else [x, mask]
+        if pad_to is not None and n < pad_to:
+            # A compiled model sees one batch shape: pad the last, short batch with zeros (eval-mode
+            # samples are independent) instead of compiling again for its size.
+            arrays = [np.concatenate([a, np.zeros((pad_to - n,) + a.shape[1:], a.dtype)]) for a in arrays]
         hosts = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
         ready = None
         if cuda:
@@ -150,7 +162,7 @@ class ResidentModel:
         out, done = device_feeder(self.device).submit(self._forward, tensors, ready, autocast).result()
         if done is not None:
             done.synchronize()
-        return out.numpy()
+        return out.numpy()[:n]
 
     def _forward(self, tensors, ready, autocast):
         """Runs in the device's feeder thread: all model calls on a device come from one thread,
@@ -164,9 +176,7 @@ class ResidentModel:
                     tensor.record_stream(compute)
             x_dev = tensors[0]
             mask_dev = tensors[1] if len(tensors) > 1 else None
-            context = torch.autocast(self.device.type, dtype=autocast) if autocast is not None else nullcontext()
-            with context:
-                out = self.module(x_dev, mask_dev) if self.takes_mask else self.module(x_dev)
+            out = self._call(x_dev, mask_dev, autocast)
             if isinstance(out, (tuple, list)):  # e.g. (image, mask) from a partial-conv net
                 out = out[0]
             out = out.float()
@@ -177,6 +187,25 @@ class ResidentModel:
             done = torch.cuda.Event()
             done.record(compute)
             return host, done
+
+
+    def _call(self, x_dev, mask_dev, autocast):
+        def call(module):
+            context = torch.autocast(self.device.type, dtype=autocast) if autocast is not None else nullcontext()
+            with context:
+                return module(x_dev, mask_dev) if self.takes_mask else module(x_dev)
+
+        if self.compiled is not None:
+            try:
+                return call(self.compiled)
+            except Exception as error:  # noqa: BLE001 - OOM goes up to the batch halving; the rest falls back
+                if is_out_of_memory(error):
+                    raise
+                warnings.warn(f"torch.compile failed for this model ({type(error).__name__}: "
+                              f"{str(error)[:200]}); running it eagerly. Pass compile=False to skip compiling.",
+                              RuntimeWarning, stacklevel=2)
+                self.compiled = None
+        return call(self.module)
 
 
 _FEEDERS: dict[str, ThreadPoolExecutor] = {}
