@@ -7,8 +7,10 @@ Here a LocalCluster of 2 worker processes; on a Pangeo-style cluster only the fi
     # GPUs: from dask_cuda import LocalCUDACluster; cluster = LocalCUDACluster()  (one worker per GPU)
     client = Client(cluster)
 
-The model's weights travel once per worker and stay resident there; the result is the same as
-with the threaded scheduler, bit for bit.
+The model's weights travel once per worker and stay resident there. The result equals the
+threaded scheduler's: valid values bit for bit, fills to float32 rounding (dask's nanny starts
+workers with one torch thread, and oneDNN's convolutions may sum in another order with a
+different thread count: differences of 1e-7 in standardised units).
 
     python examples/dask_cluster.py [--small] [--model M.safetensors]
 """
@@ -41,10 +43,16 @@ def main():
         gappy.dl.inpaint(args.model).to_zarr(out / "uwnd_filled.zarr", mode="w")
         loads = client.run(lambda: __import__("xdl.runner", fromlist=["x"]).ModelPayload.loads)
     on_cluster = xr.open_zarr(out / "uwnd_filled.zarr")
-    same = np.array_equal(on_cluster.uwnd.values, threaded.uwnd.values, equal_nan=True)
+    a, b = on_cluster.uwnd.values, threaded.uwnd.values
+    valid = np.isfinite(gappy.uwnd.values)
+    same_valid = np.array_equal(a[valid], b[valid])
+    same_nans = np.array_equal(np.isnan(a), np.isnan(b))
+    diff = float(np.nanmax(np.abs(a - b)))
+    scale = float(np.nanstd(b))
     print(f"  weights received per worker: {sorted(loads.values())}")
-    print(f"  cluster result == threaded result, bit for bit: {same}")
-    assert same
+    print(f"  valid values identical: {same_valid}; NaNs in the same places: {same_nans}")
+    print(f"  largest fill difference cluster vs threaded: {diff:.3g} (field std {scale:.3g})")
+    assert same_valid and same_nans and diff <= 1e-5 * scale
 
 
 if __name__ == "__main__":

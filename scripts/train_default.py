@@ -1,6 +1,6 @@
-"""Train the bundled default gap-filling model, ``xdl/weights/pconv-default.safetensors``.
+"""Train the bundled default gap-filling model, ``xdl/weights/fill-default.safetensors``.
 
-One partial-convolution UNet for many variables: every field is standardised by its own mean and
+One fill-unet (harmonic fill + learned UNet correction) for many variables: every field is standardised by its own mean and
 standard deviation (the engine's "per_sample" normalisation), so the model learns the shapes of
 gaps in geophysical fields, not their units. Training data are real fields from ../shared/data:
 GOES-17 ABI mesoscale radiances (15 bands), GOES CONUS band 16 scenes, GOES-16 land-surface

@@ -457,7 +457,7 @@ def test_untrained_fill_unet_is_the_harmonic_fill_and_keeps_valid_values():
         out = net(x * m, m)
     assert torch.equal(out[m > 0], x[m > 0])
     torch.testing.assert_close(out, harmonic_fill(x * m, m, net.iterations))
-    assert net.size_multiple == 8 and net.halo == 16
+    assert net.size_multiple == 8 and net.halo == 8
 
 
 def test_fill_unet_trains_its_correction():

@@ -16,7 +16,7 @@ class _DLAccessor:
         return predict(self._obj, model, **kwargs)
 
     def inpaint(self, model=None, **kwargs):
-        """Fill gaps with a partial-convolution model; see :func:`xdl.inpaint.inpaint`."""
+        """Fill gaps with a learned gap filler; see :func:`xdl.inpaint.inpaint`."""
         from .inpaint import inpaint
 
         return inpaint(self._obj, model, **kwargs)

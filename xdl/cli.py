@@ -509,8 +509,8 @@ def _say(text: str) -> None:
 _EPILOGS = {
     "inpaint": "example:\n  xdl inpaint goes.nc goes_filled.zarr --var Rad --mask \"DQF == 0\" --chunks y=512,x=512",
     "predict": "example:\n  xdl predict goes.nc wv.zarr --model c13_to_c08.xdl.safetensors --inputs Rad --outputs C08",
-    "train": ("example:\n  xdl train 'era5_*.nc' --model pconv-unet --var t2m --masks clouds --epochs 20 "
-              "--out t2m.xdl.safetensors\n  xdl train era5.zarr --config fit.json --model pconv-unet "
+    "train": ("example:\n  xdl train 'era5_*.nc' --model fill-unet --var t2m --masks clouds --epochs 20 "
+              "--out t2m.xdl.safetensors\n  xdl train era5.zarr --config fit.json --model fill-unet "
               "--out t2m.xdl.safetensors --epochs 5\n"
               "--config: a JSON object of xdl.train.fit keyword arguments; flags override it."),
     "evaluate": "example:\n  xdl evaluate sst.nc --var sst --gaps scanlines,blocks,clouds --fraction 0.1 --plot sst.png --out sst_metrics.csv",
@@ -551,7 +551,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
                         help="show a progress bar (default: when stderr is a terminal)")
 
-    s = cmd("inpaint", "Fill the gaps of variables with a partial-convolution model; valid values stay identical.")
+    s = cmd("inpaint", "Fill the gaps of variables with a learned gap filler; valid values stay identical.")
     io(s)
     s.add_argument("--var", action="append", metavar="V", help="variable to fill (repeat or comma-separate; default: every float field)")
     s.add_argument("--model", default=None, help="model file, bundled name (default: the bundled default model)")

@@ -75,7 +75,7 @@ def _resolve(model):
     if pretrained.DEFAULT_INPAINT not in pretrained.names():
         raise InputError("the demo needs the bundled default gap-filling model, and none is installed with "
                          "this xdl; pass a model: `xdl demo --model my.xdl.safetensors` or "
-                         "xdl.demo.run(model=...) (e.g. trained with `xdl train IN --model pconv-unet ...`).")
+                         "xdl.demo.run(model=...) (e.g. trained with `xdl train IN --model fill-unet ...`).")
     return pretrained.load(pretrained.DEFAULT_INPAINT)
 
 

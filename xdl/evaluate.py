@@ -236,7 +236,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     spec = engine_spec(model)
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
-                         "evaluate scores gap fillers such as a trained 'pconv-unet'.")
+                         "evaluate scores gap fillers such as a trained 'fill-unet' or 'pconv-unet'.")
     try:
         fraction = float(fraction)
     except (TypeError, ValueError):

@@ -129,12 +129,12 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
 def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=None, flags=True,
             clip=0.1, device="auto", precision="auto", tile=None, halo=None, batch_size=None,
             periodic=None, progress=False, compile="auto"):
-    """Fill the gaps of ``obj`` with a partial-convolution model; valid values stay bit-identical.
+    """Fill the gaps of ``obj`` with a learned gap filler; valid values stay bit-identical.
 
     Parameters
     ----------
     model : None (the bundled default), a path to a ``.safetensors`` model, a bundled name, or an
-        ``xdl.Model`` that fills gaps (e.g. from ``ds.dl.fit("pconv-unet", ...)``).
+        ``xdl.Model`` that fills gaps (e.g. from ``ds.dl.fit("fill-unet", ...)``).
     variables : Dataset variables to fill (default: every float variable with spatial dims).
     mask : True where a value is valid. Default: CF rules (finite, not ``_FillValue`` /
         ``missing_value``, inside ``valid_range``/``valid_min``/``valid_max``). A quality-flag rule
@@ -162,7 +162,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     spec = engine_spec(model, halo=None if halo is None else int(halo))
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
-                         "use predict() for it, or fit a 'pconv-unet'.")
+                         "use predict() for it, or fit a 'fill-unet'.")
     run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile)
     if domain is not None and not (isinstance(domain, str) and domain == "auto"):
         domain_mask = domain

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS = Path(__file__).with_name("weights")
-DEFAULT_INPAINT = "pconv-default"
+DEFAULT_INPAINT = "fill-default"
 
 
 def names() -> list[str]:
-    """Names of the bundled models, e.g. ``["pconv-default"]``."""
+    """Names of the bundled models, e.g. ``["fill-default"]``."""
     if not WEIGHTS.is_dir():
         return []
     return sorted(p.name[: -len(".safetensors")] for p in WEIGHTS.glob("*.safetensors"))

@@ -457,7 +457,7 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
     Parameters
     ----------
     obj : Dataset or DataArray, numpy- or dask/zarr-backed; only small windows are ever loaded.
-    model : zoo name ("pconv-unet", "unet", "pix2pix") built with ``**model_config`` and channels
+    model : zoo name ("fill-unet", "pconv-unet", "unet", "pix2pix") built with ``**model_config`` and channels
         from the variables, or an :class:`xdl.Model` to fine-tune (a copy is trained).
     variables : gap filling: the variables to fill (one channel each).
     inputs, targets : paired mapping: input and target variables.
@@ -508,7 +508,7 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
 
     existing = model if isinstance(model, Model) else (Model(model) if isinstance(model, torch.nn.Module) else None)
     if existing is None and not isinstance(model, str):
-        raise InputError(f"model must be a zoo name (e.g. 'pconv-unet', 'unet', 'pix2pix') or an xdl.Model, "
+        raise InputError(f"model must be a zoo name (e.g. 'fill-unet', 'unet', 'pix2pix') or an xdl.Model, "
                          f"got {type(model).__name__}")
     if existing is not None and model_config:
         raise InputError(f"model options {sorted(model_config)} only apply when model is a zoo name; "
