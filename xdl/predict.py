@@ -194,7 +194,8 @@ def _dask_input(x: xr.DataArray, plans, batch_size: int) -> da.Array:
         chunks.append(take)
         remaining = max(1, remaining // size)
     chunks = chunks[::-1] + [-1] + [max(p.stride, min(p.length, 2048 // p.stride * p.stride)) for p in plans]
-    return da.from_array(np.asarray(data), chunks=tuple(chunks))
+    # name=False: a random key instead of hashing the whole array (tens of ms per call on a scene).
+    return da.from_array(np.asarray(data), chunks=tuple(chunks), name=False)
 
 
 def _normalise(data: da.Array, spec: EngineSpec, names: list, n_spatial: int):

@@ -64,8 +64,9 @@ class FillUNet(nn.Module):
         # Context for the correction net (one coarsest-level pixel, as for the UNet); the harmonic
         # fill itself reaches across the whole tile. Twice that scored the same on held-out scenes.
         self.halo = self.size_multiple
-        # A 512 tile would spend a quarter of its pixels on that context; 1024 spends an eighth.
-        self.min_tile = 1024
+        # Big tiles: less context and padding per output pixel (a 1500 x 2500 scene is 2 tiles of
+        # 1568 x 1344 rather than 6 of 832 x 928), and the net is light enough for them.
+        self.min_tile = 1536
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
@@ -73,6 +74,9 @@ class FillUNet(nn.Module):
         mask = mask.to(x.dtype).expand_as(x)
         first_guess = harmonic_fill(x, mask, self.iterations)
         p = self.patch
-        correction = self.correction(F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mask, p))
+        folded = [F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mask, p)]
+        if x.device.type == "cpu":  # oneDNN's convolutions run 20-30% faster on channels-last input
+            folded = [t.contiguous(memory_format=torch.channels_last) for t in folded]
+        correction = self.correction(*folded)
         correction = F.pixel_shuffle(correction.float(), p)
         return torch.where(mask > 0.5, x.float(), first_guess + correction).to(x.dtype)
