@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session, run through the workplace's device tool from the repo root, with .whl (dask,
 # toolz, partd, locket, xarray wheels) and .devdata/fields.npz (scripts/train_default.py prepare)
-# carried along. In order: GPU tests, the predict benchmark (issue 2), default-model training.
+# carried along. In order: GPU tests (each compiles its model: allow minutes), the predict
+# benchmark (issue 2), zoo forward figures; TRAIN=1 also retrains fill-unet sizes side by side.
 set -u
 OUT=${OUT:-/tmp/xdl_device_out}
 mkdir -p "$OUT"
@@ -10,9 +11,12 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, xarray, dask, numpy; print('torch', torch.__version__, 'xarray', xarray.__version__, 'dask', dask.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/gpu.txt"
 echo "== gpu tests"; date
-timeout ${TEST_SECONDS:-90} python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_train.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
+timeout ${TEST_SECONDS:-240} python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_train.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
 echo "== predict_gpu"; date
 timeout ${BENCH_SECONDS:-200} python3 benchmarks/predict_gpu.py 2>&1 | tee "$OUT/predict_gpu.txt"
+echo "== models"; date
+timeout 60 python3 benchmarks/models.py --devices cuda --batch 32 --size 256 --seconds 1 2>&1 | tee "$OUT/models_gpu.txt"
+[ "${TRAIN:-0}" = 1 ] || { date; exit 0; }
 echo "== train default model: three fill-unet sizes side by side (the GPU is mostly idle with one)"; date
 train() {  # name, then fill-unet options
     local name=$1; shift
