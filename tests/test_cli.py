@@ -124,6 +124,15 @@ def test_predict(files, tmp_path):
     np.testing.assert_array_equal(result.x.values, files.source.x.values)
 
 
+def test_compile_flag(files, tmp_path):
+    out = tmp_path / "pred.zarr"
+    assert main(["predict", files.nc, str(out), "--model", files.map, "--inputs", "sst", "--no-progress",
+                 "--compile", "no"]) == 0
+    with pytest.raises(SystemExit) as bad:
+        main(["predict", files.nc, str(tmp_path / "p2.zarr"), "--model", files.map, "--compile", "maybe"])
+    assert bad.value.code == 2
+
+
 def test_output_exists_needs_overwrite(files, tmp_path, capsys):
     out = tmp_path / "o.nc"
     out.write_text("precious")

@@ -342,12 +342,16 @@ def _cmd_inpaint(a) -> int:
     _check_vars(ds, variables, a.input)
     mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
     result = inpaint(ds, a.model, variables=variables, mask=mask, domain=_domain(a.domain, ds),
-                     device=a.device, tile=a.tile, progress=False)
+                     device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False)
     _keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
     write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume)
     _say(f"xdl inpaint: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _compile(choice: str):
+    return {"auto": "auto", "yes": True, "no": False}[choice]
 
 
 def _cmd_predict(a) -> int:
@@ -357,7 +361,8 @@ def _cmd_predict(a) -> int:
     ds = open_input(a.input, a.chunks)
     inputs = _split(a.inputs)
     _check_vars(ds, inputs, a.input, "--inputs")
-    result = predict(ds, a.model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile)
+    result = predict(ds, a.model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile,
+                     compile=_compile(a.compile))
     _keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
     write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume)
@@ -438,7 +443,8 @@ def _cmd_evaluate(a) -> int:
         raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
     report = evaluate(ds, a.model, variables=variables, gaps=gaps if len(gaps) > 1 else gaps[0],
                       fraction=a.fraction, baselines=_split([a.baselines]) or (), mask=mask,
-                      domain=_domain(a.domain, ds), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile)
+                      domain=_domain(a.domain, ds), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile,
+                      compile=_compile(a.compile))
     print(format_report(report))
     if a.out:
         if a.out.lower().endswith(".csv"):
@@ -543,6 +549,8 @@ def _parser() -> argparse.ArgumentParser:
     def engine(sp):
         sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
         sp.add_argument("--tile", type=int, default=None, help="largest tile side in pixels (default: by device)")
+        sp.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
+                        help="torch.compile the model: auto (on CUDA), yes, no")
 
     def writing(sp):
         sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
