@@ -125,7 +125,7 @@ class ResidentModel:
             size = max(min(batch_size, self.oom_cap or batch_size), 1)
             try:
                 part = slice(start, start + size)
-                n = len(x[part])
+                n = min(size, len(x) - start)
                 # Compiled: pad short batches up to a power of two (at most `size`), so a handful
                 # of shapes are compiled, never one per block size, and little compute is wasted.
                 pad_to = min(size, 1 << (n - 1).bit_length()) if self.compiled is not None else None
@@ -187,7 +187,6 @@ class ResidentModel:
             done = torch.cuda.Event()
             done.record(compute)
             return host, done
-
 
     def _call(self, x_dev, mask_dev, autocast):
         def call(module):

@@ -567,11 +567,12 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
 
 
 def _arch_fills_gaps(arch) -> bool:
+    from .errors import UnknownModelError
     from .models import registry
 
     try:
         return bool(getattr(registry.get(arch), "fills_gaps", False))
-    except Exception:  # an unknown name is reported where the model is built
+    except UnknownModelError:  # reported where the model is built
         return False
 
 
