@@ -97,8 +97,8 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     channel_dim : for a DataArray input to a multi-channel model, the dim holding the channels.
     compile : run the resident model through ``torch.compile``: "auto" (default) on CUDA, not on
         CPU; True / False. Compiled once per process, device and tile shape (the first batch
-        waits some seconds; measured 7-9 s for an 11.6M-parameter PConv-UNet on an H200, which
-        then ran 2.3x faster); falls back to eager with a warning if compiling fails.
+        waits for it: 13-18 s for an 11.6M-parameter PConv-UNet on an H200, which then ran 1.6x
+        faster than eager); falls back to eager with a warning if compiling fails.
 
     Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
     grid mapping and a history line.
