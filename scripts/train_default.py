@@ -1,8 +1,8 @@
 """Train the bundled default gap-filling model, ``xdl/weights/fill-default.safetensors``.
 
-One fill-unet (harmonic fill + learned UNet correction) for many variables: every field is standardised by its own mean and
-standard deviation (the engine's "per_sample" normalisation), so the model learns the shapes of
-gaps in geophysical fields, not their units. Training data are real fields from ../shared/data:
+One fill-unet (harmonic fill + learned UNet correction) for many variables: every field is
+standardised by its own mean and standard deviation (the engine's "per_sample" normalisation), so
+the model learns the shapes of gaps in geophysical fields, not their units. Training data are real fields from ../shared/data:
 GOES-17 ABI mesoscale radiances (15 bands), GOES CONUS band 16 scenes, GOES-16 land-surface
 temperature (real cloud gaps), ERA-Interim z/u/v, a sea-surface height field, model SST on a
 bipolar grid and AVHRR NDVI. Held out for evaluation (never trained on): the GOES-16 CONUS band 7
@@ -42,7 +42,7 @@ SOURCES = [
     ("land/ndvi_max.nc", ["ndvi_max"]),
 ]
 HELD_OUT = ["goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc", "reanalysis/merra2_M2T1NXSLV_ps.nc4"]
-MIN_SIDE = 128  # the training tile
+MIN_SIDE = 128  # smallest field side kept (the smallest training window)
 
 
 def prepare(out_path: str) -> None:
@@ -111,7 +111,7 @@ ARCH = {"name": "fill-unet", "depth": 3, "base_channels": 32, "max_channels": 12
 
 
 def train(fields_path: str, minutes: float, device: str, batch_size: int, out: Path, seed: int,
-          steps_per_epoch: int = 200, tile: int = 128, arch: dict | None = None, lr: float = 1e-3) -> None:
+          steps_per_epoch: int = 200, tile: int = 256, arch: dict | None = None, lr: float = 1e-3) -> None:
     """Train for about ``minutes`` of wall time: one epoch per fit call, resumed from the
     checkpoint (so the run is the same as one uninterrupted fit of that many epochs)."""
     import tempfile
