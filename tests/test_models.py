@@ -484,3 +484,36 @@ def test_plain_modules_with_equal_weights_but_different_attributes_do_not_share_
     twice = arr.dl.predict(Scale(2.0), mode="pointwise").values
     thrice = arr.dl.predict(Scale(3.0), mode="pointwise").values
     assert (twice == 2).all() and (thrice == 3).all()
+
+
+def test_auto_precision_uses_cpu_bf16_only_for_models_that_declare_it(monkeypatch):
+    from xdl import runner
+    from xdl.predict import _RunOptions
+    from xdl.spec import engine_spec
+
+    cpu = torch.device("cpu")
+    fill = xdl.zoo.create("fill-unet", in_channels=1, depth=1, base_channels=4, patch=2)
+    plain = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=1, base_channels=4)
+    assert engine_spec(fill).cpu_bf16 and not engine_spec(plain).cpu_bf16
+    for native in (True, False):
+        monkeypatch.setattr(runner, "cpu_has_native_bf16", lambda: native)
+        expected = torch.bfloat16 if native else None
+        assert _RunOptions.build(engine_spec(fill), "cpu", "auto", None, None, None).autocast is expected
+        assert _RunOptions.build(engine_spec(plain), "cpu", "auto", None, None, None).autocast is None
+        # An explicit choice always wins.
+        assert _RunOptions.build(engine_spec(fill), "cpu", "fp32", None, None, None).autocast is None
+    assert runner.resolve_precision("auto", torch.device("cuda"), cpu_bf16=False) is torch.bfloat16
+
+
+def test_fill_unet_in_bf16_keeps_valid_values_and_stays_close_to_fp32():
+    net = xdl.zoo.create("fill-unet", in_channels=1, depth=2, base_channels=8, patch=2).module.eval()
+    torch.nn.init.normal_(net.correction.head.weight, std=0.1)  # a non-zero correction to compare
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 64, 64, generator=g)
+    m = (torch.rand(2, 1, 64, 64, generator=g) > 0.3).float()
+    with torch.no_grad():
+        fp32 = net(x * m, m)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = net(x * m, m)
+    assert bf16.dtype == torch.float32 and torch.equal(bf16[m > 0], x[m > 0])
+    assert (bf16 - fp32).abs().max() < 0.05 * (fp32 - x).abs().max()

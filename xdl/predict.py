@@ -84,7 +84,8 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     dims : the spatial dims ``(y, x)`` (``(t, y, x)`` for volume models); found from CF
         attributes and usual names when omitted.
     device : "auto" (CUDA when present), "cpu", "cuda", "cuda:1".
-    precision : "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", "bf16", "fp16".
+    precision : "auto" (bf16 autocast on GPU; fp32 on CPU unless the model declares ``cpu_bf16``
+        and the CPU has native bf16 instructions, as fill-unet does), "fp32", "bf16", "fp16".
     tile : largest tile side (core + halo both sides); default 512 on CPU, 1024 on GPU, or the
         model's ``min_tile`` when larger (an axis up to 1.25 x tile long is one tile).
     halo : context pixels each side of a tile; default from the model card or a receptive-field probe.
@@ -139,7 +140,7 @@ class _RunOptions:
         tile = int(tile)
         if tile < 1:
             raise InputError(f"tile={tile}: give a positive tile size in pixels.")
-        return cls(dev, resolve_precision(precision, dev), tile, batch_size, periodic, compile)
+        return cls(dev, resolve_precision(precision, dev, spec.cpu_bf16), tile, batch_size, periodic, compile)
 
 
 # ---------------------------------------------------------------------------------------------

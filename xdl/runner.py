@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import pickle
 import threading
 import warnings
@@ -44,10 +45,28 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), which make bf16 autocast
+    faster than fp32 rather than emulated and slower. Linux only; False where unknown."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device, cpu_bf16: bool = False) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32.
+
+    ``"auto"``: bf16 on CUDA; on the CPU only for a model that declares it keeps its accuracy in
+    bf16 (``cpu_bf16``) and a CPU with native bf16 instructions, else fp32.
+    """
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        if device.type == "cuda" or (cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16()):
+            return torch.bfloat16
+        return None
     table = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
              "fp16": torch.float16, "float16": torch.float16}
     if precision not in table:

@@ -34,6 +34,7 @@ class EngineSpec:
     units: dict = field(default_factory=dict)
     standard_names: dict = field(default_factory=dict)
     min_tile: int = 0  # the model's smallest efficient tile (its halo is large); raises the default
+    cpu_bf16: bool = False  # precision="auto" may use bf16 autocast on a CPU with native bf16
 
     @property
     def n_spatial(self) -> int:
@@ -174,6 +175,7 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         output_units=dict(card.get("output_units") or {}), units=dict(card.get("units") or {}),
         standard_names=dict(card.get("standard_names") or {}),
         min_tile=int(pick("min_tile", 0) or 0),
+        cpu_bf16=bool(pick("cpu_bf16", False)),
     )
 
 

@@ -8,7 +8,9 @@ Contract every zoo architecture follows (the engine relies on it, and on nothing
   receptive-field radius), ``takes_mask`` (forward takes ``(x, mask)``) and ``fills_gaps``
   (the output is meaningful where the input was invalid);
 * optional: ``min_tile``, the smallest tile side worth running (a model with a wide halo wastes
-  less on context with big tiles; the engine's default tile is raised to it);
+  less on context with big tiles; the engine's default tile is raised to it); ``cpu_bf16``,
+  True when the model keeps its accuracy under bf16 autocast, so that ``precision="auto"`` uses
+  bf16 on CPUs with native bf16 instructions too (it always does on CUDA);
 * spatial models map ``(N, C, H, W) -> (N, C_out, H, W)``; pointwise models map
   ``(P, C) -> (P, C_out)``; volume models map ``(N, C, T, H, W) -> (N, C_out, T, H, W)``;
 * models that take a mask get ``x`` with invalid entries already set to 0 and ``mask`` of the

@@ -68,6 +68,9 @@ class FillUNet(nn.Module):
         # Big tiles: less context and padding per output pixel (a 1500 x 2500 scene is 2 tiles of
         # 1568 x 1344 rather than 6 of 832 x 928), and the net is light enough for them.
         self.min_tile = 1536
+        # Only the correction runs in bf16 under autocast (harmonic_fill stays fp32): on held-out
+        # scenes its RMSE moved by < 0.1%, while a CPU with native bf16 runs it 1.5x faster.
+        self.cpu_bf16 = True
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
