@@ -107,11 +107,13 @@ def load_pieces(path: str, seed: int = 0):
     return xr.DataArray(data, dims=("sample", "y", "x"), name="field"), names
 
 
-ARCH = {"name": "fill-unet", "depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4}
+ARCH = {"name": "fill-unet", "depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4,
+        "biharmonic_iterations": 0}
 
 
 def train(fields_path: str, minutes: float, device: str, batch_size: int, out: Path, seed: int,
-          steps_per_epoch: int = 200, tile: int = 256, arch: dict | None = None, lr: float = 1e-3) -> None:
+          steps_per_epoch: int = 200, tile: int = 256, arch: dict | None = None, lr: float = 1e-3,
+          loss_weights: dict | None = None) -> None:
     """Train for about ``minutes`` of wall time: one epoch per fit call, resumed from the
     checkpoint (so the run is the same as one uninterrupted fit of that many epochs)."""
     import tempfile
@@ -132,7 +134,7 @@ def train(fields_path: str, minutes: float, device: str, batch_size: int, out: P
         model = fit(pieces, arch["name"], variables=["field"], masks="mixed", epochs=epochs,
                     steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=tile, val=0.1,
                     val_steps=20, normalization="none", device=device, progress=False, seed=seed, lr=lr,
-                    loss_weights={"tv": 0.0}, checkpoint_dir=run_dir, resume=epochs > 1,
+                    loss_weights={"tv": 0.0, **(loss_weights or {})}, checkpoint_dir=run_dir, resume=epochs > 1,
                     **{k: v for k, v in arch.items() if k != "name"})
         elapsed = time.perf_counter() - t0
         history = model.card.get("training", {}).get("history", {})
@@ -176,6 +178,8 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tile", type=int, default=256, help="training window side")
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--hole-weight", type=float, default=6.0, help="weight of the L1 loss on the hidden pixels")
+    t.add_argument("--hole-mse-weight", type=float, default=0.0, help="weight of the squared error on them")
     for key, value in ARCH.items():
         if key != "name":
             t.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help="fill-unet option")
@@ -185,7 +189,7 @@ def main(argv=None):
         prepare(args.out)
     else:
         train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.steps_per_epoch,
-              tile=args.tile, lr=args.lr,
+              tile=args.tile, lr=args.lr, loss_weights={"hole": args.hole_weight, "hole_mse": args.hole_mse_weight},
               arch={"name": ARCH["name"], **{k: getattr(args, k) for k in ARCH if k != "name"}})
 
 

@@ -446,6 +446,35 @@ def test_harmonic_fill_is_linear_between_borders_and_exact_on_valid():
     torch.testing.assert_close(out, x, atol=0.05, rtol=0)
 
 
+def test_biharmonic_iterations_continue_a_cubic_across_a_gap():
+    from xdl.models.harmonic import harmonic_fill
+
+    t = torch.linspace(-1, 1, 48)
+    x = (10 * t ** 2 + t ** 3).expand(1, 1, 6, 48).clone()  # biharmonic (4th derivative 0), not harmonic
+    m = torch.ones_like(x)
+    m[..., 20:26] = 0
+    membrane = harmonic_fill(x * m, m, iterations=400)
+    plate = harmonic_fill(x * m, m, iterations=400, biharmonic_iterations=4000)  # slow to converge
+    assert torch.equal(plate[m > 0], x[m > 0])
+    error = lambda f: float((f - x)[m == 0].abs().max())  # noqa: E731
+    assert error(plate) < 0.01 < 0.1 < error(membrane)
+
+
+def test_relaxation_by_gathering_equals_the_whole_tile_steps(monkeypatch):
+    from xdl.models import harmonic
+
+    g = torch.Generator().manual_seed(2)
+    f = torch.randn(2, 1, 40, 56, generator=g)
+    fixed = torch.rand(2, 1, 40, 56, generator=g) > 0.1
+    for update in (harmonic._HARMONIC, harmonic._BIHARMONIC):
+        monkeypatch.setattr(harmonic, "_SPARSE", 2.0)  # always gather
+        gathered = harmonic._relax(f, fixed, 25, update)
+        monkeypatch.setattr(harmonic, "_SPARSE", -1.0)  # always whole-tile steps
+        dense = harmonic._relax(f, fixed, 25, update)
+        assert torch.equal(gathered[fixed], f[fixed]) and torch.equal(dense[fixed], f[fixed])
+        torch.testing.assert_close(gathered, dense, atol=1e-5, rtol=0)
+
+
 def test_untrained_fill_unet_is_the_harmonic_fill_and_keeps_valid_values():
     from xdl.models.harmonic import harmonic_fill
 

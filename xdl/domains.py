@@ -36,12 +36,15 @@ def earth_disk(obj, x: str = "x", y: str = "y") -> xr.DataArray:
     r_eq = float(proj.attrs["semi_major_axis"])
     r_pol = float(proj.attrs["semi_minor_axis"])
     height = float(proj.attrs["perspective_point_height"]) + r_eq
-    xs = np.asarray(obj[x].values, dtype=np.float64)[None, :]
-    ys = np.asarray(obj[y].values, dtype=np.float64)[:, None]
-    a = np.sin(xs) ** 2 + np.cos(xs) ** 2 * (np.cos(ys) ** 2 + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2)
-    b = -2.0 * height * np.cos(xs) * np.cos(ys)
+    xs = np.asarray(obj[x].values, dtype=np.float64)
+    ys = np.asarray(obj[y].values, dtype=np.float64)
+    # Ray-ellipsoid quadratic a t^2 + b t + c = 0 with a = sin2x + cos2x * (cos2y + k sin2y),
+    # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Written as outer
+    # products of per-row and per-column terms, so a whole scene is three array operations.
     c = height ** 2 - r_eq ** 2
-    disk = b * b - 4.0 * a * c >= 0.0
+    cos2x, sin2x = np.cos(xs) ** 2, np.sin(xs) ** 2
+    along_y = np.cos(ys) ** 2 + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2
+    disk = np.multiply.outer(height ** 2 * np.cos(ys) ** 2, cos2x) >= c * (sin2x + np.multiply.outer(along_y, cos2x))
     return xr.DataArray(disk, dims=(y, x), coords={y: obj[y], x: obj[x]}, name="earth_disk")
 
 

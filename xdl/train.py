@@ -55,7 +55,7 @@ __all__ = ["fit", "split_samples", "split_region", "gap_loss", "masked_l1",
 CHECKPOINT_NAME = "checkpoint.safetensors"
 BEST_NAME = "best.safetensors"
 CHECKPOINT_FORMAT = "1"
-GAP_WEIGHTS = {"valid": 1.0, "hole": 6.0, "tv": 0.1}
+GAP_WEIGHTS = {"valid": 1.0, "hole": 6.0, "tv": 0.1, "hole_mse": 0.0}
 GAN_WEIGHTS = {"gan": 1.0, "l1": 100.0}
 MIN_VALID_FRACTION = 0.1
 _RETRIES = 10
@@ -140,12 +140,14 @@ def gap_loss(out, truth, valid, mask, weights=None) -> dict:
     model saw (``valid & kept``). Terms: ``valid`` = mean L1 over seen pixels, ``hole`` = mean L1 over
     pixels hidden by the gap generator whose truth is known, ``tv`` = total variation of the composite
     ``mask*truth + (1-mask)*out`` over neighbour pairs that touch the hole (both pixels originally
-    valid); ``loss`` = the weighted sum. Originally invalid pixels get exactly zero gradient.
+    valid); ``hole_mse`` = mean squared error over the hole pixels (weight 0 by default: L1 aims at
+    the median, squared error at the mean, which an RMSE score rewards); ``loss`` = the weighted
+    sum. Originally invalid pixels get exactly zero gradient.
 
     >>> o = torch.zeros(1, 1, 4, 4); t = torch.ones(1, 1, 4, 4); v = torch.ones_like(t, dtype=torch.bool)
     >>> m = v.clone(); m[..., :2, :] = False
     >>> {k: round(float(x), 3) for k, x in gap_loss(o, t, v, m).items()}
-    {'valid': 1.0, 'hole': 1.0, 'tv': 0.286, 'loss': 7.029}
+    {'valid': 1.0, 'hole': 1.0, 'tv': 0.286, 'hole_mse': 1.0, 'loss': 7.029}
     """
     w = {**GAP_WEIGHTS, **(weights or {})}
     valid = valid.expand_as(out)
@@ -157,6 +159,7 @@ def gap_loss(out, truth, valid, mask, weights=None) -> dict:
     f = lambda b: b.to(out.dtype)  # noqa: E731
     l_valid = (err * f(seen)).sum() / f(seen).sum().clamp(min=1.0)
     l_hole = (err * f(hole)).sum() / f(hole).sum().clamp(min=1.0)
+    l_hole_mse = (err.square() * f(hole)).sum() / f(hole).sum().clamp(min=1.0)
     comp = torch.where(seen, truth.to(out.dtype), out)
     tv_sum, n_pairs = out.new_zeros(()), out.new_zeros(())
     for a, b in (((Ellipsis, slice(None), slice(1, None)), (Ellipsis, slice(None), slice(None, -1))),
@@ -165,8 +168,8 @@ def gap_loss(out, truth, valid, mask, weights=None) -> dict:
         tv_sum = tv_sum + ((comp[a] - comp[b]).abs() * pair).sum()
         n_pairs = n_pairs + pair.sum()
     l_tv = tv_sum / n_pairs.clamp(min=1.0)
-    total = w["valid"] * l_valid + w["hole"] * l_hole + w["tv"] * l_tv
-    return {"valid": l_valid, "hole": l_hole, "tv": l_tv, "loss": total}
+    total = w["valid"] * l_valid + w["hole"] * l_hole + w["tv"] * l_tv + w["hole_mse"] * l_hole_mse
+    return {"valid": l_valid, "hole": l_hole, "tv": l_tv, "hole_mse": l_hole_mse, "loss": total}
 
 
 # ============================================================================ data access
@@ -471,7 +474,7 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
     val : validation fraction (last time steps, or the right part of a single field), 0/None for
         none, or a Dataset/DataArray of separate validation data. ``val_steps`` fixed batches.
     lr : Adam learning rate (1e-3; pix2pix 2e-4 with betas (0.5, 0.999)).
-    loss_weights : gap filling ``{"valid": 1, "hole": 6, "tv": 0.1}``; pix2pix ``{"gan": 1, "l1": 100}``.
+    loss_weights : gap filling ``{"valid": 1, "hole": 6, "tv": 0.1, "hole_mse": 0}``; pix2pix ``{"gan": 1, "l1": 100}``.
     normalization : "none", "global", "per_sample" or a card dict (default: per_sample for gap
         filling, global for mappings; a fine-tuned model keeps its own).
     device, precision : "auto" = CUDA with bf16 autocast when present, else CPU fp32.

@@ -43,7 +43,7 @@ class FillUNet(nn.Module):
     fills_gaps = True
 
     def __init__(self, in_channels=1, out_channels=None, depth=3, base_channels=32, max_channels=128,
-                 residual=False, iterations=8, patch=4):
+                 residual=False, iterations=8, patch=4, biharmonic_iterations=0):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         if out_channels != in_channels:
@@ -51,11 +51,13 @@ class FillUNet(nn.Module):
                              f"equal in_channels ({in_channels})")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth,
                            base_channels=base_channels, max_channels=max_channels, residual=bool(residual),
-                           iterations=int(iterations), patch=int(patch))
+                           iterations=int(iterations), patch=int(patch),
+                           biharmonic_iterations=int(biharmonic_iterations))
         self.in_channels = self.out_channels = in_channels
         if int(patch) < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
         self.depth, self.iterations, self.patch = depth, int(iterations), int(patch)
+        self.biharmonic_iterations = int(biharmonic_iterations)
         folded = in_channels * self.patch ** 2
         self.correction = UNet(folded, folded, depth=depth, base_channels=base_channels,
                                max_channels=max_channels, residual=residual, with_mask=True)
@@ -76,7 +78,7 @@ class FillUNet(nn.Module):
         if mask is None:
             return x
         mask = mask.to(x.dtype).expand_as(x)
-        first_guess = harmonic_fill(x, mask, self.iterations)
+        first_guess = harmonic_fill(x, mask, self.iterations, self.biharmonic_iterations)
         p = self.patch
         folded = [F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mask, p)]
         if x.device.type == "cpu":  # oneDNN's convolutions run 20-30% faster on channels-last input

@@ -15,13 +15,64 @@ import torch.nn.functional as F
 __all__ = ["harmonic_fill"]
 
 
-def _neighbour_mean(f: torch.Tensor) -> torch.Tensor:
-    p = F.pad(f, (1, 1, 1, 1), mode="replicate")
-    return 0.25 * (p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:])
+# Jacobi updates as weighted sums of a pixel's neighbours, {(dy, dx): weight}:
+# Laplace's equation: the mean of the four neighbours.
+_HARMONIC = {(-1, 0): 0.25, (1, 0): 0.25, (0, -1): 0.25, (0, 1): 0.25}
+# The biharmonic equation (the Laplacian applied twice, a 13-point stencil with 20 at the centre),
+# damped: u <- u - 0.5 / 20 * biharmonic(u); damped Jacobi is stable for it below 40/64.
+_STENCIL = {(0, 0): 20.0, **{o: -8.0 for o in ((-1, 0), (1, 0), (0, -1), (0, 1))},
+            **{o: 2.0 for o in ((-1, -1), (-1, 1), (1, -1), (1, 1))},
+            **{o: 1.0 for o in ((-2, 0), (2, 0), (0, -2), (0, 2))}}
+_BIHARMONIC = {o: (1.0 if o == (0, 0) else 0.0) - 0.5 / 20.0 * wt for o, wt in _STENCIL.items()}
+_SPARSE = 0.25  # below this share of free pixels, relax them by gathering (cost ~ their number)
 
 
-def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+def _relax(f: torch.Tensor, fixed: torch.Tensor, iterations: int, update: dict) -> torch.Tensor:
+    """``iterations`` Jacobi steps ``u <- sum(weight * neighbour)`` on the pixels not ``fixed``;
+    neighbours beyond the tile edge are clamped to it (replicate padding).
+
+    On the CPU, when few pixels are free, they and their neighbours are gathered once and a step
+    costs in proportion to their number, not to the tile size. Otherwise (and always on GPUs,
+    where whole-tile steps are cheap and data-dependent shapes would stall torch.compile) each
+    step is a convolution over the whole tile, reset on the fixed pixels. The two agree up to
+    float rounding.
+    """
+    if iterations <= 0:
+        return f
+    n, c, h, w = f.shape
+    free = ~fixed
+    if f.device.type != "cpu" or float(free.float().mean()) >= _SPARSE:
+        reach = max(max(abs(dy), abs(dx)) for dy, dx in update)
+        kernel = torch.zeros((1, 1, 2 * reach + 1, 2 * reach + 1), dtype=f.dtype, device=f.device)
+        for (dy, dx), weight in update.items():
+            kernel[0, 0, reach + dy, reach + dx] = weight
+        planes = f.reshape(n * c, 1, h, w)
+        free = free.reshape(n * c, 1, h, w)
+        for _ in range(iterations):
+            padded = F.pad(planes, (reach,) * 4, mode="replicate")
+            planes = torch.where(free, F.conv2d(padded, kernel), planes)
+        return planes.reshape(n, c, h, w)
+    plane, y, x = torch.nonzero(free.reshape(n * c, h, w), as_tuple=True)
+    if plane.numel() == 0:
+        return f
+    flat = f.reshape(-1).clone()
+    targets = (plane * h + y) * w + x
+    neighbours = torch.stack([(plane * h + (y + dy).clamp(0, h - 1)) * w + (x + dx).clamp(0, w - 1)
+                              for dy, dx in update], dim=1)
+    weights = torch.tensor(list(update.values()), dtype=f.dtype, device=f.device)
+    for _ in range(iterations):
+        flat[targets] = flat[neighbours] @ weights
+    return flat.reshape(n, c, h, w)
+
+
+def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
+                  biharmonic_iterations: int = 0) -> torch.Tensor:
     """``x`` (N, C, H, W) with the pixels where ``mask`` is 0 filled; valid pixels returned as given.
+
+    ``biharmonic_iterations`` > 0 adds, at every level after the harmonic relaxation, damped
+    iterations of the biharmonic equation on the gap pixels (that many at full resolution, twice as
+    many per coarser level up to 8x): smoother joins at the gap's borders (cubic rather than linear
+    across a thin gap), closer to biharmonic inpainting.
 
     Runs in float32 whatever the autocast state (relaxation in bfloat16 would lose the field's
     detail). A sample with no valid pixel at all comes back as zeros.
@@ -48,6 +99,15 @@ def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8) -> t
             # Coarse pixels with any data are fixed; at full resolution only fully valid ones.
             known = m > 0.5 if level == 0 else weights[level] > 0
             f = torch.where(known, v, F.interpolate(f, size=v.shape[-2:], mode="bilinear", align_corners=False))
-            for _ in range(iterations):
-                f = torch.where(known, v, _neighbour_mean(f))
+            f = _relax(f, known.expand_as(f), iterations, _HARMONIC)
+            if biharmonic_iterations > 0:
+                # Only gap pixels within about 8 pixels of data (their ancestor 3 levels up has
+                # data) are relaxed: deeper inside a large gap the coarser levels have settled the
+                # fill, and skipping it keeps the cost to thin gaps and gap borders.
+                ancestor = weights[min(level + 3, len(weights) - 1)] > 0
+                near = F.interpolate(ancestor.float(), size=v.shape[-2:], mode="nearest") > 0
+                fixed = (known | ~near).expand_as(f)
+                # Coarser levels get more iterations (their gaps are as many pixels across as the
+                # finest level's small gaps, a quarter as many pixels each time): cost stays < 2x.
+                f = _relax(f, fixed, biharmonic_iterations << min(level, 3), _BIHARMONIC)
         return f
