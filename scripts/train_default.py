@@ -108,7 +108,7 @@ def load_pieces(path: str, seed: int = 0):
 
 
 ARCH = {"name": "fill-unet", "depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4,
-        "biharmonic_iterations": 0}
+        "biharmonic_iterations": 10}
 
 
 def train(fields_path: str, minutes: float, device: str, batch_size: int, out: Path, seed: int,
@@ -147,7 +147,9 @@ def train(fields_path: str, minutes: float, device: str, batch_size: int, out: P
     card["inputs"], card["outputs"] = [], []
     card["units"], card["output_units"], card["standard_names"] = {}, {}, {}
     card["name"] = "fill-default"
-    card["description"] = ("xdl's default gap filler: harmonic interpolation of the gaps corrected by a UNet "
+    first_guess = ("harmonic interpolation of the gaps" if not arch.get("biharmonic_iterations") else
+                   "harmonic interpolation of the gaps, refined towards a biharmonic fill,")
+    card["description"] = (f"xdl's default gap filler: {first_guess} corrected by a UNet "
                            f"(fill-unet: {arch.get('depth')} levels, {arch.get('base_channels')}-"
                            f"{arch.get('max_channels')} channels on {arch.get('patch')}x{arch.get('patch')} "
                            "pixel patches) trained on standardised real geophysical fields (GOES ABI radiances "
@@ -155,6 +157,7 @@ def train(fields_path: str, minutes: float, device: str, batch_size: int, out: P
                            "scan-line, block and cloud gaps. Works on any single variable; fit your own for "
                            "best skill.")
     card["training"] = {**card.get("training", {}), "script": "scripts/train_default.py",
+                        "command": "python " + " ".join(sys.argv),
                         "fields": names, "held_out": HELD_OUT, "wall_seconds": round(seconds, 1),
                         "piece": PIECE}
     final = xdl.Model(model.module, card)

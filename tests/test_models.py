@@ -485,7 +485,7 @@ def test_untrained_fill_unet_is_the_harmonic_fill_and_keeps_valid_values():
     with torch.no_grad():
         out = net(x * m, m)
     assert torch.equal(out[m > 0], x[m > 0])
-    torch.testing.assert_close(out, harmonic_fill(x * m, m, net.iterations))
+    torch.testing.assert_close(out, harmonic_fill(x * m, m, net.iterations, net.biharmonic_iterations))
     assert net.size_multiple == 8 and net.halo == 8
 
 

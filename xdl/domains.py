@@ -39,12 +39,13 @@ def earth_disk(obj, x: str = "x", y: str = "y") -> xr.DataArray:
     xs = np.asarray(obj[x].values, dtype=np.float64)
     ys = np.asarray(obj[y].values, dtype=np.float64)
     # Ray-ellipsoid quadratic a t^2 + b t + c = 0 with a = sin2x + cos2x * (cos2y + k sin2y),
-    # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Written as outer
-    # products of per-row and per-column terms, so a whole scene is three array operations.
+    # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Divided by c cos2x
+    # (> 0 for scan angles under 90 degrees) that is tan2x <= H^2 cos2y / c - (cos2y + k sin2y):
+    # one threshold per row, so a whole scene is a single comparison.
     c = height ** 2 - r_eq ** 2
-    cos2x, sin2x = np.cos(xs) ** 2, np.sin(xs) ** 2
-    along_y = np.cos(ys) ** 2 + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2
-    disk = np.multiply.outer(height ** 2 * np.cos(ys) ** 2, cos2x) >= c * (sin2x + np.multiply.outer(along_y, cos2x))
+    cos2y = np.cos(ys) ** 2
+    threshold = height ** 2 * cos2y / c - (cos2y + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2)
+    disk = np.tan(xs)[None, :] ** 2 <= threshold[:, None]
     return xr.DataArray(disk, dims=(y, x), coords={y: obj[y], x: obj[x]}, name="earth_disk")
 
 

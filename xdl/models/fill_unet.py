@@ -19,7 +19,10 @@ class FillUNet(nn.Module):
 
     ``forward(x, mask)`` returns ``x`` unchanged where ``mask`` is 1 and ``fill + correction`` in
     the gaps, where ``fill`` is :func:`~xdl.models.harmonic.harmonic_fill` (which closes gaps of any
-    size) and the correction comes from a plain UNet (``depth``, ``base_channels``,
+    size; ``iterations`` harmonic and ``biharmonic_iterations`` biharmonic relaxation steps per
+    level, the latter making joins across thin gaps cubic rather than linear: on held-out scenes
+    10 of them took the scan-line RMSE of the trained model from 1.09-1.21 to 1.05-1.09 x the best
+    classical baseline) and the correction comes from a plain UNet (``depth``, ``base_channels``,
     ``max_channels``, ``residual`` as in :class:`~xdl.models.unet.UNet`) whose input is the filled
     field and the mask. The correction head starts at zero, so an untrained FillUNet is exactly the
     harmonic fill and training can only learn what interpolation misses.
@@ -43,7 +46,7 @@ class FillUNet(nn.Module):
     fills_gaps = True
 
     def __init__(self, in_channels=1, out_channels=None, depth=3, base_channels=32, max_channels=128,
-                 residual=False, iterations=8, patch=4, biharmonic_iterations=0):
+                 residual=False, iterations=8, patch=4, biharmonic_iterations=10):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         if out_channels != in_channels:
