@@ -65,6 +65,10 @@ def _relax(f: torch.Tensor, fixed: torch.Tensor, iterations: int, update: dict) 
     return flat.reshape(n, c, h, w)
 
 
+# Not compiled: torch.compile unrolls the hundreds of small relaxation steps and breaks the graph
+# at each data-dependent one (a small fill-unet took 34 s to compile on the CPU, 15 s with this);
+# the network around it still compiles.
+@torch.compiler.disable
 def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
                   biharmonic_iterations: int = 0) -> torch.Tensor:
     """``x`` (N, C, H, W) with the pixels where ``mask`` is 0 filled; valid pixels returned as given.
