@@ -4,7 +4,9 @@ Coarse to fine: the field and its valid mask are averaged down a pyramid until e
 has data; from the coarsest level up, the gaps take the upsampled coarser solution and are relaxed
 towards the mean of their four neighbours (Jacobi iterations of Laplace's equation) while valid
 pixels stay fixed. The result is close to a membrane (harmonic) interpolation, like linear
-interpolation between the gap's borders, at a cost linear in the number of pixels.
+interpolation between the gap's borders, at a cost linear in the number of pixels. Optionally,
+damped iterations of the biharmonic equation near the gap borders then bend that towards a thin
+plate (cubic across thin gaps, continuing the field's gradient rather than only its value).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _relax(f: torch.Tensor, fixed: torch.Tensor, iterations: int, update: dict) 
 
     On the CPU, when few pixels are free, they and their neighbours are gathered once and a step
     costs in proportion to their number, not to the tile size. Otherwise (and always on GPUs,
-    where whole-tile steps are cheap and data-dependent shapes would stall torch.compile) each
+    where whole-tile steps are cheap and need no count of free pixels, i.e. no device sync) each
     step is a convolution over the whole tile, reset on the fixed pixels. The two agree up to
     float rounding.
     """
