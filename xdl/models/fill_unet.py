@@ -21,7 +21,7 @@ class FillUNet(nn.Module):
     the gaps, where ``fill`` is :func:`~xdl.models.harmonic.harmonic_fill` (which closes gaps of any
     size; ``iterations`` harmonic and ``biharmonic_iterations`` biharmonic relaxation steps per
     level, the latter making joins across thin gaps cubic rather than linear: on held-out scenes
-    10 of them took the scan-line RMSE of the trained model from 1.09-1.21 to 1.05-1.09 x the best
+    10 of them took the scan-line RMSE of the trained model from 1.09-1.21 to 1.04-1.07 x the best
     classical baseline) and the correction comes from a plain UNet (``depth``, ``base_channels``,
     ``max_channels``, ``residual`` as in :class:`~xdl.models.unet.UNet`) whose input is the filled
     field and the mask. The correction head starts at zero, so an untrained FillUNet is exactly the
