@@ -47,8 +47,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), which make bf16 autocast
-    faster than fp32 rather than emulated and slower. Linux only; False where unknown."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX). With them bf16 autocast ran a
+    fill-unet 1.5x faster than fp32 here; without them bf16 is emulated, usually slower than fp32.
+    Linux only; False where unknown."""
     try:
         with open("/proc/cpuinfo") as info:
             flags = next((line for line in info if line.startswith("flags")), "").split()
