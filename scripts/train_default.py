@@ -181,8 +181,9 @@ def main(argv=None):
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tile", type=int, default=256, help="training window side")
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--hole-weight", type=float, default=6.0, help="weight of the L1 loss on the hidden pixels")
-    t.add_argument("--hole-mse-weight", type=float, default=0.0, help="weight of the squared error on them")
+    t.add_argument("--hole-weight", type=float, help="weight of the L1 loss on the hidden pixels "
+                   "(default: fit's, xdl.train.GAP_WEIGHTS)")
+    t.add_argument("--hole-mse-weight", type=float, help="weight of the squared error on them (default: fit's)")
     for key, value in ARCH.items():
         if key != "name":
             t.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help="fill-unet option")
@@ -191,8 +192,9 @@ def main(argv=None):
     if args.command == "prepare":
         prepare(args.out)
     else:
+        given = {"hole": args.hole_weight, "hole_mse": args.hole_mse_weight}
         train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.steps_per_epoch,
-              tile=args.tile, lr=args.lr, loss_weights={"hole": args.hole_weight, "hole_mse": args.hole_mse_weight},
+              tile=args.tile, lr=args.lr, loss_weights={k: v for k, v in given.items() if v is not None},
               arch={"name": ARCH["name"], **{k: getattr(args, k) for k in ARCH if k != "name"}})
 
 

@@ -105,14 +105,14 @@ def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
             # Coarse pixels with any data are fixed; at full resolution only fully valid ones.
             known = m > 0.5 if level == 0 else weights[level] > 0
             f = torch.where(known, v, F.interpolate(f, size=v.shape[-2:], mode="bilinear", align_corners=False))
-            f = _relax(f, known.expand_as(f), iterations, _HARMONIC)
+            f = _relax(f, known, iterations, _HARMONIC)
             if biharmonic_iterations > 0:
                 # Only gap pixels within about 8 pixels of data (their ancestor 3 levels up has
                 # data) are relaxed: deeper inside a large gap the coarser levels have settled the
                 # fill, and skipping it keeps the cost to thin gaps and gap borders.
                 ancestor = weights[min(level + 3, len(weights) - 1)] > 0
                 near = F.interpolate(ancestor.float(), size=v.shape[-2:], mode="nearest") > 0
-                fixed = (known | ~near).expand_as(f)
+                fixed = known | ~near
                 # Coarser levels get more iterations (their gaps are as many pixels across as the
                 # finest level's small gaps, a quarter as many pixels each time): cost stays < 2x.
                 f = _relax(f, fixed, biharmonic_iterations << min(level, 3), _BIHARMONIC)
