@@ -46,6 +46,11 @@ _GLOB_CHARS = set("*?[")
 
 _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge}
+# Bounds that no real quality rule comes near; beyond them Python's own parser and the recursive
+# walk below would fail with RecursionError/MemoryError instead of a message.
+_MAX_EXPR_CHARS = 10_000
+_MAX_EXPR_NODES = 5_000
+_MAX_EXPR_DEPTH = 100
 _ALLOWED_TEXT = ("dataset variable names, numbers, comparisons (== != < <= > >=), & (and), | (or), "
                  "~ (not) and parentheses, e.g. \"DQF == 0\" or \"(DQF == 0) & (Rad > 0)\"")
 
@@ -69,12 +74,28 @@ def mask_expression(expr: str, ds, what: str = "--mask"):
     import xarray as xr
 
     def fail(why):
-        return InputError(f"{what} {json.dumps(expr)}: {why}; use {_ALLOWED_TEXT}.")
+        shown = expr if not isinstance(expr, str) or len(expr) <= 120 else f"{expr[:100]}... ({len(expr):,} characters)"
+        return InputError(f"{what} {json.dumps(shown)}: {why}; use {_ALLOWED_TEXT}.")
 
+    if not isinstance(expr, str):
+        raise fail("must be a text")
+    if len(expr) > _MAX_EXPR_CHARS:
+        raise fail(f"is {len(expr):,} characters long, more than the {_MAX_EXPR_CHARS:,} allowed; "
+                   "write a shorter rule (e.g. DQF < 2 instead of many == terms)")
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as e:
         raise fail(f"not a valid expression ({e.msg})") from None
+    except (RecursionError, MemoryError):
+        raise fail(f"is nested too deeply (more than {_MAX_EXPR_DEPTH} levels)") from None
+    nodes, stack = 0, [(tree, 1)]
+    while stack:  # iteratively: the tree may be deeper than Python's recursion limit
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > _MAX_EXPR_DEPTH or nodes > _MAX_EXPR_NODES:
+            raise fail(f"is nested too deeply or too long (at most {_MAX_EXPR_DEPTH} levels of operators "
+                       f"and {_MAX_EXPR_NODES:,} terms); write a shorter rule")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
     def is_bool(v):
         return getattr(v, "dtype", None) == bool or isinstance(v, (bool, np.bool_))
@@ -183,6 +204,9 @@ def open_input(path: str, chunks="file"):
             try:
                 # Variables without the concatenated dim (grid mapping, land mask) are taken from the
                 # first file rather than compared across hundreds of files.
+                for f in files:
+                    if _is_zarr(f):
+                        _refuse_incomplete(f)
                 return xr.open_mfdataset(files, combine="by_coords", chunks=chunks, data_vars="minimal",
                                          coords="minimal", compat="override", join="outer",
                                          engine="zarr" if all(map(_is_zarr, files)) else None)
@@ -191,6 +215,8 @@ def open_input(path: str, chunks="file"):
                                  "give files that tile or follow each other along a coordinate.") from None
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or directory.")
+    if _is_zarr(path):
+        _refuse_incomplete(path)
     try:
         if _is_zarr(path):
             with warnings.catch_warnings():  # stores without consolidated metadata are fine
@@ -200,6 +226,14 @@ def open_input(path: str, chunks="file"):
         return xr.open_dataset(path, chunks=chunks)
     except (ValueError, OSError) as e:
         raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+
+
+def _refuse_incomplete(path: str) -> None:
+    from .io import describe_incomplete, store_status
+
+    if store_status(path) == "incomplete":
+        raise InputError(f"{path}: is {describe_incomplete(path)}, so some of its values were never "
+                         "written; finish it first (rerun the command that wrote it with --resume).")
 
 
 def _output_kind(path: str) -> str:
@@ -212,15 +246,99 @@ def _output_kind(path: str) -> str:
                      f"{', '.join(NETCDF_SUFFIXES)} (netCDF).")
 
 
+def _input_paths(path) -> list[str]:
+    """The files or stores an input argument names: a glob expanded, each as a real path."""
+    if path is None:
+        return []
+    path = os.fspath(path)
+    if _GLOB_CHARS & set(path) and not os.path.exists(path):
+        return [os.path.realpath(p) for p in sorted(glob.glob(path))]
+    return [os.path.realpath(path)]
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """True when real paths ``a`` and ``b`` are the same or one lies inside the other."""
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
 def _check_output(path: str, overwrite: bool, inputs=()) -> str:
+    """The output kind; refuses an output that is, contains or lies inside any input (overwriting
+    or writing it would destroy data being read), and an existing output without --overwrite."""
     kind = _output_kind(path)
-    real = os.path.realpath(path)
-    if any(os.path.realpath(i) == real for i in inputs):
-        raise InputError(f"{path}: the output would overwrite the input it is computed from; "
-                         "write to another path.")
+    real = os.path.realpath(path.rstrip("/") or path)
+    for given in inputs:
+        for source in _input_paths(given):
+            if _overlaps(real, source):
+                how = ("is" if real == source else "contains" if source.startswith(real + os.sep)
+                       else "lies inside")
+                raise InputError(f"{path}: the output {how} an input ({source}); writing it would destroy "
+                                 "data being read. Write to a path outside every input.")
     if os.path.lexists(path) and not overwrite:
+        from .io import describe_incomplete, store_status
+
+        if kind == "zarr" and store_status(path) == "incomplete":
+            raise OutputExistsError(f"{path}: already exists and is {describe_incomplete(path)}; run the "
+                                    "same command with --resume to finish it, or --overwrite to start over.")
         raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it, or choose another path.")
     return kind
+
+
+def _identity(path: str) -> dict:
+    """What identifies an input's content cheaply: a file's path, size and modification time; a
+    zarr store's hash of its metadata files plus the count, total size and newest time of its files."""
+    import hashlib
+
+    st = os.stat(path)
+    if not os.path.isdir(path):
+        return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    meta, count, size, newest = hashlib.sha256(), 0, 0, 0
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            try:
+                fst = os.stat(full)
+            except OSError:
+                continue
+            count, size, newest = count + 1, size + fst.st_size, max(newest, fst.st_mtime_ns)
+            if name in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"):
+                meta.update(os.path.relpath(full, path).encode() + b"\0")
+                with open(full, "rb") as f:
+                    meta.update(f.read())
+    return {"path": path, "metadata_sha256": meta.hexdigest(), "files": count, "bytes": size,
+            "newest_mtime_ns": newest}
+
+
+_NOT_IN_JOB = ("output", "overwrite", "resume", "progress", "func")
+
+
+def _job(a, model=None) -> dict:
+    """What determines an output's values, for the resumable writer to compare on --resume: every
+    parsed option (the flag names as keys), the inputs' identities and the model's content hash."""
+    job = {}
+    for key, value in sorted(vars(a).items()):
+        if key in _NOT_IN_JOB:
+            continue
+        flag = "IN" if key == "input" else "command" if key == "command" else f"--{key.replace('_', '-')}"
+        job[flag] = value
+        if key in ("input", "domain_file") and value is not None:
+            job[f"{flag} files"] = [_identity(p) for p in _input_paths(value)]
+    if model is not None:
+        from .predict import model_key
+
+        job["model content sha256"] = model_key(model)
+    return job
+
+
+def _resolve_cli_model(name, default_inpaint: bool):
+    """The model object the command runs (loaded once, so its hash is of what actually runs)."""
+    from .predict import resolve_model
+
+    if name is None and default_inpaint:
+        from .inpaint import _default_model
+
+        return _default_model()
+    return resolve_model(name)
 
 
 _CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards")
@@ -241,25 +359,47 @@ def _ready_to_write(ds):
     return ds
 
 
-def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False, resume: bool = False) -> None:
+def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False, resume: bool = False,
+                 job: dict | None = None) -> None:
     """Write ``ds`` to netCDF or zarr (by suffix), streamed chunk by chunk.
 
     zarr: region by region with a progress log in the store (:func:`xdl.io.to_zarr_resumable`),
-    so ``resume=True`` finishes an interrupted write. netCDF: to a temporary sibling renamed into
-    place at the end, so a failure never leaves a half-written OUT (nor destroys an existing one).
+    so ``resume=True`` finishes an interrupted write of the same ``job`` (see :func:`_job`).
+    netCDF: to a temporary sibling renamed into place at the end, so a failure never leaves a
+    half-written OUT (nor destroys an existing one). A failed write (disk full, HDF error) raises
+    :class:`xdl.io.OutputWriteError` naming OUT and the cause.
     """
+    from .io import STATUS_ATTR, OutputWriteError
+
     kind = _check_output(path, overwrite or resume)
-    ds = _ready_to_write(ds)
+    original, ds = ds, _ready_to_write(ds)
+    if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
+        from .cf import netcdf_ready
+
+        ds = netcdf_ready(ds, original)
+    ds.attrs.pop(STATUS_ATTR, None)  # an input's status says nothing about this output
     if resume and kind != "zarr":
         raise InputError(f"{path}: --resume needs a zarr output (netCDF files are written whole).")
-    if kind == "zarr" and any(hasattr(v.data, "dask") for v in ds.data_vars.values()):
-        from .io import to_zarr_resumable
+    try:
+        if kind == "zarr" and any(hasattr(v.data, "dask") for v in ds.data_vars.values()):
+            from .io import to_zarr_resumable
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            to_zarr_resumable(ds, path.rstrip("/"), resume=resume, mode="w" if overwrite else None,
-                              progress=progress)
-        return
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                to_zarr_resumable(ds, path.rstrip("/"), resume=resume, mode="w" if overwrite else None,
+                                  progress=progress, job=job)
+            return
+        _write_whole(ds, path, kind, progress)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, XdlError):
+            raise
+        # netCDF4 reports a full disk as RuntimeError("NetCDF: HDF error"); zarr as OSError.
+        hint = (" Free space or choose another place, then rerun with --resume (the regions written "
+                "are kept)." if kind == "zarr" and os.path.exists(path) else " Nothing was left at OUT.")
+        raise OutputWriteError(f"{path}: writing failed ({type(e).__name__}: {e}).{hint}") from e
+
+
+def _write_whole(ds, path, kind, progress) -> None:
     target = Path(path.rstrip("/"))
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     _remove(tmp)
@@ -323,7 +463,14 @@ def _split(values):
     return [v for item in values for v in item.split(",") if v]
 
 
-def _domain(text, ds):
+def _domain(text, ds, domain_file=None):
+    """--domain: "auto", "none", or a rule over IN's variables; with --domain-file, over that
+    file's variables (e.g. a land mask kept apart), matched to IN's grid by coordinate labels."""
+    if domain_file is not None:
+        if text is None or text in ("auto", "none"):
+            raise InputError(f"--domain-file {domain_file}: give --domain a rule over its variables, "
+                             "e.g. --domain-file mask.nc --domain 'land == 0'.")
+        return mask_expression(text, open_input(domain_file, None), f"--domain (over {domain_file})")
     if text is None or text == "auto":
         return "auto"
     if text == "none":
@@ -333,19 +480,28 @@ def _domain(text, ds):
 
 # ----------------------------------------------------------------------------- commands
 
+def _sources(a) -> list:
+    """Every path the command reads: IN (a glob expanded later), --domain-file and a --model file."""
+    model = getattr(a, "model", None)
+    return [a.input, getattr(a, "domain_file", None),
+            model if model is not None and os.path.exists(model) else None]
+
+
 def _cmd_inpaint(a) -> int:
     from .inpaint import inpaint
 
-    _check_output(a.output, a.overwrite or a.resume, [a.input])
+    _check_output(a.output, a.overwrite or a.resume, _sources(a))
+    model = _resolve_cli_model(a.model, default_inpaint=True)
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
     mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
-    result = inpaint(ds, a.model, variables=variables, mask=mask, domain=_domain(a.domain, ds),
+    result = inpaint(ds, model, variables=variables, mask=mask, domain=_domain(a.domain, ds, getattr(a, "domain_file", None)),
                      device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False)
     _keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
-    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume)
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
+                 job=_job(a, model))
     _say(f"xdl inpaint: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -357,15 +513,17 @@ def _compile(choice: str):
 def _cmd_predict(a) -> int:
     from .predict import predict
 
-    _check_output(a.output, a.overwrite or a.resume, [a.input])
+    _check_output(a.output, a.overwrite or a.resume, _sources(a))
+    model = _resolve_cli_model(a.model, default_inpaint=False)
     ds = open_input(a.input, a.chunks)
     inputs = _split(a.inputs)
     _check_vars(ds, inputs, a.input, "--inputs")
-    result = predict(ds, a.model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile,
+    result = predict(ds, model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile,
                      compile=_compile(a.compile))
     _keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
-    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume)
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
+                 job=_job(a, model))
     _say(f"xdl predict: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -443,7 +601,7 @@ def _cmd_evaluate(a) -> int:
         raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
     report = evaluate(ds, a.model, variables=variables, gaps=gaps if len(gaps) > 1 else gaps[0],
                       fraction=a.fraction, baselines=_split([a.baselines]) or (), mask=mask,
-                      domain=_domain(a.domain, ds), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile,
+                      domain=_domain(a.domain, ds, getattr(a, "domain_file", None)), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile,
                       compile=_compile(a.compile))
     print(format_report(report))
     if a.out:
@@ -565,6 +723,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, help="model file, bundled name (default: the bundled default model)")
     s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0" (default: CF _FillValue/valid_range)')
     s.add_argument("--domain", default="auto", metavar="EXPR", help='where gaps may be filled: "auto", "none", or e.g. "land == 0"')
+    s.add_argument("--domain-file", default=None, metavar="FILE",
+                   help='take --domain\'s variables from this file, e.g. --domain-file mask.nc --domain "land == 0"')
     engine(s)
     writing(s)
     s.set_defaults(func=_cmd_inpaint)
@@ -607,6 +767,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--baselines", default="linear,biharmonic", help="comma-separated: linear, nearest, biharmonic ('' for none)")
     s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0"')
     s.add_argument("--domain", default="auto", metavar="EXPR", help='"auto", "none", or e.g. "land == 0"')
+    s.add_argument("--domain-file", default=None, metavar="FILE", help="take --domain's variables from this file")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plot", default=None, metavar="PNG", help="figure(s) of truth, gaps, fills and errors")
     s.add_argument("--out", default=None, metavar="METRICS", help="write the metrics to .nc or .csv")

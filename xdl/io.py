@@ -4,6 +4,12 @@ A resumable write lays out the store once (metadata, coordinates, small variable
 the lazy variables region by region along one dim, recording each finished region in a small
 JSON log inside the store (replaced atomically). After a crash, ``resume=True`` skips the regions
 in the log and rewrites the others, so a half-written chunk is always redone.
+
+The store records what it is a write of: the layout (names, dims, shapes, dtypes, regions) and,
+when the caller gives one, a ``job`` (the CLI's: input files' identities, the model's content hash
+and every option). ``resume=True`` refuses a store whose layout or job differs, naming what
+changed, so a resumed write never mixes two jobs. The root attribute ``xdl_status`` is
+``"incomplete"`` until the last region is written, then ``"complete"``.
 """
 
 from __future__ import annotations
@@ -12,21 +18,81 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import dask.array as da
 import xarray as xr
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError, OutputExistsError, XdlError
+
+class OutputWriteError(XdlError, OSError):
+    """Writing an output failed (disk full, permissions, an HDF error); the message names the path
+    and the cause."""
+
 
 LOG_NAME = ".xdl_progress.json"
+JOB_NAME = ".xdl_job.json"
+STATUS_ATTR = "xdl_status"
 
 
-def _fingerprint(ds: xr.Dataset, dim: str, regions: list[tuple[int, int]]) -> str:
-    """What the store is a write of: variables, shapes, dtypes and regions."""
+def _fingerprint(ds: xr.Dataset, dim: str, regions: list[tuple[int, int]], job=None) -> str:
+    """What the store is a write of: variables, shapes, dtypes, regions and the caller's job."""
     layout = {name: [list(var.dims), list(var.shape), str(var.dtype)] for name, var in ds.variables.items()}
-    text = json.dumps({"layout": layout, "dim": dim, "regions": regions}, sort_keys=True)
+    text = json.dumps({"layout": layout, "dim": dim, "regions": regions, "job": _jsonable(job)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _jsonable(job):
+    """``job`` as plain JSON values (tuples become lists, other objects their str)."""
+    return None if job is None else json.loads(json.dumps(job, sort_keys=True, default=str))
+
+
+def _job_changes(old, new) -> list[str]:
+    """``["--mask changed: 'DQF == 0' -> 'DQF < 2'", ...]`` for the keys whose values differ."""
+    old, new = old or {}, new or {}
+    return [f"{key} changed: {old.get(key)!r} -> {new.get(key)!r}"
+            for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)]
+
+
+def store_status(path) -> str | None:
+    """``"complete"``, ``"incomplete"`` (an interrupted xdl write) or None (not written by xdl's
+    resumable writer) for a zarr store, read from its root attributes without opening arrays."""
+    path = Path(path)
+    for name in ("zarr.json", ".zattrs"):
+        meta = path / name
+        if meta.is_file():
+            try:
+                attrs = json.loads(meta.read_text())
+            except (OSError, ValueError):
+                return None
+            attrs = attrs.get("attributes", {}) if name == "zarr.json" else attrs
+            status = attrs.get(STATUS_ATTR) if isinstance(attrs, dict) else None
+            return status if isinstance(status, str) else None
+    return None
+
+
+def describe_incomplete(path) -> str:
+    """A sentence saying how far an interrupted write got, from its progress log."""
+    try:
+        done = len(json.loads((Path(path) / LOG_NAME).read_text()).get("done", []))
+        return f"an interrupted xdl write ({done} region(s) written)"
+    except (OSError, ValueError, AttributeError):
+        return "an interrupted xdl write"
+
+
+def _set_status(path: Path, status: str) -> None:
+    import zarr
+
+    with warnings.catch_warnings():
+        # The progress log and job files in the store are not zarr nodes; zarr says so, harmlessly.
+        # Readers of the consolidated metadata must see the new status too; zarr 3 warns that
+        # consolidated metadata is not in the v3 spec yet: noise to a user.
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        group = zarr.open_group(str(path), mode="r+")
+        group.attrs[STATUS_ATTR] = status
+        zarr.consolidate_metadata(str(path))
 
 
 def _region_dim(ds: xr.Dataset) -> tuple[str, tuple[int, ...]]:
@@ -45,8 +111,13 @@ def check_writable(path, mode: str | None) -> None:
 
 
 def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str | None = None,
-                      regions_per_step: int = 1, progress: bool = False) -> Path:
+                      regions_per_step: int = 1, progress: bool = False, job: dict | None = None) -> Path:
     """Write ``ds`` to a zarr store region by region; ``resume=True`` finishes an interrupted write.
+
+    ``job``: a JSON-able dict of what determines the values besides the layout (input files'
+    identities, the model's hash, options); stored in the store and compared on ``resume=True``,
+    which refuses (``InputError`` naming each changed key) when it differs. If this call created
+    the store and fails before its first region is written, the store is removed again.
 
     >>> import numpy as np, xarray as xr, tempfile, os
     >>> ds = xr.Dataset({"v": (("time", "y"), np.arange(6.0).reshape(3, 2))}).chunk({"time": 1})
@@ -61,8 +132,11 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
     ds = ds.chunk({dim: chunks})
     # Only lazy data variables along the region dim are written region by region; everything
     # else (coordinates, grid-mapping and other small variables) is computed now and written
-    # with the layout: a dask-backed coordinate would otherwise never be written.
-    lazy = [name for name, var in ds.data_vars.items() if dim in var.dims and isinstance(var.data, da.Array)]
+    # with the layout: a dask-backed coordinate would otherwise never be written. Times (e.g.
+    # CF climatology_bounds) go with the layout too: a region write decodes the store's existing
+    # values, and an encoded time array that is still all fill value does not decode.
+    lazy = [name for name, var in ds.data_vars.items() if dim in var.dims and isinstance(var.data, da.Array)
+            and var.dtype.kind not in "Mm"]
     ds = ds.copy()
     for name in list(ds.variables):
         if name not in lazy and isinstance(ds[name].variable.data, da.Array):
@@ -73,37 +147,64 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
         start += size
     regions = [(bounds[i][0], bounds[min(i + regions_per_step, len(bounds)) - 1][1])
                for i in range(0, len(bounds), regions_per_step)]
-    fingerprint = _fingerprint(ds, dim, regions)
+    job = _jsonable(job)
+    fingerprint = _fingerprint(ds, dim, regions, job)
     log_path = path / LOG_NAME
     done: set[int] = set()
+    created = False
     if resume and path.exists():
         if not log_path.exists():
             raise InputError(f"{os.fspath(path)!r} exists but was not written by a resumable xdl write "
                              "(no progress log); remove it or pass mode='w'.")
         log = json.loads(log_path.read_text())
         if log.get("fingerprint") != fingerprint:
-            raise InputError(f"{os.fspath(path)!r} holds a different job (variables, shapes or chunks "
-                             "changed); pass mode='w' to start over.")
+            old_job = None
+            if (path / JOB_NAME).exists():
+                try:
+                    old_job = json.loads((path / JOB_NAME).read_text())
+                except ValueError:
+                    old_job = None
+            changes = _job_changes(old_job, job) if (old_job is not None or job is not None) else []
+            what = "; ".join(changes) if changes else "variables, shapes or chunks changed"
+            raise InputError(f"{os.fspath(path)!r} holds a different job ({what}); resume with the same "
+                             "inputs, model and options, or pass mode='w' (CLI: --overwrite) to start over.")
         done = set(log.get("done", []))
     else:
         if path.exists():
             check_writable(path, mode)
             shutil.rmtree(path)
-        ds.to_zarr(path, compute=False, mode="w")
-        _write_log(log_path, fingerprint, done)
-    todo = [i for i in range(len(regions)) if i not in done]
-    iterator = todo
-    if progress:
-        from tqdm.auto import tqdm
+        created = True
+    try:
+        if created:
+            layout = ds.copy()
+            layout.attrs = {**ds.attrs, STATUS_ATTR: "incomplete"}
+            layout.to_zarr(path, compute=False, mode="w", consolidated=False)  # consolidated once at the end
+            if job is not None:
+                (path / JOB_NAME).write_text(json.dumps(job, sort_keys=True, indent=1))
+            _write_log(log_path, fingerprint, done)
+        todo = [i for i in range(len(regions)) if i not in done]
+        iterator = todo
+        if progress:
+            from tqdm.auto import tqdm
 
-        iterator = tqdm(todo, desc=f"writing {path.name}", unit="region")
-    for index in iterator:
-        lo, hi = regions[index]
-        part = ds[lazy].isel({dim: slice(lo, hi)})
-        part = part.drop_vars([c for c in part.coords])  # coordinates were written with the layout
-        part.to_zarr(path, region={dim: slice(lo, hi)})
-        done.add(index)
-        _write_log(log_path, fingerprint, done)
+            iterator = tqdm(todo, desc=f"writing {path.name}", unit="region")
+        for index in iterator:
+            lo, hi = regions[index]
+            part = ds[lazy].isel({dim: slice(lo, hi)})
+            part = part.drop_vars([c for c in part.coords])  # coordinates were written with the layout
+            with warnings.catch_warnings():
+                # Opening a store without consolidated metadata lists its members; xdl's progress
+                # log and job files are not zarr nodes, and zarr would warn about each of them.
+                warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
+                part.to_zarr(path, region={dim: slice(lo, hi)}, consolidated=False)
+            done.add(index)
+            _write_log(log_path, fingerprint, done)
+        _set_status(path, "complete")
+    except BaseException:
+        # Nothing of this run's values landed: leave no store that would block the next run.
+        if created and not done:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
 
 

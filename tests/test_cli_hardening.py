@@ -1,0 +1,301 @@
+"""CLI and io hardening (issue 13 points 1, 4, 6, 8; issue 12 points 9, 12): --resume never mixes
+two jobs, --overwrite never deletes an input, interrupted stores are recognisable, hostile masks
+and failing writes give one line and exit 1, untouched variables pass through."""
+
+import json
+import os
+import shutil
+import types
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xdl
+import xdl.io
+from xdl.cli import main, mask_expression
+from xdl.errors import InputError, OutputExistsError
+from xdl.io import JOB_NAME, LOG_NAME, STATUS_ATTR, OutputWriteError, store_status, to_zarr_resumable
+
+from conftest import shared_file
+
+
+def field(seed=0, n=3, ny=32, nx=40):
+    rng = np.random.default_rng(seed)
+    base = 280 + 4 * np.sin(np.linspace(0, 3, nx))[None, :] * np.cos(np.linspace(0, 2, ny))[:, None]
+    sst = np.stack([base + 0.1 * rng.standard_normal((ny, nx)) for _ in range(n)]).astype("f4")
+    sst[:, 8:11, :] = np.nan
+    dqf = np.where(np.isfinite(sst), 0, 1).astype("i1")
+    dqf[:, 20:22, 5:9] = 1  # finite but flagged: --mask decides whether they are kept
+    return xr.Dataset({"sst": (("time", "y", "x"), sst, {"units": "K"}), "DQF": (("time", "y", "x"), dqf)},
+                      coords={"time": np.arange(n) * 1.0, "y": np.arange(ny) * 1.0, "x": np.arange(nx) * 1.0})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    import torch
+
+    d = tmp_path_factory.mktemp("hard")
+    field(0).to_netcdf(d / "a.nc")
+    field(1).to_netcdf(d / "b.nc")  # same shape, other values
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=4,
+                           card={"normalization": {"kind": "per_sample"}})
+        m.save(d / f"gap{seed}.safetensors")
+        models.append(str(d / f"gap{seed}.safetensors"))
+    return types.SimpleNamespace(dir=d, a=str(d / "a.nc"), b=str(d / "b.nc"), m0=models[0], m1=models[1])
+
+
+def run(*args):
+    return main(["inpaint", *map(str, args), "--chunks", "time=1", "--no-progress"])
+
+
+def interrupt_after_first_region(monkeypatch):
+    """Ctrl-C right after the first region is logged, as a user would; returns an undo."""
+    real = xdl.io._write_log
+
+    def log(path, fingerprint, done):
+        real(path, fingerprint, done)
+        if len(done) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(xdl.io, "_write_log", log)
+    return lambda: monkeypatch.setattr(xdl.io, "_write_log", real)
+
+
+# ----------------------------------------------------------------------------- issue 13.1: resume
+
+def test_resume_refuses_another_input_model_mask_or_domain(env, tmp_path, monkeypatch, capsys):
+    reference = tmp_path / "ref.zarr"
+    assert run(env.a, reference, "--model", env.m0, "--mask", "DQF == 0") == 0
+    out = tmp_path / "out.zarr"
+    undo = interrupt_after_first_region(monkeypatch)
+    assert run(env.a, out, "--model", env.m0, "--mask", "DQF == 0") == 130
+    undo()
+    assert json.loads((out / LOG_NAME).read_text())["done"] == [0]
+    capsys.readouterr()
+    other = tmp_path / "a_copy.nc"  # same name stem, same shape, other values
+    shutil.copy(env.b, other)
+    cases = [((other, out, "--model", env.m0, "--mask", "DQF == 0"), "IN"),
+             ((env.a, out, "--model", env.m1, "--mask", "DQF == 0"), "--model"),
+             ((env.a, out, "--model", env.m0, "--mask", "DQF < 2"), "--mask changed: 'DQF == 0' -> 'DQF < 2'"),
+             ((env.a, out, "--model", env.m0, "--mask", "DQF == 0", "--domain", "none"), "--domain changed"),
+             ((env.a, out, "--model", env.m0), "--mask changed")]
+    for args, named in cases:
+        assert run(*args, "--resume") == 1, args
+        err = capsys.readouterr().err
+        assert "different job" in err and named in err and "Traceback" not in err, (args, err)
+        assert len(err.strip().splitlines()) == 1
+    assert json.loads((out / LOG_NAME).read_text())["done"] == [0]  # nothing was written by them
+    # The same input touched (same values, new modification time) is another input too.
+    st = os.stat(env.a)
+    os.utime(env.a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert run(env.a, out, "--model", env.m0, "--mask", "DQF == 0", "--resume") == 1
+        assert "IN files changed" in capsys.readouterr().err
+    finally:
+        os.utime(env.a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run(env.a, out, "--model", env.m0, "--mask", "DQF == 0", "--resume") == 0
+    got, want = xr.open_zarr(out), xr.open_zarr(reference)
+    for name in ("sst", "sst_inpainted"):
+        np.testing.assert_array_equal(got[name].values, want[name].values)
+    assert got.attrs[STATUS_ATTR] == "complete"
+
+
+def test_resuming_a_finished_store_with_another_input_is_refused(env, tmp_path, capsys):
+    out = tmp_path / "done.zarr"
+    assert run(env.a, out, "--model", env.m0) == 0
+    before = xr.open_zarr(out).sst.values
+    assert run(env.a, out, "--model", env.m0, "--resume") == 0  # same job: nothing to do
+    capsys.readouterr()
+    assert run(env.b, out, "--model", env.m0, "--resume") == 1
+    err = capsys.readouterr().err
+    assert "different job" in err and "IN" in err and "wrote" not in err
+    np.testing.assert_array_equal(xr.open_zarr(out).sst.values, before)
+
+
+def test_library_resume_compares_the_job():
+    ds = field().chunk({"time": 1})
+    path = os.path.join(pytest.importorskip("tempfile").mkdtemp(), "lib.zarr")
+    to_zarr_resumable(ds, path, job={"model": "abc", "mask": "DQF == 0"})
+    assert json.loads(open(os.path.join(path, JOB_NAME)).read())["mask"] == "DQF == 0"
+    to_zarr_resumable(ds, path, job={"model": "abc", "mask": "DQF == 0"}, resume=True)
+    with pytest.raises(InputError, match=r"mask changed: 'DQF == 0' -> 'DQF < 2'.*mode='w'"):
+        to_zarr_resumable(ds, path, job={"model": "abc", "mask": "DQF < 2"}, resume=True)
+    with pytest.raises(InputError, match="model changed"):
+        to_zarr_resumable(ds, path, job={"model": "xyz", "mask": "DQF == 0"}, resume=True)
+
+
+# ----------------------------------------------------------------------------- issue 13.4: overwrite
+
+def test_overwrite_never_deletes_an_input(env, tmp_path, capsys):
+    # xdl inpaint par.zarr/in.nc par.zarr --overwrite
+    par = tmp_path / "par.zarr"
+    par.mkdir()
+    shutil.copy(env.a, par / "in.nc")
+    assert run(par / "in.nc", par, "--model", env.m0, "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert "contains an input" in err and str(par / "in.nc") in err
+    assert (par / "in.nc").exists()
+    # xdl inpaint 'g/*.zarr' g/b.zarr --overwrite
+    g = tmp_path / "g"
+    g.mkdir()
+    field(0).chunk({"time": 1}).to_zarr(g / "a.zarr")
+    field(1).isel(time=[0]).assign_coords(time=[9.0]).to_zarr(g / "b.zarr")
+    kept = xr.open_zarr(g / "b.zarr").sst.values
+    assert run(g / "*.zarr", g / "b.zarr", "--model", env.m0, "--overwrite") == 1
+    assert "is an input" in capsys.readouterr().err
+    np.testing.assert_array_equal(xr.open_zarr(g / "b.zarr").sst.values, kept)
+    # An output inside an input store, and the model file as output.
+    assert run(g / "a.zarr", g / "a.zarr" / "sub.zarr", "--model", env.m0, "--overwrite") == 1
+    assert "lies inside an input" in capsys.readouterr().err
+    model_copy = tmp_path / "m.nc"
+    shutil.copy(env.m0, model_copy)
+    assert run(env.a, model_copy, "--model", model_copy, "--overwrite") == 1
+    assert model_copy.read_bytes() == open(env.m0, "rb").read()
+
+
+# ----------------------------------------------------------------------------- issue 13.6: incomplete
+
+def test_interrupted_store_is_marked_and_refused_as_input(env, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "part.zarr"
+    undo = interrupt_after_first_region(monkeypatch)
+    assert run(env.a, out, "--model", env.m0) == 130
+    undo()
+    assert store_status(out) == "incomplete"
+    assert xr.open_zarr(out, consolidated=False).attrs[STATUS_ATTR] == "incomplete"
+    capsys.readouterr()
+    assert run(out, tmp_path / "next.zarr", "--model", env.m0) == 1
+    err = capsys.readouterr().err
+    assert "interrupted xdl write (1 region(s) written)" in err and "--resume" in err
+    assert not (tmp_path / "next.zarr").exists()
+    assert run(env.a, out, "--model", env.m0) == 1  # a plain rerun says how to finish it
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err and "--overwrite" in err
+    assert run(env.a, out, "--model", env.m0, "--resume") == 0
+    assert store_status(out) == "complete"
+    assert run(out, tmp_path / "next.nc", "--model", env.m0) == 0
+    assert STATUS_ATTR not in xr.open_dataset(tmp_path / "next.nc").attrs  # not the input's status
+
+
+# ----------------------------------------------------------------------------- issue 13.8: errors
+
+@pytest.mark.parametrize("expr", [" | ".join(["(DQF == 0)"] * 3000), "~" * 200_000 + "(DQF == 0)",
+                                  "~" * 500 + "(DQF == 0)", "(" * 5000 + "DQF" + ")" * 5000])
+def test_hostile_mask_expressions_are_one_line_errors(env, tmp_path, capsys, expr):
+    ds = field()
+    with pytest.raises(InputError, match="--mask") as info:
+        mask_expression(expr, ds)
+    assert len(str(info.value)) < 600  # the expression is not echoed whole
+    assert run(env.a, tmp_path / "o.zarr", "--model", env.m0, "--mask", expr) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_long_but_sane_mask_still_works():
+    ds = field()
+    expr = " | ".join(f"(DQF == {i})" for i in range(40))
+    assert mask_expression(expr, ds).values.sum() == (ds.DQF.values < 40).sum()
+
+
+def test_full_disk_netcdf_is_one_line_error_and_leaves_nothing(env, tmp_path, monkeypatch, capsys):
+    real = xr.Dataset.to_netcdf
+
+    def hdf_error(self, path, *a, **k):
+        real(self, path, *a, **k)  # a partial file appears...
+        raise RuntimeError("NetCDF: HDF error")  # ...and the disk fills up
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", hdf_error)
+    out = tmp_path / "o.nc"
+    assert run(env.a, out, "--model", env.m0) == 1
+    err = capsys.readouterr().err
+    assert f"{out}: writing failed (RuntimeError: NetCDF: HDF error)" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_at_the_zarr_layout_leaves_no_store(env, tmp_path, monkeypatch, capsys):
+    real = xr.Dataset.to_zarr
+
+    def no_space(self, store, *a, **k):
+        if k.get("region") is None:
+            real(self, store, *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", no_space)
+    out = tmp_path / "o.zarr"
+    assert run(env.a, out, "--model", env.m0) == 1
+    err = capsys.readouterr().err
+    assert str(out) in err and "No space left on device" in err and "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(OutputWriteError):
+        xdl.cli.write_output(field().chunk({"time": 1}), str(out))
+
+
+def test_ctrl_c_at_the_first_region_exits_130_and_leaves_nothing(env, tmp_path, monkeypatch, capsys):
+    real = xr.Dataset.to_zarr
+
+    def interrupted(self, store, *a, **k):
+        if k.get("region") is not None:
+            raise KeyboardInterrupt
+        return real(self, store, *a, **k)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", interrupted)
+    out = tmp_path / "o.zarr"
+    assert run(env.a, out, "--model", env.m0) == 130
+    assert capsys.readouterr().err.strip() == "xdl inpaint: interrupted"
+    assert not out.exists()  # nothing written: the next run starts afresh, no "already exists"
+    monkeypatch.setattr(xr.Dataset, "to_zarr", real)
+    assert run(env.a, out, "--model", env.m0) == 0
+
+
+# ----------------------------------------------------------------------------- issue 12.9: pass-through
+
+def climatology(tmp_path):
+    ds = field(n=1)
+    ds["time"].attrs.update(units="days since 1600-1-1 0:0:0", calendar="gregorian", climatology="climatology_bounds")
+    ds = ds.assign_coords(time=[113406.0])
+    ds["time"].attrs.update(units="days since 1600-1-1 0:0:0", calendar="gregorian", climatology="climatology_bounds")
+    ds["climatology_bounds"] = (("time", "nv"), np.array([[113225.0, 113589.0]]),
+                                {"long_name": "Climatology_bounds", "units": "days since 1600-1-1 0:0:0"})
+    path = tmp_path / "clim.nc"
+    ds.to_netcdf(path)
+    return path
+
+
+@pytest.mark.parametrize("source", ["generated", "real"])
+def test_untouched_time_bounds_pass_through(env, tmp_path, source):
+    path = climatology(tmp_path) if source == "generated" else shared_file("projected/uk_tmean_1910_osgb.nc")
+    out = tmp_path / "out.zarr"
+    assert main(["inpaint", str(path), str(out), "--model", env.m0, "--no-progress"]) == 0
+    raw_in = xr.open_dataset(path, decode_times=False)
+    raw_out = xr.open_zarr(out, decode_times=False)
+    np.testing.assert_array_equal(raw_out.climatology_bounds.values, raw_in.climatology_bounds.values)
+    np.testing.assert_array_equal(raw_out.time.values, raw_in.time.values)
+    assert store_status(out) == "complete"
+
+
+def test_a_failed_run_leaves_nothing_that_blocks_the_next(env, tmp_path, monkeypatch, capsys):
+    real = xr.Dataset.to_zarr
+
+    def fails(self, store, *a, **k):
+        if k.get("region") is not None:
+            raise ValueError("unable to decode time units")  # what the OSGB file did before
+        return real(self, store, *a, **k)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", fails)
+    out = tmp_path / "out.zarr"
+    assert run(env.a, out, "--model", env.m0) == 1
+    assert not out.exists()
+    monkeypatch.setattr(xr.Dataset, "to_zarr", real)
+    existing = tmp_path / "existing.zarr"  # something that was there before is never removed
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    monkeypatch.setattr(xr.Dataset, "to_zarr", fails)
+    assert run(env.a, existing, "--model", env.m0, "--resume") == 1
+    assert (existing / "keep.txt").read_text() == "mine"
+    monkeypatch.setattr(xr.Dataset, "to_zarr", real)
+    capsys.readouterr()
+    assert run(env.a, out, "--model", env.m0) == 0
