@@ -299,3 +299,53 @@ def test_a_failed_run_leaves_nothing_that_blocks_the_next(env, tmp_path, monkeyp
     monkeypatch.setattr(xr.Dataset, "to_zarr", real)
     capsys.readouterr()
     assert run(env.a, out, "--model", env.m0) == 0
+
+
+# ----------------------------------------------------------------------------- issue 12.12: evaluate plots
+
+def record_imshow(monkeypatch):
+    from matplotlib.axes import Axes
+
+    calls, real = [], Axes.imshow
+
+    def imshow(self, img, *a, **k):
+        calls.append(k.get("origin"))
+        return real(self, img, *a, **k)
+
+    monkeypatch.setattr(Axes, "imshow", imshow)
+    return calls
+
+
+@pytest.mark.parametrize("ascending", [True, False])
+def test_evaluate_maps_put_north_up(env, tmp_path, monkeypatch, ascending):
+    ds = field(n=2)
+    lat = np.linspace(-60, 60, ds.sizes["y"])
+    ds = ds.rename(y="lat", x="lon").assign_coords(lat=lat if ascending else lat[::-1])
+    calls = record_imshow(monkeypatch)
+    report = xdl.evaluate.evaluate(ds[["sst"]], env.m0, gaps=["scanlines", "blocks"], fraction=0.1, domain=None,
+                                   baselines=("linear",), plot=tmp_path / "scores.png")
+    assert calls and set(calls) == {"lower" if ascending else "upper"}
+    assert sorted(os.path.basename(p) for p in report.attrs["plots"]) == ["scores_sst_blocks.png",
+                                                                           "scores_sst_scanlines.png"]
+    assert all(os.path.getsize(p) > 1000 for p in report.attrs["plots"])
+
+
+def test_evaluate_merra2_is_drawn_with_south_at_the_bottom(env, tmp_path, monkeypatch, capsys):
+    path = shared_file("reanalysis/merra2_M2T1NXSLV_ps.nc*")
+    calls = record_imshow(monkeypatch)
+    png = tmp_path / "ps.png"
+    assert main(["evaluate", str(path), "--var", "PS", "--model", env.m0, "--baselines", "", "--plot", str(png),
+                 "--fraction", "0.05"]) == 0
+    assert xr.open_dataset(path).lat.values[0] < 0  # ascending latitude: row 0 is Antarctica
+    assert calls and set(calls) == {"lower"}
+    assert f"wrote {png}" in capsys.readouterr().err and png.exists()
+
+
+def test_evaluate_panel_rmse_says_it_is_sample_0(env, tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    titles, real = [], Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda self, t, *a, **k: (titles.append(t), real(self, t, *a, **k))[1])
+    xdl.evaluate.evaluate(field(n=2)[["sst"]], env.m0, fraction=0.1, domain=None, baselines=(),
+                          plot=tmp_path / "p.png")
+    assert any("sample 0 RMSE" in t for t in titles)

@@ -156,7 +156,8 @@ def _plot(path, truth, gappy, filled, linear, hidden, rmse_model, rmse_linear, l
               (filled, f"filled by {label}", "viridis", lo, hi),
               (err, f"error: model {rmse_model:.3f} K, linear {rmse_linear:.3f} K", "RdBu_r", -emax, emax)]
     for ax, (img, title, cmap, vmin, vmax) in zip(axes, panels):
-        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        # synthetic_field's y (northing) ascends: row 0 is the south edge, drawn at the bottom.
+        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", origin="lower")
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
