@@ -87,7 +87,7 @@ def test_domain_is_respected_and_flags_say_why():
     assert (flags[5:8, :45] == FLAG_FILLED).all()
     assert (flags[:5, :45] == FLAG_VALID).all()
     assert out["sst_inpainted"].attrs["flag_meanings"].split()[0] == "valid_input"
-    np.testing.assert_array_equal(out["sst_inpainted"].attrs["flag_values"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(out["sst_inpainted"].attrs["flag_values"], [0, 1, 2, 3, 4])  # 4: the model returned NaN or inf
     assert "sst_inpainted" in out["sst"].attrs["ancillary_variables"]
     assert "inpaint" in out.attrs["history"] and "pconv-unet" in out.attrs["history"]
     assert out["sst"].attrs["units"] == "K"

@@ -65,11 +65,50 @@ def _encoding_or_attr(da: xr.DataArray, key: str):
     return None, None
 
 
+def _is_unsigned(da: xr.DataArray) -> bool:
+    return str(da.encoding.get("_Unsigned", da.attrs.get("_Unsigned", ""))).lower() == "true"
+
+
 def _decode(value, da: xr.DataArray):
-    """Raw (packed) value -> decoded units, when xarray unpacked the variable."""
+    """Raw (packed) value -> decoded units, when xarray unpacked the variable. ``_Unsigned``
+    signed integers are read as their unsigned twins first, as netCDF readers do."""
+    raw = np.asarray(value)
+    if _is_unsigned(da) and np.issubdtype(raw.dtype, np.signedinteger):
+        raw = raw.astype(raw.dtype.str.replace("i", "u"))
     scale = da.encoding.get("scale_factor", 1.0)
     offset = da.encoding.get("add_offset", 0.0)
-    return np.asarray(value, dtype=np.float64) * scale + offset
+    return raw.astype(np.float64) * scale + offset
+
+
+def _packed(da: xr.DataArray) -> bool:
+    """True when xarray unpacked ``da``: its valid_* attributes are then in packed (raw) units."""
+    return "scale_factor" in da.encoding or "add_offset" in da.encoding
+
+
+def valid_limits(da: xr.DataArray) -> tuple[float | None, float | None]:
+    """``da``'s CF valid range ``(lo, hi)`` in the units of its values (None where unbounded):
+    ``valid_min``/``valid_max`` win over ``valid_range``; packed limits are decoded.
+
+    >>> import xarray as xr, numpy as np
+    >>> v = xr.DataArray(np.zeros(2, "f4"), attrs={"valid_range": np.array([9200, 56000], "u2")})
+    >>> v.encoding.update(scale_factor=0.0025, add_offset=190.0)
+    >>> valid_limits(v)
+    (213.0, 330.0)
+    """
+    lo, hi = None, None  # raw numpy scalars, so _Unsigned can reinterpret them
+    valid_range, _ = _encoding_or_attr(da, "valid_range")
+    if valid_range is not None and np.size(valid_range) == 2:
+        lo, hi = np.asarray(valid_range).ravel()
+    vmin, _ = _encoding_or_attr(da, "valid_min")
+    vmax, _ = _encoding_or_attr(da, "valid_max")
+    lo = np.asarray(vmin).ravel()[0] if vmin is not None else lo
+    hi = np.asarray(vmax).ravel()[0] if vmax is not None else hi
+    if _packed(da):
+        lo = None if lo is None else _decode(lo, da)
+        hi = None if hi is None else _decode(hi, da)
+        if lo is not None and hi is not None and lo > hi:  # negative scale factor
+            lo, hi = hi, lo
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
 def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
@@ -79,7 +118,7 @@ def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
     xarray unpacked the variable); outside ``valid_range`` / ``valid_min`` / ``valid_max``. Those
     limits are in the packed (raw) units when the variable has ``scale_factor``/``add_offset`` in
     its encoding (CF: "valid_range ... in the same units as the packed data"), so they are
-    decoded before comparing.
+    decoded before comparing (:func:`valid_limits`).
 
     >>> import xarray as xr, numpy as np
     >>> da = xr.DataArray([1.0, np.nan, -999.0, 50.0], attrs={"missing_value": -999.0, "valid_max": 10.0})
@@ -88,7 +127,7 @@ def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
     """
     data = da.data
     valid = np.isfinite(data) if np.issubdtype(da.dtype, np.floating) else xr.ones_like(da, dtype=bool).data
-    packed = "scale_factor" in da.encoding or "add_offset" in da.encoding
+    packed = _packed(da)
     for key in ("_FillValue", "missing_value"):
         value, where = _encoding_or_attr(da, key)
         if value is None:
@@ -98,22 +137,163 @@ def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
             values = _decode(values, da)
         for v in values:
             valid = valid & (data != np.asarray(v).astype(da.dtype) if np.issubdtype(da.dtype, np.floating) else data != v)
-    lo, hi = None, None
-    valid_range, _ = _encoding_or_attr(da, "valid_range")
-    if valid_range is not None and np.size(valid_range) == 2:
-        lo, hi = np.asarray(valid_range).tolist()
-    vmin, _ = _encoding_or_attr(da, "valid_min")
-    vmax, _ = _encoding_or_attr(da, "valid_max")
-    lo = vmin if vmin is not None else lo
-    hi = vmax if vmax is not None else hi
-    if packed:
-        lo = None if lo is None else _decode(lo, da)
-        hi = None if hi is None else _decode(hi, da)
-        if lo is not None and hi is not None and lo > hi:  # negative scale factor
-            lo, hi = hi, lo
+    in_range = _in_range(da)
+    if in_range is not None:
+        valid = valid & in_range
+    return xr.DataArray(valid, dims=da.dims, coords=da.coords, name=f"{da.name}_valid" if da.name else None)
+
+
+def _in_range(da: xr.DataArray):
+    """``da.data`` inside its CF valid range (numpy or dask), or None when it has none."""
+    lo, hi = valid_limits(da)
+    data, result = da.data, None
     # A little slack: decoded limits carry float rounding of the packing.
     if lo is not None:
-        valid = valid & (data >= np.float64(lo) - 1e-6 * max(abs(float(lo)), 1.0))
+        result = data >= np.float64(lo) - 1e-6 * max(abs(lo), 1.0)
     if hi is not None:
-        valid = valid & (data <= np.float64(hi) + 1e-6 * max(abs(float(hi)), 1.0))
-    return xr.DataArray(valid, dims=da.dims, coords=da.coords, name=f"{da.name}_valid" if da.name else None)
+        above = data <= np.float64(hi) + 1e-6 * max(abs(hi), 1.0)
+        result = above if result is None else result & above
+    return result
+
+
+def out_of_range_counts(da: xr.DataArray):
+    """``(finite values outside the CF valid range, finite values)`` of ``da``, as numpy or
+    dask scalars (lazy when ``da`` is), or None when ``da`` has no valid range."""
+    in_range = _in_range(da)
+    if in_range is None:
+        return None
+    finite = np.isfinite(da.data) if np.issubdtype(da.dtype, np.floating) else np.ones(da.shape, bool)
+    return (finite & ~in_range).sum(), finite.sum()
+
+
+def out_of_range_message(name, outside: int, finite: int) -> str | None:
+    """The warning text when more than 1% of the finite values are outside the valid range."""
+    if finite == 0 or outside <= 0.01 * finite:
+        return None
+    return (f"variable {name!r}: {outside} of its {finite} finite values ({outside / finite:.1%}) are outside "
+            "its CF valid range (valid_range/valid_min/valid_max) and are treated as gaps, so they are "
+            f"replaced; to keep them, pass your own rule, e.g. mask=np.isfinite(ds[{str(name)!r}]) "
+            "(CLI: --mask EXPR).")
+
+
+# ----------------------------------------------------------------------------- outputs
+
+_RANGE_KEYS = ("valid_range", "valid_min", "valid_max")
+_FILL_KEYS = ("_FillValue", "missing_value")
+_COMPRESSION_KEYS = ("zlib", "complevel", "shuffle", "compression", "fletcher32")
+
+
+def output_attrs(source: xr.DataArray, dtype) -> dict:
+    """The attrs of an output made from ``source`` holding decoded values of ``dtype``.
+
+    xdl writes decoded values (it never re-packs: a fill would be rounded to the packing's step,
+    and the valid values are kept as xarray decoded them, bit for bit). So packed ``valid_*``
+    limits are converted to decoded units, packing attributes (scale_factor, add_offset,
+    _Unsigned) are dropped, and the limits and fill values get the output's dtype: other tools
+    (netCDF4, the CF checker) then read the same values that xarray reads. A ``source`` opened
+    raw (``mask_and_scale=False``: packing in its attrs) keeps its packing attributes, as its
+    values are still raw; only the dtypes change.
+    """
+    dtype = np.dtype(dtype)
+    attrs = dict(source.attrs)
+    decoded = _packed(source)
+    if decoded:
+        lo, hi = valid_limits(source)
+        for key in _RANGE_KEYS:
+            attrs.pop(key, None)
+        # CF: valid_range is of the variable's type; one attribute for both limits when both exist.
+        if "valid_range" in source.attrs and lo is not None and hi is not None and \
+                "valid_min" not in source.attrs and "valid_max" not in source.attrs:
+            attrs["valid_range"] = np.array([lo, hi], dtype=dtype)
+        else:
+            if lo is not None:
+                attrs["valid_min"] = dtype.type(lo)
+            if hi is not None:
+                attrs["valid_max"] = dtype.type(hi)
+        for key in ("scale_factor", "add_offset", "_Unsigned", *_FILL_KEYS):
+            attrs.pop(key, None)
+    elif np.issubdtype(dtype, np.floating):
+        for key in _RANGE_KEYS + _FILL_KEYS:
+            if key in attrs and np.issubdtype(np.asarray(attrs[key]).dtype, np.number):
+                value = np.asarray(attrs[key]).astype(dtype)
+                attrs[key] = value if value.ndim else dtype.type(value)
+    return attrs
+
+
+def output_encoding(source: xr.DataArray) -> dict:
+    """The parts of ``source``'s encoding an output of decoded values keeps: georeferencing and
+    compression (never its packing: dtype, scale_factor, add_offset, _Unsigned, fill values)."""
+    keep = ("grid_mapping", "coordinates", "chunksizes") + _COMPRESSION_KEYS
+    return {k: v for k, v in source.encoding.items() if k in keep}
+
+
+DEFAULT_COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
+
+
+def netcdf_ready(ds: xr.Dataset, hints: xr.Dataset | None = None) -> xr.Dataset:
+    """A copy of ``ds`` whose encodings make a CF-clean, compressed netCDF file.
+
+    - compression: each variable keeps its own (or ``hints``' same-named variable's) zlib/shuffle/
+      level and chunk sizes (clipped to its shape); variables without any get zlib level 4 with
+      shuffle;
+    - no ``_FillValue`` on coordinate variables and cell bounds (CF forbids missing values in
+      coordinate variables; xarray would add NaN to every float);
+    - time bounds get the units and calendar of the coordinate they bound.
+    """
+    out = ds.copy()
+    hints = ds if hints is None else hints
+    bounds_of = {}
+    for name, var in out.variables.items():
+        b = var.attrs.get("bounds")
+        if isinstance(b, str) and b in out.variables:
+            bounds_of[b] = name
+    for name, var in out.variables.items():
+        enc = var.encoding
+        hint = hints.variables[name].encoding if name in hints.variables else {}
+        if var.ndim and var.dtype.kind in "biuf":
+            if not any(k in enc for k in _COMPRESSION_KEYS) or not (enc.get("zlib") or enc.get("compression")):
+                source = {k: hint[k] for k in _COMPRESSION_KEYS if k in hint}
+                compressed = source.get("zlib") or source.get("compression")
+                for key in _COMPRESSION_KEYS:
+                    enc.pop(key, None)
+                enc.update(source if compressed else DEFAULT_COMPRESSION)
+            sizes = enc.get("chunksizes") or hint.get("chunksizes")
+            enc.pop("contiguous", None)
+            if sizes is not None and len(sizes) == var.ndim:
+                enc["chunksizes"] = tuple(max(1, min(int(c), n)) for c, n in zip(sizes, var.shape))
+            else:
+                enc.pop("chunksizes", None)
+        is_coordinate = name in out.dims and var.dims == (name,)
+        if (is_coordinate or name in bounds_of or (name in out.coords and var.ndim == 0)) \
+                and "_FillValue" not in hint and var.dtype.kind in "fcM":
+            enc["_FillValue"] = None
+        if name in bounds_of and np.issubdtype(var.dtype, np.datetime64):
+            # CF: bounds share their coordinate's units and calendar; take the first one known.
+            parent = out.variables[bounds_of[name]]
+            parent_hint = hints.variables[bounds_of[name]] if bounds_of[name] in hints.variables else parent
+            for key in ("units", "calendar"):
+                value = parent.encoding.get(key) or parent_hint.encoding.get(key) or enc.get(key) or hint.get(key)
+                if value is not None:
+                    enc[key] = parent.encoding[key] = value
+    for name in [n for n, v in out.variables.items() if np.issubdtype(v.dtype, np.datetime64)
+                 and (n in out.coords or n in bounds_of)]:
+        out[name] = _encode_time(out.variables[name], name, hints.variables.get(name))
+    return out
+
+
+def _encode_time(var: xr.Variable, name, hint) -> xr.Variable:
+    """Encode a (small) time coordinate or bounds variable now, as xarray would, so coordinate
+    and bounds are written alike (xarray spells in-memory units differently from lazy ones)
+    and no ``calendar`` appears that the source did not have: CF's default calendar is the
+    proleptic Gregorian one from 1582-10-15 on, so it is only written for earlier times."""
+    encoded = xr.conventions.encode_cf_variable(var.load(), name=name)
+    had_calendar = hint is not None and ("calendar" in hint.encoding or "calendar" in hint.attrs)
+    values = var.values[~np.isnat(var.values)] if var.size else var.values
+    modern = values.size == 0 or values.astype("datetime64[D]").min() >= np.datetime64("1582-10-15", "D")
+    if not had_calendar and modern and encoded.attrs.get("calendar") in ("proleptic_gregorian", "standard"):
+        encoded.attrs.pop("calendar")
+    # Encoded already: a _FillValue is now in its attrs (or nowhere); keep only the compression.
+    encoded.encoding = {k: v for k, v in var.encoding.items() if k in _COMPRESSION_KEYS}
+    if "_FillValue" not in encoded.attrs:
+        encoded.encoding["_FillValue"] = None  # else xarray gives every float a NaN fill
+    return encoded

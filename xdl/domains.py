@@ -1,59 +1,404 @@
-"""Where gaps may be filled: helpers that build ``domain`` masks (True = fillable)."""
+"""Where gaps may be filled: the ``domain="auto"`` rules (True = fillable).
+
+``auto_domain`` reads what the file says, in this order, and keeps the pixels every rule allows:
+
+1. the disk of a ``geostationary`` or ``vertical_perspective`` grid mapping (never fill space);
+   the mapping is found in the Dataset, in the DataArray's coordinates, in the file named by its
+   ``encoding["source"]``, or (GOES-R ``goes_imager_projection``) from the GOES-R constants;
+2. a land/sea mask or flag variable beside the data (CF ``standard_name`` ``land_binary_mask``,
+   ``sea_binary_mask``, ``land_area_fraction``, ``sea_area_fraction``, or a flag variable whose
+   ``flag_meanings`` has a land bit, as GHRSST ``l2p_flags``): when (almost) all of the variable's
+   valid values lie on one side of it, the other side is outside;
+3. 2-D latitude/longitude coordinates with missing values (swaths): outside where they are missing.
+
+When none of these is present, a shape rule (``static_missing``) applies: a region that no sample
+ever observes and that is wide (some pixel lies ``WIDE`` = 6 or more pixels from any observed
+pixel) is outside when it reaches the scene's edge (one sample: the sea around a country, the
+space around a reprojected disk) or anywhere (two or more samples: never observed in a whole
+series). Narrow gaps (scan lines, small clouds) are never outside, except within ``REACH`` = 4
+pixels of a wide region; gaps inside a single scene (clouds, holes) are filled.
+"""
 
 from __future__ import annotations
 
+import re
+import warnings
+
+import dask
 import numpy as np
 import xarray as xr
 
 from . import cf
 
+# A missing region is "wide" where some pixel lies this many pixels (chessboard) from every
+# observed pixel (an 11x11 square fits in it): scan lines, small clouds and the blocks of typical
+# tests stay fillable.
+WIDE = 6
+# How far the outside region reaches into narrower gaps joined to it: the corners of a coastline
+# that no wide square covers, while a scan line that meets the sea stays fillable beyond it.
+REACH = 4
+# A single scene's wide region is "at the edge" within this many pixels of it (through missing pixels).
+EDGE = 16
+# A land/sea mask restricts a variable when at most this share of its valid values lie on the
+# other side (coastal pixels of a coarse mask).
+_OTHER_SIDE_SHARE = 0.01
+# GOES-R ABI fixed grid (Product User Guide, vol. 3, section 4.2.8): the same for GOES-16..19.
+GOES_R_PROJECTION = {"grid_mapping_name": "geostationary", "perspective_point_height": 35786023.0,
+                     "semi_major_axis": 6378137.0, "semi_minor_axis": 6356752.31414,
+                     "sweep_angle_axis": "x"}
+_DISK_MAPPINGS = ("geostationary", "vertical_perspective")
+
+
+def _read_mapping_from_source(arr: xr.DataArray, name: str) -> dict | None:
+    """The attributes of variable ``name`` in the file ``arr`` was read from, if it can be read."""
+    source = arr.encoding.get("source")
+    if not source or not isinstance(source, str):
+        return None
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(source) as nc:
+            if name in nc.variables:
+                var = nc.variables[name]
+                return {k: var.getncattr(k) for k in var.ncattrs()}
+    except (OSError, ImportError, RuntimeError, ValueError):
+        return None
+    return None
+
+
+def grid_mapping(obj, arr: xr.DataArray | None = None, *, warn: bool = False) -> dict | None:
+    """The attributes of ``arr``'s CF grid mapping (``grid_mapping_name`` and its parameters).
+
+    Looked up in the Dataset ``obj``, in ``arr``'s coordinates (a mapping kept as a coordinate,
+    or any scalar coordinate with ``grid_mapping_name``), in the netCDF file ``arr`` was read
+    from, and on ``arr``'s own attributes. With ``warn``, a ``grid_mapping`` that names a variable
+    none of these has gives a warning that says how to pass the domain instead.
+    """
+    if arr is None:
+        if isinstance(obj, xr.DataArray):
+            arr = obj
+        else:
+            for v in obj.data_vars.values():
+                if cf.grid_mapping_name(v):
+                    arr = v
+                    break
+            if arr is None:
+                return None
+    name = cf.grid_mapping_name(arr)
+    pools = [arr.coords] if obj is arr or isinstance(obj, xr.DataArray) else [obj.variables, arr.coords]
+    if name:
+        for pool in pools:
+            if name in pool and "grid_mapping_name" in pool[name].attrs:
+                return dict(pool[name].attrs)
+    for coord in arr.coords.values():
+        if coord.ndim == 0 and "grid_mapping_name" in coord.attrs:
+            return dict(coord.attrs)
+    if name:
+        attrs = _read_mapping_from_source(arr, name)
+        if attrs and "grid_mapping_name" in attrs:
+            return attrs
+    if "grid_mapping_name" in arr.attrs:
+        return dict(arr.attrs)
+    if name == "goes_imager_projection":
+        return dict(GOES_R_PROJECTION)
+    if name and warn:
+        warnings.warn(
+            f"{arr.name!r} names grid_mapping {name!r}, but that variable is not among its coordinates "
+            f"nor in a file xdl can read, so domain='auto' cannot find the disk of a geostationary "
+            f"grid. Fill the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the "
+            f"mapping as a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain= "
+            f"(e.g. xdl.domains.earth_disk(ds), or None to fill everywhere).", UserWarning, stacklevel=4)
+    return None
+
 
 def geostationary_projection(obj) -> xr.DataArray | None:
-    """The CF ``geostationary`` grid-mapping variable of a Dataset/DataArray, if it has one."""
-    names = []
-    if isinstance(obj, xr.Dataset):
-        names = [cf.grid_mapping_name(v) for v in obj.data_vars.values()]
-        pool = obj.variables
+    """The CF ``geostationary`` grid mapping of a Dataset/DataArray, as a scalar DataArray, if any."""
+    attrs = grid_mapping(obj)
+    if attrs is None or attrs.get("grid_mapping_name") != "geostationary":
+        return None
+    return xr.DataArray(0, attrs=attrs)
+
+
+def coordinate_values(arr: xr.DataArray, dim: str) -> np.ndarray:
+    """The float64 values of coordinate ``dim`` in its units: packed integer coordinates (read with
+    ``mask_and_scale=False``: GOES x/y are int16 with scale_factor/add_offset) are unpacked as
+    xarray would unpack them."""
+    coord = arr[dim]
+    values = np.asarray(coord.values)
+    if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.unsignedinteger):
+        attrs = coord.attrs
+        if "scale_factor" in attrs or "add_offset" in attrs:
+            variable = xr.Variable(coord.dims, values, dict(attrs))
+            values = np.asarray(xr.conventions.decode_cf_variable(dim, variable).values)
+        else:
+            from .errors import InputError
+
+            raise InputError(f"coordinate {dim!r} of {arr.name!r} holds raw integers ({values.dtype}) "
+                             "without scale_factor/add_offset, so its positions are unknown; open the "
+                             "file with mask_and_scale=True (the default), or pass domain=.")
+    return values.astype(np.float64)
+
+
+def _angles(arr: xr.DataArray, dim: str, height: float) -> np.ndarray:
+    """Scan angles (radians) of a geostationary coordinate given in radians or in metres (x = h * angle)."""
+    values = coordinate_values(arr, dim)
+    units = str(arr[dim].attrs.get("units", "")).lower()
+    if units in ("m", "meter", "meters", "metre", "metres") or (not units.startswith("rad") and np.nanmax(np.abs(values)) > 1.0):
+        return values / height
+    if units == "km":
+        return values * 1000.0 / height
+    return values
+
+
+def projection_disk(arr: xr.DataArray, attrs: dict, y: str, x: str) -> xr.DataArray | None:
+    """True where a geostationary or vertical-perspective view sees the Earth; None for other mappings."""
+    kind = attrs.get("grid_mapping_name")
+    if kind not in _DISK_MAPPINGS or x not in arr.coords or y not in arr.coords:
+        return None
+    try:
+        r_eq = float(attrs.get("semi_major_axis", attrs.get("earth_radius")))
+        r_pol = float(attrs.get("semi_minor_axis", r_eq))
+        h = float(attrs["perspective_point_height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if kind == "geostationary":
+        xs, ys = _angles(arr, x, h), _angles(arr, y, h)
+        height = h + r_eq
+        # Ray-ellipsoid quadratic a t^2 + b t + c = 0 with a = sin2x + cos2x * (cos2y + k sin2y),
+        # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Divided by c cos2x
+        # (> 0 for scan angles under 90 degrees) that is tan2x <= H^2 cos2y / c - (cos2y + k sin2y):
+        # one threshold per row, so a whole scene is a single comparison.
+        c = height ** 2 - r_eq ** 2
+        cos2y = np.cos(ys) ** 2
+        threshold = height ** 2 * cos2y / c - (cos2y + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2)
+        disk = np.tan(xs)[None, :] ** 2 <= threshold[:, None]
     else:
-        names = [cf.grid_mapping_name(obj)]
-        pool = obj.coords
-    for name in names:
-        if name and name in pool and pool[name].attrs.get("grid_mapping_name") == "geostationary":
-            return xr.DataArray(pool[name]) if not isinstance(pool[name], xr.DataArray) else pool[name]
-    return None
+        # Near-sided perspective on a sphere of radius r_eq seen from height h: the horizon is the
+        # circle of radius r_eq * sqrt((P - 1) / (P + 1)) on the projection plane, P = (r_eq + h) / r_eq.
+        xs, ys = coordinate_values(arr, x), coordinate_values(arr, y)
+        p = (r_eq + h) / r_eq
+        disk = xs[None, :] ** 2 + ys[:, None] ** 2 <= r_eq ** 2 * (p - 1) / (p + 1)
+    return xr.DataArray(disk, dims=(y, x), coords={y: arr[y], x: arr[x]}, name="earth_disk")
 
 
 def earth_disk(obj, x: str = "x", y: str = "y") -> xr.DataArray:
     """True where a geostationary imager's line of sight hits the Earth (never fill space).
 
-    Uses the fixed-grid scan angles ``x``/``y`` (radians) and the ``geostationary`` grid mapping
-    (perspective_point_height, semi_major_axis, semi_minor_axis), as in the GOES-R Product User
-    Guide's navigation: the pixel is on Earth when the ray-ellipsoid quadratic has a real root.
+    Uses the fixed-grid scan angles ``x``/``y`` (radians, or metres = angle x perspective height)
+    and the ``geostationary`` grid mapping (perspective_point_height, semi_major_axis,
+    semi_minor_axis), as in the GOES-R Product User Guide's navigation: the pixel is on Earth when
+    the ray-ellipsoid quadratic has a real root.
     """
-    proj = geostationary_projection(obj)
-    if proj is None:
-        raise ValueError("earth_disk needs a CF 'geostationary' grid mapping variable")
-    r_eq = float(proj.attrs["semi_major_axis"])
-    r_pol = float(proj.attrs["semi_minor_axis"])
-    height = float(proj.attrs["perspective_point_height"]) + r_eq
-    xs = np.asarray(obj[x].values, dtype=np.float64)
-    ys = np.asarray(obj[y].values, dtype=np.float64)
-    # Ray-ellipsoid quadratic a t^2 + b t + c = 0 with a = sin2x + cos2x * (cos2y + k sin2y),
-    # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Divided by c cos2x
-    # (> 0 for scan angles under 90 degrees) that is tan2x <= H^2 cos2y / c - (cos2y + k sin2y):
-    # one threshold per row, so a whole scene is a single comparison.
-    c = height ** 2 - r_eq ** 2
-    cos2y = np.cos(ys) ** 2
-    threshold = height ** 2 * cos2y / c - (cos2y + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2)
-    disk = np.tan(xs)[None, :] ** 2 <= threshold[:, None]
-    return xr.DataArray(disk, dims=(y, x), coords={y: obj[y], x: obj[x]}, name="earth_disk")
+    arr = obj if isinstance(obj, xr.DataArray) else None
+    attrs = grid_mapping(obj, arr)
+    if attrs is None or attrs.get("grid_mapping_name") not in _DISK_MAPPINGS:
+        raise ValueError("earth_disk needs a CF 'geostationary' (or 'vertical_perspective') grid mapping variable")
+    target = obj if isinstance(obj, xr.DataArray) else xr.DataArray(
+        np.zeros((obj.sizes[y], obj.sizes[x]), bool), dims=(y, x), coords={y: obj[y], x: obj[x]})
+    disk = projection_disk(target, attrs, y, x)
+    if disk is None:
+        raise ValueError("earth_disk: the grid mapping lacks perspective_point_height or semi_major_axis")
+    return disk
 
 
-def auto_domain(obj) -> xr.DataArray | None:
-    """The default domain: the Earth disk on geostationary grids, else everywhere (None)."""
-    if geostationary_projection(obj) is None:
+# -- land/sea masks and flags ------------------------------------------------------------------
+
+_LAND_MEANING = re.compile(r"(^|_)land$")
+
+
+def _land_bit(var: xr.DataArray) -> xr.DataArray | None:
+    """True where a flag variable's land flag is set (GHRSST l2p_flags bit ``land``), else None."""
+    meanings = str(var.attrs.get("flag_meanings", "")).split()
+    hits = [i for i, m in enumerate(meanings) if _LAND_MEANING.search(re.sub(r"^\d+_", "", m.lower()))]
+    if not hits:
         return None
+    raw = var.fillna(0) if np.issubdtype(var.dtype, np.floating) else var
+    if "flag_masks" in var.attrs:
+        masks = np.atleast_1d(var.attrs["flag_masks"])
+        if len(masks) == len(meanings):
+            bits = [int(masks[i]) for i in hits]
+        elif all(re.match(r"^\d+_", meanings[i]) for i in hits):
+            # Numbered meanings ("1_observation_over_land", AMSR2 L2P) name the bit; their list
+            # can be one longer than flag_masks (bit 15 does not fit a positive int16).
+            bits = [1 << int(meanings[i].split("_", 1)[0]) for i in hits]
+        else:
+            return None
+        return (raw.astype(np.int64) & int(np.bitwise_or.reduce(bits))) != 0
+    if "flag_values" in var.attrs:
+        values = np.atleast_1d(var.attrs["flag_values"])
+        if len(values) != len(meanings):
+            return None
+        return raw.isin([values[i] for i in hits])
+    return None
+
+
+def _land(var: xr.DataArray) -> xr.DataArray | None:
+    """True on land for a recognised land/sea mask or flag variable, else None."""
+    std = var.attrs.get("standard_name")
+    if std in ("land_binary_mask", "sea_binary_mask", "land_area_fraction", "sea_area_fraction"):
+        values = var.astype(np.float64)
+        if std.endswith("fraction") and str(var.attrs.get("units", "")).strip() == "%":
+            values = values / 100.0
+        on = values.fillna(0.0) >= 0.5
+        return on if std.startswith("land") else ~on
+    return _land_bit(var)
+
+
+def surface_masks(obj, arr: xr.DataArray, spatial) -> list[tuple[str, xr.DataArray]]:
+    """(name, land) for each land/sea mask or flag variable on ``arr``'s grid in ``obj``."""
+    pool = dict(arr.coords) if isinstance(obj, xr.DataArray) else {**dict(obj.coords), **dict(obj.data_vars)}
+    found = []
+    for name, var in pool.items():
+        if name == arr.name or not set(spatial) <= set(var.dims) or not set(var.dims) <= set(arr.dims):
+            continue
+        if any(var.sizes[d] != arr.sizes[d] for d in var.dims):
+            continue
+        land = _land(xr.DataArray(var))
+        if land is not None:
+            found.append((str(name), land))
+    return found
+
+
+# -- swaths and the shape rule -----------------------------------------------------------------
+
+def _latlon(arr: xr.DataArray, spatial) -> list[xr.DataArray]:
+    out = []
+    for name, coord in arr.coords.items():
+        if coord.ndim == 2 and set(coord.dims) == set(spatial) and (
+                coord.attrs.get("standard_name") in ("latitude", "longitude")
+                or str(name).lower() in ("lat", "latitude", "lon", "longitude", "nav_lat", "nav_lon")):
+            out.append(xr.DataArray(coord))
+    return out
+
+
+def swath_footprint(arr: xr.DataArray, spatial) -> xr.DataArray | None:
+    """True where ``arr``'s 2-D latitude and longitude are valid (CF rules); None when they are
+    complete (or absent): outside a swath, or a subset's border, they are missing."""
+    coords = _latlon(arr, spatial)
+    if not coords:
+        return None
+    ok = None
+    for coord in coords:
+        valid = cf.cf_valid_mask(coord)
+        ok = valid if ok is None else ok & valid
+    ok = ok.compute().drop_vars([c for c in ok.coords if c not in ok.dims])
+    if bool(ok.all()):
+        return None
+    return ok.transpose(*spatial).rename("swath_footprint")
+
+
+def static_missing(observed: np.ndarray, samples: int, wide: int = WIDE, reach: int = REACH) -> np.ndarray:
+    """True where a 2-D scene's never-observed pixels form a wide outside region (module docstring).
+
+    ``observed``: True where any sample has a valid value; ``samples``: how many samples (time
+    steps...) it summarises. The wide part of the missing region is the union of the
+    ``(2 wide - 1)``-pixel squares that fit in it. Its pieces are outside when ``samples >= 2``,
+    or else when they lie within ``EDGE`` pixels of the scene's edge through missing pixels (a
+    coastline reaching the edge of a coarse grid in a thin strip; a scan line that joins an
+    interior hole to the edge is too long for that). The outside reaches ``reach`` pixels into
+    narrower gaps joined to it (the corners of a coastline): a scan line meeting the sea stays
+    fillable beyond that.
+    """
+    from scipy import ndimage
+
+    missing = ~np.asarray(observed, dtype=bool)
+    if not missing.any() or missing.all():
+        return np.zeros(missing.shape, bool)  # nothing observed at all: no evidence of a shape
+    # Distances to the nearest observed pixel, the scene's edge counting as observed: a region is
+    # wide in itself (an 11 x 11 square fits in it), not because the scene stops.
+    padded = np.pad(missing, 1, constant_values=False)
+    core = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1] >= wide
+    if not core.any():
+        return np.zeros(missing.shape, bool)
+    square = np.ones((2 * wide - 1, 2 * wide - 1), bool)
+    wide_part = ndimage.binary_dilation(core, structure=square) & missing
+    eight = np.ones((3, 3), bool)
+    if samples < 2:
+        ring = np.zeros(missing.shape, bool)
+        ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
+        near_edge = ndimage.binary_dilation(ring & missing, structure=eight, iterations=EDGE, mask=missing)
+        labels, _ = ndimage.label(wide_part, structure=eight)
+        keep = np.unique(labels[near_edge & wide_part])
+        wide_part = np.isin(labels, keep[keep > 0])
+        if not wide_part.any():
+            return wide_part
+    if reach <= 0:
+        return wide_part
+    return ndimage.binary_dilation(wide_part, structure=eight, iterations=reach, mask=missing)
+
+
+def _spatial_dims(arr, dims):
+    from .errors import InputError
+    from .layout import spatial_dims
+
     try:
-        return earth_disk(obj)
-    except (KeyError, ValueError):
+        return spatial_dims(arr, dims)
+    except InputError:
         return None
+
+
+def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | None = None,
+                dims=None) -> xr.DataArray | None:
+    """The ``domain="auto"`` of variable ``arr`` in ``obj`` (a Dataset, or ``arr`` itself): True
+    where gaps may be filled, None for everywhere. The rules are in this module's docstring.
+
+    ``valid``: ``arr``'s valid mask (default: CF rules). For a Dataset without ``arr``, only the
+    projection's disk is used (it is the same for every variable).
+    """
+    if arr is None:
+        if isinstance(obj, xr.DataArray):
+            arr = obj
+        else:
+            attrs = grid_mapping(obj)
+            candidates = [v for v in obj.data_vars.values() if v.ndim >= 2]
+            for v in candidates:
+                spatial = _spatial_dims(v, dims)
+                if attrs and spatial:
+                    try:
+                        disk = projection_disk(v, attrs, *spatial)
+                    except Exception:  # noqa: BLE001 - a variable without usable coords: try the next
+                        disk = None
+                    if disk is not None:
+                        return disk
+            return None
+    spatial = _spatial_dims(arr, dims)
+    if spatial is None:
+        return None
+    terms = []
+    attrs = grid_mapping(obj, arr, warn=True)
+    if attrs is not None:
+        disk = projection_disk(arr, attrs, *spatial)
+        if disk is not None:
+            terms.append(disk)
+    if valid is None:
+        valid = cf.cf_valid_mask(arr)
+    masks = surface_masks(obj, arr, spatial)
+    if masks:
+        counts = dask.compute(valid.sum(), *[(valid & land).sum() for _, land in masks],
+                              *[(valid & ~land).sum() for _, land in masks])
+        total, on_land, at_sea = int(counts[0]), counts[1:1 + len(masks)], counts[1 + len(masks):]
+        for (name, land), n_land, n_sea in zip(masks, on_land, at_sea):
+            if total == 0:
+                continue
+            if int(n_land) <= _OTHER_SIDE_SHARE * total:
+                terms.append(~land)  # the variable lives at sea: land is outside
+            elif int(n_sea) <= _OTHER_SIDE_SHARE * total:
+                terms.append(land)
+    footprint = swath_footprint(arr, spatial)
+    if footprint is not None:
+        terms.append(footprint)
+    if not terms and not masks:
+        other = [d for d in valid.dims if d not in spatial]
+        observed = valid.any(dim=other) if other else valid
+        observed = np.asarray(dask.compute(observed.transpose(*spatial).data)[0], dtype=bool)
+        samples = int(np.prod([valid.sizes[d] for d in other])) if other else 1
+        outside = static_missing(observed, samples)
+        if outside.any():
+            coords = {d: arr[d] for d in spatial if d in arr.coords}
+            terms.append(xr.DataArray(~outside, dims=spatial, coords=coords, name="observed_region"))
+    if not terms:
+        return None
+    domain = terms[0]
+    for term in terms[1:]:
+        domain = domain & term
+    return domain.rename("domain")

@@ -22,3 +22,7 @@ class UnknownModelError(XdlError, KeyError):
 
 class OutputExistsError(XdlError, FileExistsError):
     """An output path already exists and overwriting was not asked for."""
+
+
+class XdlWarning(UserWarning):
+    """Something xdl did that a user should know about (values treated as gaps, a model's NaN)."""

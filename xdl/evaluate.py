@@ -248,8 +248,9 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     gap_specs = _gap_specs(gaps, observed)
     arrays = _variables(obj, variables, spec, dims)
     methods = [MODEL_METHOD] + baselines
-    if isinstance(domain, str) and domain == "auto":
-        domain = domains.auto_domain(obj)
+    auto = isinstance(domain, str) and domain == "auto"
+    if auto:
+        domain = None  # resolved per variable below: what the file says about where each one lives
     elif isinstance(domain, str):
         raise InputError(f"domain={domain!r}: give 'auto', None, or a bool DataArray (True = fillable).")
 
@@ -259,7 +260,12 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     share = np.full(shape3[:2], np.nan)
     plots = []
     for iv, raw in enumerate(arrays):
-        arr, truth, valid, dom = _prepare(raw, spec, mask, domain, dims)
+        var_domain = domain
+        if auto:
+            from .inpaint import _valid_mask
+
+            var_domain = domains.auto_domain(obj, raw, valid=_valid_mask(raw, mask), dims=dims)
+        arr, truth, valid, dom = _prepare(raw, spec, mask, var_domain, dims)
         eligible = valid if dom is None else valid & dom
         for ig, (label, gspec) in enumerate(gap_specs):
             hidden = _hide(gspec, truth.shape, fraction, (int(seed), iv, ig), arr, observed, eligible)
@@ -276,8 +282,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
                     values[k][iv, ig, im] = s[k]
             if plot is not None:
                 many = len(arrays) > 1 or len(gap_specs) > 1
-                plots.append(_plot(plot, str(arr.name), label, many, truth, keep, hidden, fills,
-                                   origin=_origin(arr)))
+                plots.append(_plot(plot, str(arr.name), label, many, truth, keep, hidden, fills))
 
     names = [str(a.name) for a in arrays]
     coords = {
@@ -323,20 +328,8 @@ def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     return arr, truth, valid, dom
 
 
-def _origin(arr) -> str:
-    """imshow's origin: "lower" when the row coordinate ascends (south at the bottom of a map of
-    ascending latitude), "upper" otherwise (image order: descending y, GOES scan angles)."""
-    ydim = arr.dims[-2]
-    if ydim in arr.coords and arr.sizes[ydim] > 1:
-        y = np.asarray(arr[ydim].values)
-        if np.issubdtype(y.dtype, np.number) and y[-1] > y[0]:
-            return "lower"
-    return "upper"
-
-
-def _plot(path, variable, label, many, truth, keep, hidden, fills, origin="upper") -> Path:
-    """Truth | gaps | each method's fill on the top row; errors on the hidden pixels below; maps
-    of the first sample (the table scores all samples), drawn with ``origin`` (see :func:`_origin`)."""
+def _plot(path, variable, label, many, truth, keep, hidden, fills) -> Path:
+    """Truth | gaps | each method's fill on the top row; errors on the hidden pixels below."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
     path = Path(path)
@@ -358,15 +351,14 @@ def _plot(path, variable, label, many, truth, keep, hidden, fills, origin="upper
         e = errors[m]
         rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
         panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
-        panels.append((axes[1, j], e, f"{m}: error, sample 0 RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
+        panels.append((axes[1, j], e, f"{m}: error, rmse {rmse:.3g}", "RdBu_r", -emax, emax))
     for ax, img, title, cmap, lo, hi in panels:
-        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", origin=origin)
+        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, shrink=0.8)
-    lead = "" if truth.ndim == 2 else " (maps: sample 0; the table scores every sample)"
-    fig.suptitle(f"{variable}: gap filling on hidden valid pixels{lead}")
+    fig.suptitle(f"{variable}: gap filling on hidden valid pixels")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path

@@ -8,6 +8,8 @@ filled variable and a history line.
 
 from __future__ import annotations
 
+import functools
+import operator
 import warnings
 
 import dask.array as da
@@ -15,16 +17,23 @@ import numpy as np
 import xarray as xr
 
 from . import cf, domains, pretrained
-from .errors import InputError
+from .errors import InputError, XdlWarning
 from .graph import TILES_GAPS
 from .predict import (_RunOptions, _finish, _spatial, _stack_channels, eligible_variables, model_key,
                       model_label, resolve_model, run_engine)
 from .spec import engine_spec
 
-FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE = 0, 1, 2, 3
+FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED = 0, 1, 2, 3, 4
+# The flags' _FillValue: what a never-written region of a store reads (zarr's default fill is 0,
+# which would say "valid_input"). Not one of flag_values, as CF asks.
+FLAG_NOT_WRITTEN = np.int8(-1)
 FLAG_ATTRS = {
-    "flag_values": np.array([FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE], dtype=np.int8),
-    "flag_meanings": "valid_input filled_by_model unfillable_no_valid_input_nearby outside_fill_domain",
+    "flag_values": np.array([FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED],
+                            dtype=np.int8),
+    "flag_meanings": ("valid_input filled_by_model unfillable_no_valid_input_nearby outside_fill_domain "
+                      "model_returned_non_finite"),
+    "comment": ("_FillValue -1: not written (an interrupted or unfinished write); "
+                "4: the model gave NaN or inf there although valid input was within its reach."),
 }
 
 
@@ -86,24 +95,98 @@ def _unhashed(arr: xr.DataArray) -> xr.DataArray:
     return arr.copy(data=da.from_array(arr.data, chunks=-1, name=False))
 
 
-def _compose(values, valid, model_values, inside, lo, hi, *, dtype, clip):
-    """One block of the result (the input where valid, else the model's value inside the domain,
-    clipped to ``[lo, hi]`` widened by ``clip`` of that range) and of its status flags."""
-    fill = model_values.astype(dtype)
+def _fill_bounds(lo, hi, *, clip, limits):
+    """Per-sample bounds for fills: the sample's valid range widened by ``clip`` of it (when
+    ``clip`` is not None), never beyond the CF valid range ``limits``, and never across zero when
+    every valid value of the sample is >= 0 (or <= 0): no negative water, rain or wind speed."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    low = np.full(np.broadcast(lo, hi).shape, -np.inf)
+    high = np.full(low.shape, np.inf)
     if clip is not None:
         margin = clip * (hi - lo)
-        fill = np.clip(fill, lo - margin, hi + margin).astype(dtype)
-    fill = np.where(inside, fill, dtype.type(np.nan))
+        low, high = lo - margin, hi + margin  # NaN for a sample without valid values: no fill
+    with np.errstate(invalid="ignore"):
+        low = np.where(lo >= 0, np.maximum(low, 0.0), low)
+        high = np.where(hi <= 0, np.minimum(high, 0.0), high)
+    if limits[0] is not None:
+        low = np.maximum(low, limits[0])
+    if limits[1] is not None:
+        high = np.minimum(high, limits[1])
+    return low, high
+
+
+def _compose(values, valid, model_values, inside, lo, hi, near, check, *, dtype, clip, limits, model):
+    """One block of the result (the input where valid, else the model's value inside the domain,
+    within :func:`_fill_bounds`) and of its status flags. ``near``: valid input within the
+    model's reach (its halo), which tells a model failure (non-finite output there) from a pixel
+    with nothing to fill from. ``check`` is only a dependency (the lazy valid-range warning)."""
+    low, high = _fill_bounds(lo, hi, clip=clip, limits=limits)
+    finite = np.isfinite(model_values)
+    fill = np.clip(model_values.astype(np.float64), low, high).astype(dtype)
+    fill = np.where(inside & finite, fill, dtype.type(np.nan))  # an inf is no value: never clipped into one
     # Valid values are the input's own, bit for bit; gaps get the model's value or stay NaN.
     result = np.where(valid, values.astype(dtype, copy=False), fill)
-    status = np.where(np.isfinite(model_values), FLAG_FILLED, FLAG_UNFILLABLE)
+    failed = ~finite & near
+    status = np.where(finite, FLAG_FILLED, np.where(failed, FLAG_MODEL_FAILED, FLAG_UNFILLABLE))
     flags = np.where(valid, FLAG_VALID, np.where(inside, status, FLAG_OUTSIDE)).astype(np.int8)
+    if (failed & inside & ~valid).any():
+        # Same text from every block: Python shows it once per place under the default filters.
+        warnings.warn(f"model {model!r} returned NaN or inf for gap pixels with valid input within its "
+                      f"reach; they stay NaN, flagged {FLAG_MODEL_FAILED} (model_returned_non_finite). "
+                      "Check the model file (NaN weights?) and that the input is in the units it was "
+                      "trained on.", XdlWarning, stacklevel=2)
     return result, flags
 
 
+def _near_valid(valid: xr.DataArray, spatial, halo: int) -> xr.DataArray:
+    """True where some valid pixel lies within ``halo`` pixels (per spatial axis): the engine then
+    ran the model there (its tiles hold their core's halo), so a non-finite value is the model's."""
+    from scipy import ndimage
+
+    axes = [valid.get_axis_num(d) for d in spatial]
+    size = 2 * int(halo) + 1
+
+    def dilate(block):
+        out = block.astype(np.uint8)
+        for axis in axes:
+            out = ndimage.maximum_filter1d(out, size, axis=axis, mode="constant", cval=0)
+        return out.astype(bool)
+
+    data = valid.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=-1, name=False)
+    if halo <= 0:
+        return valid.copy(data=data)
+    # Beyond the array's size a deeper halo adds nothing; dask refuses it.
+    depth = {a: (min(int(halo), data.shape[a] - 1) if a in axes else 0) for a in range(data.ndim)}
+    near = da.map_overlap(dilate, data, depth=depth, boundary="none", dtype=bool, trim=True)
+    return valid.copy(data=near.rechunk(data.chunks))  # dask may rechunk for a deep halo: undo
+
+
+def _range_warning(counts, name: str):
+    """Warn when more than 1% of ``name``'s finite values fall outside its CF valid range.
+    In-memory data: now. Lazy data: when the result is computed (a dask scalar that the
+    composition depends on, reduced from the chunks the fill reads anyway: no second pass)."""
+    if counts is None:
+        return np.zeros((), bool)
+
+    def warn(outside, finite):
+        message = cf.out_of_range_message(name, int(outside), int(finite))
+        if message:
+            warnings.warn(message, XdlWarning, stacklevel=2)
+        return np.zeros((), bool)
+
+    if not any(isinstance(c, da.Array) for c in counts):
+        return warn(*counts)
+    import dask
+
+    return da.from_delayed(dask.delayed(warn, pure=True)(*counts), shape=(), dtype=bool)
+
+
 def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, model, spec, run, dims,
-              clip=0.1):
-    """Fill a group of variables that the model takes together. Returns (filled, flags) lists."""
+              clip=0.1, cf_rule=False):
+    """Fill a group of variables that the model takes together. Returns (filled, flags) lists.
+    ``cf_rule``: the valid masks are the CF rule's (no ``mask=``): warn when it drops many values."""
     spatial = _spatial(arrays[0], spec, dims)
     masked = [a.where(v) for a, v in zip(arrays, valids)]
     for a, v in zip(arrays, valids):
@@ -117,6 +200,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
     # (dask would otherwise hash every array at each step below, ~30 ms on a CONUS scene).
     arrays, valids, masked = ([_unhashed(a) for a in group] for group in (arrays, valids, masked))
     domain = None if domain is None else _unhashed(domain)
+    near_any = _near_valid(functools.reduce(operator.or_, valids), spatial, spec.halo)
     base = x.isel({"__xdl_channel__": 0}, drop=True)
     channel_axis = x.get_axis_num("__xdl_channel__")
     filled_list, flag_list = [], []
@@ -124,25 +208,31 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
         model_values = xr.DataArray(out[(slice(None),) * channel_axis + (i,)], dims=base.dims, coords=base.coords)
         model_values = model_values.transpose(*arr.dims)
         dtype = np.dtype(arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64)
-        if clip is not None:
-            # A safety net for an extrapolating model: no fill beyond the sample's own valid range,
-            # widened by ``clip`` of that range (per sample over the whole field: chunk-invariant).
-            lo, hi = known.min(dim=list(spatial)), known.max(dim=list(spatial))
-        else:
-            lo = hi = np.nan
+        # A safety net for an extrapolating model: no fill beyond the sample's own valid range,
+        # widened by ``clip`` of that range (per sample over the whole field: chunk-invariant),
+        # nor beyond the CF valid range, nor across zero for a field of one sign (_fill_bounds).
+        lo, hi = known.min(dim=list(spatial)), known.max(dim=list(spatial))
+        check = _range_warning(cf.out_of_range_counts(arr) if cf_rule else None, str(arr.name))
+        near = near_any.transpose(*arr.dims)
         # One elementwise pass per block makes both outputs (the chain of xarray steps it
         # replaces cost ~30 ms more per call, in graph building and tasks, on a CONUS scene).
         result, flags = xr.apply_ufunc(
-            _compose, arr, valid, model_values, True if domain is None else domain, lo, hi,
-            kwargs={"dtype": dtype, "clip": clip}, dask="parallelized", output_dtypes=[dtype, np.int8],
-            output_core_dims=[[], []])
+            _compose, arr, valid, model_values, True if domain is None else domain, lo, hi, near,
+            xr.DataArray(check),
+            kwargs={"dtype": dtype, "clip": clip, "limits": cf.valid_limits(arr), "model": model_label(model)},
+            dask="parallelized", output_dtypes=[dtype, np.int8], output_core_dims=[[], []])
         result, flags = (a.transpose(*arr.dims).assign_coords({k: arr.coords[k] for k in a.coords if k in arr.coords})
                          for a in (result, flags))
-        result.attrs = dict(arr.attrs)
-        result.encoding = {k: v for k, v in arr.encoding.items() if k in ("grid_mapping", "coordinates")}
+        # Decoded values with attrs that say so (valid_* in decoded units, no packing attributes):
+        # what netCDF4 and xarray read from the output is then the same (see cf.output_attrs).
+        result.attrs = cf.output_attrs(arr, dtype)
+        result.encoding = cf.output_encoding(arr)
         cf.carry_georeferencing(arr, result)
         result.name = arr.name
         flags.attrs = {**FLAG_ATTRS, "long_name": f"gap filling status of {arr.name}"}
+        flags.encoding = {k: v for k, v in result.encoding.items() if k not in ("grid_mapping", "coordinates")}
+        # _FillValue: the CF attribute (netCDF, zarr 2's fill); fill_value: zarr 3's array fill.
+        flags.encoding.update({"_FillValue": FLAG_NOT_WRITTEN, "fill_value": FLAG_NOT_WRITTEN})
         cf.carry_georeferencing(arr, flags)
         filled_list.append(result)
         flag_list.append(flags)
@@ -215,7 +305,7 @@ def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, clip, progress
     _check_units(arr, spec)
     valid = _valid_mask(arr, mask)
     dom = None if domain is None else _as_mask(domain, arr, "domain")
-    filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims, clip)
+    filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims, clip, cf_rule=mask is None)
     result = filled[0]
     result.attrs = cf.append_history(result.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]})")
     return _finish(result, isinstance(arr.data, da.Array), progress)
@@ -242,14 +332,16 @@ def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags,
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
         valids = [_valid_mask(a, mask) for a in arrays]
         dom = None if domain is None else _as_mask(domain, arrays[0], "domain")
-        filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims, clip)
+        filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims, clip, cf_rule=mask is None)
         for name, result, flag in zip(group, filled, flag_arrays):
             out[name] = result
             if flags:
                 flag_name = f"{name}_inpainted"
                 out[flag_name] = flag
                 ancillary = str(result.attrs.get("ancillary_variables", "")).split()
-                out[name].attrs["ancillary_variables"] = " ".join(ancillary + [flag_name])
+                if flag_name not in ancillary:  # a second pass over xdl's own output: once
+                    ancillary.append(flag_name)
+                out[name].attrs["ancillary_variables"] = " ".join(ancillary)
     out.attrs = cf.append_history(ds.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]}) "
                                   f"variables={names}")
     return _finish(out, lazy, progress)

@@ -419,7 +419,8 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         result = xr.concat(pieces, dim=xr.DataArray(out_names, dims="channel", name="channel"))
         result.name = arr.name
         cf.carry_georeferencing(arrays[0], result)
-    kept = {k: v for k, v in arr.attrs.items() if spec.fills_gaps or k not in _VALUE_ATTRS}
+    # Decoded values: valid_* in decoded units, no packing attributes (cf.output_attrs).
+    kept = {k: v for k, v in cf.output_attrs(arr, result.dtype).items() if spec.fills_gaps or k not in _VALUE_ATTRS}
     result.attrs = cf.append_history({**kept, **result.attrs},
                                      f"predict model={model_label(model)} ({model_key(model)[:12]})")
     return _finish(result, lazy, progress)

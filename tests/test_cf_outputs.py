@@ -1,0 +1,392 @@
+"""Outputs other tools read as xarray does: decoded attributes, physical fill bounds, the CF
+valid-range warning, flag fill values, model failures, CF compliance and compression."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xdl
+from xdl import cf
+from xdl.cli import main
+from xdl.errors import XdlWarning
+from xdl.inpaint import (FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITTEN, FLAG_UNFILLABLE, FLAG_VALID)
+
+from conftest import shared_file
+
+LST = "goes/goes16_OR_ABI-L2-LSTM2-*.nc"
+CONUS = "goes/OR_ABI-L1b-RadC-M6C16_G16_*.nc"
+MODIS = "swath/MODIS_T-JPL-L2P-v2014.0.nc"
+AMSR2 = "swath/AMSR2-L2B_*.nc"
+ERA40 = "reanalysis/era40_tcw.nc"
+
+
+class _Const(torch.nn.Module):
+    """A 'gap filler' that answers one value everywhere (wild extrapolation, NaN, inf)."""
+
+    mode, in_channels, out_channels, size_multiple, halo = "spatial", 1, 1, 1, 2
+    takes_mask, fills_gaps = True, True
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, mask):
+        return x * 0 + self.value
+
+
+def _netcdf4_values(path, name):
+    with netCDF4.Dataset(path) as d:
+        return np.ma.filled(d[name][:].astype(np.float64), np.nan)
+
+
+# ----------------------------------------------------------------------------- issue 12.2: packed inputs
+
+def _packed_file(tmp_path):
+    """uint16 + scale_factor with a packed valid_range, as GOES LST stores it."""
+    rng = np.random.default_rng(0)
+    raw = rng.integers(30000, 40000, (1, 40, 48)).astype("u2")
+    raw[0, 10:14, :] = 65535  # a gap (fill value)
+    path = tmp_path / "packed.nc"
+    with netCDF4.Dataset(path, "w") as d:
+        for name, n in (("time", 1), ("y", 40), ("x", 48)):
+            d.createDimension(name, n)
+        d.createVariable("y", "f8", ("y",))[:] = np.arange(40.0)
+        d.createVariable("x", "f8", ("x",))[:] = np.arange(48.0)
+        t = d.createVariable("time", "f8", ("time",))
+        t.units = "seconds since 2000-01-01 12:00:00"
+        t[:] = [6.7e8]
+        v = d.createVariable("lst", "u2", ("time", "y", "x"), fill_value=np.uint16(65535), zlib=True)
+        v.set_auto_maskandscale(False)
+        v.units = "K"
+        v.scale_factor = np.float32(0.0025)
+        v.add_offset = np.float32(190.0)
+        v.valid_range = np.array([9200, 56000], "u2")
+        v[:] = raw
+    return path
+
+
+def test_output_attrs_are_in_decoded_units_and_dtype(tmp_path):
+    src = xr.open_dataset(_packed_file(tmp_path))
+    out = src.dl.inpaint(_Const(300.0))
+    attrs = out.lst.attrs
+    assert attrs["valid_range"].dtype == np.float32
+    np.testing.assert_allclose(attrs["valid_range"], [213.0, 330.0])
+    for key in ("scale_factor", "add_offset", "_Unsigned", "_FillValue"):
+        assert key not in attrs and key not in out.lst.encoding
+    assert attrs["units"] == "K"
+
+
+def test_packed_netcdf_round_trip_reads_alike_and_twice_gives_the_same(tmp_path):
+    path = _packed_file(tmp_path)
+    first, second = tmp_path / "first.nc", tmp_path / "second.nc"
+    model = _Const(300.0)
+    out = xr.open_dataset(path).dl.inpaint(model)
+    xdl.cli.write_output(out, str(first))
+    back = xr.open_dataset(first)
+    # netCDF4 masks nothing that xarray shows (before: all values masked by a packed valid_range).
+    np.testing.assert_array_equal(_netcdf4_values(first, "lst"), back.lst.values.astype(np.float64))
+    assert np.isfinite(back.lst.values).all()
+    again = back.dl.inpaint(model)
+    xdl.cli.write_output(again, str(second))
+    np.testing.assert_array_equal(xr.open_dataset(second).lst.values, back.lst.values)
+
+
+def test_lst_real_file_cli_twice_and_netcdf4_agrees(tmp_path):
+    src = shared_file(LST)
+    first, second = tmp_path / "lst1.nc", tmp_path / "lst2.nc"
+    assert main(["inpaint", str(src), str(first), "--var", "LST", "--no-progress"]) == 0
+    assert main(["inpaint", str(first), str(second), "--var", "LST", "--no-progress"]) == 0
+    one, two = xr.open_dataset(first), xr.open_dataset(second)
+    nc = _netcdf4_values(first, "LST")
+    assert np.isfinite(nc).sum() == np.isfinite(one.LST.values).sum() == 250_000  # none masked
+    np.testing.assert_array_equal(nc, one.LST.values.astype(np.float64))
+    np.testing.assert_array_equal(two.LST.values, one.LST.values)  # the second pass gives it back
+    np.testing.assert_allclose(one.LST.attrs["valid_range"], [213.0, 330.0])
+    assert one.LST.attrs["valid_range"].dtype == np.float32
+    # valid values bit for bit, and the CLI writes the first pass's flags once in ancillary_variables
+    raw = xr.open_dataset(src)
+    good = np.isfinite(raw.LST.values)
+    np.testing.assert_array_equal(one.LST.values[good], raw.LST.values[good])
+    assert two.LST.attrs["ancillary_variables"] == "DQF LST_inpainted"
+
+
+def test_lst_python_api_twice(tmp_path):
+    src = xr.open_dataset(shared_file(LST), chunks={})
+    first = src.dl.inpaint(variables=["LST"]).compute()
+    path = tmp_path / "lst.nc"
+    xdl.cli.write_output(first, str(path))
+    second = xr.open_dataset(path, chunks={}).dl.inpaint(variables=["LST"]).compute()
+    np.testing.assert_array_equal(second.LST.values, first.LST.values)
+    assert second.LST.attrs["ancillary_variables"] == "DQF LST_inpainted"
+
+
+def test_conus_rad_attrs_decoded(tmp_path):
+    ds = xr.open_dataset(shared_file(CONUS), chunks={})
+    out = ds.dl.inpaint(mask=ds.DQF == 0, variables=["Rad"])
+    lo, hi = out.Rad.attrs["valid_range"]
+    assert out.Rad.attrs["valid_range"].dtype == np.float32
+    # raw 0..1022 with scale 0.176, offset -5.24: decoded -5.24..174.7
+    np.testing.assert_allclose([lo, hi], [-5.2392, 1022 * 0.17605852 - 5.2392], rtol=1e-6)
+    assert "_Unsigned" not in out.Rad.attrs and "scale_factor" not in out.Rad.encoding
+
+
+def test_modis_valid_min_max_decoded():
+    ds = xr.open_dataset(shared_file(MODIS))
+    attrs = cf.output_attrs(ds.sea_surface_temperature, np.float32)
+    np.testing.assert_allclose([attrs["valid_min"], attrs["valid_max"]], [268.15, 323.15], rtol=1e-6)
+    assert attrs["valid_min"].dtype == np.float32
+
+
+def test_predict_dataarray_attrs_decoded(tmp_path):
+    src = xr.open_dataset(_packed_file(tmp_path))
+    out = src.lst.dl.predict(_Const(300.0))
+    if "valid_range" in out.attrs:
+        np.testing.assert_allclose(out.attrs["valid_range"], [213.0, 330.0])
+    assert "scale_factor" not in out.attrs and "scale_factor" not in out.encoding
+
+
+# ----------------------------------------------------------------------------- issue 12.7: physical bounds
+
+def test_fills_never_cross_zero_for_a_positive_field():
+    rng = np.random.default_rng(1)
+    data = rng.uniform(0.0, 5.0, (2, 24, 24)).astype("f4")
+    data[:, 8:12, :] = np.nan
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="rain")
+    out = arr.dl.inpaint(_Const(-1e3)).values
+    assert (out[:, 8:12] == 0).all()  # before: lo - 0.1 * range, about -0.5
+    valid = np.isfinite(data)
+    assert np.array_equal(out[valid], data[valid])
+    negative = arr.copy(data=-data).dl.inpaint(_Const(1e3)).values
+    assert (negative[:, 8:12] == 0).all()
+    # clip=None lets a model extrapolate, but still not across zero nor beyond the CF range
+    assert (arr.dl.inpaint(_Const(-1e3), clip=None).values[:, 8:12] == 0).all()
+    big = arr.assign_attrs(valid_max=np.float32(6.0)).dl.inpaint(_Const(1e3), clip=None).values
+    assert (big[:, 8:12] == 6.0).all()
+
+
+def test_fills_respect_the_cf_valid_range():
+    data = np.full((20, 20), 280.0, "f4")
+    data[1::2] = 280.4
+    data[5:8] = np.nan
+    arr = xr.DataArray(data, dims=("y", "x"), name="t", attrs={"valid_min": 279.0, "valid_max": 280.5})
+    low = arr.dl.inpaint(_Const(0.0), clip=None).values
+    high = arr.dl.inpaint(_Const(1e9), clip=None).values
+    assert (low[5:8] == 279.0).all() and (high[5:8] == 280.5).all()
+    clipped = arr.dl.inpaint(_Const(1e9)).values  # the sample's range + 10% is tighter here
+    assert (clipped[5:8] == np.float32(280.4 + 0.04)).all()
+
+
+def test_era40_tcw_fills_are_not_negative():
+    ds = xr.open_dataset(shared_file(ERA40))
+    tcw = ds.tcw.isel(time=slice(0, 4))
+    holey = tcw.where(~((tcw.latitude > 40) & (tcw.latitude < 70)))
+    out = holey.dl.inpaint(_Const(-50.0), domain=None).values  # the same gap every day: not "never valid"
+    gaps = np.isnan(holey.values)
+    assert gaps.sum() > 1000
+    assert out[gaps].min() == 0.0  # before: down to -7 (lo - 0.1 of the range)
+    np.testing.assert_array_equal(out[~gaps], holey.values[~gaps])
+
+
+def test_amsr2_rain_and_wind_fills_stay_in_valid_range():
+    ds = xr.open_dataset(shared_file(AMSR2))
+    for name in ("rain_rate", "wind_speed"):
+        arr = ds[name]
+        lo, hi = cf.valid_limits(arr)
+        assert lo == pytest.approx(0.0, abs=1e-6)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XdlWarning)
+            out = arr.dl.inpaint(_Const(-1e3), domain=None)
+        filled = out.values[~cf.cf_valid_mask(arr).values & np.isfinite(out.values)]
+        assert filled.size > 1000
+        assert filled.min() >= 0.0, name  # before: rain -2.54, wind -0.42 (the default model)
+
+
+# ----------------------------------------------------------------------------- issue 12.8: out-of-range warning
+
+def test_warns_once_when_many_values_are_outside_the_valid_range():
+    data = np.full((30, 30), 5.0, "f4")
+    data[:3] = 50.0  # 10% above valid_max
+    data[10:12] = np.nan
+    arr = xr.DataArray(data, dims=("y", "x"), name="sst", attrs={"valid_max": 10.0})
+    with pytest.warns(XdlWarning, match=r"'sst': 90 of its 840 finite values \(10.7%\).*mask=") as record:
+        arr.dl.inpaint(_Const(5.0))
+    assert len([w for w in record if issubclass(w.category, XdlWarning)]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", XdlWarning)
+        arr.dl.inpaint(_Const(5.0), mask=np.isfinite(arr))  # the user's own rule: no warning
+        arr.where(arr < 10).dl.inpaint(_Const(5.0))  # nothing out of range: no warning
+
+
+def test_lazy_warning_comes_at_compute():
+    data = np.full((30, 30), 5.0, "f4")
+    data[:3] = 50.0
+    data[10:12] = np.nan
+    arr = xr.DataArray(data, dims=("y", "x"), name="sst", attrs={"valid_max": 10.0}).chunk({"y": 10})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", XdlWarning)
+        lazy = arr.dl.inpaint(_Const(5.0))  # building the graph reads nothing
+    with pytest.warns(XdlWarning, match="10.7%"):
+        lazy.compute()
+
+
+def test_modis_warns_about_its_sst_below_valid_min():
+    ds = xr.open_dataset(shared_file(MODIS))
+    with pytest.warns(XdlWarning, match=r"'sea_surface_temperature': \d+ of its \d+ finite values \(2\d\.\d%\)"):
+        ds.sea_surface_temperature.dl.inpaint(_Const(290.0), domain=None)
+
+
+# ----------------------------------------------------------------------------- issue 13.6 / 13.7: flags
+
+def test_flag_fill_value_means_not_written(tmp_path):
+    data = np.full((4, 16, 16), 280.0, "f4")
+    data[:, 4:6] = np.nan
+    ds = xr.Dataset({"v": (("time", "y", "x"), data)}).chunk({"time": 1})
+    out = ds.dl.inpaint(_Const(281.0))
+    flags = out.v_inpainted
+    assert flags.encoding["_FillValue"] == FLAG_NOT_WRITTEN
+    assert FLAG_NOT_WRITTEN not in flags.attrs["flag_values"]  # CF: the fill is no flag value
+    assert "not written" in flags.attrs["comment"]
+    path = tmp_path / "half.zarr"
+    out.to_zarr(path, compute=False, mode="w", consolidated=False)  # layout only: nothing written
+    out.isel(time=slice(0, 2)).drop_vars([]).to_zarr(path, region={"time": slice(0, 2)}, consolidated=False)
+    raw = xr.open_zarr(path, mask_and_scale=False, consolidated=False).v_inpainted.values
+    assert (raw[2:] == FLAG_NOT_WRITTEN).all()  # before: 0, "valid_input"
+    assert set(np.unique(raw[:2])) == {FLAG_VALID, FLAG_FILLED}
+    decoded = xr.open_zarr(path, consolidated=False).v_inpainted.values
+    assert np.isnan(decoded[2:]).all()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_model_returning_non_finite_is_flagged_and_named(value):
+    data = np.full((24, 24), 280.0, "f4")
+    data[8:10] = np.nan  # gap pixels next to valid data: the model ran there
+    data[16:, :] = np.nan  # rows 16..23: the far ones (> halo) have no valid input nearby
+    ds = xr.Dataset({"v": (("y", "x"), data)})
+    with pytest.warns(XdlWarning, match="model .*_Const.* returned NaN or inf"):
+        out = ds.dl.inpaint(_Const(value), domain=None)
+    flags = out.v_inpainted.values
+    assert (flags[8:10] == FLAG_MODEL_FAILED).all()
+    assert (flags[16:18] == FLAG_MODEL_FAILED).all()  # within the halo (2) of valid rows
+    assert (flags[18:] == FLAG_UNFILLABLE).all()
+    assert np.isnan(out.v.values[8:10]).all()
+
+
+def test_model_failed_flag_does_not_depend_on_chunks():
+    data = np.full((2, 24, 24), 280.0, "f4")
+    data[:, 5:15, 5:15] = np.nan
+    ds = xr.Dataset({"v": (("time", "y", "x"), data)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XdlWarning)
+        whole = ds.dl.inpaint(_Const(np.nan), domain=None).v_inpainted.values
+        pieces = ds.chunk({"y": 7, "x": 5}).dl.inpaint(_Const(np.nan), domain=None).v_inpainted.values
+    np.testing.assert_array_equal(whole, pieces)
+    assert (whole == FLAG_MODEL_FAILED).sum() > 0 and (whole == FLAG_UNFILLABLE).sum() > 0
+
+
+# ----------------------------------------------------------------------------- issue 12.12: small things
+
+def test_zarr_write_of_the_cli_raises_no_consolidated_warning(tmp_path):
+    ds = xr.Dataset({"v": (("time", "y", "x"), np.where(np.arange(16) % 5 == 0, np.nan, 280.0).astype("f4")
+                           * np.ones((2, 16, 1), "f4"))})
+    ds.to_netcdf(tmp_path / "in.nc")
+    code = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c",
+                           "import sys, xdl.cli, xarray as xr; sys.exit(xdl.cli.main(sys.argv[1:]))",
+                           "inpaint", str(tmp_path / "in.nc"), str(tmp_path / "out.zarr"), "--no-progress",
+                           "--chunks", "time=1"], capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    assert "Consolidated metadata" not in code.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert xr.open_zarr(tmp_path / "out.zarr").v.shape == (2, 16, 16)  # consolidated: read quietly
+
+
+# ----------------------------------------------------------------------------- issue 12.10: CF compliance
+
+def _cchecker():
+    """The compliance-checker CLI: on PATH, or in the project's .venv-cc (see pyproject's `cf` extra)."""
+    found = shutil.which("cchecker.py")
+    local = Path(__file__).resolve().parents[1] / ".venv-cc" / "bin" / "cchecker.py"
+    if found is None and local.exists():
+        found = str(local)
+    if found is None:
+        pytest.skip("compliance-checker is not installed (pip install 'xdl[cf]' or "
+                    "python -m venv .venv-cc && .venv-cc/bin/pip install compliance-checker)")
+    return found
+
+
+def _high_medium(checker, path, tmp_path):
+    report = tmp_path / f"{Path(path).name}.json"
+    subprocess.run([checker, "--test=cf", "-f", "json_new", "-o", str(report), str(path)],
+                   capture_output=True, text=True, timeout=120)
+    result = next(iter(json.loads(report.read_text()).values()))["cf"]
+    messages = set()
+
+    def canonical(message):  # the checker prints a variable's dims from a set: in any order
+        return re.sub(r"\(([^()]*)\)", lambda m: "(" + ", ".join(sorted(m.group(1).split(", "))) + ")", message)
+
+    def walk(items, level):
+        for item in items:
+            messages.update((level, item["name"], canonical(m)) for m in item.get("msgs", []))
+            walk(item.get("children", []), level)
+
+    for level in ("high_priorities", "medium_priorities"):
+        walk(result.get(level, []), level)
+    return messages
+
+
+@pytest.mark.parametrize("pattern, args", [(LST, ["--var", "LST"]), (CONUS, ["--var", "Rad", "--mask", "DQF == 0"])],
+                         ids=["lst", "conus"])
+def test_compliance_checker_finds_nothing_new(pattern, args, tmp_path):
+    checker = _cchecker()
+    src = shared_file(pattern)
+    out = tmp_path / "out.nc"
+    assert main(["inpaint", str(src), str(out), *args, "--no-progress"]) == 0
+    new = _high_medium(checker, out, tmp_path) - _high_medium(checker, src, tmp_path)
+    assert not new, sorted(new)
+
+
+def test_netcdf_output_is_compressed_like_the_source(tmp_path):
+    src = shared_file(CONUS)
+    out = tmp_path / "rad.nc"
+    assert main(["inpaint", str(src), str(out), "--var", "Rad", "--mask", "DQF == 0", "--no-progress"]) == 0
+    size, source_size = os.path.getsize(out), os.path.getsize(src)
+    assert size < 1.6 * source_size  # float32 kelvin vs packed int16; before: 18.8 MB vs 3.3 MB
+    with netCDF4.Dataset(out) as d:
+        assert d["Rad"].filters()["zlib"] and d["Rad"].chunking() == [250, 250]  # the source's
+        assert d["Rad_inpainted"].filters()["zlib"]
+        for name in ("x", "y", "t", "time_bounds"):
+            assert "_FillValue" not in d[name].ncattrs(), name
+        # CF: bounds take their coordinate's units (a units attribute of their own must agree)
+        assert d["time_bounds"].__dict__.get("units", d["t"].units) == d["t"].units
+
+
+def test_netcdf_ready_on_generated_data(tmp_path):
+    t0 = np.datetime64("2020-01-04T03:16:00", "ns")
+    ds = xr.Dataset({"v": (("y", "x"), np.ones((30, 40), "f4"))},
+                    coords={"y": np.arange(30.0), "x": np.arange(40.0), "t": ((), t0, {"bounds": "tb"})})
+    ds["tb"] = ("nb", np.array([t0, t0 + np.timedelta64(150, "s")]))
+    ds.v.encoding.update(zlib=True, complevel=1, chunksizes=(64, 64))  # larger than the shape: clipped
+    ds.t.encoding["units"] = "seconds since 2000-01-01 12:00:00"
+    path = tmp_path / "g.nc"
+    cf.netcdf_ready(ds).to_netcdf(path)
+    with netCDF4.Dataset(path) as d:
+        assert d["v"].chunking() == [30, 40] and d["v"].filters()["complevel"] == 1
+        assert all("_FillValue" not in d[n].ncattrs() for n in ("x", "y", "t", "tb"))
+        assert d["tb"].__dict__.get("units", d["t"].units) == d["t"].units and "calendar" not in d["t"].ncattrs()
+    back = xr.open_dataset(path)
+    assert back.t.values == t0 and (back.tb.values == ds.tb.values).all()
+    plain = xr.Dataset({"w": (("y", "x"), np.ones((30, 40)))})
+    cf.netcdf_ready(plain).to_netcdf(tmp_path / "p.nc")
+    with netCDF4.Dataset(tmp_path / "p.nc") as d:
+        assert d["w"].filters()["zlib"] and d["w"].filters()["complevel"] == 4  # compressed by default

@@ -1,0 +1,410 @@
+"""Where gaps may be filled (domain="auto") and how masks/domains meet the data (by label).
+
+Real files (skipped when ../shared/data is absent) are the scenes that showed each defect: GOES
+space filled through the DataArray path and from raw integer coordinates, and land, sea, space and
+outside-swath pixels filled on six non-geostationary files.
+"""
+
+import glob
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import xdl
+from xdl import domains
+from xdl.cli import main
+from xdl.errors import InputError
+from xdl.evaluate import _broadcast_bool
+from xdl.inpaint import FLAG_FILLED, FLAG_OUTSIDE, FLAG_UNFILLABLE
+
+from conftest import shared_file
+
+MODEL = None
+
+
+def model():
+    global MODEL
+    if MODEL is None:
+        import torch
+
+        torch.manual_seed(0)
+        MODEL = xdl.zoo.create("pconv-unet", in_channels=1, depth=3, base_channels=8,
+                               card={"normalization": {"kind": "per_sample"}})
+    return MODEL
+
+
+def smooth(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 1, shape[-2])[:, None]
+    x = np.linspace(0, 1, shape[-1])[None, :]
+    return (280 + 5 * np.sin(6 * x + rng.uniform(0, 6)) * np.cos(4 * y)
+            + 0.1 * rng.standard_normal(shape)).astype("f4")
+
+
+def outside(domain, arr):
+    """Bool array of ``arr``'s shape: True where the domain says "outside" (None: nowhere)."""
+    if domain is None:
+        return np.zeros(arr.shape, bool)
+    return ~np.broadcast_to(domain.broadcast_like(arr).transpose(*arr.dims).values, arr.shape)
+
+
+# ---------------------------------------------------------------- GOES: DataArray path, raw integers
+
+GOES_C16 = "goes/OR_ABI-L1b-RadC-M6C16_G16_*.nc"
+
+
+def test_goes_dataarray_path_never_fills_space():
+    ds = xr.open_dataset(shared_file(GOES_C16), chunks={})
+    space = ~np.isfinite(ds.Rad.values)
+    assert space.sum() == 47162
+    # The DataArray has grid_mapping in attrs but not the mapping variable: found in its source file.
+    assert "goes_imager_projection" not in ds.Rad.coords
+    disk = domains.auto_domain(ds.Rad)
+    assert np.array_equal(~disk.values, space)  # exactly the off-Earth pixels are outside
+    sub = {"y": slice(0, 300), "x": slice(0, 400)}  # holds the whole off-Earth wedge
+    out = ds.Rad.isel(sub).dl.inpaint(model(), mask=ds.DQF.isel(sub) == 0).compute()
+    assert np.isnan(out.values[space[:300, :400]]).all()
+    assert np.isfinite(out.values[~space[:300, :400]]).all()
+
+
+def test_goes_raw_integer_coordinates_give_the_same_disk():
+    path = shared_file(GOES_C16)
+    decoded = xr.open_dataset(path)
+    raw = xr.open_dataset(path, mask_and_scale=False)
+    assert raw.x.dtype == np.int16
+    disk = domains.auto_domain(raw, raw.Rad)
+    assert np.array_equal(disk.values, domains.auto_domain(decoded, decoded.Rad).values)
+    assert int((~disk.values).sum()) == 47162  # was 3,722,284 (disk from raw int16 "angles")
+    sub = {"y": slice(0, 300), "x": slice(0, 400)}
+    out = raw.Rad.isel(sub).dl.inpaint(model(), mask=raw.DQF.isel(sub) == 0)
+    space = ~np.isfinite(decoded.Rad.values[:300, :400])
+    assert np.isnan(out.values[space]).all()  # was: 372 space pixels filled
+
+
+def geostationary_scene(n=120, mapping_as="dataset"):
+    # GOES-like fixed grid: scan angles (rad) reaching past the limb at the corners.
+    angles = np.linspace(-0.16, 0.16, n)
+    data = smooth((n, n))
+    attrs = dict(domains.GOES_R_PROJECTION, longitude_of_projection_origin=-75.0)
+    coords = {"y": ("y", angles[::-1], {"units": "rad", "axis": "Y"}),
+              "x": ("x", angles, {"units": "rad", "axis": "X"})}
+    arr = xr.DataArray(data, dims=("y", "x"), coords=coords, name="Rad", attrs={"grid_mapping": "proj"})
+    if mapping_as == "coord":
+        arr = arr.assign_coords(proj=xr.DataArray(0, attrs=attrs))
+    return arr, attrs
+
+
+def test_dataarray_with_mapping_as_coordinate_or_unreachable():
+    arr, attrs = geostationary_scene(mapping_as="coord")
+    disk = domains.auto_domain(arr)
+    expected = domains.projection_disk(arr, attrs, "y", "x")
+    assert np.array_equal(disk.values, expected.values) and (~disk.values).sum() > 100
+    assert disk.values[60, 60] and not disk.values[0, 0]  # corners are space
+    # The mapping is named but nowhere to be found: a warning that says how to pass domain=.
+    bare, _ = geostationary_scene()
+    with pytest.warns(UserWarning, match=r"grid_mapping 'proj'.*domain="):
+        domains.auto_domain(bare)
+
+
+def test_integer_coordinates_are_unpacked_or_refused():
+    arr, attrs = geostationary_scene(mapping_as="coord")
+    scale, offset = 5.6e-05, -0.16
+    raw = np.round((arr.x.values - offset) / scale).astype("i2")
+    packed = arr.assign_coords(x=("x", raw, {"units": "rad", "scale_factor": scale, "add_offset": offset}),
+                               y=("y", raw[::-1].copy(), {"units": "rad", "scale_factor": scale, "add_offset": offset}))
+    decoded = domains.coordinate_values(packed, "x")
+    np.testing.assert_allclose(decoded, arr.x.values, atol=scale)
+    disk = domains.auto_domain(packed)
+    assert abs(int((~disk.values).sum()) - int((~domains.auto_domain(arr).values).sum())) <= 2 * arr.sizes["x"]
+    no_scale = packed.assign_coords(x=("x", raw, {"units": "rad"}))
+    with pytest.raises(InputError, match="raw integers.*mask_and_scale"):
+        domains.auto_domain(no_scale)
+
+
+def test_vertical_perspective_disk():
+    r, h = 6371000.0, 35786000.0
+    horizon = r * np.sqrt(h / (2 * r + h))  # r sqrt((P-1)/(P+1)), P = (r + h) / r
+    xs = np.linspace(-1.2 * horizon, 1.2 * horizon, 61)
+    arr = xr.DataArray(np.zeros((61, 61), "f4"), dims=("y", "x"), name="v",
+                       coords={"y": ("y", xs, {"axis": "Y", "units": "m"}), "x": ("x", xs, {"axis": "X", "units": "m"})})
+    attrs = {"grid_mapping_name": "vertical_perspective", "perspective_point_height": h, "earth_radius": r}
+    disk = domains.projection_disk(arr, attrs, "y", "x")
+    radius = np.hypot(xs[None, :], xs[:, None])
+    assert np.array_equal(disk.values, radius <= horizon)
+
+
+# ---------------------------------------------------------------- the six non-geostationary files
+
+def _amsr2_land(ds):
+    return (ds.l2p_flags.values & 2) != 0
+
+
+# (file, variable, truth of "outside" from the file, most "outside" gaps auto may still fill)
+REAL = [
+    ("projected/uk_tmean_1910_osgb.nc", "tmean", lambda ds: ~np.isfinite(ds.tmean.values), 0.007),
+    ("projected/msg_toa_bt_10p8_stereographic.nc", "data", lambda ds: ~np.isfinite(ds.data.values), 0.02),
+    ("ocean_land/tos_ocean_bipolar_grid.nc", "tos", lambda ds: ~np.isfinite(ds.tos.values), 0.45),
+    ("land/ndvi_max.nc", "ndvi_max", lambda ds: ~np.isfinite(ds.ndvi_max.values), 0.03),
+    ("swath/MODIS_T-JPL-L2P-v2014.0.nc", "sea_surface_temperature", lambda ds: ~np.isfinite(ds.lat.values), 0.0),
+    ("swath/AMSR2-L2B_*.nc", "sea_surface_temperature", _amsr2_land, 0.0),
+    ("swath/AMSR2-L2B_*.nc", "wind_speed", _amsr2_land, 0.0),
+]
+
+
+@pytest.mark.parametrize("relative, name, truth, share", REAL, ids=[f"{r[0].split('/')[1][:12]}-{r[1]}" for r in REAL])
+def test_auto_domain_keeps_land_sea_space_and_outside_swath(relative, name, truth, share):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # files' own decoding warnings
+        ds = xr.open_dataset(shared_file(relative))
+    arr = ds[name]
+    gaps = ~xdl.cf.cf_valid_mask(arr).values
+    true_out = np.broadcast_to(truth(ds), gaps.shape)
+    out = outside(domains.auto_domain(ds, arr), arr)
+    before = int((gaps & true_out).sum())  # domain="auto" used to fill every one of them
+    still = int((gaps & true_out & ~out).sum())
+    assert before > 1000 and still <= share * before, (still, before)
+    assert not (out & ~gaps).any()  # never a valid pixel outside
+    # Gaps the file does not call outside stay fillable (MODIS: clouds and land inside the swath).
+    assert not (out & gaps & ~true_out).any()
+
+
+def test_uk_osgb_inpaint_leaves_the_sea_and_fills_land_gaps():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = xr.open_dataset(shared_file("projected/uk_tmean_1910_osgb.nc"))[["tmean", "crs"]]
+    sea = ~np.isfinite(ds.tmean.values)
+    holey = ds.assign(tmean=ds.tmean.where(~((np.arange(290) % 50 < 2)[:, None] & ~sea[0])))  # scan lines on land
+    out = holey.dl.inpaint(model())
+    flags = out.tmean_inpainted.values
+    assert (flags[sea] == FLAG_OUTSIDE).mean() > 0.99
+    lines = np.isnan(holey.tmean.values) & ~sea
+    # Within 4 pixels of the sea a scan line cannot be told from an inlet; beyond, it is filled.
+    assert lines.sum() > 300 and (flags[lines] == FLAG_FILLED).mean() > 0.85
+
+
+# ---------------------------------------------------------------- generated: each rule alone
+
+def sst_scene(times=1, n=64):
+    data = smooth((times, n, n))
+    land = np.zeros((n, n), bool)
+    land[20:40, 20:44] = True  # an island in the middle: interior, wide
+    data[:, land] = np.nan
+    data[:, 50:52, :] = np.nan  # scan lines across the scene (touch both edges)
+    data[:, 5:9, 5:12] = np.nan  # a small cloud
+    return data, land
+
+
+def test_land_binary_mask_variable_is_used_for_sea_variables_only():
+    data, land = sst_scene()
+    t2m = smooth((1, 64, 64), seed=1)
+    t2m[:, 50:52, :] = np.nan  # defined everywhere: gaps on land too
+    t2m[:, 30, 30] = np.nan
+    ds = xr.Dataset({"sst": (("time", "y", "x"), data), "t2m": (("time", "y", "x"), t2m),
+                     "lsm": (("y", "x"), land.astype("f4"), {"standard_name": "land_binary_mask"})})
+    out = ds.dl.inpaint(model())
+    assert (out.sst_inpainted.values[0][land] == FLAG_OUTSIDE).all()
+    assert np.isfinite(out.sst.values[0][~land]).all()  # scan lines and cloud at sea: filled
+    assert np.isfinite(out.t2m.values).all()  # t2m lives on both sides: the mask does not restrict it
+
+
+def test_land_area_fraction_in_percent_and_sea_binary_mask():
+    data, land = sst_scene()
+    for var in (xr.DataArray(np.where(land, 100.0, 0.0), dims=("y", "x"), attrs={"standard_name": "land_area_fraction", "units": "%"}),
+                xr.DataArray((~land).astype("i1"), dims=("y", "x"), attrs={"standard_name": "sea_binary_mask"})):
+        ds = xr.Dataset({"sst": (("time", "y", "x"), data), "m": var})
+        assert np.array_equal(outside(domains.auto_domain(ds, ds.sst), ds.sst)[0], land)
+
+
+def test_ghrsst_l2p_flags_land_bit():
+    data, land = sst_scene(times=2)
+    flags = np.where(land, 2, 0).astype("i2") | 1  # bit 0 "microwave" everywhere, bit 1 land
+    meanings = "0_passive_microwave_data 1_observation_over_land 2_observation_over_ice " \
+               "15_observation_has_possible_land_contamination"
+    ds = xr.Dataset({"sst": (("time", "nj", "ni"), data),
+                     "l2p_flags": (("time", "nj", "ni"), np.broadcast_to(flags, data.shape).copy(),
+                                   {"flag_masks": np.array([1, 2, 4], "i2"), "flag_meanings": meanings})})
+    out = outside(domains.auto_domain(ds, ds.sst, dims=("nj", "ni")), ds.sst)
+    assert np.array_equal(out, np.broadcast_to(land, data.shape))
+    plain = ds.assign(l2p_flags=ds.l2p_flags.assign_attrs(flag_meanings="microwave land ice", flag_masks=np.array([1, 2, 4], "i2")))
+    assert np.array_equal(outside(domains.auto_domain(plain, plain.sst, dims=("nj", "ni")), plain.sst), out)
+
+
+def test_swath_lat_lon_missing_is_outside():
+    data, _ = sst_scene()
+    lat = np.tile(np.linspace(-10, 10, 64)[:, None], (1, 64)).astype("f4")
+    lon = lat.T.copy()
+    lat[:, :6] = np.nan  # outside the swath
+    lon[:, :6] = np.nan
+    data[:, :, :6] = np.nan
+    arr = xr.DataArray(data, dims=("time", "nj", "ni"), name="sst",
+                       coords={"lat": (("nj", "ni"), lat), "lon": (("nj", "ni"), lon)})
+    out = outside(domains.auto_domain(arr), arr)[0]
+    assert out[:, :6].all() and not out[:, 6:].any()  # the island is not called outside: a swath says where
+
+
+def test_single_scene_shape_rule():
+    data, land = sst_scene()
+    # The wide interior island, scan lines and the cloud are all gaps a single scene may fill.
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="v")
+    assert domains.auto_domain(arr) is None
+    # Sea touching the edge, wide: outside; a scan line crossing land and sea stays fillable on land.
+    scene = smooth((1, 64, 64))
+    scene[:, :, 40:] = np.nan  # "sea": 24 columns at the right edge
+    scene[:, 10:12, :] = np.nan
+    arr = xr.DataArray(scene, dims=("time", "y", "x"), name="v")
+    out = outside(domains.auto_domain(arr), arr)[0]
+    assert out[:, 40:].all()
+    assert out[10:12, 36:40].all() and not out[10:12, :36].any()  # 4 pixels deep into the line
+    assert not out[:10, :40].any()
+    # Narrow edge strips (a subset border, test_cli's 6 land columns) are filled.
+    strip = smooth((1, 64, 64))
+    strip[:, :, -6:] = np.nan
+    assert domains.auto_domain(xr.DataArray(strip, dims=("time", "y", "x"))) is None
+
+
+def test_time_series_never_observed_region_is_outside():
+    data, land = sst_scene(times=3)
+    data[1, 5:9, 5:12] = 281.0  # the cloud moves: observed once
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="sst")
+    out = outside(domains.auto_domain(arr), arr)
+    assert np.array_equal(out[0], land)  # interior, never observed, wide: land
+    filled = arr.dl.inpaint(model())
+    assert np.isnan(filled.values[:, land]).all()
+    assert np.isfinite(filled.values[:, ~land]).all()  # scan lines (same rows every step) filled
+
+
+def test_all_nan_scene_has_no_shape_domain():
+    arr = xr.DataArray(np.full((1, 32, 32), np.nan, "f4"), dims=("time", "y", "x"))
+    assert domains.auto_domain(arr) is None
+
+
+def test_unknown_domain_string_is_refused():
+    arr = xr.DataArray(smooth((1, 16, 16)), dims=("time", "y", "x"), name="v")
+    with pytest.raises(InputError, match="domain='land'"):
+        arr.dl.inpaint(model(), domain="land")
+
+
+# ---------------------------------------------------------------- masks and domains by label
+
+def labelled(ny=40, nx=48, descending=True):
+    y = np.arange(ny, dtype="f8")[::-1] if descending else np.arange(ny, dtype="f8")
+    data = smooth((1, ny, nx))
+    data[0, 5:7, :] = np.nan
+    return xr.DataArray(data, dims=("time", "y", "x"), name="v",
+                        coords={"y": ("y", y, {"axis": "Y"}), "x": ("x", np.arange(nx, dtype="f8"), {"axis": "X"})})
+
+
+def test_reversed_mask_is_aligned_and_shifted_mask_is_refused():
+    arr = labelled()
+    good = xr.DataArray(np.ones((40, 48), bool), dims=("y", "x"), coords={"y": arr.y, "x": arr.x})
+    good[20:24, :] = False  # rows to refill, by label
+    expected = arr.dl.inpaint(model(), mask=good)
+    flipped = good.isel(y=slice(None, None, -1))
+    assert not np.array_equal(flipped.values, good.values)
+    np.testing.assert_array_equal(arr.dl.inpaint(model(), mask=flipped).values, expected.values)
+    shuffled = good.isel(x=np.random.default_rng(1).permutation(48))
+    np.testing.assert_array_equal(arr.dl.inpaint(model(), mask=shuffled).values, expected.values)
+    shifted = good.assign_coords(y=good.y + 100)
+    with pytest.raises(InputError, match=r"mask's 'y' labels do not match"):
+        arr.dl.inpaint(model(), mask=shifted)
+    with pytest.raises(InputError, match=r"domain's 'y' labels do not match"):
+        arr.dl.inpaint(model(), domain=shifted)
+    with pytest.raises(InputError, match=r"gaps's 'y' labels"):
+        _broadcast_bool(shifted, arr, "gaps")
+    # evaluate's masks follow the same rule
+    np.testing.assert_array_equal(_broadcast_bool(flipped, arr, "gaps"), _broadcast_bool(good, arr, "gaps"))
+    # Float noise in the labels (float32 vs float64 coordinates) is the same grid.
+    noisy = good.assign_coords(y=good.y.astype("f4"))
+    np.testing.assert_array_equal(arr.dl.inpaint(model(), mask=noisy).values, expected.values)
+
+
+def test_reversed_domain_is_aligned():
+    arr = labelled()
+    dom = xr.DataArray(np.ones((40, 48), bool), dims=("y", "x"), coords={"y": arr.y, "x": arr.x})
+    dom[:, 30:] = False
+    a = arr.dl.inpaint(model(), domain=dom).values
+    b = arr.dl.inpaint(model(), domain=dom.isel(y=slice(None, None, -1))).values
+    np.testing.assert_array_equal(a, b)
+    assert np.isnan(a[0, 5:7, 30:]).all() and np.isfinite(a[0, 5:7, :30]).all()
+
+
+# ---------------------------------------------------------------- all-NaN input: one behaviour
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_all_nan_input_gives_nan_and_unfillable_flags_in_memory_and_lazy(lazy):
+    ds = xr.Dataset({"v": (("time", "y", "x"), np.full((2, 24, 24), np.nan, "f4"))})
+    if lazy:
+        ds = ds.chunk({"time": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = ds.dl.inpaint(model()).compute()
+    assert np.isnan(out.v.values).all()
+    assert (out.v_inpainted.values == FLAG_UNFILLABLE).all()
+    said = [w for w in caught if "no valid value" in str(w.message)]
+    assert bool(said) == (not lazy)  # in memory it is free to see, so it says so
+
+
+# ---------------------------------------------------------------- CLI: --domain-file
+
+def test_cli_domain_file(tmp_path):
+    import torch
+
+    data, land = sst_scene(times=2, n=48)
+    coords = {"y": ("y", np.arange(48.0)[::-1], {"axis": "Y"}), "x": ("x", np.arange(48.0), {"axis": "X"})}
+    xr.Dataset({"sst": (("time", "y", "x"), data)}, coords=coords).to_netcdf(tmp_path / "in.nc")
+    mask = xr.Dataset({"land": (("y", "x"), land.astype("i1"))}, coords=coords)
+    mask.isel(y=slice(None, None, -1)).to_netcdf(tmp_path / "mask.nc")  # stored south-up: aligned by label
+    torch.manual_seed(0)
+    model().save(tmp_path / "m.safetensors")
+    out = tmp_path / "out.zarr"
+    assert main(["inpaint", str(tmp_path / "in.nc"), str(out), "--model", str(tmp_path / "m.safetensors"),
+                 "--domain-file", str(tmp_path / "mask.nc"), "--domain", "land == 0", "--no-progress"]) == 0
+    result = xr.open_zarr(out)
+    assert np.isnan(result.sst.values[:, land]).all()
+    assert np.isfinite(result.sst.values[:, ~land]).all()
+    assert main(["inpaint", str(tmp_path / "in.nc"), str(tmp_path / "o2.zarr"), "--model", str(tmp_path / "m.safetensors"),
+                 "--domain-file", str(tmp_path / "mask.nc"), "--no-progress"]) == 1
+
+
+# ---------------------------------------------------------------- property test
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), ny=st.integers(34, 60), nx=st.integers(34, 60),
+       gap_share=st.floats(0.0, 0.5), chunk_y=st.integers(8, 60), chunk_x=st.integers(8, 60),
+       descending=st.booleans(), periodic=st.booleans(),
+       mask_order=st.sampled_from(["same", "reversed", "permuted", "shifted"]))
+def test_property_valid_bit_identical_and_domain_filled(seed, ny, nx, gap_share, chunk_y, chunk_x,
+                                                        descending, periodic, mask_order):
+    rng = np.random.default_rng(seed)
+    data = (rng.standard_normal((2, ny, nx)) * 10 ** rng.uniform(-2, 4)).astype("f4")
+    data[rng.random(data.shape) < gap_share] = np.nan
+    y = np.linspace(-60, 60, ny)[::-1] if descending else np.linspace(-60, 60, ny)
+    x = np.arange(nx) * (360.0 / nx) if periodic else np.arange(nx) * 0.5
+    arr = xr.DataArray(data, dims=("time", "lat", "lon"), name="v",
+                       coords={"lat": ("lat", y, {"units": "degrees_north"}), "lon": ("lon", x, {"units": "degrees_east"})})
+    quality = rng.random((ny, nx)) > 0.1  # a quality rule: True = trusted
+    mask = xr.DataArray(quality, dims=("lat", "lon"), coords={"lat": arr.lat, "lon": arr.lon})
+    domain = xr.DataArray(np.ones((ny, nx), bool), dims=("lat", "lon"), coords={"lat": arr.lat, "lon": arr.lon})
+    domain[:, : nx // 5] = False
+    if mask_order == "reversed":
+        mask, domain = mask.isel(lat=slice(None, None, -1)), domain.isel(lon=slice(None, None, -1))
+    elif mask_order == "permuted":
+        mask, domain = mask.isel(lon=rng.permutation(nx)), domain.isel(lat=rng.permutation(ny))
+    elif mask_order == "shifted":
+        shifted = mask.assign_coords(lat=mask.lat + 100.0)
+        with pytest.raises(InputError, match="'lat' labels do not match"):
+            arr.dl.inpaint(model(), mask=shifted)
+        return
+    out = arr.chunk({"lat": chunk_y, "lon": chunk_x}).dl.inpaint(model(), mask=mask, domain=domain).values
+    valid = np.isfinite(data) & quality[None]
+    inside = np.broadcast_to(np.ones((ny, nx), bool) & (np.arange(nx) >= nx // 5)[None, :], data.shape)
+    assert np.array_equal(out[valid], data[valid])  # bit for bit
+    assert np.isnan(out[~valid & ~inside]).all()  # outside the domain: never filled
+    for t in range(2):
+        if valid[t][inside[t]].any():
+            assert np.isfinite(out[t][inside[t]]).all()  # no NaN left inside the domain
