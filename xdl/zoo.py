@@ -3,7 +3,7 @@
 Example:
     >>> import xdl
     >>> xdl.zoo.list()
-    ['mlp', 'pconv-unet', 'pix2pix', 'unet']
+    ['fill-unet', 'mlp', 'pconv-unet', 'pix2pix', 'unet']
     >>> m = xdl.zoo.create("pconv-unet", in_channels=1, depth=3, base_channels=8)
     >>> m.architecture, m.size_multiple, m.takes_mask, m.fills_gaps
     ('pconv-unet', 8, True, True)
@@ -17,7 +17,7 @@ import builtins
 import inspect
 
 from .errors import InputError
-from .model import CARD_KEYS, Model
+from .model import CARD_KEYS, Model, build_module
 from .models import registry
 
 __all__ = ["list", "describe", "create"]
@@ -60,7 +60,8 @@ def create(name: str, card: dict | None = None, **kwargs) -> Model:
     for key, ch in (("inputs", "in_channels"), ("outputs", "out_channels")):
         if card.get(key) and ch in params and ch not in config:
             config[ch] = len(card[key])
-    module = cls(**config)
+    # Ranges checked, size checked on the meta device, then built: absurd options never allocate.
+    module = build_module(name, config, f"xdl.zoo.create({name!r})")
     # The module records its full config (defaults included), so the card rebuilds it exactly.
     card.setdefault("architecture", name)
     card.setdefault("config", getattr(module, "config", config))

@@ -7,10 +7,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .harmonic import harmonic_fill
-from .registry import register
+from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_int, register
 from .unet import UNet
 
 __all__ = ["FillUNet"]
+
+MAX_ITERATIONS = 10_000  # harmonic / biharmonic relaxation steps per level (defaults 8 and 10)
+MAX_PATCH = 16
+MAX_SIZE_MULTIPLE = 4096
 
 
 @register("fill-unet")
@@ -48,6 +52,21 @@ class FillUNet(nn.Module):
     def __init__(self, in_channels=1, out_channels=None, depth=3, base_channels=32, max_channels=128,
                  residual=False, iterations=8, patch=4, biharmonic_iterations=10):
         super().__init__()
+        # Bounds first, before anything is allocated (the config may come from a hostile file):
+        # the iterations are per tile and level, unbounded they would hang inference.
+        in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
+        iterations = check_int("iterations", iterations, 0, MAX_ITERATIONS)
+        biharmonic_iterations = check_int("biharmonic_iterations", biharmonic_iterations, 0, MAX_ITERATIONS)
+        patch = check_int("patch", patch, 1, MAX_PATCH)
+        depth = check_int("depth", depth, 1, MAX_DEPTH)
+        base_channels = check_int("base_channels", base_channels, 1, MAX_CHANNELS)
+        max_channels = check_int("max_channels", max_channels, 1, MAX_CHANNELS)
+        if in_channels * patch ** 2 > MAX_IO_CHANNELS:
+            raise ValueError(f"in_channels * patch**2 = {in_channels * patch ** 2} folded channels, more than "
+                             f"{MAX_IO_CHANNELS}; lower patch ({patch}) or in_channels ({in_channels})")
+        if 2 ** depth * patch > MAX_SIZE_MULTIPLE:
+            raise ValueError(f"depth {depth} and patch {patch} give a size multiple of {2 ** depth * patch} "
+                             f"pixels (2**depth * patch), more than {MAX_SIZE_MULTIPLE}; lower either")
         out_channels = in_channels if out_channels is None else out_channels
         if out_channels != in_channels:
             raise ValueError(f"FillUNet fills its input variables: out_channels ({out_channels}) must "

@@ -5,9 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .registry import register
+from .registry import MAX_IO_CHANNELS, check_int, register
 
 __all__ = ["MLP"]
+
+MAX_LAYERS = 64       # hidden layers
+MAX_WIDTH = 65_536    # units per hidden layer
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
                 "leaky_relu": lambda: nn.LeakyReLU(0.2), "elu": nn.ELU}
@@ -40,7 +43,12 @@ class MLP(nn.Module):
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if out_activation not in _OUT_ACTIVATIONS:
             raise ValueError(f"out_activation must be one of {list(_OUT_ACTIVATIONS)}, got {out_activation!r}")
-        hidden = [int(h) for h in hidden]
+        # Bounds first, before anything is allocated (the config may come from a hostile file).
+        in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
+        out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__len__") or len(hidden) > MAX_LAYERS:
+            raise ValueError(f"hidden must be a list of at most {MAX_LAYERS} layer widths, got {hidden!r}")
+        hidden = [check_int(f"hidden[{i}]", h, 1, MAX_WIDTH) for i, h in enumerate(hidden)]
         self.config = dict(in_channels=in_channels, out_channels=out_channels, hidden=hidden,
                            activation=activation, out_activation=out_activation)
         self.in_channels, self.out_channels = in_channels, out_channels

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .partialconv import PartialConv2d
-from .registry import register
+from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_int, register
 
 __all__ = ["PConvUNet", "default_kernels"]
 
@@ -62,10 +62,18 @@ class PConvUNet(nn.Module):
     def __init__(self, in_channels=1, out_channels=None, depth=4, base_channels=32, max_channels=256,
                  kernels=None, circular_x=False, freeze_encoder_bn=False):
         super().__init__()
+        # Bounds first, before anything is allocated (the config may come from a hostile file).
+        in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
         out_channels = in_channels if out_channels is None else out_channels
-        kernels = tuple(default_kernels(depth) if kernels is None else kernels)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
+        depth = check_int("depth", depth, 1, MAX_DEPTH)
+        base_channels = check_int("base_channels", base_channels, 1, MAX_CHANNELS)
+        max_channels = check_int("max_channels", max_channels, 1, MAX_CHANNELS)
+        if kernels is not None and (isinstance(kernels, (str, bytes)) or not hasattr(kernels, "__len__")
+                                    or len(kernels) != depth):
+            raise ValueError(f"kernels needs one size per level ({depth}), got {kernels!r}")
+        kernels = tuple(default_kernels(depth) if kernels is None else
+                        [check_int(f"kernels[{i}]", k, 1, 31) for i, k in enumerate(kernels)])
         if len(kernels) != depth:
             raise ValueError(f"kernels needs one size per level ({depth}), got {kernels}")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth,

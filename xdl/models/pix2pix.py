@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .registry import register
+from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_float, check_int, register
 from .unet import prepare_input
 
 __all__ = ["Pix2PixGenerator", "PatchDiscriminator", "Pix2Pix", "receptive_field"]
@@ -44,8 +44,12 @@ class Pix2PixGenerator(nn.Module):
     def __init__(self, in_channels=1, out_channels=1, depth=8, ngf=64, with_mask=False, dropout=0.5,
                  out_activation="tanh"):
         super().__init__()
-        if depth < 2:
-            raise ValueError(f"depth must be >= 2, got {depth}")
+        # Bounds first, before anything is allocated (the config may come from a hostile file).
+        in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
+        out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
+        depth = check_int("depth", depth, 2, MAX_DEPTH)
+        ngf = check_int("ngf", ngf, 1, MAX_CHANNELS // 8)  # channels go up to 8 * ngf
+        check_float("dropout", dropout, 0.0, 1.0)
         if out_activation not in (None, "tanh"):
             raise ValueError(f"out_activation must be 'tanh' or None, got {out_activation!r}")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth, ngf=ngf,
@@ -109,6 +113,9 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels, ndf=64, n_layers=3):
         super().__init__()
+        in_channels = check_int("in_channels", in_channels, 1, 2 * MAX_IO_CHANNELS)
+        ndf = check_int("ndf", ndf, 1, MAX_CHANNELS // 8)  # channels go up to 8 * ndf
+        n_layers = check_int("n_layers", n_layers, 1, 8)
         self.n_layers = n_layers
         self.receptive_field = receptive_field(n_layers)
         layers = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
@@ -146,6 +153,14 @@ class Pix2Pix(nn.Module):
     def __init__(self, in_channels=1, out_channels=1, depth=8, ngf=64, ndf=64, n_layers=3, with_mask=False,
                  dropout=0.5, out_activation="tanh"):
         super().__init__()
+        # Bounds first, before anything is allocated (the config may come from a hostile file).
+        in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
+        out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
+        depth = check_int("depth", depth, 2, MAX_DEPTH)
+        ngf = check_int("ngf", ngf, 1, MAX_CHANNELS // 8)
+        ndf = check_int("ndf", ndf, 1, MAX_CHANNELS // 8)
+        n_layers = check_int("n_layers", n_layers, 1, 8)
+        dropout = check_float("dropout", dropout, 0.0, 1.0)
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth, ngf=ngf, ndf=ndf,
                            n_layers=n_layers, with_mask=bool(with_mask), dropout=float(dropout),
                            out_activation=out_activation)

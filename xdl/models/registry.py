@@ -11,10 +11,21 @@ Example:
 from __future__ import annotations
 
 import importlib
+import math
+import numbers
 
 from ..errors import UnknownModelError
 
-__all__ = ["register", "get", "names", "name_of", "describe", "count_parameters"]
+__all__ = ["register", "get", "names", "name_of", "describe", "count_parameters", "check_int",
+           "check_float", "MAX_DEPTH", "MAX_CHANNELS", "MAX_IO_CHANNELS", "MAX_PARAMETERS"]
+
+# Bounds on the architectures' options. They keep a hostile or mistyped config (a model card, a
+# zoo.create call) from asking for terabytes or hanging: each bound is far above what the zoo's
+# models use (depth 3-8, 32-512 channels, a few million parameters).
+MAX_DEPTH = 10             # pooling levels: a size multiple of 2**10 = 1024 pixels
+MAX_CHANNELS = 4096        # feature channels of any layer (base_channels, max_channels, ngf, ndf)
+MAX_IO_CHANNELS = 1024     # input / output variables
+MAX_PARAMETERS = 2 ** 29   # 537M parameters, 2 GiB in float32 (pix2pix's paper generator: 54M)
 
 _REGISTRY: dict[str, type] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -71,6 +82,27 @@ def describe() -> dict[str, str]:
     """``{name: one-line description}`` of every architecture."""
     _load_builtin()
     return {n: _DESCRIPTIONS[n] for n in sorted(_REGISTRY)}
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """``value`` as an int if it is a whole number in ``[lo, hi]``, else a ValueError naming ``name``.
+
+    >>> check_int("depth", 3, 1, 10), check_int("depth", 3.0, 1, 10)
+    (3, 3)
+    """
+    ok = not isinstance(value, bool) and (isinstance(value, numbers.Integral)
+                                          or isinstance(value, float) and value.is_integer())
+    if not ok or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value, lo: float, hi: float) -> float:
+    """``value`` as a float if it is a finite number in ``[lo, hi]``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
 
 
 def count_parameters(module, trainable_only: bool = False) -> int:

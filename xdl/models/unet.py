@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import register
+from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_float, check_int, register
 
 
 def prepare_input(net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -66,8 +66,13 @@ class UNet(nn.Module):
     def __init__(self, in_channels=1, out_channels=1, depth=4, base_channels=32, max_channels=256,
                  residual=False, dropout=0.0, with_mask=False, bilinear=False):
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+        # Bounds first, before anything is allocated (the config may come from a hostile file).
+        in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
+        out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
+        depth = check_int("depth", depth, 1, MAX_DEPTH)
+        base_channels = check_int("base_channels", base_channels, 1, MAX_CHANNELS)
+        max_channels = check_int("max_channels", max_channels, 1, MAX_CHANNELS)
+        check_float("dropout", dropout, 0.0, 1.0)
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth,
                            base_channels=base_channels, max_channels=max_channels, residual=bool(residual),
                            dropout=float(dropout), with_mask=bool(with_mask), bilinear=bool(bilinear))
