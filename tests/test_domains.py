@@ -173,6 +173,28 @@ def test_auto_domain_keeps_land_sea_space_and_outside_swath(relative, name, trut
     assert not (out & gaps & ~true_out).any()
 
 
+def test_goes_lst_water_flag_is_outside_and_clouds_are_filled():
+    ds = xr.open_dataset(shared_file("goes/goes16_OR_ABI-L2-LSTM2-M6_G16_*.nc"))
+    gaps = ~xdl.cf.cf_valid_mask(ds.LST).values
+    water = (ds.DQF.fillna(0).values.astype(int) & 16) == 16  # "invalid_due_to_water_surface_type_qf"
+    out = outside(domains.auto_domain(ds, ds.LST), ds.LST)
+    assert np.array_equal(out, gaps & water) and int(out.sum()) == 22_678  # was 0: water filled
+    assert int((gaps & ~out).sum()) == 180_630  # clouds: still filled
+
+
+def test_water_surface_class_of_masks_and_values():
+    _, land = sst_scene()
+    lst = np.where(land, smooth((1, 64, 64)), np.nan)  # a land variable: valid only on land
+    lst[0, 30, 30] = np.nan  # a gap on land
+    dqf = np.where(land, 0, 16 | 4).astype("u2")  # water (16) and cloudy (4) bits at sea
+    ds = xr.Dataset({"LST": (("time", "y", "x"), lst),
+                     "DQF": (("y", "x"), dqf, {"flag_masks": np.array([4, 4, 16, 16], "u2"),
+                                               "flag_values": np.array([0, 4, 0, 16], "u2"),
+                                               "flag_meanings": "clear cloudy valid_land_or_inland_water "
+                                                                "invalid_due_to_water_surface_type"})})
+    assert np.array_equal(outside(domains.auto_domain(ds, ds.LST), ds.LST)[0], ~land)
+
+
 def test_uk_osgb_inpaint_leaves_the_sea_and_fills_land_gaps():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,8 +7,9 @@
    ``encoding["source"]``, or (GOES-R ``goes_imager_projection``) from the GOES-R constants;
 2. a land/sea mask or flag variable beside the data (CF ``standard_name`` ``land_binary_mask``,
    ``sea_binary_mask``, ``land_area_fraction``, ``sea_area_fraction``, or a flag variable whose
-   ``flag_meanings`` has a land bit, as GHRSST ``l2p_flags``): when (almost) all of the variable's
-   valid values lie on one side of it, the other side is outside;
+   ``flag_meanings`` has a land class, as GHRSST ``l2p_flags``, or a water-surface class, as the
+   GOES LST ``DQF``): when (almost) all of the variable's valid values lie on one side of it, the
+   other side is outside;
 3. 2-D latitude/longitude coordinates with missing values (swaths): outside where they are missing.
 
 When none of these is present, a shape rule (``static_missing``) applies: a region that no sample
@@ -204,17 +205,29 @@ def earth_disk(obj, x: str = "x", y: str = "y") -> xr.DataArray:
 # -- land/sea masks and flags ------------------------------------------------------------------
 
 _LAND_MEANING = re.compile(r"(^|_)land$")
+_WATER_WORDS = {"water", "sea", "ocean"}
 
 
-def _land_bit(var: xr.DataArray) -> xr.DataArray | None:
-    """True where a flag variable's land flag is set (GHRSST l2p_flags bit ``land``), else None."""
-    meanings = str(var.attrs.get("flag_meanings", "")).split()
-    hits = [i for i, m in enumerate(meanings) if _LAND_MEANING.search(re.sub(r"^\d+_", "", m.lower()))]
-    if not hits:
-        return None
-    raw = var.fillna(0) if np.issubdtype(var.dtype, np.floating) else var
-    if "flag_masks" in var.attrs:
-        masks = np.atleast_1d(var.attrs["flag_masks"])
+def _is_water(meaning: str) -> bool:
+    """A water-surface class ("water", "invalid_due_to_water_surface_type_qf"), not land or ice."""
+    words = set(meaning.split("_"))
+    return bool(words & _WATER_WORDS) and not words & {"land", "ice", "inland", "contamination", "possible"}
+
+
+def _flag_set(var: xr.DataArray, raw: xr.DataArray, meanings: list[str], hits: list[int]) -> xr.DataArray | None:
+    """True where any of the flag meanings ``hits`` holds (CF flag_masks and/or flag_values)."""
+    masks = np.atleast_1d(var.attrs["flag_masks"]) if "flag_masks" in var.attrs else None
+    values = np.atleast_1d(var.attrs["flag_values"]) if "flag_values" in var.attrs else None
+    if masks is not None and values is not None and len(masks) == len(values) == len(meanings):
+        ints = raw.astype(np.int64)
+        out = None
+        for i in hits:
+            if int(values[i]) == 0:
+                return None  # a class that is the absence of a bit: too ambiguous to call a surface
+            term = (ints & int(masks[i])) == int(values[i])
+            out = term if out is None else out | term
+        return out
+    if masks is not None:
         if len(masks) == len(meanings):
             bits = [int(masks[i]) for i in hits]
         elif all(re.match(r"^\d+_", meanings[i]) for i in hits):
@@ -224,11 +237,26 @@ def _land_bit(var: xr.DataArray) -> xr.DataArray | None:
         else:
             return None
         return (raw.astype(np.int64) & int(np.bitwise_or.reduce(bits))) != 0
-    if "flag_values" in var.attrs:
-        values = np.atleast_1d(var.attrs["flag_values"])
-        if len(values) != len(meanings):
-            return None
+    if values is not None and len(values) == len(meanings):
         return raw.isin([values[i] for i in hits])
+    return None
+
+
+def _land_bit(var: xr.DataArray) -> xr.DataArray | None:
+    """True on land by a flag variable: its land flag (GHRSST l2p_flags bit ``land``, a ``land``
+    class of a mask), or the complement of its water-surface flag (GOES LST DQF); else None."""
+    meanings = [re.sub(r"^\d+_", "", m.lower()) for m in str(var.attrs.get("flag_meanings", "")).split()]
+    numbered = str(var.attrs.get("flag_meanings", "")).split()
+    if not meanings or ("flag_masks" not in var.attrs and "flag_values" not in var.attrs):
+        return None
+    raw = var.fillna(0) if np.issubdtype(var.dtype, np.floating) else var
+    land = [i for i, m in enumerate(meanings) if _LAND_MEANING.search(m)]
+    if land:
+        return _flag_set(var, raw, numbered, land)
+    water = [i for i, m in enumerate(meanings) if _is_water(m)]
+    if water:
+        found = _flag_set(var, raw, numbered, water)
+        return None if found is None else ~found
     return None
 
 
