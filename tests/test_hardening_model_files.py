@@ -227,6 +227,7 @@ def test_zoo_create_bad_options_name_the_option():
         ("fill-unet", dict(iterations=10 ** 12), "iterations"),
         ("fill-unet", dict(depth=9, patch=16), "size multiple"),
         ("pconv-unet", dict(depth=3, kernels=[3, 3]), "kernels"),
+        ("pconv-unet", dict(depth=2, kernels=[4, 3]), "odd"),
         ("pix2pix", dict(n_layers=0), "n_layers"),
         ("unet", dict(depth="3"), "depth"),
         ("mlp", dict(in_channels=0), "in_channels"),

@@ -22,6 +22,7 @@ import stat
 import struct
 import sys
 
+import numpy as np
 import torch
 
 from .errors import InputError, ModelFileError, UnknownModelError
@@ -571,16 +572,20 @@ def _read_tensors(f, path, header, n) -> dict[str, torch.Tensor]:
 
 def _check_finite(path, name, t):
     if t.is_floating_point():
-        bad = int((~torch.isfinite(t)).sum())
-        if bad:
+        # numpy's isfinite: ~1 ms for the bundled model's 1.3M weights; torch's took 100-400 ms.
+        a = (t if t.dtype in (torch.float16, torch.float32, torch.float64) else t.float()).numpy()
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = finite.size - int(np.count_nonzero(finite))
             raise _fail(path, f"tensor {name!r} holds {bad} NaN or infinite value(s) of {t.numel()}: "
                               "the weights are corrupt (or training diverged); retrain or restore the file")
     return t
 
 
 def _build(path, arch, config):
-    """The zoo module of ``arch`` built from ``config``: the options' ranges are checked first, then
-    it is built on the meta device (no memory) so that its size can be checked, then for real."""
+    """``(class, module on the meta device)`` for the card's ``arch`` and ``config``: the
+    constructors check their options' ranges first, and a meta module holds no memory, so its
+    tensors can be compared with the file's before anything is allocated."""
     try:
         cls = registry.get(arch)
     except UnknownModelError:
@@ -589,7 +594,7 @@ def _build(path, arch, config):
     try:
         with torch.device("meta"):
             meta = cls(**config)
-    except (TypeError, ValueError, OverflowError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever a hostile config makes the constructor raise
         raise _fail(path, f"cannot build {arch!r} from the card's config: {e} (config: "
                           f"{_shorten(str(config), 300)})") from None
     return cls, meta

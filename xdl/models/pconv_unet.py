@@ -74,6 +74,8 @@ class PConvUNet(nn.Module):
             raise ValueError(f"kernels needs one size per level ({depth}), got {kernels!r}")
         kernels = tuple(default_kernels(depth) if kernels is None else
                         [check_int(f"kernels[{i}]", k, 1, 31) for i, k in enumerate(kernels)])
+        if any(k % 2 == 0 for k in kernels):  # an even kernel changes the size: the skips would not fit
+            raise ValueError(f"kernels must be odd sizes, got {list(kernels)}")
         if len(kernels) != depth:
             raise ValueError(f"kernels needs one size per level ({depth}), got {kernels}")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth,
