@@ -223,7 +223,8 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
 def output_encoding(source: xr.DataArray) -> dict:
     """The parts of ``source``'s encoding an output of decoded values keeps: georeferencing and
     compression (never its packing: dtype, scale_factor, add_offset, _Unsigned, fill values)."""
-    keep = ("grid_mapping", "coordinates", "chunksizes") + _COMPRESSION_KEYS
+    # original_shape: xarray drops chunksizes that no longer fit when the output is a subset.
+    keep = ("grid_mapping", "coordinates", "chunksizes", "original_shape") + _COMPRESSION_KEYS
     return {k: v for k, v in source.encoding.items() if k in keep}
 
 
