@@ -44,8 +44,45 @@ def _default_model():
     return pretrained.load(pretrained.DEFAULT_INPAINT)
 
 
+def _label_order(value: xr.DataArray, like: xr.DataArray, dim: str, what: str):
+    """How to take ``value``'s entries along ``dim`` so that its labels match ``like``'s: None when
+    they already match (float noise allowed), an index array for a permutation of the same labels
+    (a reversed ``y``), else an InputError: masks and domains are matched by label, never by
+    position alone."""
+    if dim not in value.indexes or dim not in like.indexes:
+        return None  # one side has no labels: positions are all there is
+    mine, theirs = value.indexes[dim], like.indexes[dim]
+    if mine.equals(theirs):
+        return None
+    a, b = np.asarray(mine), np.asarray(theirs)
+    numeric = np.issubdtype(a.dtype, np.number) and np.issubdtype(b.dtype, np.number)
+    tol = 0.0
+    if numeric and b.size > 1:
+        steps = np.abs(np.diff(b.astype(np.float64)))
+        steps = steps[steps > 0]
+        tol = 1e-3 * float(steps.min()) if steps.size else 0.0
+    if numeric and np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=0, atol=tol):
+        return None  # the same grid, up to float noise (e.g. float32 vs float64 coordinates)
+    try:
+        if numeric and (mine.is_monotonic_increasing or mine.is_monotonic_decreasing):
+            order = mine.get_indexer(theirs, method="nearest", tolerance=tol) if tol > 0 else mine.get_indexer(theirs)
+        else:
+            order = mine.get_indexer(theirs)
+    except (TypeError, ValueError):
+        order = np.full(b.size, -1)
+    order = np.asarray(order)
+    if (order >= 0).all() and np.unique(order).size == order.size:
+        return order
+    lost = int((order < 0).sum())
+    raise InputError(f"{what}'s {dim!r} labels do not match those of {like.name!r}: {lost} of {b.size} "
+                     f"labels have no match ({what} runs {a[0]!r}..{a[-1]!r}, the data {b[0]!r}..{b[-1]!r}). "
+                     f"Give the {what} on the data's grid (e.g. {what}.reindex_like(data) or interp_like).")
+
+
 def _as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
-    """A boolean DataArray aligned with ``like``; clear errors for shape or dim mismatches."""
+    """A boolean DataArray aligned with ``like`` by coordinate labels (a permuted or reversed
+    coordinate is reordered; labels that differ raise InputError); clear errors for shape or dim
+    mismatches. A numpy array is taken as on ``like``'s grid (same shape)."""
     if isinstance(value, np.ndarray):
         if value.shape != like.shape:
             raise InputError(f"{what} has shape {value.shape} but {like.name!r} has shape {like.shape}; "
@@ -60,11 +97,15 @@ def _as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
         if value.sizes[dim] != like.sizes[dim]:
             raise InputError(f"{what} has {value.sizes[dim]} entries along {dim!r} but {like.name!r} has "
                              f"{like.sizes[dim]}; they must be on the same grid.")
+    orders = {dim: _label_order(value, like, dim, what) for dim in value.dims}
+    orders = {dim: order for dim, order in orders.items() if order is not None}
+    if orders:
+        value = value.isel(orders)
     if value.dtype != bool:
         if np.issubdtype(value.dtype, np.floating):
             value = value.fillna(0)
         value = value.astype(bool)
-    # Positional alignment on the same grid: the caller's coordinates may differ only in float noise.
+    # Labels now match (up to float noise): take the data's own coordinates.
     return xr.DataArray(value.data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
 
 
@@ -134,7 +175,7 @@ def _compose(values, valid, model_values, inside, lo, hi, near, check, *, dtype,
         warnings.warn(f"model {model!r} returned NaN or inf for gap pixels with valid input within its "
                       f"reach; they stay NaN, flagged {FLAG_MODEL_FAILED} (model_returned_non_finite). "
                       "Check the model file (NaN weights?) and that the input is in the units it was "
-                      "trained on.", XdlWarning, stacklevel=2)
+                      "trained on.", XdlWarning, stacklevel=1)  # the caller is a dask task
     return result, flags
 
 
@@ -173,7 +214,7 @@ def _range_warning(counts, name: str):
     def warn(outside, finite):
         message = cf.out_of_range_message(name, int(outside), int(finite))
         if message:
-            warnings.warn(message, XdlWarning, stacklevel=2)
+            warnings.warn(message, XdlWarning, stacklevel=1)  # at compute the caller is a dask task
         return np.zeros((), bool)
 
     if not any(isinstance(c, da.Array) for c in counts):
@@ -190,9 +231,12 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
     spatial = _spatial(arrays[0], spec, dims)
     masked = [a.where(v) for a, v in zip(arrays, valids)]
     for a, v in zip(arrays, valids):
-        if not isinstance(a.data, da.Array) and not bool(np.asarray(v).any()):
-            raise InputError(f"variable {a.name!r} has no valid value at all: nothing to fill from. "
-                             "Check its mask, _FillValue and valid_range.")
+        # No error for a variable without any valid value (a lazy input could not say so before
+        # computing): it comes back NaN, flagged unfillable; in memory, where it is free to see, a warning.
+        if not isinstance(v.data, da.Array) and not bool(np.asarray(v).any()):
+            warnings.warn(f"variable {a.name!r} has no valid value at all: nothing to fill from, so it stays "
+                          "NaN (flag 2, unfillable). Check its mask, _FillValue and valid_range.",
+                          UserWarning, stacklevel=4)
     names = [str(a.name) for a in arrays]
     x = _stack_channels(masked, spatial)
     out = run_engine(x, model, spec, run, spatial, names, names, tiles=TILES_GAPS)
@@ -252,8 +296,25 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     mask : True where a value is valid. Default: CF rules (finite, not ``_FillValue`` /
         ``missing_value``, inside ``valid_range``/``valid_min``/``valid_max``). A quality-flag rule
         works too: ``mask=ds.DQF == 0``. NaN is never valid.
-    domain : True where gaps may be filled; elsewhere they stay NaN. "auto" (default): the Earth
-        disk on geostationary grids (never fill space), everywhere otherwise. None: everywhere.
+    domain : True where gaps may be filled; elsewhere they stay NaN (flag 3). A boolean DataArray
+        (or array of the data's shape) is matched to the data by coordinate labels: a reversed or
+        permuted coordinate is reordered, labels that differ raise InputError. None: everywhere.
+        "auto" (default) keeps the gaps that every one of these rules allows
+        (:mod:`xdl.domains`): (1) the Earth disk of a ``geostationary`` or
+        ``vertical_perspective`` grid mapping (never fill space), the mapping found in the
+        Dataset, in a DataArray's coordinates, in the file its ``encoding["source"]`` names, or
+        from the GOES-R constants for ``goes_imager_projection``; (2) a land/sea mask or flag
+        variable beside the data (CF ``land_binary_mask``, ``sea_binary_mask``,
+        ``land_area_fraction``, ``sea_area_fraction``, a ``flag_meanings`` land bit as in GHRSST
+        ``l2p_flags``): when at most 1% of the variable's valid values lie on one side, that side
+        is outside; (3) 2-D lat/lon with missing values (swaths): outside where they are missing.
+        When the file says none of this (no disk, mask or swath), a shape rule: a region that no
+        sample observes and that is wide (a pixel 6 or more pixels from every observed pixel:
+        the sea around a country, space around a reprojected disk) is outside if it reaches the
+        scene's edge (within 16 pixels), or anywhere for two or more samples (never observed in
+        a whole series); narrow gaps joined to it are outside only within 4 pixels of its wide
+        part. Scan lines, clouds and other gaps inside a scene are filled. The rule reads the
+        valid mask once (also for lazy input); ``domain=None`` skips it.
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable, 3 outside domain).
     clip : keep fills within the valid values' range of the same sample (each time step's whole
         field), widened by this share of that range (default 0.1); None lets the model extrapolate.
@@ -277,16 +338,13 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
                          "use predict() for it, or fit a 'fill-unet'.")
     run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile)
-    if domain is not None and not (isinstance(domain, str) and domain == "auto"):
-        domain_mask = domain
-    elif isinstance(domain, str):
-        domain_mask = domains.auto_domain(obj)
-    else:
-        domain_mask = None
+    if isinstance(domain, str) and domain != "auto":
+        raise InputError(f"domain={domain!r}: give 'auto', None (fill everywhere), or a boolean DataArray "
+                         "(True where gaps may be filled, e.g. ds.land == 0).")
     if isinstance(obj, xr.DataArray):
-        return _inpaint_dataarray(obj, model, spec, run, mask, domain_mask, dims, clip, progress)
+        return _inpaint_dataarray(obj, model, spec, run, mask, domain, dims, clip, progress)
     if isinstance(obj, xr.Dataset):
-        return _inpaint_dataset(obj, model, spec, run, variables, mask, domain_mask, dims, flags, clip, progress)
+        return _inpaint_dataset(obj, model, spec, run, variables, mask, domain, dims, flags, clip, progress)
     raise InputError(f"inpaint works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
 
 
@@ -299,12 +357,24 @@ def _groups(names: list[str], spec) -> list[list[str]]:
     return [names]
 
 
+def _resolve_domain(domain, container, arr, valid, dims):
+    """The domain mask of ``arr`` (None: everywhere): ``"auto"`` reads what ``container`` (the
+    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.domains.auto_domain`)."""
+    if domain is None:
+        return None
+    if isinstance(domain, str):
+        domain = domains.auto_domain(container, arr, valid=valid, dims=dims)
+        if domain is None:
+            return None
+    return _as_mask(domain, arr, "domain")
+
+
 def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, clip, progress):
     if arr.name is None:
         arr = arr.rename("data")
     _check_units(arr, spec)
     valid = _valid_mask(arr, mask)
-    dom = None if domain is None else _as_mask(domain, arr, "domain")
+    dom = _resolve_domain(domain, arr, arr, valid, dims)
     filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims, clip, cf_rule=mask is None)
     result = filled[0]
     result.attrs = cf.append_history(result.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]})")
@@ -331,7 +401,8 @@ def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags,
             _check_units(a, spec)
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
         valids = [_valid_mask(a, mask) for a in arrays]
-        dom = None if domain is None else _as_mask(domain, arrays[0], "domain")
+        # One domain per group (a multi-variable model fills its variables on one grid): the first's.
+        dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims)
         filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims, clip, cf_rule=mask is None)
         for name, result, flag in zip(group, filled, flag_arrays):
             out[name] = result
