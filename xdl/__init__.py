@@ -5,7 +5,7 @@ Importing xdl registers the ``.dl`` accessor on ``xarray.Dataset`` and ``xarray.
 
 __version__ = "0.1.0"
 
-from .errors import XdlError, InputError, ModelFileError, UnknownModelError, OutputExistsError  # noqa: F401
+from .errors import XdlError, InputError, ModelError, ModelFileError, UnknownModelError, OutputExistsError  # noqa: F401
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
 
 _SUBMODULES = {"cf", "layout", "masks", "baselines", "metrics", "domains", "io", "inpaint", "predict",

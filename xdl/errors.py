@@ -24,5 +24,10 @@ class OutputExistsError(XdlError, FileExistsError):
     """An output path already exists and overwriting was not asked for."""
 
 
+class ModelError(XdlError, RuntimeError):
+    """A model misbehaved when called: it raised, or returned something other than a float tensor
+    of the input's spatial size with the declared number of channels."""
+
+
 class XdlWarning(UserWarning):
     """Something xdl did that a user should know about (values treated as gaps, a model's NaN)."""

@@ -21,9 +21,9 @@ TILES_ALL = "all"      # run every tile that has some valid input
 TILES_GAPS = "gaps"    # run only tiles whose core holds a gap (inpainting: the rest is kept as is)
 
 
-def payload_for(module, key: str):
+def payload_for(module, key: str, label: str | None = None):
     """The model as one graph key (shipped once per worker)."""
-    return delayed(ModelPayload(module, key), pure=True, name=f"xdl-model-{key[:16]}")
+    return delayed(ModelPayload(module, key, label), pure=True, name=f"xdl-model-{key[:16]}")
 
 
 def pad_and_align(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) -> tuple[da.Array, list[tuple]]:
@@ -55,14 +55,19 @@ def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, .
 
 
 def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisPlan], *,
-                device, autocast, batch_size: int, tiles: str = TILES_ALL, compiled: bool = False) -> da.Array:
-    """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily."""
+                device, autocast, batch_size: int, tiles: str = TILES_ALL, compiled: bool = False,
+                nan_policy: str = "propagate", threads: int | None = None) -> da.Array:
+    """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily.
+
+    The output is NaN where the model gave NaN or inf (a model failure, kept visible for the
+    caller), where no tile input was valid and, for a model that takes no mask, as
+    ``nan_policy`` says (see :func:`xdl.predict.predict`)."""
     n_spatial = len(plans)
     first = x.ndim - n_spatial
     channel_axis = first - 1
     x = x.rechunk({channel_axis: -1})
     kwargs = dict(spec=spec, device=device, autocast=autocast, batch_size=batch_size,
-                  n_lead=channel_axis, tiles=tiles, compiled=compiled)
+                  n_lead=channel_axis, tiles=tiles, compiled=compiled, nan_policy=nan_policy, threads=threads)
     if spec.mode == "pointwise":
         out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + x.chunks[channel_axis + 1:]
         return da.map_blocks(_pointwise_block, x, payload, chunks=out_chunks, dtype=np.float32,
@@ -78,7 +83,7 @@ def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisP
 
 
 def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size, n_lead, tiles,
-                   compiled, block_info=None):
+                   compiled, nan_policy="propagate", threads=None, block_info=None):
     out_shape = tuple(block_info[None]["chunk-shape"])
     lead = block.shape[:n_lead]
     data = block.reshape((-1,) + block.shape[n_lead:])  # (B, C, *padded)
@@ -95,29 +100,68 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
         core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
         needed &= ~v_tiles.all(axis=1)[core].reshape(n_tiles, -1).all(axis=1)
     y_tiles = np.full((n_tiles, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
+    all_valid = None
     if needed.any():
         resident = ResidentModel.get(payload, device, spec.takes_mask, compiled)
         every = bool(needed.all())  # skip the fancy-index copies in the common case
+        # nan_policy="fill" hands a mask-less model a harmonic first guess in the gaps (only
+        # where there are gaps: on a complete tile the fill is the identity).
+        all_valid = bool(valid.all())
+        prefill = not spec.takes_mask and nan_policy == "fill" and not all_valid
         mask_in = None
-        if spec.takes_mask:
+        if spec.takes_mask or prefill:
             mask_in = (v_tiles if every else v_tiles[needed]).astype(np.float32)
-        y_tiles[needed] = resident.run(x_tiles if every else x_tiles[needed], mask_in, autocast, batch_size)
+        result = resident.run(x_tiles if every else x_tiles[needed], mask_in, autocast, batch_size,
+                              spec.out_channels, prefill, threads)
+        if not np.isfinite(result).all():  # inf is no value either: the caller sees NaN = model failed
+            result = np.where(np.isfinite(result), result, np.float32(np.nan))
+        y_tiles[needed] = result
     out = tiling.assemble(y_tiles, origins, plans, batch, out_spatial)
-    if not spec.fills_gaps:  # no output where the input was not all valid
+    if not spec.takes_mask and nan_policy == "propagate":
+        # The model saw zeros (normalised units) for missing inputs: no output where any of them
+        # lies within the halo (the model's receptive field) of the output pixel.
+        if all_valid is None:
+            all_valid = bool(valid.all())
+        if not all_valid:
+            touched = _within_halo(~valid.all(axis=1), plans, out_spatial)
+            out = np.where(touched[:, None], np.float32(np.nan), out)
+    elif not spec.fills_gaps:  # no output where the input was not all valid
         crop = tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_spatial))
         pixel_valid = valid.all(axis=1)[(slice(None),) + crop]
         out = np.where(pixel_valid[:, None], out, np.float32(np.nan))
     return out.reshape(lead + out.shape[1:])
 
 
+def _within_halo(missing: np.ndarray, plans, out_spatial) -> np.ndarray:
+    """For a padded block's ``missing`` pixels ``(B, *padded)``: per output pixel ``(B, *out_spatial)``,
+    whether a missing pixel lies within ``halo`` of it along every axis (a box, as tiles read)."""
+    hit = missing
+    for i, (plan, n) in enumerate(zip(plans, out_spatial)):
+        axis = 1 + i
+        h = plan.halo
+        if h == 0:
+            hit = np.take(hit, np.arange(n), axis=axis)
+            continue
+        # Box sum of width 2h+1 from a cumulative sum: output j reads padded [j, j + 2h].
+        counts = np.cumsum(hit, axis=axis, dtype=np.int32)
+        zero = np.zeros_like(np.take(counts, [0], axis=axis))
+        counts = np.concatenate([zero, counts], axis=axis)
+        upper = np.take(counts, np.arange(2 * h + 1, 2 * h + 1 + n), axis=axis)
+        lower = np.take(counts, np.arange(n), axis=axis)
+        hit = upper > lower
+    return hit
+
+
 def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_lead, tiles, compiled,
-                     block_info=None):
+                     nan_policy="propagate", threads=None, block_info=None):
     moved = np.moveaxis(block, n_lead, -1)  # (*lead, *spatial, C)
     points = moved.reshape(-1, moved.shape[-1])
     valid = np.isfinite(points).all(axis=1)
     result = np.full((points.shape[0], spec.out_channels), np.nan, np.float32)
     if valid.any():
         resident = ResidentModel.get(payload, device, spec.takes_mask, compiled)
-        result[valid] = resident.run(points[valid].astype(np.float32), None, autocast, batch_size)
+        values = resident.run(points[valid].astype(np.float32), None, autocast, batch_size, spec.out_channels,
+                              threads=threads)
+        result[valid] = np.where(np.isfinite(values), values, np.float32(np.nan))
     result = result.reshape(moved.shape[:-1] + (spec.out_channels,))
     return np.moveaxis(result, -1, n_lead)

@@ -5,7 +5,9 @@ with the input's coordinates, attributes and grid mapping."""
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
+import warnings
 
 import cloudpickle
 import dask.array as da
@@ -73,7 +75,7 @@ def model_label(model) -> str:
 
 def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", precision="auto",
             tile=None, halo=None, batch_size=None, periodic=None, progress=False, mode=None,
-            channel_dim=None, compile="auto"):
+            channel_dim=None, compile="auto", nan_policy="propagate", threads=None):
     """Run ``model`` over ``obj`` (Dataset or DataArray), lazily when ``obj`` is dask-backed.
 
     Parameters
@@ -89,7 +91,9 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     tile : largest tile side (core + halo both sides); default 512 on CPU, 1024 on GPU, or the
         model's ``min_tile`` when larger (an axis up to 1.25 x tile long is one tile).
     halo : context pixels each side of a tile; default from the model card or a receptive-field probe.
-    batch_size : tiles per model call; default from a pixel budget (halved on out-of-memory).
+    batch_size : tiles per model call; default one on CPUs (results then never depend on the
+        chunking: CPU kernels round differently for other batch sizes), on GPUs from a pixel
+        budget (halved on out-of-memory).
     periodic : wrap the x dim; default True for a regular longitude spanning 360 degrees.
     progress : a progress bar while xdl computes an in-memory input. A lazy result computes
         later, in your write: wrap it in ``with xdl.progress.progress_bar(): ds.to_zarr(...)``
@@ -100,6 +104,26 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         CPU; True / False. Compiled once per process, device and tile shape (the first batch
         waits for it: 13-18 s for an 11.6M-parameter PConv-UNet on an H200, which then ran 1.6x
         faster than eager); falls back to eager with a warning if compiling fails.
+    nan_policy : what a model that takes no mask sees and gives where inputs are missing (NaN,
+        or outside the mask); models that take a mask (``takes_mask``: fill-unet, pconv-unet, a
+        UNet ``with_mask``) get the mask instead and are unaffected.
+        "propagate" (default): missing inputs enter as 0 in normalised units and the output is
+        NaN wherever a missing input lies within ``halo`` pixels (the model's receptive field)
+        of the output pixel, so no output depends on a made-up value.
+        "fill": missing inputs first get a harmonic fill of their tile's valid values (in
+        normalised units, :func:`xdl.models.harmonic.harmonic_fill`), then the model runs; the
+        output is NaN only at the missing pixels themselves (unless the model fills gaps).
+        Pointwise models: a point with any missing input is NaN under either policy.
+    threads : CPU threads of each model call (torch intra-op threads, in the one thread that runs
+        the model in each process); default: ``torch.get_num_threads()`` where ``predict`` is
+        called. The same number is used in every process, dask.distributed workers included:
+        CPU kernels (oneDNN convolutions) give results that depend on their thread count, so
+        a fixed count is what makes threaded and distributed runs bit-identical.
+    Every option is checked before anything runs: a bad value raises :class:`~xdl.errors.InputError`.
+    A model that raises, or returns something other than a tensor of the input's spatial size
+    with its declared channels, raises :class:`~xdl.errors.ModelError` (found by a small probe
+    call before the graph is built where possible). Output pixels where the model gave NaN or
+    inf are NaN.
 
     Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
     grid mapping and a history line.
@@ -113,9 +137,10 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     >>> out.dims
     ('time', 'y', 'x')
     """
+    _RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
     model = resolve_model(model)
-    spec = engine_spec(model, mode, halo=None if halo is None else int(halo))
-    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile)
+    spec = engine_spec(model, mode, halo=check_halo(halo))
+    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
     if isinstance(obj, xr.Dataset):
         return _predict_dataset(obj, model, spec, run, inputs, outputs, dims, progress)
     if isinstance(obj, xr.DataArray):
@@ -123,24 +148,81 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     raise InputError(f"predict works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
 
 
+NAN_POLICIES = ("propagate", "fill")
+_MAX_TILE = 2 ** 16  # pixels per tile side: beyond this one tile would not fit any memory
+_MAX_HALO = 2 ** 13
+
+
+def _integer_option(value, name: str, minimum: int, maximum: int | None = None, meaning: str = "") -> int:
+    """``value`` as an int within bounds, or an :class:`InputError` naming the option."""
+    integral = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if not integral and isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        integral = True
+    if not integral:
+        raise InputError(f"{name}={value!r}: give a whole number{meaning}.")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise InputError(f"{name}={value}: must be {bounds}{meaning}.")
+    return value
+
+
+def check_halo(halo) -> int | None:
+    """The ``halo`` engine option checked: None (from the model) or a whole number of pixels >= 0."""
+    if halo is None:
+        return None
+    return _integer_option(halo, "halo", 0, _MAX_HALO, " of context pixels each side of a tile (or None: "
+                           "from the model card or a receptive-field probe)")
+
+
 class _RunOptions:
-    def __init__(self, device, autocast, tile, batch_size, periodic, compile=False):
+    def __init__(self, device, autocast, tile, batch_size, periodic, compile=False, nan_policy="propagate",
+                 threads=None):
         self.device, self.autocast, self.tile = device, autocast, tile
         self.batch_size, self.periodic, self.compile = batch_size, periodic, compile
+        self.nan_policy = nan_policy
+        self.threads = threads or torch.get_num_threads()
+
+    @staticmethod
+    def check(device="auto", precision="auto", tile=None, batch_size=None, periodic=None, compile="auto",
+              nan_policy="propagate", threads=None, halo=None):
+        """Every engine option checked on its own, before the model is probed or anything runs:
+        an :class:`InputError` naming the option and the fix. Returns the device."""
+        dev = resolve_device(device)
+        if not ((isinstance(compile, str) and compile == "auto") or isinstance(compile, (bool, np.bool_))):
+            raise InputError(f"compile={compile!r}: use 'auto' (compile on CUDA), True or False.")
+        resolve_precision(precision, dev)
+        if tile is not None:
+            _integer_option(tile, "tile", 1, _MAX_TILE, " of pixels per tile side (core + halo both sides), "
+                            "or None for the default")
+        if batch_size is not None:
+            _integer_option(batch_size, "batch_size", 1, None, " of tiles per model call, or None (the default)")
+        if periodic is not None and not isinstance(periodic, (bool, np.bool_)):
+            raise InputError(f"periodic={periodic!r}: use None (detect a global longitude), True or False.")
+        if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
+            raise InputError(f"nan_policy={nan_policy!r}: use 'propagate' (NaN wherever a missing input is "
+                             "within the model's reach) or 'fill' (a harmonic first guess in the gaps).")
+        if threads is not None:
+            _integer_option(threads, "threads", 1, 4096, " of CPU threads per model call, or None "
+                            "(torch.get_num_threads() here)")
+        check_halo(halo)
+        return dev
 
     @classmethod
-    def build(cls, spec, device, precision, tile, batch_size, periodic, compile="auto"):
-        dev = resolve_device(device)
-        if isinstance(compile, str) and compile == "auto":
-            compile = dev.type == "cuda"
-        elif not isinstance(compile, bool):
-            raise InputError(f"compile={compile!r}: use 'auto' (compile on CUDA), True or False.")
+    def build(cls, spec, device, precision, tile, batch_size, periodic, compile="auto", nan_policy="propagate",
+              threads=None):
+        """The run options for ``spec``'s model, every option checked (see :meth:`check`)."""
+        dev = cls.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
+        compile = dev.type == "cuda" if isinstance(compile, str) else bool(compile)
+        autocast = resolve_precision(precision, dev, spec.cpu_bf16)
         if tile is None:
             tile = max(DEFAULT_TILE_CUDA if dev.type == "cuda" else DEFAULT_TILE, spec.min_tile)
         tile = int(tile)
-        if tile < 1:
-            raise InputError(f"tile={tile}: give a positive tile size in pixels.")
-        return cls(dev, resolve_precision(precision, dev, spec.cpu_bf16), tile, batch_size, periodic, compile)
+        batch_size = None if batch_size is None else int(batch_size)
+        periodic = None if periodic is None else bool(periodic)
+        # The caller's thread count, recorded in the graph: every worker runs the model with it.
+        threads = torch.get_num_threads() if threads is None else int(threads)
+        return cls(dev, autocast, tile, batch_size, periodic, compile, nan_policy, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,18 +295,83 @@ def _normalise(data: da.Array, spec: EngineSpec, names: list, n_spatial: int):
         std = np.array([norm["std"].get(n, 1.0) for n in names], np.float32).reshape(shape)
         return (data - mean) / std, "global"
     if kind == "per_sample":
-        axes = tuple(range(data.ndim - n_spatial, data.ndim)) if n_spatial else ()
-        # Sums and counts rather than nanmean: a sample with no valid pixel gets (0, 1), quietly.
-        finite = da.isfinite(data)
-        count = da.maximum(finite.sum(axis=axes, keepdims=True), 1)
-        zeroed = da.where(finite, data, 0.0).astype(np.float64)
-        mean = zeroed.sum(axis=axes, keepdims=True) / count
-        var = (da.where(finite, data - mean, 0.0) ** 2).sum(axis=axes, keepdims=True) / count
-        std = da.sqrt(var)
-        mean = mean.astype(np.float32)
-        std = da.where(std > 0, std, 1.0).astype(np.float32)
-        return (data - mean) / std, (mean, std)
+        if not n_spatial:  # pointwise: a "sample" is one point; kept as it always was
+            finite = da.isfinite(data)
+            mean = da.where(finite, data, 0.0).astype(np.float32)
+            std = da.ones_like(mean)
+            return (data - mean) / std, (mean, std)
+        stats = sample_statistics(data, n_spatial)
+        index = (slice(None),) * (data.ndim - 1)
+        mean, std, lo, hi = (stats[index + (slice(k, k + 1),)] for k in range(4))
+        # The model sees outliers at the fences (winsorised): a few 1e38 values in a field of
+        # 280 K would otherwise enter as 1e37 sigmas and overflow its activations. Identity on
+        # fields with nothing beyond the fences; NaN stays NaN.
+        return (da.minimum(da.maximum(data, lo), hi) - mean) / std, (mean, std)
     raise InputError(f"unknown normalization kind {kind!r} in the model card; use 'none', 'global' or 'per_sample'.")
+
+
+STATS_PIXELS = 2 ** 18  # per sample: larger fields are subsampled on a regular stride for statistics
+STATS_QUANTILES = (1.0, 99.0)  # values beyond these quantiles by more than their spread are clipped
+
+
+def stats_stride(shape) -> int:
+    """The stride (same on every spatial axis) that keeps a sample's statistics to at most
+    :data:`STATS_PIXELS` pixels: 1 for fields up to 512 x 512."""
+    stride = 1
+    while int(np.prod([-(-n // stride) for n in shape])) > STATS_PIXELS:
+        stride += 1
+    return stride
+
+
+def robust_moments(sub: np.ndarray, n_spatial: int) -> np.ndarray:
+    """Per sample and channel of ``sub`` (``(..., *spatial)``): a robust mean and std and the
+    outlier fences, stacked on the last axis (the spatial axes become size 1, the last size 4:
+    mean, std, low fence, high fence), float32.
+
+    Values further than the spread of the 1st-99th percentiles beyond them (the fences, when that
+    spread is > 0) are clipped to the fence (a field with a handful of 1e38 values keeps the statistics of its ordinary values),
+    then the mean and standard deviation of the finite values are taken in float64 in one fixed
+    order. On fields with nothing beyond the fences this is exactly the plain mean and std. A
+    sample without finite values gets (0, 1); a constant one std 1."""
+    axes = tuple(range(sub.ndim - n_spatial, sub.ndim))
+    x = sub.astype(np.float64)
+    finite = np.isfinite(x)
+    x = np.where(finite, x, np.nan)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN samples: handled just below
+        q_lo, q_hi = np.nanpercentile(x, STATS_QUANTILES, axis=axes, keepdims=True)
+    spread = q_hi - q_lo
+    # No fences where the percentiles are undefined or equal (a mostly constant field such as
+    # rain: its few other values are the signal, not outliers).
+    fenced = np.isfinite(spread) & (spread > 0)
+    lo = np.where(fenced, q_lo - spread, -np.inf)
+    hi = np.where(fenced, q_hi + spread, np.inf)
+    # In float32 (what the model input is clipped with), rounded outwards: never tighter.
+    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    lo = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32).astype(np.float64)
+    hi = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32).astype(np.float64)
+    clipped = np.where(finite, np.minimum(np.maximum(x, lo), hi), 0.0)
+    count = np.maximum(finite.sum(axis=axes, keepdims=True), 1)
+    mean = clipped.sum(axis=axes, keepdims=True) / count
+    var = (np.where(finite, clipped - mean, 0.0) ** 2).sum(axis=axes, keepdims=True) / count
+    std = np.sqrt(var)
+    std = np.where(std > 0, std, 1.0)
+    return np.concatenate([mean, std, lo, hi], axis=-1).astype(np.float32)
+
+
+def sample_statistics(data: da.Array, n_spatial: int) -> da.Array:
+    """Lazy :func:`robust_moments` of ``data`` (``(*batch, C, *spatial)``): shape
+    ``(*batch, C, 1, ..., 4)``. Each sample's statistics come from one block holding the whole
+    sample (on a regular subsample when it is large), so they are the same whatever the chunking
+    of ``data`` and whatever the scheduler: the same numbers in the same order."""
+    spatial = data.shape[data.ndim - n_spatial:]
+    stride = stats_stride(spatial)
+    sub = data[(Ellipsis,) + (slice(None, None, stride),) * n_spatial] if stride > 1 else data
+    lead = data.ndim - n_spatial
+    sub = sub.rechunk({**{a: -1 for a in range(lead, data.ndim)}, lead - 1: -1})
+    chunks = sub.chunks[:lead] + ((1,),) * (n_spatial - 1) + ((4,),)
+    return da.map_blocks(robust_moments, sub, n_spatial, chunks=chunks, dtype=np.float32,
+                         meta=np.empty((0,) * data.ndim, np.float32))
 
 
 def _denormalise(out: da.Array, spec: EngineSpec, how, out_names: list, n_spatial: int) -> da.Array:
@@ -263,15 +410,31 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spati
     tile_pixels = int(np.prod([p.tile_size for p in plans])) if plans else 1
     budget = _BATCH_BUDGET["cuda" if run.device.type == "cuda" else "cpu"]
     batch = run.batch_size or max(1, budget // (tile_pixels * max(spec.in_channels, 1)))
+    chunk_batch = batch  # tiles per in-memory block
+    if run.batch_size is None and run.device.type == "cpu" and spec.mode != "pointwise":
+        # One tile per model call on CPUs: as fast as batches there (see _BATCH_BUDGET), and
+        # oneDNN's results depend on the batch size, so a fixed one keeps every pixel the same
+        # whatever the chunking (whole series vs one time step per chunk: 273 of ERA-40's pixels
+        # differed by an ulp in batches).
+        batch = 1
     if spec.mode == "pointwise":
         batch = run.batch_size or 2 ** 18
-    data = _dask_input(x, plans, batch)
+    data = _dask_input(x, plans, chunk_batch)
     # The card's statistics belong to channel positions: the user may name the variables otherwise.
     data, how = _normalise(data, spec, card_names(spec.inputs, names), n_spatial)
-    payload = payload_for(getattr(model, "module", model), model_key(model))
+    payload = payload_for(getattr(model, "module", model), model_key(model), model_label(model))
     out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
-                      batch_size=batch, tiles=tiles, compiled=run.compile)
-    return _denormalise(out, spec, how, card_names(spec.outputs, out_names), n_spatial)
+                      batch_size=batch, tiles=tiles, compiled=run.compile,
+                      nan_policy=getattr(run, "nan_policy", "propagate"), threads=getattr(run, "threads", None))
+    out = _denormalise(out, spec, how, card_names(spec.outputs, out_names), n_spatial)
+    if isinstance(x.data, da.Array):
+        # The engine computes on chunks aligned to the tile grid; hand back the input's own
+        # chunks (regular, zarr-writable, and what the user chose), the channel axis whole.
+        channel_axis = x.ndim - n_spatial - 1
+        wanted = x.data.chunks[:channel_axis] + ((out.shape[channel_axis],),) + x.data.chunks[channel_axis + 1:]
+        if out.chunks != wanted:
+            out = out.rechunk(wanted)
+    return out
 
 
 def card_names(card: list, given: list) -> list:

@@ -30,18 +30,34 @@ import cloudpickle
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, ModelError
 
 _LOCKS_GUARD = threading.Lock()
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device is None or device == "auto":
+    """The torch device for ``device`` ("auto", "cpu", "cuda", "cuda:1", or a ``torch.device``);
+    an :class:`InputError` for anything xdl cannot compute on here."""
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device={str(device)!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'.")
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"device={device!r}: give 'auto', 'cpu', 'cuda' or 'cuda:N' (a string or torch.device).")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(f"device={str(device)!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device={str(device)!r}: xdl runs models on 'cpu' or 'cuda' devices, not {dev.type!r}; "
+                         "use device='auto', 'cpu' or 'cuda'.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device={str(device)!r} asked for, but CUDA is not available here; use device='cpu' or 'auto'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(f"device={str(device)!r} asked for, but MPS is not available here; use device='cpu' or 'auto'.")
     return dev
 
 
@@ -70,7 +86,7 @@ def resolve_precision(precision: str, device: torch.device, cpu_bf16: bool = Fal
         return None
     table = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
              "fp16": torch.float16, "float16": torch.float16}
-    if precision not in table:
+    if not isinstance(precision, str) or precision not in table:
         raise InputError(f"precision={precision!r}: use 'auto', 'fp32', 'bf16' or 'fp16'.")
     return table[precision]
 
@@ -90,20 +106,22 @@ class ModelPayload:
 
     loads = 0  # per process: how many payloads were unpickled here
 
-    def __init__(self, module: torch.nn.Module, key: str):
+    def __init__(self, module: torch.nn.Module, key: str, label: str | None = None):
         self.module = module
         self.key = key
+        self.label = label or type(module).__name__  # named in errors about the model
         self._blob = None
 
     def __getstate__(self):
         # The user's own module within the user's own job (not a file from elsewhere), so pickle
         # is fine here; cloudpickle also carries classes defined in a script or notebook.
         blob = self._blob if self.module is None else cloudpickle.dumps(self.module)
-        return {"key": self.key, "blob": blob}
+        return {"key": self.key, "blob": blob, "label": self.label}
 
     def __setstate__(self, state):
         type(self).loads += 1
         self.key = state["key"]
+        self.label = state.get("label") or "model"
         self._blob = state["blob"]
         self.module = None
 
@@ -122,6 +140,7 @@ class ResidentModel:
     takes_mask: bool
     oom_cap: int | None = None  # largest batch known to fit after an out-of-memory error
     compiled: torch.nn.Module | None = None  # torch.compile'd view of module, when asked for
+    label: str = "model"  # the model's name, for errors
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
@@ -133,13 +152,22 @@ class ResidentModel:
                 # A private copy: the user's module keeps its device and train/eval state.
                 module = copy.deepcopy(payload.get_module()).to(device).eval()
                 resident = cls(module=module, device=device, takes_mask=takes_mask,
-                               compiled=torch.compile(module, dynamic=False) if compiled else None)
+                               compiled=torch.compile(module, dynamic=False) if compiled else None,
+                               label=getattr(payload, "label", None) or type(module).__name__)
                 _RESIDENT[cache_key] = resident
         return resident
 
     def run(self, x: np.ndarray, mask: np.ndarray | None, autocast: torch.dtype | None,
-            batch_size: int) -> np.ndarray:
-        """Model output for ``x`` (first axis = samples) as float32 numpy, in batches."""
+            batch_size: int, out_channels: int | None = None, prefill: bool = False,
+            threads: int | None = None) -> np.ndarray:
+        """Model output for ``x`` (first axis = samples) as float32 numpy, in batches.
+
+        ``out_channels``: the channel count the model must return (checked, with the spatial
+        shape; a :class:`ModelError` otherwise). ``prefill``: for a model that takes no mask,
+        replace the pixels where ``mask`` is 0 by :func:`~xdl.models.harmonic.harmonic_fill`'s
+        first guess before the call (``nan_policy="fill"``); the model then gets ``x`` only.
+        ``threads``: torch intra-op threads for the call (CPU results depend on it; see predict).
+        """
         outputs, start = [], 0
         while start < len(x):
             size = max(min(batch_size, self.oom_cap or batch_size), 1)
@@ -149,7 +177,10 @@ class ResidentModel:
                 # Compiled: pad short batches up to a power of two (at most `size`), so a handful
                 # of shapes are compiled, never one per block size, and little compute is wasted.
                 pad_to = min(size, 1 << (n - 1).bit_length()) if self.compiled is not None else None
-                outputs.append(self._run_batch(x[part], None if mask is None else mask[part], autocast, pad_to))
+                out = self._run_batch(x[part], None if mask is None else mask[part], autocast, pad_to, prefill,
+                                      threads)
+                self._check_output(out, x[part], out_channels)
+                outputs.append(out)
                 start += size
             except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_out_of_memory(error) or size == 1:
@@ -159,7 +190,15 @@ class ResidentModel:
                     torch.cuda.empty_cache()
         return np.concatenate(outputs, axis=0)
 
-    def _run_batch(self, x, mask, autocast, pad_to=None) -> np.ndarray:
+    def _check_output(self, out: np.ndarray, x: np.ndarray, out_channels: int | None) -> None:
+        expected = (len(x),) + ((out_channels,) if out_channels is not None else out.shape[1:2]) + x.shape[2:]
+        if out.shape != expected:
+            raise ModelError(f"model {self.label!r} returned an output of shape {tuple(out.shape)} for an input "
+                             f"of shape {tuple(x.shape)}; xdl expects {expected} (batch, {out_channels} channel(s) "
+                             "as its card or probe says, the input's spatial size). Fix the model's padding or "
+                             "its out_channels.")
+
+    def _run_batch(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
         cuda = self.device.type == "cuda"
         n = len(x)
         arrays = [x] if mask is None else [x, mask]
@@ -179,15 +218,22 @@ class ResidentModel:
             ready.record(stream)
         else:
             tensors = hosts
-        out, done = device_feeder(self.device).submit(self._forward, tensors, ready, autocast).result()
+        out, done = device_feeder(self.device).submit(self._forward, tensors, ready, autocast, prefill,
+                                                      threads).result()
         if done is not None:
             done.synchronize()
         return out.numpy()[:n]
 
-    def _forward(self, tensors, ready, autocast):
+    def _forward(self, tensors, ready, autocast, prefill=False, threads=None):
         """Runs in the device's feeder thread: all model calls on a device come from one thread,
         so cuDNN's autotuning (per thread) happens once and kernels never interleave."""
         cuda = self.device.type == "cuda"
+        if threads is not None and torch.get_num_threads() != threads:
+            # The caller's thread count, in every process: oneDNN's CPU kernels split their sums
+            # by thread, so a dask worker started with OMP_NUM_THREADS=1 would otherwise round
+            # differently from the threaded scheduler (measured: 184 pixels of a GOES fill).
+            # With OpenMP this is the feeder thread's own setting; the user's threads keep theirs.
+            torch.set_num_threads(int(threads))
         with torch.inference_mode():
             if cuda:
                 compute = torch.cuda.current_stream(self.device)
@@ -196,9 +242,18 @@ class ResidentModel:
                     tensor.record_stream(compute)
             x_dev = tensors[0]
             mask_dev = tensors[1] if len(tensors) > 1 else None
+            if prefill and mask_dev is not None:
+                x_dev = first_guess(x_dev, mask_dev)
+                mask_dev = None
             out = self._call(x_dev, mask_dev, autocast)
-            if isinstance(out, (tuple, list)):  # e.g. (image, mask) from a partial-conv net
+            if isinstance(out, (tuple, list)) and out:  # e.g. (image, mask) from a partial-conv net
                 out = out[0]
+            if not isinstance(out, torch.Tensor):
+                raise ModelError(f"model {self.label!r} returned {type(out).__name__}, not a torch.Tensor; "
+                                 "its forward must return a tensor (batch, channels, *spatial) "
+                                 "(or a tuple whose first item is one).")
+            if out.is_complex():
+                raise ModelError(f"model {self.label!r} returned a {out.dtype} tensor; xdl needs real numbers.")
             out = out.float()
             if not cuda:
                 return out, None
@@ -224,7 +279,27 @@ class ResidentModel:
                               f"{str(error)[:200]}); running it eagerly. Pass compile=False to skip compiling.",
                               RuntimeWarning, stacklevel=2)
                 self.compiled = None
-        return call(self.module)
+        try:
+            return call(self.module)
+        except Exception as error:  # noqa: BLE001 - OOM goes up to the batch halving; the rest is the model's
+            if is_out_of_memory(error):
+                raise
+            raise ModelError(f"model {self.label!r} raised {type(error).__name__} on a batch of shape "
+                             f"{tuple(x_dev.shape)}: {str(error)[:300]}") from error
+
+
+def first_guess(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` with its masked-out pixels (``mask`` 0) replaced by a harmonic fill, per sample and
+    channel (a volume ``(N, C, T, H, W)`` is filled slice by slice): what ``nan_policy="fill"``
+    feeds a model that takes no mask. Valid pixels are returned as given."""
+    from .models.harmonic import harmonic_fill
+
+    if x.ndim < 4:  # pointwise: no neighbours to fill from (the engine never asks)
+        return x
+    shape = x.shape
+    planes = x.reshape(shape[0], -1, shape[-2], shape[-1])
+    filled = harmonic_fill(planes, mask.reshape(planes.shape))
+    return filled.reshape(shape).to(x.dtype)
 
 
 _FEEDERS: dict[str, ThreadPoolExecutor] = {}

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, ModelError
+from .models import registry
 
 MODES = ("spatial", "pointwise", "volume")
 
@@ -65,9 +66,34 @@ def guess_in_channels(module: torch.nn.Module) -> int | None:
     return getattr(layer, "in_channels", None) or getattr(layer, "in_features", None)
 
 
+class _ProbeFailed(Exception):
+    """The model raised on a probe input (which a size probe may expect for some sizes)."""
+
+
+def _label(module) -> str:
+    return type(module).__name__
+
+
 def _call(module, x, takes_mask):
-    out = module(x, torch.ones_like(x)) if takes_mask else module(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    """One probe call; the output must be a real tensor (a :class:`ModelError` otherwise)."""
+    try:
+        out = module(x, torch.ones_like(x)) if takes_mask else module(x)
+    except Exception as error:  # noqa: BLE001 - the caller decides (size probing tries other sizes)
+        raise _ProbeFailed(error) from error
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or out.is_complex():
+        what = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a {out.dtype} tensor"
+        raise ModelError(f"model {_label(module)!r} returned {what} for an input of shape {tuple(x.shape)}; "
+                         "its forward must return a real torch.Tensor (batch, channels, *spatial), "
+                         "or a tuple whose first item is one.")
+    return out
+
+
+def _raised(module, error: BaseException, shape) -> ModelError:
+    cause = error.__cause__ if isinstance(error, _ProbeFailed) and error.__cause__ is not None else error
+    return ModelError(f"model {_label(module)!r} raised {type(cause).__name__} on a probe input of shape "
+                      f"{tuple(shape)}: {str(cause)[:300]}")
 
 
 def probe_size_multiple(module, in_channels: int, n_spatial: int, takes_mask: bool) -> int:
@@ -79,17 +105,17 @@ def probe_size_multiple(module, in_channels: int, n_spatial: int, takes_mask: bo
         try:
             with torch.inference_mode():
                 out = _call(module, x, takes_mask)
-        except Exception as error:  # noqa: BLE001 - a failed size is what we are probing for
-            last_error = error
+        except _ProbeFailed as error:  # a failed size is what we are probing for
+            last_error = error.__cause__ or error
             continue
         if tuple(out.shape[2:]) == (side,) * n_spatial:
             return m
-        last_error = InputError(f"output spatial shape {tuple(out.shape[2:])} for input {(side,) * n_spatial}")
-    raise InputError(
-        "the model does not return outputs of its input's spatial size for any size multiple up to "
-        f"128 (last error: {last_error}). xdl needs same-size spatial outputs; wrap the model or give "
-        "it padding."
-    )
+        last_error = ValueError(f"output spatial shape {tuple(out.shape[2:])} for input {(side,) * n_spatial}")
+    raise ModelError(
+        f"model {_label(module)!r} does not return outputs of its input's spatial size for any size multiple "
+        f"up to 128 (last error: {type(last_error).__name__}: {str(last_error)[:300]}). xdl needs same-size "
+        "spatial outputs; wrap the model or give it padding."
+    ) from last_error
 
 
 def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, takes_mask: bool,
@@ -105,11 +131,20 @@ def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, tak
     module.eval()
     try:
         with torch.enable_grad():
-            out = _call(module, x, takes_mask)
+            try:
+                out = _call(module, x, takes_mask)
+            except _ProbeFailed as error:
+                raise _raised(module, error, x.shape) from error.__cause__
+            if out.ndim != n_spatial + 2 or tuple(out.shape[2:]) != (side,) * n_spatial:
+                raise ModelError(f"model {_label(module)!r} returned shape {tuple(out.shape)} for an input of "
+                                 f"shape {tuple(x.shape)}; xdl needs (batch, channels) plus the input's spatial size.")
             centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
-            out[centre].sum().backward()
+            if out.requires_grad:
+                out[centre].sum().backward()
     finally:
         module.train(was_training)
+    if x.grad is None:  # the output does not depend on the input (constant, or detached)
+        return 0
     grad = x.grad.detach().abs().sum(dim=(0, 1))
     total = float(grad.sum())
     if total == 0.0:
@@ -164,8 +199,15 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         if halo is None:
             halo = probe_halo(module, in_channels, n_spatial, size_multiple, takes_mask)
     out_channels = pick("out_channels")
-    if out_channels is None:
-        out_channels = _probe_out_channels(module, in_channels, mode, size_multiple, takes_mask)
+    if out_channels is None or registry.name_of(module) is None:
+        # A user's module is called once on a small input now, so a wrong output (type, shape,
+        # channels) or a model that raises is reported before any graph is built or data written.
+        shape = _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask)
+        if out_channels is None:
+            out_channels = shape[1]
+        elif int(out_channels) != shape[1]:
+            raise ModelError(f"model {_label(module)!r} declares out_channels={out_channels} but returns "
+                             f"{shape[1]} channel(s) (output shape {shape}); fix its card or attribute.")
     return EngineSpec(
         mode=mode, in_channels=int(in_channels), out_channels=int(out_channels),
         size_multiple=int(size_multiple), halo=int(halo), takes_mask=takes_mask,
@@ -179,7 +221,8 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
     )
 
 
-def _probe_out_channels(module, in_channels, mode, size_multiple, takes_mask) -> int:
+def _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask) -> tuple:
+    """The output shape of one small call (zeros), with the model's errors as :class:`ModelError`."""
     if mode == "pointwise":
         x = torch.zeros((2, in_channels))
     else:
@@ -189,7 +232,15 @@ def _probe_out_channels(module, in_channels, mode, size_multiple, takes_mask) ->
     module.eval()
     try:
         with torch.inference_mode():
-            out = _call(module, x, takes_mask)
+            try:
+                out = _call(module, x, takes_mask)
+            except _ProbeFailed as error:
+                raise _raised(module, error, x.shape) from error.__cause__
     finally:
         module.train(was_training)
-    return int(out.shape[1])
+    expected_rank = x.ndim
+    if out.ndim != expected_rank or out.shape[0] != x.shape[0] or tuple(out.shape[2:]) != tuple(x.shape[2:]):
+        raise ModelError(f"model {_label(module)!r} returned shape {tuple(out.shape)} for an input of shape "
+                         f"{tuple(x.shape)}; xdl needs (batch, channels{', *spatial' if x.ndim > 2 else ''}) with the "
+                         "input's batch and spatial sizes. Fix the model's padding or wrap it.")
+    return tuple(out.shape)
