@@ -350,3 +350,20 @@ def test_evaluate_panel_rmse_says_it_is_sample_0(env, tmp_path, monkeypatch):
     xdl.evaluate.evaluate(field(n=2)[["sst"]], env.m0, fraction=0.1, domain=None, baselines=(),
                           plot=tmp_path / "p.png")
     assert any("sample 0 RMSE" in t for t in titles)
+
+
+def test_ctrl_c_exit_hook_never_prints_an_event_loop_traceback(monkeypatch):
+    import atexit
+
+    from zarr.core import sync
+
+    def busy():
+        raise RuntimeError("Cannot close a running event loop")
+
+    monkeypatch.setattr(sync, "cleanup_resources", busy)
+    xdl.cli._quiet_zarr_exit()
+    try:
+        xdl.cli._zarr_cleanup_quietly()  # what runs at exit instead of zarr's own hook: no error
+    finally:
+        atexit.unregister(xdl.cli._zarr_cleanup_quietly)
+        monkeypatch.undo()  # zarr's own hook was never unregistered: the patched one was

@@ -647,9 +647,9 @@ def _cmd_zoo(a) -> int:
         print("  (none bundled with this installation)")
     for name in bundled:
         try:
-            from .model import _card_from_header, read_header
+            from .model import card_from_header, read_header
 
-            card = _card_from_header(pretrained.path(name), read_header(pretrained.path(name))[0])
+            card = card_from_header(pretrained.path(name), read_header(pretrained.path(name))[0])
             desc = card.get("description") or card.get("architecture") or ""
         except XdlError as e:
             desc = f"(unreadable: {e})"
@@ -789,6 +789,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _zarr_cleanup_quietly() -> None:
+    from zarr.core import sync
+
+    try:
+        sync.cleanup_resources()
+    except RuntimeError:  # "Cannot close a running event loop": the process is exiting anyway
+        pass
+
+
+def _quiet_zarr_exit() -> None:
+    """After Ctrl-C mid-write, zarr's IO loop may still be busy when its exit hook closes it, which
+    prints a "Cannot close a running event loop" traceback; swap the hook for one that does not."""
+    sync = sys.modules.get("zarr.core.sync")
+    if sync is not None and hasattr(sync, "cleanup_resources"):
+        import atexit
+
+        atexit.unregister(sync.cleanup_resources)
+        atexit.unregister(_zarr_cleanup_quietly)
+        atexit.register(_zarr_cleanup_quietly)
+
+
 def main(argv=None) -> int:
     """Run the ``xdl`` command line; returns the exit status (0 ok, 1 bad input, 2 usage).
 
@@ -800,6 +821,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        _quiet_zarr_exit()
         print(f"xdl {args.command}: interrupted", file=sys.stderr)
         return 130
     except (XdlError, OSError, ValueError, KeyError) as e:
