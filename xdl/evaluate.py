@@ -203,8 +203,9 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     baselines : names from :data:`xdl.baselines.BASELINES` (``"linear"``, ``"nearest"``,
         ``"biharmonic"``); ``()`` scores the model alone.
     mask : True where a value is valid (default: CF rules). Only valid pixels are hidden and scored.
-    domain : where gaps may be filled (``"auto"``: the Earth disk on geostationary grids); pixels
-        outside are never hidden.
+    domain : where gaps may be filled (``"auto"``: per variable, as ``inpaint``'s: the Earth disk,
+        land/sea masks and flags, swath footprints, wide never-observed regions); pixels outside
+        are never hidden.
     seed : the gap patterns depend only on ``seed``, the variable's position and the gap kind.
     plot : a PNG path: one figure per variable and gap kind (first sample): truth, gaps, each
         method's fill and its error on the hidden pixels. With several variables or gap kinds the

@@ -305,9 +305,9 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         Dataset, in a DataArray's coordinates, in the file its ``encoding["source"]`` names, or
         from the GOES-R constants for ``goes_imager_projection``; (2) a land/sea mask or flag
         variable beside the data (CF ``land_binary_mask``, ``sea_binary_mask``,
-        ``land_area_fraction``, ``sea_area_fraction``, a ``flag_meanings`` land bit as in GHRSST
-        ``l2p_flags``): when at most 1% of the variable's valid values lie on one side, that side
-        is outside; (3) 2-D lat/lon with missing values (swaths): outside where they are missing.
+        ``land_area_fraction``, ``sea_area_fraction``, a ``flag_meanings`` land class as in GHRSST
+        ``l2p_flags`` or water class as in the GOES LST ``DQF``): when at most 1% of the
+        variable's valid values lie on one side, the other side is outside; (3) 2-D lat/lon with missing values (swaths): outside where they are missing.
         When the file says none of this (no disk, mask or swath), a shape rule: a region that no
         sample observes and that is wide (a pixel 6 or more pixels from every observed pixel:
         the sea around a country, space around a reprojected disk) is outside if it reaches the
