@@ -268,13 +268,18 @@ def test_robust_moments_are_the_plain_ones_on_ordinary_fields():
     assert abs(robust[0, 0, 0, 0] - stats[0, 0, 0, 0]) < 0.1 and robust[0, 0, 0, 1] < 4
 
 
-def test_statistics_do_not_depend_on_chunking():
+@pytest.mark.parametrize("limit", [None, 2 ** 16])
+def test_statistics_do_not_depend_on_chunking(limit, monkeypatch):
+    if limit:
+        monkeypatch.setattr(xdl.predict, "STATS_PIXELS", limit)  # large samples: subsampled
     rng = np.random.default_rng(2)
-    data = (rng.standard_normal((4, 1, 700, 900)) * 100).astype("f4")  # > 2**18 pixels: subsampled
+    data = (rng.standard_normal((4, 1, 700, 900)) * 100).astype("f4")
     results = [np.asarray(sample_statistics(da.from_array(data, chunks=c), 2))
                for c in ((4, 1, 700, 900), (1, 1, 128, 256), (3, 1, 333, 100))]
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])
+    plain = data.astype(np.float64).mean(axis=(2, 3))
+    np.testing.assert_allclose(results[0][..., 0, 0], plain, atol=2 if limit else 1e-4)
 
 
 # ----------------------------------------------------------------------------- schedulers and chunks

@@ -310,20 +310,22 @@ def _normalise(data: da.Array, spec: EngineSpec, names: list, n_spatial: int):
     raise InputError(f"unknown normalization kind {kind!r} in the model card; use 'none', 'global' or 'per_sample'.")
 
 
-STATS_PIXELS = 2 ** 18  # per sample: larger fields are subsampled on a regular stride for statistics
+STATS_PIXELS = 2 ** 22  # per sample: larger fields are subsampled on a regular stride for statistics
+QUANTILE_PIXELS = 2 ** 18  # the fences' percentiles come from at most this many of them
 STATS_QUANTILES = (1.0, 99.0)  # values beyond these quantiles by more than their spread are clipped
 
 
-def stats_stride(shape) -> int:
-    """The stride (same on every spatial axis) that keeps a sample's statistics to at most
-    :data:`STATS_PIXELS` pixels: 1 for fields up to 512 x 512."""
+def stats_stride(shape, limit: int | None = None) -> int:
+    """The stride (same on every spatial axis) that keeps a sample to at most ``limit`` pixels:
+    1 for fields up to 2048 x 2048 (a GOES CONUS scene) with the default."""
+    limit = STATS_PIXELS if limit is None else limit
     stride = 1
-    while int(np.prod([-(-n // stride) for n in shape])) > STATS_PIXELS:
+    while int(np.prod([-(-n // stride) for n in shape])) > limit:
         stride += 1
     return stride
 
 
-def robust_moments(sub: np.ndarray, n_spatial: int) -> np.ndarray:
+def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np.ndarray:
     """Per sample and channel of ``sub`` (``(..., *spatial)``): a robust mean and std and the
     outlier fences, stacked on the last axis (the spatial axes become size 1, the last size 4:
     mean, std, low fence, high fence), float32.
@@ -332,14 +334,16 @@ def robust_moments(sub: np.ndarray, n_spatial: int) -> np.ndarray:
     spread is > 0) are clipped to the fence (a field with a handful of 1e38 values keeps the statistics of its ordinary values),
     then the mean and standard deviation of the finite values are taken in float64 in one fixed
     order. On fields with nothing beyond the fences this is exactly the plain mean and std. A
-    sample without finite values gets (0, 1); a constant one std 1."""
+    sample without finite values gets (0, 1); a constant one std 1 (0 with ``raw_std``)."""
     axes = tuple(range(sub.ndim - n_spatial, sub.ndim))
     x = sub.astype(np.float64)
     finite = np.isfinite(x)
     x = np.where(finite, x, np.nan)
+    q_stride = stats_stride(x.shape[x.ndim - n_spatial:], QUANTILE_PIXELS)
+    few = x[(Ellipsis,) + (slice(None, None, q_stride),) * n_spatial]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN samples: handled just below
-        q_lo, q_hi = np.nanpercentile(x, STATS_QUANTILES, axis=axes, keepdims=True)
+        q_lo, q_hi = np.nanpercentile(few, STATS_QUANTILES, axis=axes, keepdims=True)
     spread = q_hi - q_lo
     # No fences where the percentiles are undefined or equal (a mostly constant field such as
     # rain: its few other values are the signal, not outliers).
@@ -355,11 +359,12 @@ def robust_moments(sub: np.ndarray, n_spatial: int) -> np.ndarray:
     mean = clipped.sum(axis=axes, keepdims=True) / count
     var = (np.where(finite, clipped - mean, 0.0) ** 2).sum(axis=axes, keepdims=True) / count
     std = np.sqrt(var)
-    std = np.where(std > 0, std, 1.0)
+    if not raw_std:
+        std = np.where(std > 0, std, 1.0)
     return np.concatenate([mean, std, lo, hi], axis=-1).astype(np.float32)
 
 
-def sample_statistics(data: da.Array, n_spatial: int) -> da.Array:
+def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False) -> da.Array:
     """Lazy :func:`robust_moments` of ``data`` (``(*batch, C, *spatial)``): shape
     ``(*batch, C, 1, ..., 4)``. Each sample's statistics come from one block holding the whole
     sample (on a regular subsample when it is large), so they are the same whatever the chunking
@@ -368,9 +373,10 @@ def sample_statistics(data: da.Array, n_spatial: int) -> da.Array:
     stride = stats_stride(spatial)
     sub = data[(Ellipsis,) + (slice(None, None, stride),) * n_spatial] if stride > 1 else data
     lead = data.ndim - n_spatial
-    sub = sub.rechunk({**{a: -1 for a in range(lead, data.ndim)}, lead - 1: -1})
+    big = int(np.prod(sub.shape[lead - 1:])) >= 2 ** 16  # then one sample per block (memory)
+    sub = sub.rechunk({**{a: -1 for a in range(lead - 1, data.ndim)}, **({a: 1 for a in range(lead - 1)} if big else {})})
     chunks = sub.chunks[:lead] + ((1,),) * (n_spatial - 1) + ((4,),)
-    return da.map_blocks(robust_moments, sub, n_spatial, chunks=chunks, dtype=np.float32,
+    return da.map_blocks(robust_moments, sub, n_spatial, raw_std, chunks=chunks, dtype=np.float32,
                          meta=np.empty((0,) * data.ndim, np.float32))
 
 

@@ -232,10 +232,12 @@ class _Source:
             if not isinstance(a.data, da.Array):
                 # One chunk per few samples, whole fields: lazily indexed files are not read at once.
                 a = a.chunk({**{d: "auto" for d in self.sample_dims}, **{d: -1 for d in self.spatial}})
-            d = a.data.astype(np.float64)
-            d = da.where(da.isfinite(d), d, np.nan)  # inf counts as invalid, as in the batches
-            out.append((da.isfinite(d).sum(axis=(-2, -1)), da.nanmean(d, axis=(-2, -1)),
-                        da.nanstd(d, axis=(-2, -1))))
+            # Mean and std as the engine takes them (xdl.predict.sample_statistics: outliers fenced,
+            # float64, one block per sample), so a model trains on what inference will give it.
+            from .predict import sample_statistics
+
+            moments = sample_statistics(a.data[..., None, :, :], 2, raw_std=True)[..., 0, 0, :]
+            out.append((da.isfinite(a.data).sum(axis=(-2, -1)), moments[..., 0], moments[..., 1]))
         return out
 
 
