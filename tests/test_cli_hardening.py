@@ -367,3 +367,27 @@ def test_ctrl_c_exit_hook_never_prints_an_event_loop_traceback(monkeypatch):
     finally:
         atexit.unregister(xdl.cli._zarr_cleanup_quietly)
         monkeypatch.undo()  # zarr's own hook was never unregistered: the patched one was
+
+
+def test_undecodable_times_pass_through_raw(env, tmp_path):
+    import netCDF4
+
+    path = tmp_path / "badtime.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        for name, size in (("time", 2), ("y", 16), ("x", 20)):
+            nc.createDimension(name, size)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units, t[:] = "days since the big bang", [1.0, 2.0]
+        b = nc.createVariable("obs_time", "f8", ("time",))
+        b.units, b[:] = "hours since 1600-13-45", [7.0, 8.0]
+        v = nc.createVariable("sst", "f4", ("time", "y", "x"))
+        v[:] = 280 + np.arange(640, dtype="f4").reshape(2, 16, 20) / 100
+        v[0, 5, 5] = np.nan
+    out = tmp_path / "out.zarr"
+    with pytest.warns(UserWarning, match="times cannot be decoded"):
+        assert main(["inpaint", str(path), str(out), "--model", env.m0, "--no-progress"]) == 0
+    back = xr.open_zarr(out, decode_times=False)
+    np.testing.assert_array_equal(back.obs_time.values, [7.0, 8.0])
+    assert back.obs_time.attrs["units"] == "hours since 1600-13-45"
+    assert back.time.attrs["units"] == "days since the big bang"
+    assert np.isfinite(back.sst.values).all()

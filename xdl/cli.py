@@ -217,15 +217,24 @@ def open_input(path: str, chunks="file"):
         raise InputError(f"{path}: no such file or directory.")
     if _is_zarr(path):
         _refuse_incomplete(path)
-    try:
-        if _is_zarr(path):
+    kwargs = {"engine": "zarr"} if _is_zarr(path) else {}
+    # Times that numpy cannot hold (or units nobody can parse) must not stop a gap fill that never
+    # looks at them: try cftime, then keep every time variable as stored (raw numbers + units).
+    attempts = [{}, {"decode_times": xr.coders.CFDatetimeCoder(use_cftime=True)}, {"decode_times": False}]
+    for i, extra in enumerate(attempts):
+        try:
             with warnings.catch_warnings():  # stores without consolidated metadata are fine
                 warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated",
                                         category=RuntimeWarning)
-                return xr.open_dataset(path, engine="zarr", chunks=chunks)
-        return xr.open_dataset(path, chunks=chunks)
-    except (ValueError, OSError) as e:
-        raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+                ds = xr.open_dataset(path, chunks=chunks, **kwargs, **extra)
+        except (ValueError, OSError) as e:
+            if i + 1 < len(attempts) and "decode time" in str(e):
+                continue
+            raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+        if extra.get("decode_times") is False:
+            warnings.warn(f"{path}: its times cannot be decoded; they pass through as stored (numbers "
+                          "with their units).", UserWarning, stacklevel=2)
+        return ds
 
 
 def _refuse_incomplete(path: str) -> None:

@@ -95,6 +95,12 @@ def _set_status(path: Path, status: str) -> None:
         zarr.consolidate_metadata(str(path))
 
 
+def _is_time(var) -> bool:
+    """Decoded times, or raw numbers with CF time units ("days since ...") kept undecoded."""
+    units = var.attrs.get("units", var.encoding.get("units"))
+    return var.dtype.kind in "Mm" or (isinstance(units, str) and " since " in units)
+
+
 def _region_dim(ds: xr.Dataset) -> tuple[str, tuple[int, ...]]:
     """The dim to write along: the first dim of the first lazy variable, with its chunks."""
     for var in ds.data_vars.values():
@@ -136,7 +142,7 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
     # CF climatology_bounds) go with the layout too: a region write decodes the store's existing
     # values, and an encoded time array that is still all fill value does not decode.
     lazy = [name for name, var in ds.data_vars.items() if dim in var.dims and isinstance(var.data, da.Array)
-            and var.dtype.kind not in "Mm"]
+            and not _is_time(var)]
     ds = ds.copy()
     for name in list(ds.variables):
         if name not in lazy and isinstance(ds[name].variable.data, da.Array):
