@@ -391,3 +391,17 @@ def test_undecodable_times_pass_through_raw(env, tmp_path):
     assert back.obs_time.attrs["units"] == "hours since 1600-13-45"
     assert back.time.attrs["units"] == "days since the big bang"
     assert np.isfinite(back.sst.values).all()
+
+
+def test_evaluate_and_train_never_overwrite_an_input(env, tmp_path, capsys):
+    src = tmp_path / "in.nc"
+    shutil.copy(env.a, src)
+    before = src.read_bytes()
+    assert main(["evaluate", str(src), "--model", env.m0, "--out", str(src), "--overwrite"]) == 1
+    assert "is an input" in capsys.readouterr().err
+    model = tmp_path / "m.safetensors"
+    shutil.copy(env.m0, model)
+    assert main(["train", str(src), "--model", str(model), "--out", str(model), "--overwrite",
+                 "--epochs", "1", "--steps", "1"]) == 1
+    assert "is an input" in capsys.readouterr().err
+    assert src.read_bytes() == before and model.read_bytes() == open(env.m0, "rb").read()

@@ -270,11 +270,7 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
 
 
-def _check_output(path: str, overwrite: bool, inputs=()) -> str:
-    """The output kind; refuses an output that is, contains or lies inside any input (overwriting
-    or writing it would destroy data being read), and an existing output without --overwrite."""
-    kind = _output_kind(path)
-    real = os.path.realpath(path.rstrip("/") or path)
+def _refuse_overlap(path: str, real: str, inputs) -> None:
     for given in inputs:
         for source in _input_paths(given):
             if _overlaps(real, source):
@@ -282,6 +278,14 @@ def _check_output(path: str, overwrite: bool, inputs=()) -> str:
                        else "lies inside")
                 raise InputError(f"{path}: the output {how} an input ({source}); writing it would destroy "
                                  "data being read. Write to a path outside every input.")
+
+
+def _check_output(path: str, overwrite: bool, inputs=()) -> str:
+    """The output kind; refuses an output that is, contains or lies inside any input (overwriting
+    or writing it would destroy data being read), and an existing output without --overwrite."""
+    kind = _output_kind(path)
+    real = os.path.realpath(path.rstrip("/") or path)
+    _refuse_overlap(path, real, inputs)
     if os.path.lexists(path) and not overwrite:
         from .io import describe_incomplete, store_status
 
@@ -577,6 +581,7 @@ def _cmd_train(a) -> int:
         if unknown:
             raise InputError(f"{a.config or 'command line'}: fit() takes no option(s) {', '.join(unknown)}; "
                              f"it takes: {', '.join(p for p in params if p not in ('obj', 'model'))}.")
+    _refuse_overlap(a.out, os.path.realpath(a.out), [a.input, a.config, model if os.path.exists(model) else None])
     if os.path.lexists(a.out) and not a.overwrite:
         raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
     if os.path.exists(model):
@@ -599,6 +604,7 @@ def _cmd_evaluate(a) -> int:
     if a.out:
         if not a.out.lower().endswith((".nc", ".csv")):
             raise InputError(f"{a.out}: --out must end in .nc (netCDF) or .csv.")
+        _refuse_overlap(a.out, os.path.realpath(a.out), _sources(a))
         if os.path.lexists(a.out) and not a.overwrite:
             raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
     ds = open_input(a.input, a.chunks)
