@@ -405,3 +405,20 @@ def test_evaluate_and_train_never_overwrite_an_input(env, tmp_path, capsys):
                  "--epochs", "1", "--steps", "1"]) == 1
     assert "is an input" in capsys.readouterr().err
     assert src.read_bytes() == before and model.read_bytes() == open(env.m0, "rb").read()
+
+
+def test_resume_on_real_goes_files_refuses_another_band(env, tmp_path, monkeypatch, capsys):
+    c13 = shared_file("goes/OR_ABI-L1b-RadM1-M6C13_G17_*.nc")
+    c14 = shared_file("goes/OR_ABI-L1b-RadM1-M6C14_G17_*.nc")  # same 500x500 grid, other values
+    args = ["--var", "Rad", "--mask", "DQF == 0", "--model", env.m0, "--chunks", "y=250", "--no-progress"]
+    reference = tmp_path / "ref.zarr"
+    assert main(["inpaint", str(c13), str(reference), *args]) == 0
+    out = tmp_path / "out.zarr"
+    undo = interrupt_after_first_region(monkeypatch)
+    assert main(["inpaint", str(c13), str(out), *args]) == 130
+    undo()
+    capsys.readouterr()
+    assert main(["inpaint", str(c14), str(out), *args, "--resume"]) == 1
+    assert "IN changed" in capsys.readouterr().err
+    assert main(["inpaint", str(c13), str(out), *args, "--resume"]) == 0
+    np.testing.assert_array_equal(xr.open_zarr(out).Rad.values, xr.open_zarr(reference).Rad.values)
