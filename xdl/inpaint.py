@@ -315,9 +315,17 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         a whole series); narrow gaps joined to it are outside only within 4 pixels of its wide
         part. Scan lines, clouds and other gaps inside a scene are filled. The rule reads the
         valid mask once (also for lazy input); ``domain=None`` skips it.
-    flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable, 3 outside domain).
+    flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable: no valid input
+        within the model's reach, 3 outside domain, 4 the model returned NaN/inf there, with an
+        ``XdlWarning``); its ``_FillValue`` -1 marks a region of a store never written.
     clip : keep fills within the valid values' range of the same sample (each time step's whole
         field), widened by this share of that range (default 0.1); None lets the model extrapolate.
+        Whatever ``clip`` says, fills stay within the CF ``valid_range``/``valid_min``/``valid_max``
+        and never cross zero in a sample whose valid values are all >= 0 (or all <= 0).
+        Without ``mask=``, an ``XdlWarning`` says when the CF rule drops more than 1% of the finite
+        values (lazy input: when the result is computed).
+    Outputs hold decoded values: packed ``valid_*`` attributes are converted to decoded units and
+    the output's dtype, and packing attributes (scale_factor, add_offset, _Unsigned) are dropped.
     device, precision, tile, halo, batch_size, periodic, progress, compile : engine options, as in
         ``predict`` (``progress`` shows a bar when xdl computes an in-memory input).
 
