@@ -88,25 +88,30 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
     lead = block.shape[:n_lead]
     data = block.reshape((-1,) + block.shape[n_lead:])  # (B, C, *padded)
     valid = np.isfinite(data)
-    data = np.where(valid, data, 0).astype(np.float32, copy=False)
+    all_valid = bool(valid.all())
+    # A complete block needs no zeroing pass (np.where would copy the same values).
+    data = data.astype(np.float32, copy=False) if all_valid else np.where(valid, data, np.float32(0)).astype(np.float32, copy=False)
     batch = data.shape[0]
     out_spatial = out_shape[n_lead + 1:]
     x_tiles, origins = tiling.cut_tiles(data, plans)
     v_tiles, _ = tiling.cut_tiles(valid, plans)  # bool: 1 byte a pixel until the model needs floats
     # Which (sample, tile) pairs need the model: some valid input, and (for inpainting) a gap in the core.
     n_tiles = len(v_tiles)
-    needed = v_tiles.reshape(n_tiles, -1).any(axis=1)
-    if tiles == TILES_GAPS:
-        core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
-        needed &= ~v_tiles.all(axis=1)[core].reshape(n_tiles, -1).all(axis=1)
-    y_tiles = np.full((n_tiles, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
-    all_valid = None
+    if all_valid:
+        needed = np.full(n_tiles, tiles != TILES_GAPS)
+    else:
+        needed = v_tiles.reshape(n_tiles, -1).any(axis=1)
+        if tiles == TILES_GAPS:
+            core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
+            needed &= ~v_tiles.all(axis=1)[core].reshape(n_tiles, -1).all(axis=1)
+    every = bool(needed.all())  # skip the fancy-index copies in the common case
+    y_tiles = None
+    if not every:
+        y_tiles = np.full((n_tiles, spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
     if needed.any():
         resident = ResidentModel.get(payload, device, spec.takes_mask, compiled)
-        every = bool(needed.all())  # skip the fancy-index copies in the common case
         # nan_policy="fill" hands a mask-less model a harmonic first guess in the gaps (only
         # where there are gaps: on a complete tile the fill is the identity).
-        all_valid = bool(valid.all())
         prefill = not spec.takes_mask and nan_policy == "fill" and not all_valid
         mask_in = None
         if spec.takes_mask or prefill:
@@ -115,13 +120,14 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
                               spec.out_channels, prefill, threads)
         if not np.isfinite(result).all():  # inf is no value either: the caller sees NaN = model failed
             result = np.where(np.isfinite(result), result, np.float32(np.nan))
-        y_tiles[needed] = result
+        if every:
+            y_tiles = result  # already (n_tiles, C_out, *tile), checked by the runner
+        else:
+            y_tiles[needed] = result
     out = tiling.assemble(y_tiles, origins, plans, batch, out_spatial)
     if not spec.takes_mask and nan_policy == "propagate":
         # The model saw zeros (normalised units) for missing inputs: no output where any of them
         # lies within the halo (the model's receptive field) of the output pixel.
-        if all_valid is None:
-            all_valid = bool(valid.all())
         if not all_valid:
             touched = _within_halo(~valid.all(axis=1), plans, out_spatial)
             out = np.where(touched[:, None], np.float32(np.nan), out)

@@ -147,6 +147,8 @@ def assemble(outputs: np.ndarray, origins: list[tuple[int, ...]], plans: list[Ax
     """Put tile outputs ``(B * n_tiles, C_out, *tile)`` back into a block ``(B, C_out, *out_shape)``,
     keeping each tile's core only and cropping at the array's end."""
     n_tiles = len(origins)
+    if n_tiles == 1:  # the block is one tile: its core, cropped, is the result (a view, no copy)
+        return outputs[(slice(None), slice(None)) + tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_shape))]
     outputs = outputs.reshape((batch, n_tiles) + outputs.shape[1:])
     sizes = [max(o[a] for o in origins) + plans[a].stride for a in range(len(plans))]
     result = np.empty((batch, outputs.shape[2]) + tuple(sizes), dtype=outputs.dtype)
