@@ -19,7 +19,7 @@ import xarray as xr
 from . import cf, domains, pretrained
 from .errors import InputError, XdlWarning
 from .graph import TILES_GAPS
-from .predict import (_RunOptions, _finish, _spatial, _stack_channels, eligible_variables, model_key,
+from .predict import (_RunOptions, check_halo, _finish, _spatial, _stack_channels, eligible_variables, model_key,
                       model_label, resolve_model, run_engine)
 from .spec import engine_spec
 
@@ -224,6 +224,16 @@ def _range_warning(counts, name: str):
     return da.from_delayed(dask.delayed(warn, pure=True)(*counts), shape=(), dtype=bool)
 
 
+def _chunks_like(obj, arr: xr.DataArray):
+    """``obj`` rechunked to ``arr``'s chunks along the dims they share (both dask-backed)."""
+    if arr is None or not isinstance(getattr(obj, "data", None), da.Array) or not isinstance(arr.data, da.Array):
+        return obj
+    wanted = {d: arr.chunksizes[d] for d in obj.dims if d in arr.chunksizes}
+    if all(obj.chunksizes.get(d) == c for d, c in wanted.items()):
+        return obj
+    return obj.chunk(wanted)
+
+
 def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, model, spec, run, dims,
               clip=0.1, cf_rule=False):
     """Fill a group of variables that the model takes together. Returns (filled, flags) lists.
@@ -236,12 +246,13 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
         if not isinstance(v.data, da.Array) and not bool(np.asarray(v).any()):
             warnings.warn(f"variable {a.name!r} has no valid value at all: nothing to fill from, so it stays "
                           "NaN (flag 2, unfillable). Check its mask, _FillValue and valid_range.",
-                          UserWarning, stacklevel=4)
+                          XdlWarning, stacklevel=4)
     names = [str(a.name) for a in arrays]
     x = _stack_channels(masked, spatial)
     out = run_engine(x, model, spec, run, spatial, names, names, tiles=TILES_GAPS)
     # In-memory inputs now meet the lazy model output: make them dask arrays without hashing them
     # (dask would otherwise hash every array at each step below, ~30 ms on a CONUS scene).
+    lazy_inputs = [isinstance(a.data, da.Array) for a in arrays]
     arrays, valids, masked = ([_unhashed(a) for a in group] for group in (arrays, valids, masked))
     domain = None if domain is None else _unhashed(domain)
     near_any = _near_valid(functools.reduce(operator.or_, valids), spatial, spec.halo)
@@ -260,13 +271,16 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
         near = near_any.transpose(*arr.dims)
         # One elementwise pass per block makes both outputs (the chain of xarray steps it
         # replaces cost ~30 ms more per call, in graph building and tasks, on a CONUS scene).
+        # Every operand on the input's chunks, so both outputs have them (zarr needs regular chunks).
+        like = arr if lazy_inputs[i] else None  # in memory: any chunks, computed at once
+        valid, model_values, lo, hi, near = (_chunks_like(a, like) for a in (valid, model_values, lo, hi, near))
         result, flags = xr.apply_ufunc(
-            _compose, arr, valid, model_values, True if domain is None else domain, lo, hi, near,
+            _compose, arr, valid, model_values, True if domain is None else _chunks_like(domain, like), lo, hi, near,
             xr.DataArray(check),
             kwargs={"dtype": dtype, "clip": clip, "limits": cf.valid_limits(arr), "model": model_label(model)},
             dask="parallelized", output_dtypes=[dtype, np.int8], output_core_dims=[[], []])
-        result, flags = (a.transpose(*arr.dims).assign_coords({k: arr.coords[k] for k in a.coords if k in arr.coords})
-                         for a in (result, flags))
+        result, flags = (_chunks_like(a.transpose(*arr.dims).assign_coords(
+            {k: arr.coords[k] for k in a.coords if k in arr.coords}), like) for a in (result, flags))
         # Decoded values with attrs that say so (valid_* in decoded units, no packing attributes):
         # what netCDF4 and xarray read from the output is then the same (see cf.output_attrs).
         result.attrs = cf.output_attrs(arr, dtype)
@@ -285,7 +299,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
 
 def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=None, flags=True,
             clip=0.1, device="auto", precision="auto", tile=None, halo=None, batch_size=None,
-            periodic=None, progress=False, compile="auto"):
+            periodic=None, progress=False, compile="auto", nan_policy="propagate", threads=None):
     """Fill the gaps of ``obj`` with a learned gap filler; valid values stay bit-identical.
 
     Parameters
@@ -326,8 +340,9 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         values (lazy input: when the result is computed).
     Outputs hold decoded values: packed ``valid_*`` attributes are converted to decoded units and
     the output's dtype, and packing attributes (scale_factor, add_offset, _Unsigned) are dropped.
-    device, precision, tile, halo, batch_size, periodic, progress, compile : engine options, as in
-        ``predict`` (``progress`` shows a bar when xdl computes an in-memory input).
+    device, precision, tile, halo, batch_size, periodic, progress, compile, nan_policy, threads : engine
+        options, as in ``predict`` (``progress`` shows a bar when xdl computes an in-memory input;
+        ``nan_policy`` matters only for a gap filler that takes no mask).
 
     Examples
     --------
@@ -340,12 +355,17 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     >>> bool(np.isfinite(filled).all()), bool((filled.values[:10] == field.values[:10]).all())
     (True, True)
     """
+    _RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
     model = _default_model() if model is None else resolve_model(model)
-    spec = engine_spec(model, halo=None if halo is None else int(halo))
+    spec = engine_spec(model, halo=check_halo(halo))
+    if clip is not None and (isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.number))
+                             or not np.isfinite(clip) or clip < 0):
+        raise InputError(f"clip={clip!r}: give a share >= 0 of the sample's valid range to allow beyond it "
+                         "(0.1, the default, widens it by 10%), or None to let the model extrapolate.")
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
                          "use predict() for it, or fit a 'fill-unet'.")
-    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile)
+    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
     if isinstance(domain, str) and domain != "auto":
         raise InputError(f"domain={domain!r}: give 'auto', None (fill everywhere), or a boolean DataArray "
                          "(True where gaps may be filled, e.g. ds.land == 0).")
