@@ -298,19 +298,23 @@ def test_model_failed_flag_does_not_depend_on_chunks():
 
 # ----------------------------------------------------------------------------- issue 12.12: small things
 
-def test_zarr_write_of_the_cli_raises_no_consolidated_warning(tmp_path):
-    ds = xr.Dataset({"v": (("time", "y", "x"), np.where(np.arange(16) % 5 == 0, np.nan, 280.0).astype("f4")
-                           * np.ones((2, 16, 1), "f4"))})
+def test_zarr_writes_raise_no_consolidated_warning(tmp_path):
+    from xdl.io import to_zarr_resumable
+
+    data = np.where(np.arange(16) % 5 == 0, np.nan, 280.0).astype("f4") * np.ones((2, 16, 1), "f4")
+    ds = xr.Dataset({"v": (("time", "y", "x"), data)})
     ds.to_netcdf(tmp_path / "in.nc")
+    out = ds.chunk({"time": 1}).dl.inpaint(_Const(281.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # before: ZarrUserWarning "Consolidated metadata ..." per write
+        to_zarr_resumable(out, tmp_path / "api.zarr")
+        assert xr.open_zarr(tmp_path / "api.zarr").v.shape == (2, 16, 16)  # consolidated: read quietly
     code = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c",
-                           "import sys, xdl.cli, xarray as xr; sys.exit(xdl.cli.main(sys.argv[1:]))",
+                           "import sys, xdl.cli; sys.exit(xdl.cli.main(sys.argv[1:]))",
                            "inpaint", str(tmp_path / "in.nc"), str(tmp_path / "out.zarr"), "--no-progress",
                            "--chunks", "time=1"], capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
     assert "Consolidated metadata" not in code.stderr
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert xr.open_zarr(tmp_path / "out.zarr").v.shape == (2, 16, 16)  # consolidated: read quietly
 
 
 # ----------------------------------------------------------------------------- issue 12.10: CF compliance
