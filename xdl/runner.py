@@ -188,7 +188,7 @@ class ResidentModel:
                 self.oom_cap = max(size // 2, 1)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-        return np.concatenate(outputs, axis=0)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)  # one batch: no copy
 
     def _check_output(self, out: np.ndarray, x: np.ndarray, out_channels: int | None) -> None:
         expected = (len(x),) + ((out_channels,) if out_channels is not None else out.shape[1:2]) + x.shape[2:]
@@ -256,6 +256,10 @@ class ResidentModel:
                 raise ModelError(f"model {self.label!r} returned a {out.dtype} tensor; xdl needs real numbers.")
             out = out.float()
             if not cuda:
+                # A model may hand back (a view of) its input, whose memory can be the caller's
+                # array: the engine passes complete blocks without copying, so copy here instead.
+                if any(out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for t in tensors):
+                    out = out.clone()
                 return out, None
             host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
             host.copy_(out, non_blocking=True)
