@@ -338,9 +338,10 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     axes = tuple(range(sub.ndim - n_spatial, sub.ndim))
     x = sub.astype(np.float64)
     finite = np.isfinite(x)
-    x = np.where(finite, x, np.nan)
+    all_finite = bool(finite.all())  # the common case skips the masking passes below
     q_stride = stats_stride(x.shape[x.ndim - n_spatial:], QUANTILE_PIXELS)
-    few = x[(Ellipsis,) + (slice(None, None, q_stride),) * n_spatial]
+    step = (Ellipsis,) + (slice(None, None, q_stride),) * n_spatial
+    few = x[step] if all_finite else np.where(finite[step], x[step], np.nan)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN samples: handled just below
         q_lo, q_hi = np.nanpercentile(few, STATS_QUANTILES, axis=axes, keepdims=True)
@@ -354,10 +355,18 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
     lo = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32).astype(np.float64)
     hi = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32).astype(np.float64)
-    clipped = np.where(finite, np.minimum(np.maximum(x, lo), hi), 0.0)
+    with np.errstate(invalid="ignore"):
+        beyond = bool((x < lo).any() or (x > hi).any())  # NaN compares False: never "beyond"
+    clipped = np.minimum(np.maximum(x, lo), hi) if beyond else x
+    if not all_finite:
+        clipped = np.where(finite, clipped, 0.0)
     count = np.maximum(finite.sum(axis=axes, keepdims=True), 1)
     mean = clipped.sum(axis=axes, keepdims=True) / count
-    var = (np.where(finite, clipped - mean, 0.0) ** 2).sum(axis=axes, keepdims=True) / count
+    deviation = clipped - mean
+    if not all_finite:
+        deviation = np.where(finite, deviation, 0.0)
+    np.multiply(deviation, deviation, out=deviation)
+    var = deviation.sum(axis=axes, keepdims=True) / count
     std = np.sqrt(var)
     if not raw_std:
         std = np.where(std > 0, std, 1.0)
