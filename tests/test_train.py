@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 import xdl
 from xdl import train
 from xdl.errors import InputError
+from xdl.training import data as tdata
 from xdl.predict import _normalise, predict
 from xdl.train import fit, gap_loss, masked_l1, split_region, split_samples
 
@@ -91,13 +92,13 @@ def test_split_region_and_too_narrow():
 def _record_loads(monkeypatch):
     """Record every window load: training batches load in the loader thread, validation in the main one."""
     calls = []
-    orig = train._Source.load
+    orig = tdata.Source.load
 
     def load(self, names, sample, y0, x0, th, tw):
         calls.append((threading.current_thread() is threading.main_thread(), int(sample), int(x0), tw))
         return orig(self, names, sample, y0, x0, th, tw)
 
-    monkeypatch.setattr(train._Source, "load", load)
+    monkeypatch.setattr(tdata.Source, "load", load)
     return calls
 
 
@@ -156,9 +157,9 @@ def test_gap_filling_fit_lowers_val_loss_and_writes_card():
 
 def test_per_sample_stats_match_engine():
     ds = gap_dataset(n=4, ny=32, nx=32)
-    src = train._Source(ds, ["sst"], None, "data")
-    st_ = train._compute_stats({"s": src.stats(["sst"])})
-    mean, std = train._per_sample_arrays(st_["s"])
+    src = tdata.Source(ds, ["sst"], None, "data")
+    st_ = tdata.compute_stats({"s": src.stats(["sst"])})
+    mean, std = tdata.per_sample_arrays(st_["s"])
 
     class Spec:
         normalization = {"kind": "per_sample"}

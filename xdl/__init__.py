@@ -9,7 +9,7 @@ from .errors import XdlError, InputError, ModelError, ModelFileError, UnknownMod
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
 
 _SUBMODULES = {"cf", "layout", "masks", "baselines", "metrics", "domains", "io", "inpaint", "predict",
-               "train", "evaluate", "pretrained", "tiling", "runner", "spec", "graph", "demo", "cli",
+               "train", "fit", "training", "evaluate", "pretrained", "tiling", "runner", "spec", "graph", "demo", "cli",
                "model", "models", "zoo"}
 # torch (about 2 s of CPU to import) loads on first use of a model, not with `import xdl`: the
 # `xdl` command's --help and usage errors stay fast.

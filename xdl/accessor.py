@@ -22,8 +22,8 @@ class _DLAccessor:
         return inpaint(self._obj, model, **kwargs)
 
     def fit(self, model, **kwargs):
-        """Train a zoo model on this data; see :func:`xdl.train.fit`."""
-        from .train import fit
+        """Train a zoo model on this data; see :func:`xdl.fit.fit`."""
+        from .fit import fit
 
         return fit(self._obj, model, **kwargs)
 

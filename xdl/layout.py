@@ -93,6 +93,20 @@ def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
                      "Pass dims=('time_dim', 'y_dim', 'x_dim').")
 
 
+def is_time_like(da: xr.DataArray, dim: str) -> bool:
+    """True when ``dim`` of ``da`` looks like time: a usual name, a datetime coordinate or CF axis T.
+
+    >>> is_time_like(xr.DataArray(np.zeros((2, 3)), dims=("step", "x"), coords={"step": [0, 1]}), "step")
+    False
+    """
+    if dim in _TIME_NAMES:
+        return True
+    if dim in da.coords:
+        c = da.coords[dim]
+        return bool(np.issubdtype(c.dtype, np.datetime64) or str(c.attrs.get("axis", "")).upper() == "T")
+    return False
+
+
 def is_periodic_longitude(da: xr.DataArray, x_dim: str) -> bool:
     """True when ``x_dim`` is a regular 1-D longitude covering the full circle (last step wraps)."""
     if x_dim not in da.coords or da.coords[x_dim].ndim != 1:

@@ -1,0 +1,291 @@
+"""Training zoo models on xarray / Dask / Zarr data: self-supervised gap filling and paired mappings.
+
+Two modes:
+
+* **gap filling** (``variables=[...]``; PConv-UNet or any model whose card has ``fills_gaps``):
+  random tiles of single samples get extra gaps from :mod:`xdl.masks`; the model learns to restore
+  the hidden, originally valid pixels (loss of Liu et al. 2018: ``L_valid + 6 L_hole + 0.1 L_tv``).
+* **paired mapping** (``inputs=[...]``, ``targets=[...]``; UNet or pix2pix): masked L1 to the targets,
+  plus a PatchGAN adversarial term for pix2pix (Isola et al. 2017).
+
+Data is never loaded whole: each batch reads a few ``tile x tile`` windows with ``.isel(...).values``,
+and the normalisation statistics are dask reductions. The normalisation is written to the model
+card exactly as the inference engine (:func:`xdl.predict.predict`) applies it.
+
+:func:`fit` checks its arguments, builds (or copies) the model and resolves the mode and the
+normalisation; the rest lives in :mod:`xdl.training` (splits, data, losses, tasks, loop,
+checkpoint, card).
+
+Example:
+    >>> import numpy as np, xarray as xr, xdl
+    >>> from xdl.fit import fit
+    >>> yy, xx = np.mgrid[0:32, 0:32] / 32.0
+    >>> t = np.stack([np.sin(6 * xx + k) * np.cos(4 * yy) for k in range(4)]).astype("f4")
+    >>> ds = xr.Dataset({"sst": (("time", "y", "x"), t)})
+    >>> m = fit(ds, "pconv-unet", variables=["sst"], epochs=1, steps_per_epoch=2, batch_size=2,
+    ...         tile=32, val_steps=1, progress=False, depth=2, base_channels=4)
+    >>> m.fills_gaps, m.inputs, m.normalization["kind"], len(m.training["history"]["val_loss"])
+    (True, ['sst'], 'per_sample', 1)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+
+from .errors import InputError
+from .model import Model
+from .runner import resolve_device, resolve_precision
+from .training import data
+from .training.card import CardContext, build_card
+from .training.checkpoint import Checkpointer
+from .training.config import TrainConfig
+from .training.data import Source, as_dataset
+from .training.loop import TrainState, rng_devices, run
+from .training.losses import resolve_weights
+from .training.splits import axis_tile, plan_split
+from .training.tasks import make_task
+
+__all__ = ["fit"]
+
+
+def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregular", mask_fraction=None,
+        dims=None, epochs=10, steps_per_epoch=100, batch_size=8, tile=128, val=0.2, val_steps=10, lr=None,
+        loss_weights=None, normalization=None, device="auto", precision="auto", checkpoint_dir=None,
+        checkpoint_every=None, resume=False, patience=None, progress=True, seed=0, **model_config) -> Model:
+    """Train a zoo model (or fine-tune an :class:`xdl.Model`) on an xarray Dataset/DataArray.
+
+    Parameters
+    ----------
+    obj : Dataset or DataArray, numpy- or dask/zarr-backed; only small windows are ever loaded.
+    model : zoo name ("fill-unet", "pconv-unet", "unet", "pix2pix") built with ``**model_config`` and channels
+        from the variables, or an :class:`xdl.Model` to fine-tune (a copy is trained).
+    variables : gap filling: the variables to fill (one channel each).
+    inputs, targets : paired mapping: input and target variables.
+    masks : gap generator: "irregular", "scanlines", "blocks", "clouds", "mixed" (random kind per
+        window), "observed" (the data's own gap pattern), or a bool DataArray of valid masks
+        (True = kept; also ``("observed", bool_da)``) sampled with :func:`xdl.masks.observed`.
+    mask_fraction : share of pixels the generator hides (default: the generator's own).
+    dims : the spatial dims ``(y, x)`` (found from CF attributes / usual names when omitted).
+    epochs, steps_per_epoch, batch_size, tile : training length, windows per step, window side
+        (rounded down to the model's size multiple; the whole axis when the field is smaller).
+    val : validation fraction (last time steps, or the right part of a single field), 0/None for
+        none, or a Dataset/DataArray of separate validation data. ``val_steps`` fixed batches.
+    lr : Adam learning rate (1e-3; pix2pix 2e-4 with betas (0.5, 0.999)).
+    loss_weights : gap filling ``{"valid": 1, "hole": 6, "tv": 0.1, "hole_mse": 0}``; pix2pix ``{"gan": 1, "l1": 100}``.
+    normalization : "none", "global", "per_sample" or a card dict (default: per_sample for gap
+        filling, global for mappings; a fine-tuned model keeps its own).
+    device, precision : "auto" = CUDA with bf16 autocast when present, else CPU fp32.
+    checkpoint_dir, checkpoint_every, resume : ``checkpoint.safetensors`` every ``checkpoint_every``
+        steps and at each epoch end, ``best.safetensors`` (an xdl model file) on val improvement;
+        ``resume=True`` continues from the checkpoint, drawing the same batches as an unbroken run.
+    patience : stop after this many epochs without val improvement.
+    seed : all randomness (initial weights, windows, gaps, dropout) derives from it.
+
+    Returns the trained :class:`xdl.Model` on CPU in eval mode, with the best validation weights
+    when validation ran, and a card holding normalisation, training history and metrics.
+
+    Example:
+        >>> import numpy as np, xarray as xr
+        >>> a = np.random.default_rng(0).normal(size=(6, 32, 32)).astype("f4")
+        >>> ds = xr.Dataset({"a": (("time", "y", "x"), a), "b": (("time", "y", "x"), 2 * a + 1)})
+        >>> m = fit(ds, "unet", inputs=["a"], targets=["b"], epochs=1, steps_per_epoch=2, batch_size=2,
+        ...         tile=16, val_steps=1, progress=False, depth=2, base_channels=4)
+        >>> m.inputs, m.outputs, m.normalization["kind"], round(m.normalization["mean"]["b"])
+        (['a'], ['b'], 'global', 1)
+    """
+    ds = as_dataset(obj, "obj")
+    config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=tile,
+                         val_steps=val_steps, patience=patience, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, resume=resume, progress=progress, seed=seed)
+    existing = model if isinstance(model, Model) else (Model(model) if isinstance(model, torch.nn.Module) else None)
+    if existing is None and not isinstance(model, str):
+        raise InputError(f"model must be a zoo name (e.g. 'fill-unet', 'unet', 'pix2pix') or an xdl.Model, "
+                         f"got {type(model).__name__}")
+    if existing is not None and model_config:
+        raise InputError(f"model options {sorted(model_config)} only apply when model is a zoo name; "
+                         "an existing xdl.Model keeps its architecture.")
+    arch = existing.architecture if existing is not None else model
+
+    mode, ins, outs = resolve_mode(ds, existing, arch, variables, inputs, targets)
+    for what, names in (("variables" if mode == "gap" else "inputs", ins), ("targets", outs)):
+        for n in names:
+            if n not in ds.data_vars:
+                raise InputError(f"variable {n!r} (in {what}) is not in the data; it has "
+                                 f"{sorted(map(str, ds.data_vars))}. Pass {what}=[...] with existing names.")
+    gan = arch == "pix2pix"
+    if gan and mode == "gap":
+        raise InputError("pix2pix learns paired mappings: pass inputs=[...] and targets=[...]; "
+                         "for gap filling use model='fill-unet' or 'pconv-unet' with variables=[...].")
+
+    dev = resolve_device(device)
+    autocast_dtype = resolve_precision(precision, dev)
+    with torch.random.fork_rng(devices=rng_devices(dev)):  # leave the caller's global RNG state alone
+        torch.manual_seed(seed)
+        module, old_card, takes_mask, sm = _build_module(existing, arch, model_config, ins, outs, gan)
+        if config.tile < sm:
+            raise InputError(f"tile={config.tile} is smaller than the model's size multiple {sm}; use tile >= {sm} "
+                             f"(a multiple of {sm}), or a shallower model.")
+        config = dataclasses.replace(config, tile=config.tile // sm * sm)
+        setup = _Setup(module, old_card, existing is not None, mode, ins, outs, gan, dev, autocast_dtype,
+                       takes_mask, sm)
+        return _train(ds, config, setup, masks=masks, mask_fraction=mask_fraction, dims=dims, val=val, lr=lr,
+                      loss_weights=loss_weights, normalization=normalization)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    """The model and mode ``fit`` resolved from its arguments."""
+
+    module: torch.nn.Module
+    old_card: dict
+    fine_tune: bool
+    mode: str
+    ins: list
+    outs: list
+    gan: bool
+    dev: torch.device
+    autocast_dtype: object
+    takes_mask: bool
+    sm: int
+
+
+def _build_module(existing, arch, model_config, ins, outs, gan):
+    """``(module, card, takes_mask, size_multiple)``: a zoo model built for the channels, or a copy to fine-tune."""
+    if existing is None:
+        from . import zoo
+        cfg = dict(model_config)
+        cfg.setdefault("in_channels", len(ins))
+        cfg.setdefault("out_channels", len(outs))
+        if gan:
+            cfg.setdefault("out_activation", None)  # normalised physical fields are unbounded
+        built = zoo.create(arch, **cfg)
+        module, old_card = built.module, built.card
+    else:
+        module, old_card = copy.deepcopy(existing.module), existing.card
+    for key, n in (("in_channels", len(ins)), ("out_channels", len(outs))):
+        have = old_card.get(key)
+        if have is not None and int(have) != n:
+            raise InputError(f"the model has {key}={have} but {n} variable(s) were given "
+                             f"({ins if key == 'in_channels' else outs}); pass as many variables "
+                             "as channels or build a new model.")
+    if old_card.get("mode") not in (None, "spatial"):
+        raise InputError(f"fit trains spatial (2-D) models; this model's mode is {old_card.get('mode')!r}.")
+    takes_mask = bool(old_card.get("takes_mask"))
+    sm = old_card.get("size_multiple") or getattr(module, "size_multiple", None)
+    if sm is None:
+        from .spec import probe_size_multiple
+        sm = probe_size_multiple(module, len(ins), 2, takes_mask)
+    return module, old_card, takes_mask, int(sm)
+
+
+def _train(ds, config: TrainConfig, s: _Setup, *, masks, mask_fraction, dims, val, lr, loss_weights,
+           normalization) -> Model:
+    """Data, split, samplers, task and checkpointer for a resolved setup; then the loop."""
+    ins, outs = s.ins, s.outs
+    names = list(dict.fromkeys(ins + outs))
+    src = Source(ds, names, dims, "the training data")
+    th = axis_tile(src.H, config.tile, s.sm, f"the field's {src.spatial[0]!r} axis", "use a larger field")
+    norm = resolve_norm(normalization, s.mode, s.old_card, ins, outs, s.fine_tune)
+    plan = plan_split(src, val, names, ins, dims, config.tile, s.sm, th)
+    train_sampler, val_sampler, mask_desc = data.samplers(src, plan, ins, outs, s.mode, norm, masks,
+                                                          mask_fraction, dims, th)
+    weights = resolve_weights(loss_weights, s.mode, s.gan)
+    task = make_task(s.mode, s.gan, s.module, s.dev, s.autocast_dtype, s.takes_mask, weights, lr)
+    state = TrainState.start(task)
+    checkpointer = None
+    if config.checkpoint_dir is not None:
+        check = {"architecture": s.old_card.get("architecture"), "config": s.old_card.get("config"),
+                 "mode": s.mode, "inputs": ins, "outputs": outs, "steps_per_epoch": config.steps_per_epoch,
+                 "batch_size": config.batch_size, "tile": config.tile, "seed": config.seed}
+        checkpointer = Checkpointer(config.checkpoint_dir, check)
+        if config.resume:
+            checkpointer.restore(task, state)
+    if val_sampler is not None:
+        config = dataclasses.replace(config, val_steps=config.checked_val_steps())
+    ctx = CardContext(s.old_card, ds, src, ins, outs, norm, plan.split, (th, plan.tw), mask_desc, mask_fraction)
+
+    def card(st):
+        return build_card(ctx, task, config, st)
+
+    state = run(task, train_sampler, val_sampler, config, checkpointer, state=state, card=card)
+    if state.best_state is not None:
+        s.module.load_state_dict(state.best_state)
+    s.module.to("cpu").eval()
+    return Model(s.module, card(state))
+
+
+def _names(value, what) -> list:
+    if isinstance(value, str):
+        return [value]
+    try:
+        out = [str(v) for v in value]
+    except TypeError:
+        raise InputError(f"{what} must be a variable name or a list of names, got {value!r}") from None
+    if not out:
+        raise InputError(f"{what} is empty; name at least one variable.")
+    return out
+
+
+def _arch_fills_gaps(arch) -> bool:
+    from .errors import UnknownModelError
+    from .models import registry
+
+    try:
+        return bool(getattr(registry.get(arch), "fills_gaps", False))
+    except UnknownModelError:  # reported where the model is built
+        return False
+
+
+def resolve_mode(ds, existing, arch, variables, inputs, targets):
+    if variables is not None:
+        if inputs is not None or targets is not None:
+            raise InputError("pass either variables=[...] (gap filling) or inputs=[...] with targets=[...] "
+                             "(mapping), not both.")
+        v = _names(variables, "variables")
+        return "gap", v, list(v)
+    if inputs is not None or targets is not None:
+        if inputs is None or targets is None:
+            raise InputError("a mapping needs both inputs=[...] and targets=[...]; for gap filling pass "
+                             "variables=[...] instead.")
+        return "paired", _names(inputs, "inputs"), _names(targets, "targets")
+    card = existing.card if existing is not None else {}
+    fills = bool(card.get("fills_gaps")) or _arch_fills_gaps(arch)
+    if card.get("inputs"):
+        if fills:
+            return "gap", list(card["inputs"]), list(card["inputs"])
+        if card.get("outputs"):
+            return "paired", list(card["inputs"]), list(card["outputs"])
+    if fills and len(ds.data_vars) == 1:
+        name = str(next(iter(ds.data_vars)))
+        return "gap", [name], [name]
+    raise InputError(f"which variables? Pass variables=[...] for gap filling or inputs=[...] and targets=[...] "
+                     f"for a mapping (the data has {sorted(map(str, ds.data_vars))}).")
+
+
+def resolve_norm(normalization, mode, old_card, ins, outs, fine_tune):
+    if normalization is None:
+        prev = old_card.get("normalization") or {}
+        if fine_tune and prev.get("kind", "none") != "none":
+            norm = copy.deepcopy(prev)  # the pretrained weights expect their own normalisation
+        else:
+            norm = {"kind": "per_sample" if mode == "gap" else "global"}
+    elif isinstance(normalization, str):
+        norm = {"kind": normalization}
+    elif isinstance(normalization, dict):
+        norm = copy.deepcopy(normalization)
+    else:
+        raise InputError(f"normalization={normalization!r}: use 'none', 'global', 'per_sample' or a dict "
+                         "like {'kind': 'global', 'mean': {var: x}, 'std': {var: x}}.")
+    kind = norm.get("kind", "none")
+    if kind not in ("none", "global", "per_sample"):
+        raise InputError(f"normalization kind {kind!r}: use 'none', 'global' or 'per_sample'.")
+    if kind == "per_sample" and len(ins) != len(outs):
+        raise InputError(f"per_sample normalisation undoes the inputs' statistics on the outputs, so it needs "
+                         f"as many targets as inputs (got {len(ins)} and {len(outs)}); use normalization='global'.")
+    norm["kind"] = kind
+    norm["mean"] = {str(k): float(v) for k, v in (norm.get("mean") or {}).items()}
+    norm["std"] = {str(k): float(v) for k, v in (norm.get("std") or {}).items()}
+    return norm

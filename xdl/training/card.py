@@ -1,0 +1,74 @@
+"""The model card a training writes: data description, split, optimiser, history and metrics."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+
+def describe_data(src, names) -> dict:
+    """The card's description of a data source: variables, sizes, dims, sample count, title/source."""
+    out = {"variables": list(names), "dims": src.sizes, "spatial_dims": list(src.spatial),
+           "sample_dims": list(src.sample_dims), "n_samples": src.n_samples}
+    for key in ("title", "source"):
+        if key in src.attrs:
+            out[key] = str(src.attrs[key])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CardContext:
+    """What the card says about the model and data: fixed for a run (``norm`` is filled in once)."""
+
+    old_card: dict
+    ds: object
+    src: object
+    ins: list
+    outs: list
+    norm: dict
+    split: dict
+    tile_hw: tuple
+    mask_desc: str | None = None
+    mask_fraction: float | None = None
+
+
+def build_card(ctx: CardContext, task, config, state) -> dict:
+    """The card of the model as it is now: the old card updated with this run's training record."""
+    ds, ins, outs, history = ctx.ds, ctx.ins, ctx.outs, state.history
+    units = {n: str(ds[n].attrs["units"]) for n in ins if "units" in ds[n].attrs}
+    out_units = {n: str(ds[n].attrs["units"]) for n in outs if "units" in ds[n].attrs}
+    std_names = {n: str(ds[n].attrs["standard_name"]) for n in outs if "standard_name" in ds[n].attrs}
+    training = {
+        "mode": task.card_mode,
+        "data": describe_data(ctx.src, list(dict.fromkeys(ins + outs))),
+        "epochs": state.epoch, "steps": state.global_step, "steps_per_epoch": config.steps_per_epoch,
+        "batch_size": config.batch_size, "tile": list(ctx.tile_hw), "seed": config.seed, "split": ctx.split,
+        "optimizer": {"name": "Adam", "lr": task.lr, "betas": list(task.betas)},
+        "loss_weights": task.weights, "device": task.device.type,
+        "precision": "fp32" if task.autocast_dtype is None else str(task.autocast_dtype).replace("torch.", ""),
+        "best_epoch": state.best_epoch, "stopped_early": bool(state.stopped),
+        "history": copy.deepcopy(history),
+    }
+    if task.mode == "gap":
+        training["masks"] = ctx.mask_desc
+        training["mask_fraction"] = ctx.mask_fraction
+    card = {k: v for k, v in ctx.old_card.items()}
+    card.update({"inputs": list(ins), "outputs": list(outs), "units": units, "output_units": out_units,
+                 "standard_names": std_names, "normalization": ctx.norm,
+                 "fills_gaps": True if task.mode == "gap" else bool(ctx.old_card.get("fills_gaps", False)),
+                 "training": training, "metrics": _metrics(task, state)})
+    return card
+
+
+def _metrics(task, state) -> dict:
+    history, best_epoch = state.history, state.best_epoch
+    if best_epoch is None or not history["val_loss"]:
+        return {}
+    i = best_epoch - 1
+    metrics = {"val_loss": history["val_loss"][i], "epoch": best_epoch}
+    for k in task.val_keys[1:]:
+        metrics[f"val_{k}"] = history[f"val_{k}"][i]
+    if task.mode == "paired":  # pix2pix too: its validation loss is the generator's L1
+        metrics["val_l1"] = history["val_loss"][i]
+    metrics["final_val_loss"] = history["val_loss"][-1]
+    return metrics

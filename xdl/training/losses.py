@@ -1,0 +1,93 @@
+"""Training losses: masked L1, the Liu et al. (2018) gap-filling loss and the pix2pix GAN terms."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+GAP_WEIGHTS = {"valid": 1.0, "hole": 6.0, "tv": 0.1, "hole_mse": 0.0}
+GAN_WEIGHTS = {"gan": 1.0, "l1": 100.0}
+
+
+def masked_l1(out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean ``|out - target|`` over the pixels where ``valid``; NaNs in ``target`` elsewhere are ignored.
+
+    >>> masked_l1(torch.tensor([1.0, 2.0]), torch.tensor([0.0, float("nan")]), torch.tensor([True, False]))
+    tensor(1.)
+    """
+    valid = valid.expand_as(out)
+    # where() before the difference: a NaN target would poison the gradient even where it is unused.
+    target = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))
+    w = valid.to(out.dtype)
+    return ((out - target).abs() * w).sum() / w.sum().clamp(min=1.0)
+
+
+def gap_loss(out, truth, valid, mask, weights=None) -> dict:
+    """Liu et al. (2018) inpainting loss, restricted to originally valid pixels.
+
+    ``out``/``truth`` ``(B, C, H, W)``; ``valid``: originally valid (finite) pixels; ``mask``: what the
+    model saw (``valid & kept``). Terms: ``valid`` = mean L1 over seen pixels, ``hole`` = mean L1 over
+    pixels hidden by the gap generator whose truth is known, ``tv`` = total variation of the composite
+    ``mask*truth + (1-mask)*out`` over neighbour pairs that touch the hole (both pixels originally
+    valid); ``hole_mse`` = mean squared error over the hole pixels (weight 0 by default: L1 aims at
+    the median, squared error at the mean, which an RMSE score rewards); ``loss`` = the weighted
+    sum. Originally invalid pixels get exactly zero gradient.
+
+    >>> o = torch.zeros(1, 1, 4, 4); t = torch.ones(1, 1, 4, 4); v = torch.ones_like(t, dtype=torch.bool)
+    >>> m = v.clone(); m[..., :2, :] = False
+    >>> {k: round(float(x), 3) for k, x in gap_loss(o, t, v, m).items()}
+    {'valid': 1.0, 'hole': 1.0, 'tv': 0.286, 'hole_mse': 1.0, 'loss': 7.029}
+    """
+    w = {**GAP_WEIGHTS, **(weights or {})}
+    valid = valid.expand_as(out)
+    seen = mask.expand_as(out) & valid
+    hole = valid & ~seen
+    zero = torch.zeros((), dtype=truth.dtype, device=truth.device)
+    truth = torch.where(valid, truth, zero)
+    err = (out - truth).abs()
+    f = lambda b: b.to(out.dtype)  # noqa: E731
+    l_valid = (err * f(seen)).sum() / f(seen).sum().clamp(min=1.0)
+    l_hole = (err * f(hole)).sum() / f(hole).sum().clamp(min=1.0)
+    l_hole_mse = (err.square() * f(hole)).sum() / f(hole).sum().clamp(min=1.0)
+    comp = torch.where(seen, truth.to(out.dtype), out)
+    tv_sum, n_pairs = out.new_zeros(()), out.new_zeros(())
+    for a, b in (((Ellipsis, slice(None), slice(1, None)), (Ellipsis, slice(None), slice(None, -1))),
+                 ((Ellipsis, slice(1, None), slice(None)), (Ellipsis, slice(None, -1), slice(None)))):
+        pair = f((hole[a] | hole[b]) & valid[a] & valid[b])
+        tv_sum = tv_sum + ((comp[a] - comp[b]).abs() * pair).sum()
+        n_pairs = n_pairs + pair.sum()
+    l_tv = tv_sum / n_pairs.clamp(min=1.0)
+    total = w["valid"] * l_valid + w["hole"] * l_hole + w["tv"] * l_tv + w["hole_mse"] * l_hole_mse
+    return {"valid": l_valid, "hole": l_hole, "tv": l_tv, "hole_mse": l_hole_mse, "loss": total}
+
+
+def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """PatchGAN discriminator loss: real patches towards 1, fake ones towards 0 (logits, halved).
+
+    >>> float(discriminator_loss(torch.zeros(2), torch.zeros(2)))  # log 2: no idea yet
+    0.6931471824645996
+    """
+    return 0.5 * (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+
+
+def generator_gan_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """The generator's adversarial term: the discriminator should call its patches real."""
+    return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+
+
+def resolve_weights(loss_weights, mode: str, gan: bool) -> dict:
+    """The loss weights of a run: the mode's defaults updated with ``loss_weights`` (floats).
+
+    >>> resolve_weights({"hole": 3}, "gap", False)["hole"]
+    3.0
+    """
+    weights = dict(GAN_WEIGHTS if gan else (GAP_WEIGHTS if mode == "gap" else {}))
+    if loss_weights:
+        unknown = sorted(set(loss_weights) - set(weights))
+        if unknown:
+            raise InputError(f"loss_weights has unknown terms {unknown}; this mode uses {sorted(weights) or 'none'}.")
+        weights.update({k: float(v) for k, v in loss_weights.items()})
+    return weights

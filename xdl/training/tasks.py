@@ -1,0 +1,147 @@
+"""One task per kind of training: the model, its optimisers and what one training/validation step does.
+
+As torchgeo's trainers: :class:`BaseTask` holds the module, device and precision and does the
+optimiser step; :class:`GapFillTask`, :class:`PairedTask` and :class:`Pix2PixTask` compute the losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .losses import discriminator_loss, gap_loss, generator_gan_loss, masked_l1
+
+
+class BaseTask:
+    """A module being trained: ``training_step(batch)`` steps the optimiser(s), ``validation_step`` only scores.
+
+    ``train_keys``/``val_keys`` name the loss terms recorded per epoch ("loss" first).
+    """
+
+    mode = "paired"           # the data a batch holds: "gap" (x, valid, kept) or "paired" (also y)
+    card_mode = "paired"      # the card's training.mode
+    default_lr = 1e-3
+    betas = (0.9, 0.999)
+    train_keys = ("loss",)
+    val_keys = ("loss",)
+
+    def __init__(self, module, device, autocast_dtype=None, takes_mask=False, weights=None, lr=None):
+        self.module, self.device, self.autocast_dtype = module, device, autocast_dtype
+        self.takes_mask = takes_mask
+        self.weights = dict(weights or {})
+        self.lr = float(lr) if lr is not None else self.default_lr
+        module.to(device).train()
+        self.optimizers = self.configure_optimizers()
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=autocast_dtype == torch.float16 and device.type == "cuda")
+
+    def configure_optimizers(self) -> list:
+        return [torch.optim.Adam([p for p in self.module.parameters() if p.requires_grad],
+                                 lr=self.lr, betas=self.betas)]
+
+    def new_history(self) -> dict:
+        """Empty per-epoch history: train/val loss, then the other validation and training terms."""
+        history = {"train_loss": [], "val_loss": []}
+        history.update({f"val_{k}": [] for k in self.val_keys[1:]})
+        history.update({k: [] for k in self.train_keys[1:]})
+        return history
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def call(self, net, x, m):
+        return net(x, m.to(x.dtype)) if self.takes_mask else net(x)
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def backward(self, loss, opt) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def training_step(self, batch: dict) -> dict:
+        terms = self.validation_step(batch)
+        self.backward(terms["loss"], self.optimizers[0])
+        return terms
+
+    def validation_step(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+
+class GapFillTask(BaseTask):
+    """Self-supervised gap filling: hide ``kept == False`` pixels, score their restoration (:func:`gap_loss`)."""
+
+    mode = "gap"
+    card_mode = "gap_filling"
+    val_keys = ("loss", "valid", "hole", "tv")
+
+    def validation_step(self, b: dict) -> dict:
+        mask = b["valid"] & b["kept"]
+        with self.autocast():
+            out = self.call(self.module, torch.where(mask, b["x"], 0.0), mask)
+        return gap_loss(out.float(), b["x"], b["valid"], mask, self.weights)
+
+
+class PairedTask(BaseTask):
+    """A mapping from inputs to targets, masked L1 over the valid target pixels."""
+
+    def validation_step(self, b: dict) -> dict:
+        with self.autocast():
+            out = self.call(self.module, b["x"], b["valid"])
+        l1 = masked_l1(out.float(), b["y"], b["y_valid"])
+        return {"loss": l1, "l1": l1}
+
+
+class Pix2PixTask(BaseTask):
+    """pix2pix (Isola et al. 2017): the generator's masked L1 plus a PatchGAN adversarial term."""
+
+    card_mode = "pix2pix"
+    default_lr = 2e-4
+    betas = (0.5, 0.999)
+    train_keys = ("loss", "d_loss", "g_gan", "g_l1")
+
+    def configure_optimizers(self) -> list:
+        gen, disc = self.module.generator, self.module.discriminator
+        return [torch.optim.Adam(gen.parameters(), lr=self.lr, betas=self.betas),
+                torch.optim.Adam(disc.parameters(), lr=self.lr, betas=self.betas)]
+
+    def _fake(self, b):
+        with self.autocast():
+            fake = self.call(self.module.generator, b["x"], b["valid"])
+        fake = fake.float()
+        return fake, masked_l1(fake, b["y"], b["y_valid"])
+
+    def validation_step(self, b: dict) -> dict:
+        _, l1 = self._fake(b)
+        return {"loss": l1, "l1": l1}
+
+    def training_step(self, b: dict) -> dict:
+        disc = self.module.discriminator
+        fake, l1 = self._fake(b)
+        # Invalid target pixels are 0 in the real pair; zero them in the fake pair too so they give nothing away.
+        fake_m = torch.where(b["y_valid"], fake, 0.0)
+        real_pair, fake_pair = torch.cat([b["x"], b["y"]], 1), torch.cat([b["x"], fake_m], 1)
+        disc.requires_grad_(True)
+        with self.autocast():
+            d_real, d_fake = disc(real_pair).float(), disc(fake_pair.detach()).float()
+        d_loss = discriminator_loss(d_real, d_fake)
+        self.backward(d_loss, self.optimizers[1])
+        disc.requires_grad_(False)  # the generator step must not accumulate discriminator gradients
+        with self.autocast():
+            d_fake_g = disc(fake_pair).float()
+        g_gan = generator_gan_loss(d_fake_g)
+        g_loss = self.weights["gan"] * g_gan + self.weights["l1"] * l1
+        self.backward(g_loss, self.optimizers[0])
+        disc.requires_grad_(True)
+        return {"loss": g_loss, "d_loss": d_loss, "g_gan": g_gan, "g_l1": l1}
+
+
+def make_task(mode: str, gan: bool, module, device, autocast_dtype, takes_mask, weights, lr) -> BaseTask:
+    """The task for a mode ("gap" or "paired") and model kind (pix2pix is ``gan``)."""
+    cls = GapFillTask if mode == "gap" else (Pix2PixTask if gan else PairedTask)
+    return cls(module, device, autocast_dtype, takes_mask, weights, lr)
