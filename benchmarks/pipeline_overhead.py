@@ -89,14 +89,14 @@ def main() -> None:
     scene = xr.DataArray(field, dims=("y", "x"), name="t")
     model = xdl.pretrained.load()
     t_inpaint = best_of(lambda: scene.dl.inpaint(model), args.repeats)
-    spec = xdl.spec.engine_spec(model)
+    spec = xdl.engine.spec.engine_spec(model)
     run = xdl.predict._RunOptions.build(spec, "auto", "auto", None, None, None)
-    plans = [xdl.tiling.AxisPlan.build(n, halo=spec.halo, tile=run.tile, size_multiple=spec.size_multiple)
+    plans = [xdl.engine.tiling.AxisPlan.build(n, halo=spec.halo, tile=run.tile, size_multiple=spec.size_multiple)
              for n in (ny, nx)]
     padded = np.take(np.take(np.nan_to_num(field), plans[0].padded_index(), 0), plans[1].padded_index(), 1)
     valid = np.take(np.take(np.isfinite(field), plans[0].padded_index(), 0), plans[1].padded_index(), 1)
-    tiles, _ = xdl.tiling.cut_tiles(padded[None, None], plans)
-    masks, _ = xdl.tiling.cut_tiles(valid[None, None].astype("f4"), plans)
+    tiles, _ = xdl.engine.tiling.cut_tiles(padded[None, None], plans)
+    masks, _ = xdl.engine.tiling.cut_tiles(valid[None, None].astype("f4"), plans)
     module = model.module.eval()
 
     def model_alone():

@@ -32,7 +32,7 @@ import torch
 import xarray as xr
 
 import xdl
-from xdl import tiling
+from xdl.engine import tiling
 from xdl.predict import DEFAULT_TILE
 
 HERE = Path(__file__).resolve().parent

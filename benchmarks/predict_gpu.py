@@ -24,7 +24,7 @@ import torch
 import xarray as xr
 
 import xdl
-from xdl import tiling
+from xdl.engine import tiling
 from xdl.predict import DEFAULT_TILE_CUDA
 
 

@@ -42,7 +42,7 @@ def main():
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, Client(cluster) as client:
         print(f"cluster: {len(client.scheduler_info()['workers'])} workers")
         gappy.dl.inpaint(args.model).to_zarr(out / "uwnd_filled.zarr", mode="w")
-        loads = client.run(lambda: __import__("xdl.runner", fromlist=["x"]).ModelPayload.loads)
+        loads = client.run(lambda: __import__("xdl.engine.runner", fromlist=["x"]).ModelPayload.loads)
         # Closing: the nanny kills a worker whose interpreter takes more than 4 s to exit (torch's
         # teardown on a busy 2-core machine took 4.1-4.2 s in 5 of 9 runs) and logs "Worker process
         # still alive"; the result is written by then, so that one message is noise here.

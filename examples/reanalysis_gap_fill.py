@@ -30,7 +30,7 @@ def main():
     truth = ds.tcw.values
     hidden = ~masks.clouds(truth.shape, 0.2, np.random.default_rng(1))
     gappy = ds.assign(tcw=ds.tcw.where(~hidden))
-    assert xdl.layout.is_periodic_longitude(gappy.tcw, "longitude")
+    assert xdl.conventions.layout.is_periodic_longitude(gappy.tcw, "longitude")
     filled = gappy.dl.inpaint(args.model, domain=ocean)
     out = Path(args.out)
     out.mkdir(exist_ok=True)

@@ -49,7 +49,7 @@ def prepare(out_path: str) -> None:
     """Read the training fields, standardise each 2-D field, save them as float16 in one .npz."""
     import xarray as xr
 
-    from xdl import cf, layout
+    from xdl.conventions import cf, layout
 
     fields, names = [], []
     held_out = {p for pattern in HELD_OUT for p in glob.glob(str(SHARED / pattern))}

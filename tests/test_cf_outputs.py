@@ -17,7 +17,7 @@ import torch
 import xarray as xr
 
 import xdl
-from xdl import cf
+from xdl.conventions import cf
 from xdl.cli import main
 from xdl.errors import XdlWarning
 from xdl.inpaint import (FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITTEN, FLAG_UNFILLABLE, FLAG_VALID)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xdl
-from xdl import domains
+from xdl.conventions import domains
 from xdl.cli import main
 from xdl.errors import InputError
 from xdl.evaluate import _broadcast_bool
@@ -162,7 +162,7 @@ def test_auto_domain_keeps_land_sea_space_and_outside_swath(relative, name, trut
         warnings.simplefilter("ignore")  # files' own decoding warnings
         ds = xr.open_dataset(shared_file(relative))
     arr = ds[name]
-    gaps = ~xdl.cf.cf_valid_mask(arr).values
+    gaps = ~xdl.conventions.cf.cf_valid_mask(arr).values
     true_out = np.broadcast_to(truth(ds), gaps.shape)
     out = outside(domains.auto_domain(ds, arr), arr)
     before = int((gaps & true_out).sum())  # domain="auto" used to fill every one of them
@@ -175,7 +175,7 @@ def test_auto_domain_keeps_land_sea_space_and_outside_swath(relative, name, trut
 
 def test_goes_lst_water_flag_is_outside_and_clouds_are_filled():
     ds = xr.open_dataset(shared_file("goes/goes16_OR_ABI-L2-LSTM2-M6_G16_*.nc"))
-    gaps = ~xdl.cf.cf_valid_mask(ds.LST).values
+    gaps = ~xdl.conventions.cf.cf_valid_mask(ds.LST).values
     water = (ds.DQF.fillna(0).values.astype(int) & 16) == 16  # "invalid_due_to_water_surface_type_qf"
     out = outside(domains.auto_domain(ds, ds.LST), ds.LST)
     assert np.array_equal(out, gaps & water) and int(out.sum()) == 22_678  # was 0: water filled

@@ -149,7 +149,7 @@ def test_cf_valid_range_on_packed_data_excludes_flag_values(tmp_path):
     ds.to_netcdf(path)
     opened = xr.open_dataset(path)
     assert float(opened.sst.max()) > 32  # the flag codes decode into plausible-looking numbers
-    valid = xdl.cf.cf_valid_mask(opened.sst).values
+    valid = xdl.conventions.cf.cf_valid_mask(opened.sst).values
     assert not valid[0, 4:6].any() and not valid[0, 10, 10]
     assert valid[0, 0].all()
     out = opened.dl.inpaint(model())

@@ -516,9 +516,9 @@ def test_plain_modules_with_equal_weights_but_different_attributes_do_not_share_
 
 
 def test_auto_precision_uses_cpu_bf16_only_for_models_that_declare_it(monkeypatch):
-    from xdl import runner
+    from xdl.engine import runner
     from xdl.predict import _RunOptions
-    from xdl.spec import engine_spec
+    from xdl.engine.spec import engine_spec
 
     cpu = torch.device("cpu")
     fill = xdl.zoo.create("fill-unet", in_channels=1, depth=1, base_channels=4, patch=2)

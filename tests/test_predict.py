@@ -230,7 +230,7 @@ def test_multichannel_dataarray_and_output_names():
 
 
 def test_out_of_memory_halves_the_batch_and_continues():
-    from xdl.runner import clear_cache
+    from xdl.engine.runner import clear_cache
 
     sizes = []
 
@@ -327,6 +327,6 @@ def test_same_numbers_through_a_distributed_cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         out = arr.dl.predict(net, tile=48, halo=4).compute()
-        loads = client.run(lambda: __import__("xdl.runner", fromlist=["ModelPayload"]).ModelPayload.loads)
+        loads = client.run(lambda: __import__("xdl.engine.runner", fromlist=["ModelPayload"]).ModelPayload.loads)
     np.testing.assert_array_equal(out.values, threaded.values)
     assert all(count <= 1 for count in loads.values()), loads

@@ -100,7 +100,7 @@ def test_weights_travel_once_per_worker():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         out = ds.dl.predict(conv(), halo=2).compute()
-        loads = client.run(lambda: __import__("xdl.runner", fromlist=["x"]).ModelPayload.loads)
+        loads = client.run(lambda: __import__("xdl.engine.runner", fromlist=["x"]).ModelPayload.loads)
     assert out.v.notnull().all()
     assert sum(loads.values()) <= len(loads)  # 16 tasks, at most one copy of the weights per worker
     assert all(count <= 1 for count in loads.values())
@@ -185,7 +185,7 @@ def _batch_recorder(monkeypatch, fail=False):
         return run
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    xdl.runner.clear_cache()
+    xdl.engine.runner.clear_cache()
     return shapes
 
 

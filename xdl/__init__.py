@@ -8,9 +8,8 @@ __version__ = "0.1.0"
 from .errors import XdlError, InputError, ModelError, ModelFileError, UnknownModelError, OutputExistsError  # noqa: F401
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
 
-_SUBMODULES = {"cf", "layout", "masks", "baselines", "metrics", "domains", "io", "inpaint", "predict",
-               "train", "fit", "training", "evaluate", "pretrained", "tiling", "runner", "spec", "graph", "demo", "cli",
-               "model", "models", "zoo"}
+_SUBMODULES = {"engine", "conventions", "masks", "baselines", "metrics", "io", "inpaint", "predict",
+               "train", "fit", "training", "evaluate", "pretrained", "demo", "cli", "model", "models", "zoo"}
 # torch (about 2 s of CPU to import) loads on first use of a model, not with `import xdl`: the
 # `xdl` command's --help and usage errors stay fast.
 _LAZY = {"Model": "model", "load_model": "model"}

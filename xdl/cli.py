@@ -387,7 +387,7 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
     kind = _check_output(path, overwrite or resume)
     original, ds = ds, _ready_to_write(ds)
     if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
-        from .cf import netcdf_ready
+        from .conventions.cf import netcdf_ready
 
         ds = netcdf_ready(ds, original)
     ds.attrs.pop(STATUS_ATTR, None)  # an input's status says nothing about this output

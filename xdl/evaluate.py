@@ -31,7 +31,8 @@ import numpy as np
 import xarray as xr
 
 from . import baselines as _baselines
-from . import domains, masks, metrics
+from . import masks, metrics
+from .conventions import domains
 from .errors import InputError
 
 __all__ = ["evaluate", "METRICS", "MODEL_METHOD"]
@@ -231,7 +232,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     (2, True)
     """
     from .predict import model_label
-    from .spec import engine_spec
+    from .engine.spec import engine_spec
 
     model = _resolve_model(model)
     spec = engine_spec(model)

@@ -37,7 +37,7 @@ import torch
 
 from .errors import InputError
 from .model import Model
-from .runner import resolve_device, resolve_precision
+from .engine.runner import resolve_device, resolve_precision
 from .training import data
 from .training.card import CardContext, build_card
 from .training.checkpoint import Checkpointer
@@ -176,7 +176,7 @@ def _build_module(existing, arch, model_config, ins, outs, gan):
     takes_mask = bool(old_card.get("takes_mask"))
     sm = old_card.get("size_multiple") or getattr(module, "size_multiple", None)
     if sm is None:
-        from .spec import probe_size_multiple
+        from .engine.spec import probe_size_multiple
         sm = probe_size_multiple(module, len(ins), 2, takes_mask)
     return module, old_card, takes_mask, int(sm)
 

@@ -16,12 +16,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from . import cf, domains, pretrained
+from . import pretrained
+from .conventions import cf, domains
 from .errors import InputError, XdlWarning
-from .graph import TILES_GAPS
+from .engine.graph import TILES_GAPS
 from .predict import (_RunOptions, check_halo, _finish, _spatial, _stack_channels, eligible_variables, model_key,
                       model_label, resolve_model, run_engine)
-from .spec import engine_spec
+from .engine.spec import engine_spec
 
 FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED = 0, 1, 2, 3, 4
 # The flags' _FillValue: what a never-written region of a store reads (zarr's default fill is 0,
@@ -314,7 +315,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         (or array of the data's shape) is matched to the data by coordinate labels: a reversed or
         permuted coordinate is reordered, labels that differ raise InputError. None: everywhere.
         "auto" (default) keeps the gaps that every one of these rules allows
-        (:mod:`xdl.domains`): (1) the Earth disk of a ``geostationary`` or
+        (:mod:`xdl.conventions.domains`): (1) the Earth disk of a ``geostationary`` or
         ``vertical_perspective`` grid mapping (never fill space), the mapping found in the
         Dataset, in a DataArray's coordinates, in the file its ``encoding["source"]`` names, or
         from the GOES-R constants for ``goes_imager_projection``; (2) a land/sea mask or flag
@@ -387,7 +388,7 @@ def _groups(names: list[str], spec) -> list[list[str]]:
 
 def _resolve_domain(domain, container, arr, valid, dims):
     """The domain mask of ``arr`` (None: everywhere): ``"auto"`` reads what ``container`` (the
-    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.domains.auto_domain`)."""
+    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.conventions.domains.auto_domain`)."""
     if domain is None:
         return None
     if isinstance(domain, str):

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import cf, layout, tiling
+from .conventions import cf, layout
+from .engine import tiling
 from .errors import InputError
-from .graph import TILES_ALL, apply_model, payload_for
-from .runner import resolve_device, resolve_precision
-from .spec import EngineSpec, engine_spec
+from .engine.graph import TILES_ALL, apply_model, payload_for
+from .engine.runner import resolve_device, resolve_precision
+from .engine.spec import EngineSpec, engine_spec
 
 CHANNEL = "__xdl_channel__"
 # Attributes that describe the input's values: wrong for a model's output, unless it fills gaps.

@@ -7,7 +7,7 @@ import pytest
 import torch
 import xarray as xr
 
-from xdl import layout
+from xdl.conventions import layout
 from xdl.errors import InputError
 from xdl.training import checkpoint, data, losses, splits, tasks
 from xdl.training.config import TrainConfig

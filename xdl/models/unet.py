@@ -79,7 +79,7 @@ class UNet(nn.Module):
         self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
         self.with_mask = self.takes_mask = bool(with_mask)
         self.size_multiple = 2 ** depth
-        # Effective receptive-field radius (99% of the input-gradient mass, xdl.spec.probe_halo):
+        # Effective receptive-field radius (99% of the input-gradient mass, xdl.engine.spec.probe_halo):
         # measured 8, 8, 16, 32 pixels for depths 2..5, i.e. one coarsest-level pixel, at least 8.
         self.halo = max(self.size_multiple, 8)
 

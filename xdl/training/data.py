@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .. import layout
+from ..conventions import layout
 from .. import masks as gapmasks
 from ..errors import InputError
 

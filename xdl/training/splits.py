@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 import xarray as xr
 
-from .. import layout
+from ..conventions import layout
 from ..errors import InputError
 from .card import describe_data
 from .data import Source, as_dataset

@@ -30,7 +30,7 @@ import cloudpickle
 import numpy as np
 import torch
 
-from .errors import InputError, ModelError
+from ..errors import InputError, ModelError
 
 _LOCKS_GUARD = threading.Lock()
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
@@ -296,7 +296,7 @@ def first_guess(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` with its masked-out pixels (``mask`` 0) replaced by a harmonic fill, per sample and
     channel (a volume ``(N, C, T, H, W)`` is filled slice by slice): what ``nan_policy="fill"``
     feeds a model that takes no mask. Valid pixels are returned as given."""
-    from .models.harmonic import harmonic_fill
+    from ..models.harmonic import harmonic_fill
 
     if x.ndim < 4:  # pointwise: no neighbours to fill from (the engine never asks)
         return x

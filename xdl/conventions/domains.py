@@ -108,7 +108,7 @@ def grid_mapping(obj, arr: xr.DataArray | None = None, *, warn: bool = False) ->
             f"nor in a file xdl can read, so domain='auto' cannot find the disk of a geostationary "
             f"grid. Fill the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the "
             f"mapping as a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain= "
-            f"(e.g. xdl.domains.earth_disk(ds), or None to fill everywhere).", UserWarning, stacklevel=4)
+            f"(e.g. xdl.conventions.domains.earth_disk(ds), or None to fill everywhere).", UserWarning, stacklevel=4)
     return None
 
 
@@ -132,7 +132,7 @@ def coordinate_values(arr: xr.DataArray, dim: str) -> np.ndarray:
             variable = xr.Variable(coord.dims, values, dict(attrs))
             values = np.asarray(xr.conventions.decode_cf_variable(dim, variable).values)
         else:
-            from .errors import InputError
+            from ..errors import InputError
 
             raise InputError(f"coordinate {dim!r} of {arr.name!r} holds raw integers ({values.dtype}) "
                              "without scale_factor/add_offset, so its positions are unknown; open the "
@@ -356,7 +356,7 @@ def static_missing(observed: np.ndarray, samples: int, wide: int = WIDE, reach: 
 
 
 def _spatial_dims(arr, dims):
-    from .errors import InputError
+    from ..errors import InputError
     from .layout import spatial_dims
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .errors import InputError
+from ..errors import InputError
 
 # Name pairs tried in order when no CF attribute says which dims are spatial.
 _NAME_PAIRS = [

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import InputError, ModelError
-from .models import registry
+from ..errors import InputError, ModelError
+from ..models import registry
 
 MODES = ("spatial", "pointwise", "volume")
 

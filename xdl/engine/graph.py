@@ -1,6 +1,6 @@
 """Dask glue: a lazy array ``(*batch, C, *spatial)`` in, the model's output ``(*batch, C_out, *spatial)`` out.
 
-The input is padded once on the whole array (wrap or mirror, see :mod:`xdl.tiling`), rechunked so
+The input is padded once on the whole array (wrap or mirror, see :mod:`xdl.engine.tiling`), rechunked so
 that chunk borders fall on the global tile grid, given ``halo`` of overlap with its neighbours
 (``dask.array.overlap`` with no extra boundary, since the padding is already there), and every
 block runs its tiles through the resident model. The model itself enters the graph once, as a

@@ -1,0 +1,23 @@
+"""What the data say about themselves: dimension layout, CF metadata rules and fill domains.
+
+- :mod:`xdl.conventions.layout` - which dims are spatial (CF ``axis``/``standard_name``/names), time
+  dims, descending y, periodic longitude.
+- :mod:`xdl.conventions.cf` - CF valid masks (``_FillValue``, ``valid_range``, ...) and output attributes.
+- :mod:`xdl.conventions.domains` - where filling is allowed (Earth disk, land/sea masks, swaths).
+
+Submodules load on first use (``xdl.conventions.domains.earth_disk(ds)``).
+"""
+
+_SUBMODULES = {"layout", "cf", "domains"}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBMODULES)

@@ -1,0 +1,28 @@
+"""The inference engine: run a model over arrays of any size, tile by tile.
+
+Imports go one way, from numpy up to dask:
+
+- :mod:`xdl.engine.tiling` - the tile grid on numpy arrays (halo, padding to the model's size
+  multiple, cutting and stitching); no torch, no dask.
+- :mod:`xdl.engine.spec` - what the engine needs to know about a model (halo, size multiple, channels).
+- :mod:`xdl.engine.runner` - torch: batches of tiles through a model on a device, model caching.
+- :mod:`xdl.engine.graph` - dask: pads and aligns the input, maps the runner over its blocks.
+- :mod:`xdl.engine.options` - the checked run options (tile, batch size, device, ...).
+
+Nothing here imports xarray; the verbs (:mod:`xdl.predict`, :mod:`xdl.inpaint`) sit above it.
+Submodules load on first use (``xdl.engine.tiling``), so importing the package does not import torch.
+"""
+
+_SUBMODULES = {"tiling", "spec", "runner", "graph", "options"}
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBMODULES)
