@@ -3,16 +3,31 @@
 Importing xdl registers the ``.dl`` accessor on ``xarray.Dataset`` and ``xarray.DataArray``.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401  (from the installed metadata)
 
-from .errors import XdlError, InputError, ModelError, ModelFileError, UnknownModelError, OutputExistsError  # noqa: F401
+from .errors import (XdlError, InputError, ModelError, ModelFileError, UnknownModelError,  # noqa: F401
+                     OutputExistsError, XdlWarning)
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
 
 _SUBMODULES = {"engine", "conventions", "masks", "baselines", "metrics", "io", "inpaint", "predict",
-               "train", "fit", "training", "evaluate", "pretrained", "demo", "cli", "model", "models", "zoo"}
+               "train", "fit", "training", "evaluate", "pretrained", "demo", "cli", "model", "models", "zoo",
+               "progress"}
 # torch (about 2 s of CPU to import) loads on first use of a model, not with `import xdl`: the
 # `xdl` command's --help and usage errors stay fast.
 _LAZY = {"Model": "model", "load_model": "model"}
+
+# The public API (`from xdl import *`, documentation tools); every name resolves (tests/unit/test_package.py).
+__all__ = [
+    "__version__",
+    # exceptions
+    "XdlError", "InputError", "ModelError", "ModelFileError", "UnknownModelError", "OutputExistsError", "XdlWarning",
+    # a model: card + torch module, saved and loaded as one file
+    "Model", "load_model",
+    # the modules of the verbs (also on the .dl accessor)
+    "predict", "inpaint", "evaluate", "fit", "train", "demo",
+    # building blocks
+    "masks", "baselines", "metrics", "io", "progress", "zoo", "models", "training", "engine", "conventions",
+]
 
 
 def __getattr__(name):  # xdl.masks, xdl.zoo, xdl.Model, ... imported on first use

@@ -704,7 +704,7 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Deep-learning models on xarray/Dask/Zarr Earth-science data.",
                                 epilog="example:\n  xdl demo\n  xdl inpaint in.nc out.zarr --var sst\n"
                                        "run `xdl COMMAND --help` for each command's options.")
-    from . import __version__
+    from .version import __version__
 
     p.add_argument("--version", action="version", version=f"xdl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -7,7 +7,7 @@ import datetime as _dt
 import numpy as np
 import xarray as xr
 
-from .. import __version__
+from ..version import __version__
 
 
 def grid_mapping_name(da: xr.DataArray) -> str | None:
