@@ -305,7 +305,7 @@ def test_demo_writes_zarr_and_png(files, tmp_path, capsys):
 
 
 def test_demo_without_bundled_model_says_so(tmp_path, capsys, monkeypatch):
-    from xdl import pretrained
+    from xdl.models import pretrained
 
     monkeypatch.setattr(pretrained, "names", lambda: [])  # as in an install without the weights
     assert main(["demo", "--out", str(tmp_path), "--size", "32"]) == 1

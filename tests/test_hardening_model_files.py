@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import xdl
-from xdl import pretrained
+from xdl.models import pretrained
 from xdl.errors import InputError, ModelFileError, UnknownModelError, XdlError
-from xdl.model import card_from_header, load_model, read_header
+from xdl.modelfile import card_from_header, load_model, read_header
 
 BUNDLED = pretrained.path("fill-default")
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import xdl
 from xdl.errors import InputError, ModelFileError, UnknownModelError
-from xdl.model import Model, load_model
+from xdl.modelfile import Model, load_model
 
 TINY = {
     "pconv-unet": dict(in_channels=2, depth=3, base_channels=8, max_channels=16),

@@ -10,11 +10,12 @@ from .errors import (XdlError, InputError, ModelError, ModelFileError, UnknownMo
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
 
 _SUBMODULES = {"engine", "conventions", "masks", "baselines", "metrics", "io", "inpaint", "predict",
-               "train", "fit", "training", "evaluate", "pretrained", "demo", "cli", "model", "models", "zoo",
-               "progress"}
+               "train", "fit", "training", "evaluate", "demo", "cli", "modelfile", "models", "progress"}
+# The zoo and the bundled models live in xdl.models; xdl.zoo and xdl.pretrained name them.
+_ALIASES = {"zoo": "models.zoo", "pretrained": "models.pretrained"}
 # torch (about 2 s of CPU to import) loads on first use of a model, not with `import xdl`: the
 # `xdl` command's --help and usage errors stay fast.
-_LAZY = {"Model": "model", "load_model": "model"}
+_LAZY = {"Model": "modelfile", "load_model": "modelfile"}
 
 # The public API (`from xdl import *`, documentation tools); every name resolves (tests/unit/test_package.py).
 __all__ = [
@@ -35,10 +36,12 @@ def __getattr__(name):  # xdl.masks, xdl.zoo, xdl.Model, ... imported on first u
 
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _ALIASES:
+        return importlib.import_module(f".{_ALIASES[name]}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'xdl' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | _SUBMODULES | set(_LAZY))
+    return sorted(set(globals()) | _SUBMODULES | set(_ALIASES) | set(_LAZY))

@@ -585,7 +585,7 @@ def _cmd_train(a) -> int:
     if os.path.lexists(a.out) and not a.overwrite:
         raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
     if os.path.exists(model):
-        from .model import load_model
+        from .modelfile import load_model
 
         model = load_model(model)
     ds = open_input(a.input, a.chunks)
@@ -651,7 +651,7 @@ def format_report(report) -> str:
 
 
 def _cmd_zoo(a) -> int:
-    from . import pretrained, zoo
+    from .models import pretrained, zoo
 
     print("zoo architectures (untrained; train with `xdl train`):")
     for name, desc in zoo.describe().items():
@@ -662,7 +662,7 @@ def _cmd_zoo(a) -> int:
         print("  (none bundled with this installation)")
     for name in bundled:
         try:
-            from .model import card_from_header, read_header
+            from .modelfile import card_from_header, read_header
 
             card = card_from_header(pretrained.path(name), read_header(pretrained.path(name))[0])
             desc = card.get("description") or card.get("architecture") or ""

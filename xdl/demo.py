@@ -67,7 +67,7 @@ def demo_gaps(shape, seed: int = 0) -> np.ndarray:
 
 
 def _resolve(model):
-    from . import pretrained
+    from .models import pretrained
     from .predict import resolve_model
 
     if model is not None:

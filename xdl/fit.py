@@ -36,7 +36,7 @@ import dataclasses
 import torch
 
 from .errors import InputError
-from .model import Model
+from .modelfile import Model
 from .engine.runner import resolve_device, resolve_precision
 from .training import data
 from .training.card import CardContext, build_card
@@ -155,7 +155,7 @@ class _Setup:
 def _build_module(existing, arch, model_config, ins, outs, gan):
     """``(module, card, takes_mask, size_multiple)``: a zoo model built for the channels, or a copy to fine-tune."""
     if existing is None:
-        from . import zoo
+        from .models import zoo
         cfg = dict(model_config)
         cfg.setdefault("in_channels", len(ins))
         cfg.setdefault("out_channels", len(outs))

@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from . import pretrained
+from .models import pretrained
 from .conventions import cf, domains
 from .errors import InputError, XdlWarning
 from .engine.graph import TILES_GAPS

@@ -135,7 +135,7 @@ class UnknownArchitectureError(ModelFileError, UnknownModelError):
 
 
 def _version():
-    from . import __version__
+    from .version import __version__
     return __version__
 
 

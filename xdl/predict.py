@@ -38,8 +38,8 @@ _BATCH_BUDGET = {"cpu": 2 ** 18, "cuda": 2 ** 24}
 def resolve_model(model):
     """An ``xdl.Model`` or ``torch.nn.Module`` from what the user gave: object, file path or name."""
     if isinstance(model, (str, os.PathLike)):
-        from .model import load_model  # the model-file layer, imported only when needed
-        from . import pretrained
+        from .modelfile import load_model  # the model-file layer, imported only when needed
+        from .models import pretrained
 
         text = os.fspath(model)
         if os.path.exists(text):

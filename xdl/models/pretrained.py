@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WEIGHTS = Path(__file__).with_name("weights")
+WEIGHTS = Path(__file__).parent.parent / "weights"  # package data of xdl itself
 DEFAULT_INPAINT = "fill-default"
 
 
@@ -21,8 +21,8 @@ def path(name: str) -> Path:
 
 def load(name: str = DEFAULT_INPAINT):
     """Load a bundled model by name (safetensors + JSON card, no pickle)."""
-    from .errors import UnknownModelError
-    from .model import load_model
+    from ..errors import UnknownModelError
+    from ..modelfile import load_model
 
     if name not in names():
         raise UnknownModelError(f"no bundled model named {name!r}; bundled: {names() or 'none'}.")

@@ -16,9 +16,9 @@ from __future__ import annotations
 import builtins
 import inspect
 
-from .errors import InputError
-from .model import CARD_KEYS, Model, build_module
-from .models import registry
+from ..errors import InputError
+from ..modelfile import CARD_KEYS, Model, build_module
+from . import registry
 
 __all__ = ["list", "describe", "create"]
 

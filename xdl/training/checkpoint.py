@@ -13,7 +13,7 @@ import os
 import torch
 
 from ..errors import InputError
-from ..model import Model
+from ..modelfile import Model
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 BEST_NAME = "best.safetensors"
