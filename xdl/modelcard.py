@@ -1,0 +1,117 @@
+"""The model card's schema: its keys in their documented order and the checks of their types and ranges.
+
+The engine trusts a card (it sizes tiles and allocations from it), so every card, from a user or
+from a file, passes :func:`check_card` first.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .errors import InputError
+from .models import registry
+
+__all__ = ["CARD_KEYS", "CARD_LIMITS", "MAX_DEPTH", "check_card", "json_depth", "short"]
+
+MAX_DEPTH = 32  # nesting of the card's JSON: deeper would only exhaust recursion (deepcopy)
+
+# Card keys in a stable, documented order (see Model).
+CARD_KEYS = ("architecture", "config", "mode", "in_channels", "out_channels", "size_multiple", "halo",
+             "takes_mask", "fills_gaps", "inputs", "outputs", "units", "output_units", "standard_names",
+             "normalization", "training", "metrics", "description", "xdl_version")
+
+
+# Ranges of the card's numbers: each bounds what the engine allocates or loops over for a tile
+# (a halo of 10**12 asked for 14.6 TiB), far above what the zoo's models use (halo <= 512).
+CARD_LIMITS = {"in_channels": (1, registry.MAX_IO_CHANNELS), "out_channels": (1, registry.MAX_IO_CHANNELS),
+               "size_multiple": (1, 4096), "halo": (0, 4096), "min_tile": (0, 8192)}
+_MODES = (None, "spatial", "pointwise", "volume")
+_NORM_KINDS = ("none", "global", "per_sample")
+_FLOAT32_MAX = 3.4e38
+
+
+def short(v, n=80):
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def check_card(card: dict) -> None:
+    """Check the types and ranges of a card's fields (those present); :class:`InputError` naming
+    the key otherwise. Numbers: :data:`CARD_LIMITS`; ``inputs``/``outputs`` lists of names;
+    ``units``/``output_units``/``standard_names`` ``{name: text}``; ``normalization`` a dict with a
+    known ``kind`` and finite ``mean``/``std`` (std > 0); nesting at most 32 deep.
+
+    >>> check_card({"halo": 10 ** 12})
+    Traceback (most recent call last):
+    ...
+    xdl.errors.InputError: card 'halo' must be a whole number in [0, 4096], got 1000000000000
+    """
+    if not isinstance(card, dict):
+        raise InputError(f"card must be a JSON object (dict), got {type(card).__name__}")
+    if json_depth(card) > MAX_DEPTH:
+        raise InputError(f"card is nested more than {MAX_DEPTH} levels deep")
+
+    def fail(key, want, v):
+        raise InputError(f"card {key!r} must be {want}, got {short(v)}")
+
+    for key, (lo, hi) in CARD_LIMITS.items():
+        if card.get(key) is not None:
+            try:
+                registry.check_int(f"card {key!r}", card[key], lo, hi)
+            except ValueError as e:
+                raise InputError(str(e)) from None
+    for key in ("architecture", "xdl_version", "description"):
+        if card.get(key) is not None and not isinstance(card[key], str):
+            fail(key, "a string", card[key])
+    for key in ("config", "training", "metrics"):
+        if card.get(key) is not None and not isinstance(card[key], dict):
+            fail(key, "a JSON object", card[key])
+    for key in ("takes_mask", "fills_gaps", "cpu_bf16"):
+        if card.get(key) is not None and not isinstance(card[key], bool):
+            fail(key, "true or false", card[key])
+    if card.get("mode") not in _MODES:
+        raise InputError(f"mode must be 'spatial', 'pointwise' or 'volume', got {short(card['mode'])}")
+    for key in ("inputs", "outputs"):
+        v = card.get(key)
+        if v is not None and (not isinstance(v, list) or len(v) > registry.MAX_IO_CHANNELS
+                              or not all(isinstance(x, str) for x in v)):
+            fail(key, f"a list of at most {registry.MAX_IO_CHANNELS} variable names", v)
+    for key in ("units", "output_units", "standard_names"):
+        v = card.get(key)
+        if v is not None and (not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values())):
+            fail(key, "an object {variable: text}", v)
+    norm = card.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            fail("normalization", "an object like {'kind': 'global', 'mean': {var: x}, 'std': {var: x}}", norm)
+        if norm.get("kind", "none") not in _NORM_KINDS:
+            raise InputError(f"normalization kind must be 'none', 'global' or 'per_sample', "
+                             f"got {short(norm.get('kind'))}")
+        for stat_key in ("mean", "std"):
+            v = norm.get(stat_key)
+            if v is None:
+                continue
+            ok = isinstance(v, dict) and all(
+                isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+                and abs(x) < _FLOAT32_MAX and (stat_key == "mean" or x > 0) for x in v.values())
+            if not ok:
+                fail(f"normalization {stat_key}", "an object {variable: finite number}"
+                     + (" with every std > 0" if stat_key == "std" else ""), v)
+
+
+def json_depth(obj) -> int:
+    """Nesting depth of a parsed JSON value (iterative: a deep value must not recurse)."""
+    depth, level = 0, [obj]
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return depth
+        nxt = []
+        for o in level:
+            if isinstance(o, dict):
+                nxt.extend(o.values())
+            elif isinstance(o, list):
+                nxt.extend(o)
+        level = [o for o in nxt if isinstance(o, (dict, list))]
+    return depth - 1 if depth else 0
