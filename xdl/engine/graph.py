@@ -33,6 +33,7 @@ def pad_and_align(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) ->
     out_chunks = []
     for i, plan in enumerate(plans):
         axis = first_axis + i
+        user_chunks = _core_chunks(x.chunks[axis], plan)  # before the pads join the first and last chunk
         index = plan.padded_index()
         left, right = index[:plan.halo], index[plan.halo + plan.length:]
         parts = []
@@ -42,14 +43,15 @@ def pad_and_align(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) ->
         if right.size:
             parts.append(da.take(x, right, axis=axis))
         x = da.concatenate(parts, axis=axis) if len(parts) > 1 else x
-        chunks = plan.aligned_chunks(_core_chunks(x.chunks[axis], plan))
+        chunks = plan.aligned_chunks(user_chunks)
         out_chunks.append(chunks)
         x = x.rechunk({axis: plan.padded_chunks(chunks)})
     return x, out_chunks
 
 
 def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, ...]:
-    """The user's chunk sizes (ignoring the pads just added), to stay close to them."""
+    """The user's chunk sizes along an axis (empty chunks dropped), which the engine's chunks
+    stay close to; read before padding, as the pads would drag the median down."""
     inner = [c for c in chunks if c > 0]
     return tuple(inner) if inner else (plan.length,)
 
