@@ -21,6 +21,7 @@ from xdl.conventions import cf
 from xdl.cli import main
 from xdl.errors import XdlWarning
 from xdl.inpaint import (FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITTEN, FLAG_UNFILLABLE, FLAG_VALID)
+from xdl.io.write import write_output
 
 from conftest import shared_file
 
@@ -92,13 +93,13 @@ def test_packed_netcdf_round_trip_reads_alike_and_twice_gives_the_same(tmp_path)
     first, second = tmp_path / "first.nc", tmp_path / "second.nc"
     model = _Const(300.0)
     out = xr.open_dataset(path).dl.inpaint(model)
-    xdl.cli.write_output(out, str(first))
+    write_output(out, str(first))
     back = xr.open_dataset(first)
     # netCDF4 masks nothing that xarray shows (before: all values masked by a packed valid_range).
     np.testing.assert_array_equal(_netcdf4_values(first, "lst"), back.lst.values.astype(np.float64))
     assert np.isfinite(back.lst.values).all()
     again = back.dl.inpaint(model)
-    xdl.cli.write_output(again, str(second))
+    write_output(again, str(second))
     np.testing.assert_array_equal(xr.open_dataset(second).lst.values, back.lst.values)
 
 
@@ -127,7 +128,7 @@ def test_lst_python_api_twice(tmp_path):
     src = xr.open_dataset(shared_file(LST), chunks={})
     first = src.dl.inpaint(variables=["LST"]).compute()
     path = tmp_path / "lst.nc"
-    xdl.cli.write_output(first, str(path))
+    write_output(first, str(path))
     second = xr.open_dataset(path, chunks={}).dl.inpaint(variables=["LST"]).compute()
     np.testing.assert_array_equal(second.LST.values, first.LST.values)
     assert second.LST.attrs["ancillary_variables"] == "DQF LST_inpainted"

@@ -12,8 +12,9 @@ import pytest
 import xarray as xr
 
 import xdl
-from xdl import cli
-from xdl.cli import main, mask_expression
+from xdl.cli import main
+from xdl.io.expr import mask_expression
+from xdl.io.write import write_output
 from xdl.errors import InputError
 
 
@@ -321,26 +322,26 @@ def test_netcdf_output_is_atomic(files, tmp_path, monkeypatch):
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
     with pytest.raises(OSError):
-        cli.write_output(ds, str(out))
+        write_output(ds, str(out))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_interrupted_zarr_output_resumes(files, tmp_path, monkeypatch):
-    import xdl.io
+    import xdl.io.zarr
 
     reference = tmp_path / "reference.zarr"
     assert main(["inpaint", files.nc, str(reference), "--model", files.gap, "--chunks", "time=1", "--no-progress"]) == 0
     out = tmp_path / "out.zarr"
-    real_log = xdl.io._write_log
+    real_log = xdl.io.zarr._write_log
 
     def stop_after_first_region(path, fingerprint, done):
         real_log(path, fingerprint, done)
         if len(done) == 1:
             raise KeyboardInterrupt  # the user hits Ctrl-C mid-write
 
-    monkeypatch.setattr(xdl.io, "_write_log", stop_after_first_region)
+    monkeypatch.setattr(xdl.io.zarr, "_write_log", stop_after_first_region)
     assert main(["inpaint", files.nc, str(out), "--model", files.gap, "--chunks", "time=1", "--no-progress"]) == 130
-    monkeypatch.setattr(xdl.io, "_write_log", real_log)
+    monkeypatch.setattr(xdl.io.zarr, "_write_log", real_log)
     assert main(["inpaint", files.nc, str(out), "--model", files.gap, "--chunks", "time=1", "--no-progress"]) == 1  # exists
     assert main(["inpaint", files.nc, str(out), "--model", files.gap, "--chunks", "time=1", "--no-progress",
                  "--resume"]) == 0

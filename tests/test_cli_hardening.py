@@ -12,10 +12,12 @@ import pytest
 import xarray as xr
 
 import xdl
-import xdl.io
-from xdl.cli import main, mask_expression
-from xdl.errors import InputError, OutputExistsError
-from xdl.io import JOB_NAME, LOG_NAME, STATUS_ATTR, OutputWriteError, store_status, to_zarr_resumable
+import xdl.io.zarr
+from xdl.cli import main
+from xdl.errors import InputError, OutputExistsError, OutputWriteError
+from xdl.io import JOB_NAME, LOG_NAME, STATUS_ATTR, store_status, to_zarr_resumable
+from xdl.io.expr import mask_expression
+from xdl.io.write import write_output
 
 from conftest import shared_file
 
@@ -54,15 +56,15 @@ def run(*args):
 
 def interrupt_after_first_region(monkeypatch):
     """Ctrl-C right after the first region is logged, as a user would; returns an undo."""
-    real = xdl.io._write_log
+    real = xdl.io.zarr._write_log
 
     def log(path, fingerprint, done):
         real(path, fingerprint, done)
         if len(done) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(xdl.io, "_write_log", log)
-    return lambda: monkeypatch.setattr(xdl.io, "_write_log", real)
+    monkeypatch.setattr(xdl.io.zarr, "_write_log", log)
+    return lambda: monkeypatch.setattr(xdl.io.zarr, "_write_log", real)
 
 
 # ----------------------------------------------------------------------------- issue 13.1: resume
@@ -232,7 +234,7 @@ def test_full_disk_at_the_zarr_layout_leaves_no_store(env, tmp_path, monkeypatch
     assert str(out) in err and "No space left on device" in err and "Traceback" not in err
     assert not out.exists()
     with pytest.raises(OutputWriteError):
-        xdl.cli.write_output(field().chunk({"time": 1}), str(out))
+        write_output(field().chunk({"time": 1}), str(out))
 
 
 def test_ctrl_c_at_the_first_region_exits_130_and_leaves_nothing(env, tmp_path, monkeypatch, capsys):
@@ -361,11 +363,11 @@ def test_ctrl_c_exit_hook_never_prints_an_event_loop_traceback(monkeypatch):
         raise RuntimeError("Cannot close a running event loop")
 
     monkeypatch.setattr(sync, "cleanup_resources", busy)
-    xdl.cli._quiet_zarr_exit()
+    xdl.io.zarr.quiet_zarr_exit()
     try:
-        xdl.cli._zarr_cleanup_quietly()  # what runs at exit instead of zarr's own hook: no error
+        xdl.io.zarr.cleanup_quietly()  # what runs at exit instead of zarr's own hook: no error
     finally:
-        atexit.unregister(xdl.cli._zarr_cleanup_quietly)
+        atexit.unregister(xdl.io.zarr.cleanup_quietly)
         monkeypatch.undo()  # zarr's own hook was never unregistered: the patched one was
 
 

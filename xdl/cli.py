@@ -19,135 +19,23 @@ zoo architectures (untrained; train with `xdl train`):
 ...
 0
 """
-
 from __future__ import annotations
 
 import argparse
-import ast
-import glob
-import json
-import operator
 import os
-import shutil
 import sys
 import time
-import warnings
-from pathlib import Path
 
-from .errors import InputError, OutputExistsError, XdlError
+from .errors import InputError, XdlError
+from .io.expr import mask_expression
+from .io.files import refuse_existing, refuse_overlap
+from .io.open import input_identities, open_input, read_config
+from .io.write import check_output, keep_coordinate_metadata, write_output
 
-__all__ = ["main", "mask_expression", "open_input", "write_output"]
-
-NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".netcdf", ".cdf")
-_GLOB_CHARS = set("*?[")
-
-
-# ----------------------------------------------------------------------------- safe expressions
-
-_COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-            ast.Gt: operator.gt, ast.GtE: operator.ge}
-# Bounds that no real quality rule comes near; beyond them Python's own parser and the recursive
-# walk below would fail with RecursionError/MemoryError instead of a message.
-_MAX_EXPR_CHARS = 10_000
-_MAX_EXPR_NODES = 5_000
-_MAX_EXPR_DEPTH = 100
-_ALLOWED_TEXT = ("dataset variable names, numbers, comparisons (== != < <= > >=), & (and), | (or), "
-                 "~ (not) and parentheses, e.g. \"DQF == 0\" or \"(DQF == 0) & (Rad > 0)\"")
+__all__ = ["main"]
 
 
-def mask_expression(expr: str, ds, what: str = "--mask"):
-    """Evaluate a small boolean expression over ``ds``'s variables, safely (no ``eval``).
-
-    The expression is parsed with :mod:`ast` and walked node by node; only variable names,
-    numbers, comparisons, ``& | ~`` and parentheses are allowed, so nothing in it can run code.
-
-    >>> import numpy as np, xarray as xr
-    >>> ds = xr.Dataset({"DQF": ("x", np.array([0, 1, 0])), "Rad": ("x", np.array([1.0, 2.0, -1.0]))})
-    >>> mask_expression("(DQF == 0) & (Rad > 0)", ds).values.tolist()
-    [True, False, False]
-    >>> mask_expression("__import__('os')", ds)
-    Traceback (most recent call last):
-    ...
-    xdl.errors.InputError: --mask "__import__('os')": a function call is not allowed; use dataset variable names, ...
-    """
-    import numpy as np
-    import xarray as xr
-
-    def fail(why):
-        shown = expr if not isinstance(expr, str) or len(expr) <= 120 else f"{expr[:100]}... ({len(expr):,} characters)"
-        return InputError(f"{what} {json.dumps(shown)}: {why}; use {_ALLOWED_TEXT}.")
-
-    if not isinstance(expr, str):
-        raise fail("must be a text")
-    if len(expr) > _MAX_EXPR_CHARS:
-        raise fail(f"is {len(expr):,} characters long, more than the {_MAX_EXPR_CHARS:,} allowed; "
-                   "write a shorter rule (e.g. DQF < 2 instead of many == terms)")
-    try:
-        tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError as e:
-        raise fail(f"not a valid expression ({e.msg})") from None
-    except (RecursionError, MemoryError):
-        raise fail(f"is nested too deeply (more than {_MAX_EXPR_DEPTH} levels)") from None
-    nodes, stack = 0, [(tree, 1)]
-    while stack:  # iteratively: the tree may be deeper than Python's recursion limit
-        node, depth = stack.pop()
-        nodes += 1
-        if depth > _MAX_EXPR_DEPTH or nodes > _MAX_EXPR_NODES:
-            raise fail(f"is nested too deeply or too long (at most {_MAX_EXPR_DEPTH} levels of operators "
-                       f"and {_MAX_EXPR_NODES:,} terms); write a shorter rule")
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-
-    def is_bool(v):
-        return getattr(v, "dtype", None) == bool or isinstance(v, (bool, np.bool_))
-
-    def walk(node):
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Name):
-            if node.id not in ds.variables:
-                raise fail(f"{node.id!r} is not a variable of the dataset (it has: "
-                           f"{', '.join(map(str, ds.variables))})")
-            return ds[node.id]
-        if isinstance(node, ast.Constant):
-            if isinstance(node.value, (int, float)):  # bool is an int too: True/False are fine
-                return node.value
-            raise fail(f"the constant {node.value!r} is not a number")
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
-            return -walk(node.operand)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
-            value = walk(node.operand)
-            if not is_bool(value):
-                raise fail("~ applies to a condition; write ~(DQF == 0)")
-            return ~value
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
-            left, right = walk(node.left), walk(node.right)
-            if not (is_bool(left) and is_bool(right)):
-                # Python binds & tighter than ==: "A == 0 & B > 0" means "A == (0 & B) > 0".
-                raise fail("& and | combine conditions; put each comparison in parentheses: (A == 0) & (B > 0)")
-            return left & right if isinstance(node.op, ast.BitAnd) else left | right
-        if isinstance(node, ast.Compare):
-            if not all(type(op) in _COMPARE for op in node.ops):
-                raise fail("only == != < <= > >= compare values (no 'in' or 'is')")
-            result, left = None, walk(node.left)
-            for op, comp in zip(node.ops, node.comparators):
-                right = walk(comp)
-                part = _COMPARE[type(op)](left, right)
-                result = part if result is None else result & part
-                left = right
-            return result
-        kinds = {ast.Call: "a function call", ast.Attribute: "attribute access", ast.Subscript: "indexing",
-                 ast.BoolOp: "'and'/'or' (use & and | with parentheses)", ast.Lambda: "a lambda",
-                 ast.BinOp: "arithmetic"}
-        why = next((v for k, v in kinds.items() if isinstance(node, k)), f"{type(node).__name__} syntax")
-        raise fail(f"{why} is not allowed")
-
-    value = walk(tree)
-    if not isinstance(value, xr.DataArray) or value.dtype != bool:
-        raise fail("the expression must be a condition on variables, such as DQF == 0")
-    return value
-
-
-# ----------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------- arguments
 
 def _parse_chunks(text: str):
     """``"y=512,x=512"`` -> ``{"y": 512, "x": 512}``; ``"auto"``; ``"none"`` -> None (no dask);
@@ -170,297 +58,6 @@ def _parse_chunks(text: str):
             raise argparse.ArgumentTypeError(f"bad chunk size {size!r} in {text!r}: give an integer, "
                                              "e.g. y=512,x=512") from None
     return out
-
-
-def _is_zarr(path: str) -> bool:
-    p = path.rstrip("/")
-    return p.endswith(".zarr") or (os.path.isdir(p) and any(
-        os.path.exists(os.path.join(p, f)) for f in ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")))
-
-
-def open_input(path: str, chunks="file"):
-    """Open a netCDF file, a zarr store or a glob of files lazily, as a dask-backed Dataset.
-
-    ``chunks="file"`` (the default, xarray's ``chunks={}``) keeps the file's own chunking; a dict
-    of sizes or ``"auto"`` rechunks; ``None`` reads into memory without dask.
-
-    >>> import numpy as np, xarray as xr, tempfile, os
-    >>> d = tempfile.mkdtemp()
-    >>> xr.Dataset({"t": (("y", "x"), np.zeros((2, 3)))}).to_netcdf(os.path.join(d, "a.nc"))
-    >>> open_input(os.path.join(d, "*.nc")).t.chunks
-    ((2,), (3,))
-    """
-    import xarray as xr
-
-    chunks = {} if isinstance(chunks, str) and chunks == "file" else chunks
-    if _GLOB_CHARS & set(path) and not os.path.exists(path):
-        files = sorted(glob.glob(path))
-        if not files:
-            raise InputError(f"{path}: no file matches this pattern; check the path and quote the pattern "
-                             "so that the shell does not expand it.")
-        if len(files) == 1:
-            path = files[0]
-        else:
-            try:
-                # Variables without the concatenated dim (grid mapping, land mask) are taken from the
-                # first file rather than compared across hundreds of files.
-                for f in files:
-                    if _is_zarr(f):
-                        _refuse_incomplete(f)
-                return xr.open_mfdataset(files, combine="by_coords", chunks=chunks, data_vars="minimal",
-                                         coords="minimal", compat="override", join="outer",
-                                         engine="zarr" if all(map(_is_zarr, files)) else None)
-            except (ValueError, OSError) as e:
-                raise InputError(f"{path}: cannot combine its {len(files)} files by their coordinates ({e}); "
-                                 "give files that tile or follow each other along a coordinate.") from None
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory.")
-    if _is_zarr(path):
-        _refuse_incomplete(path)
-    kwargs = {"engine": "zarr"} if _is_zarr(path) else {}
-    # Times that numpy cannot hold (or units nobody can parse) must not stop a gap fill that never
-    # looks at them: try cftime, then keep every time variable as stored (raw numbers + units).
-    attempts = [{}, {"decode_times": xr.coders.CFDatetimeCoder(use_cftime=True)}, {"decode_times": False}]
-    for i, extra in enumerate(attempts):
-        try:
-            with warnings.catch_warnings():  # stores without consolidated metadata are fine
-                warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated",
-                                        category=RuntimeWarning)
-                ds = xr.open_dataset(path, chunks=chunks, **kwargs, **extra)
-        except (ValueError, OSError) as e:
-            if i + 1 < len(attempts) and "decode time" in str(e):
-                continue
-            raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
-        if extra.get("decode_times") is False:
-            warnings.warn(f"{path}: its times cannot be decoded; they pass through as stored (numbers "
-                          "with their units).", UserWarning, stacklevel=2)
-        return ds
-
-
-def _refuse_incomplete(path: str) -> None:
-    from .io import describe_incomplete, store_status
-
-    if store_status(path) == "incomplete":
-        raise InputError(f"{path}: is {describe_incomplete(path)}, so some of its values were never "
-                         "written; finish it first (rerun the command that wrote it with --resume).")
-
-
-def _output_kind(path: str) -> str:
-    p = path.rstrip("/")
-    if p.lower().endswith(NETCDF_SUFFIXES):
-        return "netcdf"
-    if p.endswith(".zarr") or (os.path.isdir(p) and _is_zarr(p)):
-        return "zarr"
-    raise InputError(f"{path}: unknown output format; end the name in .zarr (zarr store) or "
-                     f"{', '.join(NETCDF_SUFFIXES)} (netCDF).")
-
-
-def _input_paths(path) -> list[str]:
-    """The files or stores an input argument names: a glob expanded, each as a real path."""
-    if path is None:
-        return []
-    path = os.fspath(path)
-    if _GLOB_CHARS & set(path) and not os.path.exists(path):
-        return [os.path.realpath(p) for p in sorted(glob.glob(path))]
-    return [os.path.realpath(path)]
-
-
-def _overlaps(a: str, b: str) -> bool:
-    """True when real paths ``a`` and ``b`` are the same or one lies inside the other."""
-    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
-
-
-def _refuse_overlap(path: str, real: str, inputs) -> None:
-    for given in inputs:
-        for source in _input_paths(given):
-            if _overlaps(real, source):
-                how = ("is" if real == source else "contains" if source.startswith(real + os.sep)
-                       else "lies inside")
-                raise InputError(f"{path}: the output {how} an input ({source}); writing it would destroy "
-                                 "data being read. Write to a path outside every input.")
-
-
-def _check_output(path: str, overwrite: bool, inputs=()) -> str:
-    """The output kind; refuses an output that is, contains or lies inside any input (overwriting
-    or writing it would destroy data being read), and an existing output without --overwrite."""
-    kind = _output_kind(path)
-    real = os.path.realpath(path.rstrip("/") or path)
-    _refuse_overlap(path, real, inputs)
-    if os.path.lexists(path) and not overwrite:
-        from .io import describe_incomplete, store_status
-
-        if kind == "zarr" and store_status(path) == "incomplete":
-            raise OutputExistsError(f"{path}: already exists and is {describe_incomplete(path)}; run the "
-                                    "same command with --resume to finish it, or --overwrite to start over.")
-        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it, or choose another path.")
-    return kind
-
-
-def _identity(path: str) -> dict:
-    """What identifies an input's content cheaply: a file's path, size and modification time; a
-    zarr store's hash of its metadata files plus the count, total size and newest time of its files."""
-    import hashlib
-
-    st = os.stat(path)
-    if not os.path.isdir(path):
-        return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    meta, count, size, newest = hashlib.sha256(), 0, 0, 0
-    for root, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
-            full = os.path.join(root, name)
-            try:
-                fst = os.stat(full)
-            except OSError:
-                continue
-            count, size, newest = count + 1, size + fst.st_size, max(newest, fst.st_mtime_ns)
-            if name in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"):
-                meta.update(os.path.relpath(full, path).encode() + b"\0")
-                with open(full, "rb") as f:
-                    meta.update(f.read())
-    return {"path": path, "metadata_sha256": meta.hexdigest(), "files": count, "bytes": size,
-            "newest_mtime_ns": newest}
-
-
-_NOT_IN_JOB = ("output", "overwrite", "resume", "progress", "func")
-
-
-def _job(a, model=None) -> dict:
-    """What determines an output's values, for the resumable writer to compare on --resume: every
-    parsed option (the flag names as keys), the inputs' identities and the model's content hash."""
-    job = {}
-    for key, value in sorted(vars(a).items()):
-        if key in _NOT_IN_JOB:
-            continue
-        flag = "IN" if key == "input" else "command" if key == "command" else f"--{key.replace('_', '-')}"
-        job[flag] = value
-        if key in ("input", "domain_file") and value is not None:
-            job[f"{flag} files"] = [_identity(p) for p in _input_paths(value)]
-    if model is not None:
-        from .predict import model_key
-
-        job["model content sha256"] = model_key(model)
-    return job
-
-
-def _resolve_cli_model(name, default_inpaint: bool):
-    """The model object the command runs (loaded once, so its hash is of what actually runs)."""
-    from .predict import resolve_model
-
-    if name is None and default_inpaint:
-        from .inpaint import _default_model
-
-        return _default_model()
-    return resolve_model(name)
-
-
-_CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards")
-
-
-def _ready_to_write(ds):
-    """Drop chunk encodings of the source format and make dask chunks regular (zarr needs it)."""
-    import dask.array as da
-
-    ds = ds.copy()
-    for name, var in list(ds.variables.items()):
-        for key in _CHUNK_KEYS:
-            var.encoding.pop(key, None)
-        data = var.data
-        if isinstance(data, da.Array) and data.ndim:
-            if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in data.chunks):
-                ds[name] = var.chunk({d: c[0] for d, c in zip(var.dims, data.chunks)})
-    return ds
-
-
-def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False, resume: bool = False,
-                 job: dict | None = None) -> None:
-    """Write ``ds`` to netCDF or zarr (by suffix), streamed chunk by chunk.
-
-    zarr: region by region with a progress log in the store (:func:`xdl.io.to_zarr_resumable`),
-    so ``resume=True`` finishes an interrupted write of the same ``job`` (see :func:`_job`).
-    netCDF: to a temporary sibling renamed into place at the end, so a failure never leaves a
-    half-written OUT (nor destroys an existing one). A failed write (disk full, HDF error) raises
-    :class:`xdl.io.OutputWriteError` naming OUT and the cause.
-    """
-    from .io import STATUS_ATTR, OutputWriteError
-
-    kind = _check_output(path, overwrite or resume)
-    original, ds = ds, _ready_to_write(ds)
-    if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
-        from .conventions.cf import netcdf_ready
-
-        ds = netcdf_ready(ds, original)
-    ds.attrs.pop(STATUS_ATTR, None)  # an input's status says nothing about this output
-    if resume and kind != "zarr":
-        raise InputError(f"{path}: --resume needs a zarr output (netCDF files are written whole).")
-    try:
-        if kind == "zarr" and any(hasattr(v.data, "dask") for v in ds.data_vars.values()):
-            from .io import to_zarr_resumable
-
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                to_zarr_resumable(ds, path.rstrip("/"), resume=resume, mode="w" if overwrite else None,
-                                  progress=progress, job=job)
-            return
-        _write_whole(ds, path, kind, progress)
-    except (OSError, RuntimeError) as e:
-        if isinstance(e, XdlError):
-            raise
-        # netCDF4 reports a full disk as RuntimeError("NetCDF: HDF error"); zarr as OSError.
-        hint = (" Free space or choose another place, then rerun with --resume (the regions written "
-                "are kept)." if kind == "zarr" and os.path.exists(path) else " Nothing was left at OUT.")
-        raise OutputWriteError(f"{path}: writing failed ({type(e).__name__}: {e}).{hint}") from e
-
-
-def _write_whole(ds, path, kind, progress) -> None:
-    target = Path(path.rstrip("/"))
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    _remove(tmp)
-    try:
-        if kind == "zarr":
-            with warnings.catch_warnings():
-                # Consolidated metadata lets readers open the store in one read; zarr 3 warns that it
-                # is not in the v3 spec yet, which is noise to a CLI user.
-                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-                job = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
-        else:
-            job = ds.to_netcdf(tmp, compute=False)
-        if progress:
-            from .progress import progress_bar
-
-            with progress_bar(f"writing {target.name}"):
-                job.compute()
-        else:
-            job.compute()
-        if os.path.lexists(target):
-            _remove(target)
-        os.replace(tmp, target)
-    finally:
-        _remove(tmp)
-
-
-def _keep_coordinate_metadata(result, source):
-    """Give the output's coordinates the source's attrs and time encoding where the engine lost them
-    (axis, standard_name and units are what CF readers use to find the grid)."""
-    import numpy as np
-
-    for name, coord in result.coords.items():
-        if name in source.coords and source[name].dims == coord.dims:
-            coord.attrs = {**source[name].attrs, **coord.attrs}
-            # Time coordinates keep their units/calendar; never the source's packing (an int16
-            # dtype without its scale_factor would truncate GOES scan angles to 0).
-            if np.issubdtype(coord.dtype, np.datetime64) or np.issubdtype(coord.dtype, np.timedelta64):
-                for key in ("units", "calendar"):
-                    if key in source[name].encoding:
-                        coord.encoding.setdefault(key, source[name].encoding[key])
-    return result
-
-
-def _remove(path) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 def _check_vars(ds, names, path, what="--var"):
@@ -491,6 +88,35 @@ def _domain(text, ds, domain_file=None):
     return mask_expression(text, ds, "--domain")
 
 
+_NOT_IN_JOB = ("output", "overwrite", "resume", "progress", "func")
+
+
+def _job(a, model=None) -> dict:
+    """What determines an output's values, for the resumable writer to compare on --resume: every
+    parsed option (the flag names as keys), the inputs' identities and the model's content hash."""
+    job = {}
+    for key, value in sorted(vars(a).items()):
+        if key in _NOT_IN_JOB:
+            continue
+        flag = "IN" if key == "input" else "command" if key == "command" else f"--{key.replace('_', '-')}"
+        job[flag] = value
+        if key in ("input", "domain_file") and value is not None:
+            job[f"{flag} files"] = input_identities(value)
+    if model is not None:
+        from .models.resolve import model_key
+
+        job["model content sha256"] = model_key(model)
+    return job
+
+
+def _resolve_cli_model(name, default_inpaint: bool):
+    """The model object the command runs (loaded once, so its hash is of what actually runs)."""
+    from .models import pretrained
+    from .models.resolve import resolve_model
+
+    return resolve_model(name, default=pretrained.DEFAULT_INPAINT if default_inpaint else None)
+
+
 # ----------------------------------------------------------------------------- commands
 
 def _sources(a) -> list:
@@ -503,7 +129,7 @@ def _sources(a) -> list:
 def _cmd_inpaint(a) -> int:
     from .inpaint import inpaint
 
-    _check_output(a.output, a.overwrite or a.resume, _sources(a))
+    check_output(a.output, a.overwrite or a.resume, _sources(a))
     model = _resolve_cli_model(a.model, default_inpaint=True)
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
@@ -511,34 +137,34 @@ def _cmd_inpaint(a) -> int:
     mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
     result = inpaint(ds, model, variables=variables, mask=mask, domain=_domain(a.domain, ds, getattr(a, "domain_file", None)),
                      device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False)
-    _keep_coordinate_metadata(result, ds)
-    start = time.perf_counter()
-    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
-                 job=_job(a, model))
-    _say(f"xdl inpaint: wrote {a.output} in {time.perf_counter() - start:.1f} s")
-    return 0
+    return _write(a, result, ds, model)
 
 
 def _compile(choice: str):
     return {"auto": "auto", "yes": True, "no": False}[choice]
 
 
+def _write(a, result, ds, model) -> int:
+    """Write inpaint's or predict's result to OUT (coordinates as in IN) and say how long it took."""
+    keep_coordinate_metadata(result, ds)
+    start = time.perf_counter()
+    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
+                 job=_job(a, model))
+    _say(f"xdl {a.command}: wrote {a.output} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _cmd_predict(a) -> int:
     from .predict import predict
 
-    _check_output(a.output, a.overwrite or a.resume, _sources(a))
+    check_output(a.output, a.overwrite or a.resume, _sources(a))
     model = _resolve_cli_model(a.model, default_inpaint=False)
     ds = open_input(a.input, a.chunks)
     inputs = _split(a.inputs)
     _check_vars(ds, inputs, a.input, "--inputs")
     result = predict(ds, model, inputs=inputs, outputs=_split(a.outputs), device=a.device, tile=a.tile,
                      compile=_compile(a.compile))
-    _keep_coordinate_metadata(result, ds)
-    start = time.perf_counter()
-    write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
-                 job=_job(a, model))
-    _say(f"xdl predict: wrote {a.output} in {time.perf_counter() - start:.1f} s")
-    return 0
+    return _write(a, result, ds, model)
 
 
 _TRAIN_FLAGS = {  # CLI attribute -> fit() keyword
@@ -555,18 +181,7 @@ def _cmd_train(a) -> int:
         from .train import fit
     except ImportError as e:
         raise InputError(f"training is not available in this xdl installation ({e}).") from None
-    kwargs = {}
-    if a.config:
-        if not os.path.exists(a.config):
-            raise InputError(f"{a.config}: no such config file.")
-        try:
-            with open(a.config) as f:
-                kwargs = json.load(f)
-        except ValueError as e:
-            raise InputError(f"{a.config}: not valid JSON ({e}).") from None
-        if not isinstance(kwargs, dict):
-            raise InputError(f"{a.config}: must hold a JSON object of fit() keyword arguments, "
-                             'e.g. {"epochs": 10, "masks": "clouds"}.')
+    kwargs = read_config(a.config) if a.config else {}
     for attr, key in _TRAIN_FLAGS.items():  # flags given on the command line win over the file
         value = getattr(a, attr)
         if value is not None:
@@ -581,9 +196,9 @@ def _cmd_train(a) -> int:
         if unknown:
             raise InputError(f"{a.config or 'command line'}: fit() takes no option(s) {', '.join(unknown)}; "
                              f"it takes: {', '.join(p for p in params if p not in ('obj', 'model'))}.")
-    _refuse_overlap(a.out, os.path.realpath(a.out), [a.input, a.config, model if os.path.exists(model) else None])
-    if os.path.lexists(a.out) and not a.overwrite:
-        raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
+    refuse_overlap(a.out, [a.input, a.config, model if os.path.exists(model) else None])
+    if not a.overwrite:
+        refuse_existing(a.out, "pass --overwrite to replace it")
     if os.path.exists(model):
         from .modelfile import load_model
 
@@ -600,13 +215,14 @@ def _cmd_train(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     from .evaluate import METRICS, evaluate
+    from .report import format_report
 
     if a.out:
         if not a.out.lower().endswith((".nc", ".csv")):
             raise InputError(f"{a.out}: --out must end in .nc (netCDF) or .csv.")
-        _refuse_overlap(a.out, os.path.realpath(a.out), _sources(a))
-        if os.path.lexists(a.out) and not a.overwrite:
-            raise OutputExistsError(f"{a.out}: already exists; pass --overwrite to replace it.")
+        refuse_overlap(a.out, _sources(a))
+        if not a.overwrite:
+            refuse_existing(a.out, "pass --overwrite to replace it")
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
@@ -628,26 +244,6 @@ def _cmd_evaluate(a) -> int:
     for p in report.attrs.get("plots", []):
         _say(f"xdl evaluate: wrote {p}")
     return 0
-
-
-def format_report(report) -> str:
-    """A plain-text table of an :func:`xdl.evaluate.evaluate` report, one block per variable/gaps."""
-    lines = [f"model: {report.attrs.get('model')}   seed: {report.attrs.get('seed')}   "
-             f"fraction: {report.attrs.get('fraction')}   (scores on hidden valid pixels only)"]
-    head = f"  {'method':<12}{'rmse':>11}{'mae':>11}{'bias':>11}{'corr':>8}{'std_ratio':>10}{'n':>10}{'seconds':>9}"
-    for v in report["variable"].values:
-        units = str(report["units"].sel(variable=v).item()) if "units" in report.coords else ""
-        for g in report["gaps"].values:
-            share = float(report["hidden_share"].sel(variable=v, gaps=g)) if "hidden_share" in report.coords else float("nan")
-            lines.append("")
-            lines.append(f"{v}{f' [{units}]' if units else ''}  gaps={g}  hidden={share:.1%}")
-            lines.append(head)
-            sub = report.sel(variable=v, gaps=g)
-            for m in report["method"].values:
-                r = sub.sel({"method": m})
-                lines.append(f"  {str(m):<12}{float(r.rmse):>11.4g}{float(r.mae):>11.4g}{float(r.bias):>11.3g}"
-                             f"{float(r.corr):>8.3f}{float(r.std_ratio):>10.3f}{int(r.n):>10d}{float(r.seconds):>9.3f}")
-    return "\n".join(lines)
 
 
 def _cmd_zoo(a) -> int:
@@ -804,27 +400,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _zarr_cleanup_quietly() -> None:
-    from zarr.core import sync
-
-    try:
-        sync.cleanup_resources()
-    except RuntimeError:  # "Cannot close a running event loop": the process is exiting anyway
-        pass
-
-
-def _quiet_zarr_exit() -> None:
-    """After Ctrl-C mid-write, zarr's IO loop may still be busy when its exit hook closes it, which
-    prints a "Cannot close a running event loop" traceback; swap the hook for one that does not."""
-    sync = sys.modules.get("zarr.core.sync")
-    if sync is not None and hasattr(sync, "cleanup_resources"):
-        import atexit
-
-        atexit.unregister(sync.cleanup_resources)
-        atexit.unregister(_zarr_cleanup_quietly)
-        atexit.register(_zarr_cleanup_quietly)
-
-
 def main(argv=None) -> int:
     """Run the ``xdl`` command line; returns the exit status (0 ok, 1 bad input, 2 usage).
 
@@ -836,7 +411,9 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        _quiet_zarr_exit()
+        from .io.zarr import quiet_zarr_exit
+
+        quiet_zarr_exit()
         print(f"xdl {args.command}: interrupted", file=sys.stderr)
         return 130
     except (XdlError, OSError, ValueError, KeyError) as e:

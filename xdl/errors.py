@@ -24,6 +24,11 @@ class OutputExistsError(XdlError, FileExistsError):
     """An output path already exists and overwriting was not asked for."""
 
 
+class OutputWriteError(XdlError, OSError):
+    """Writing an output failed (disk full, permissions, an HDF error); the message names the path
+    and the cause."""
+
+
 class ModelError(XdlError, RuntimeError):
     """A model misbehaved when called: it raised, or returned something other than a float tensor
     of the input's spatial size with the declared number of channels."""

@@ -1,4 +1,4 @@
-"""Writing results: zarr stores that can resume after an interruption, and no silent overwrites.
+"""Resumable zarr writes: stores that finish after an interruption and record the job they hold.
 
 A resumable write lays out the store once (metadata, coordinates, small variables), then writes
 the lazy variables region by region along one dim, recording each finished region in a small
@@ -18,18 +18,15 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
-import dask.array as da
-import xarray as xr
+from ..errors import InputError
+from .files import refuse_existing, replace_atomically
 
-from .errors import InputError, OutputExistsError, XdlError
-
-class OutputWriteError(XdlError, OSError):
-    """Writing an output failed (disk full, permissions, an HDF error); the message names the path
-    and the cause."""
-
+__all__ = ["JOB_NAME", "LOG_NAME", "STATUS_ATTR", "cleanup_quietly", "describe_incomplete", "quiet_zarr_exit",
+           "store_status", "to_zarr_resumable"]
 
 LOG_NAME = ".xdl_progress.json"
 JOB_NAME = ".xdl_job.json"
@@ -103,17 +100,12 @@ def _is_time(var) -> bool:
 
 def _region_dim(ds: xr.Dataset) -> tuple[str, tuple[int, ...]]:
     """The dim to write along: the first dim of the first lazy variable, with its chunks."""
+    import dask.array as da
+
     for var in ds.data_vars.values():
         if isinstance(var.data, da.Array):
             return var.dims[0], var.chunks[0]
     raise InputError("nothing lazy to write region by region; use ds.to_zarr(path) directly.")
-
-
-def check_writable(path, mode: str | None) -> None:
-    """Refuse to overwrite an existing output unless ``mode="w"``."""
-    if os.path.exists(path) and mode != "w":
-        raise OutputExistsError(f"{os.fspath(path)!r} already exists; pass mode='w' (CLI: --overwrite) to "
-                                "replace it, or resume=True (CLI: --resume) to finish an interrupted write.")
 
 
 def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str | None = None,
@@ -132,6 +124,8 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
     >>> xr.open_zarr(path).v.values.tolist()
     [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
     """
+    import dask.array as da
+
     path = Path(path)
     dim, chunks = _region_dim(ds)
     # Align every lazy variable's chunks along the region dim so each region is whole chunks.
@@ -177,7 +171,9 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
         done = set(log.get("done", []))
     else:
         if path.exists():
-            check_writable(path, mode)
+            if mode != "w":
+                refuse_existing(path, "pass mode='w' (CLI: --overwrite) to replace it, or resume=True "
+                                "(CLI: --resume) to finish an interrupted write")
             shutil.rmtree(path)
         created = True
     try:
@@ -215,6 +211,27 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
 
 
 def _write_log(log_path: Path, fingerprint: str, done: set[int]) -> None:
-    temp = log_path.with_suffix(".tmp")
-    temp.write_text(json.dumps({"fingerprint": fingerprint, "done": sorted(done)}))
-    os.replace(temp, log_path)
+    with replace_atomically(log_path) as temp:
+        Path(temp).write_text(json.dumps({"fingerprint": fingerprint, "done": sorted(done)}))
+
+
+def cleanup_quietly() -> None:
+    """Close zarr's IO loop at exit, ignoring the error it raises when the loop is still running."""
+    from zarr.core import sync
+
+    try:
+        sync.cleanup_resources()
+    except RuntimeError:  # "Cannot close a running event loop": the process is exiting anyway
+        pass
+
+
+def quiet_zarr_exit() -> None:
+    """After Ctrl-C mid-write, zarr's IO loop may still be busy when its exit hook closes it, which
+    prints a "Cannot close a running event loop" traceback; swap the hook for one that does not."""
+    sync = sys.modules.get("zarr.core.sync")
+    if sync is not None and hasattr(sync, "cleanup_resources"):
+        import atexit
+
+        atexit.unregister(sync.cleanup_resources)
+        atexit.unregister(cleanup_quietly)
+        atexit.register(cleanup_quietly)

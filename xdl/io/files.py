@@ -1,0 +1,100 @@
+"""Paths and files shared by readers and writers: atomic replacement, removal, the overwrite and
+input-overlap checks. Only the standard library: model files and the CLI use it without xarray.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import InputError, OutputExistsError
+
+__all__ = ["GLOB_CHARS", "input_paths", "is_zarr", "refuse_existing", "refuse_overlap", "remove_path",
+           "replace_atomically"]
+
+GLOB_CHARS = frozenset("*?[")
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def is_zarr(path) -> bool:
+    """True for a ``*.zarr`` name or a directory holding zarr metadata."""
+    p = os.fspath(path).rstrip("/")
+    return p.endswith(".zarr") or (os.path.isdir(p) and any(
+        os.path.exists(os.path.join(p, f)) for f in _ZARR_MARKERS))
+
+
+def input_paths(path) -> list[str]:
+    """The files or stores an input argument names: a glob expanded, each as a real path.
+
+    >>> input_paths(None)
+    []
+    """
+    if path is None:
+        return []
+    path = os.fspath(path)
+    if GLOB_CHARS & set(path) and not os.path.exists(path):
+        return [os.path.realpath(p) for p in sorted(glob.glob(path))]
+    return [os.path.realpath(path)]
+
+
+def remove_path(path) -> None:
+    """Remove a file, link or directory tree at ``path``; nothing when there is none."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextmanager
+def replace_atomically(path, *, clear: bool = False):
+    """Yield a temporary sibling of ``path`` (``.NAME.tmp-PID``) to write; when the block ends
+    without an error it is renamed onto ``path``, so a crash never leaves a half-written file.
+    The temporary is removed in every case. ``clear=True`` first removes what is at ``path``
+    (a rename cannot replace a directory), for callers that already agreed to overwrite it.
+
+    >>> import tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
+    >>> with replace_atomically(target) as tmp:
+    ...     _ = Path(tmp).write_text("done")
+    >>> Path(target).read_text(), os.listdir(os.path.dirname(target))
+    ('done', ['a.txt'])
+    """
+    target = Path(os.fspath(path).rstrip("/") or os.fspath(path))
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    remove_path(tmp)
+    try:
+        yield os.fspath(tmp)
+        if clear and os.path.lexists(target):
+            remove_path(target)
+        os.replace(tmp, target)
+    finally:
+        remove_path(tmp)
+
+
+def refuse_existing(path, fix: str = "pass --overwrite to replace it, or choose another path") -> None:
+    """The overwrite check: :class:`OutputExistsError` when something exists at ``path``, with
+    ``fix`` saying how to proceed."""
+    if os.path.lexists(path):
+        raise OutputExistsError(f"{os.fspath(path)}: already exists; {fix}.")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """True when real paths ``a`` and ``b`` are the same or one lies inside the other."""
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
+
+
+def refuse_overlap(path, inputs) -> None:
+    """Refuse an output that is, contains or lies inside any of ``inputs`` (paths or globs; None
+    entries are skipped): writing it would destroy data being read."""
+    path = os.fspath(path)
+    real = os.path.realpath(path.rstrip("/") or path)
+    for given in inputs:
+        for source in input_paths(given):
+            if _overlaps(real, source):
+                how = ("is" if real == source else "contains" if source.startswith(real + os.sep)
+                       else "lies inside")
+                raise InputError(f"{path}: the output {how} an input ({source}); writing it would destroy "
+                                 "data being read. Write to a path outside every input.")

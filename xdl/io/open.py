@@ -1,0 +1,134 @@
+"""Opening inputs: netCDF files, zarr stores and globs of files, lazily, refusing unfinished stores."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import warnings
+
+from ..errors import InputError
+from .files import GLOB_CHARS, input_paths, is_zarr
+from .zarr import describe_incomplete, store_status
+
+__all__ = ["input_identities", "input_identity", "open_input", "read_config", "refuse_incomplete"]
+
+
+def open_input(path: str, chunks="file"):
+    """Open a netCDF file, a zarr store or a glob of files lazily, as a dask-backed Dataset.
+
+    ``chunks="file"`` (the default, xarray's ``chunks={}``) keeps the file's own chunking; a dict
+    of sizes or ``"auto"`` rechunks; ``None`` reads into memory without dask.
+
+    >>> import numpy as np, xarray as xr, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> xr.Dataset({"t": (("y", "x"), np.zeros((2, 3)))}).to_netcdf(os.path.join(d, "a.nc"))
+    >>> open_input(os.path.join(d, "*.nc")).t.chunks
+    ((2,), (3,))
+    """
+    chunks = {} if isinstance(chunks, str) and chunks == "file" else chunks
+    if GLOB_CHARS & set(path) and not os.path.exists(path):
+        files = sorted(glob.glob(path))
+        if not files:
+            raise InputError(f"{path}: no file matches this pattern; check the path and quote the pattern "
+                             "so that the shell does not expand it.")
+        if len(files) > 1:
+            return _open_many(path, files, chunks)
+        path = files[0]
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory.")
+    if is_zarr(path):
+        refuse_incomplete(path)
+    return _open_one(path, chunks)
+
+
+def _open_many(pattern: str, files: list[str], chunks):
+    import xarray as xr
+
+    try:
+        # Variables without the concatenated dim (grid mapping, land mask) are taken from the
+        # first file rather than compared across hundreds of files.
+        for f in files:
+            if is_zarr(f):
+                refuse_incomplete(f)
+        return xr.open_mfdataset(files, combine="by_coords", chunks=chunks, data_vars="minimal",
+                                 coords="minimal", compat="override", join="outer",
+                                 engine="zarr" if all(map(is_zarr, files)) else None)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{pattern}: cannot combine its {len(files)} files by their coordinates ({e}); "
+                         "give files that tile or follow each other along a coordinate.") from None
+
+
+def _open_one(path: str, chunks):
+    import xarray as xr
+
+    kwargs = {"engine": "zarr"} if is_zarr(path) else {}
+    # Times that numpy cannot hold (or units nobody can parse) must not stop a gap fill that never
+    # looks at them: try cftime, then keep every time variable as stored (raw numbers + units).
+    attempts = [{}, {"decode_times": xr.coders.CFDatetimeCoder(use_cftime=True)}, {"decode_times": False}]
+    for i, extra in enumerate(attempts):
+        try:
+            with warnings.catch_warnings():  # stores without consolidated metadata are fine
+                warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated",
+                                        category=RuntimeWarning)
+                ds = xr.open_dataset(path, chunks=chunks, **kwargs, **extra)
+        except (ValueError, OSError) as e:
+            if i + 1 < len(attempts) and "decode time" in str(e):
+                continue
+            raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+        if extra.get("decode_times") is False:
+            warnings.warn(f"{path}: its times cannot be decoded; they pass through as stored (numbers "
+                          "with their units).", UserWarning, stacklevel=3)
+        return ds
+
+
+def refuse_incomplete(path: str) -> None:
+    """Refuse a zarr store that an interrupted xdl write left unfinished: some values were never written."""
+    if store_status(path) == "incomplete":
+        raise InputError(f"{path}: is {describe_incomplete(path)}, so some of its values were never "
+                         "written; finish it first (rerun the command that wrote it with --resume).")
+
+
+def input_identity(path: str) -> dict:
+    """What identifies an input's content cheaply: a file's path, size and modification time; a
+    zarr store's hash of its metadata files plus the count, total size and newest time of its files."""
+    st = os.stat(path)
+    if not os.path.isdir(path):
+        return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    meta, count, size, newest = hashlib.sha256(), 0, 0, 0
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            try:
+                fst = os.stat(full)
+            except OSError:
+                continue
+            count, size, newest = count + 1, size + fst.st_size, max(newest, fst.st_mtime_ns)
+            if name in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"):
+                meta.update(os.path.relpath(full, path).encode() + b"\0")
+                with open(full, "rb") as f:
+                    meta.update(f.read())
+    return {"path": path, "metadata_sha256": meta.hexdigest(), "files": count, "bytes": size,
+            "newest_mtime_ns": newest}
+
+
+def input_identities(path) -> list[dict]:
+    """:func:`input_identity` of every file or store an input argument (path or glob) names."""
+    return [input_identity(p) for p in input_paths(path)]
+
+
+def read_config(path: str) -> dict:
+    """A JSON object of :func:`xdl.fit.fit` keyword arguments (``xdl train --config``)."""
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such config file.")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e}).") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: must hold a JSON object of fit() keyword arguments, "
+                         'e.g. {"epochs": 10, "masks": "clouds"}.')
+    return config

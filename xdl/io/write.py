@@ -1,0 +1,131 @@
+"""Writing outputs: netCDF or zarr by suffix, streamed chunk by chunk, never half-written, never
+over an input, never over an existing output unless asked."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from ..errors import InputError, OutputExistsError, OutputWriteError, XdlError
+from .files import is_zarr, refuse_existing, refuse_overlap, replace_atomically
+from .zarr import STATUS_ATTR, describe_incomplete, store_status
+
+__all__ = ["NETCDF_SUFFIXES", "check_output", "keep_coordinate_metadata", "output_kind", "ready_to_write",
+           "write_output"]
+
+NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".netcdf", ".cdf")
+_CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards")
+
+
+def output_kind(path: str) -> str:
+    """``"netcdf"`` or ``"zarr"`` from an output's name (or an existing store's metadata)."""
+    p = path.rstrip("/")
+    if p.lower().endswith(NETCDF_SUFFIXES):
+        return "netcdf"
+    if p.endswith(".zarr") or (os.path.isdir(p) and is_zarr(p)):
+        return "zarr"
+    raise InputError(f"{path}: unknown output format; end the name in .zarr (zarr store) or "
+                     f"{', '.join(NETCDF_SUFFIXES)} (netCDF).")
+
+
+def check_output(path: str, overwrite: bool, inputs=()) -> str:
+    """The output kind; refuses an output that is, contains or lies inside any input (overwriting
+    or writing it would destroy data being read), and an existing output without --overwrite."""
+    kind = output_kind(path)
+    refuse_overlap(path, inputs)
+    if overwrite:
+        return kind
+    if kind == "zarr" and os.path.lexists(path) and store_status(path) == "incomplete":
+        raise OutputExistsError(f"{path}: already exists and is {describe_incomplete(path)}; run the "
+                                "same command with --resume to finish it, or --overwrite to start over.")
+    refuse_existing(path)
+    return kind
+
+
+def ready_to_write(ds):
+    """Drop chunk encodings of the source format and make dask chunks regular (zarr needs it)."""
+    import dask.array as da
+
+    ds = ds.copy()
+    for name, var in list(ds.variables.items()):
+        for key in _CHUNK_KEYS:
+            var.encoding.pop(key, None)
+        data = var.data
+        if isinstance(data, da.Array) and data.ndim:
+            if any(len(set(c[:-1])) > 1 or (len(c) > 1 and c[-1] > c[0]) for c in data.chunks):
+                ds[name] = var.chunk({d: c[0] for d, c in zip(var.dims, data.chunks)})
+    return ds
+
+
+def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = False, resume: bool = False,
+                 job: dict | None = None) -> None:
+    """Write ``ds`` to netCDF or zarr (by suffix), streamed chunk by chunk.
+
+    zarr: region by region with a progress log in the store (:func:`xdl.io.to_zarr_resumable`),
+    so ``resume=True`` finishes an interrupted write of the same ``job``.
+    netCDF: to a temporary sibling renamed into place at the end, so a failure never leaves a
+    half-written OUT (nor destroys an existing one). A failed write (disk full, HDF error) raises
+    :class:`xdl.errors.OutputWriteError` naming OUT and the cause.
+    """
+    kind = check_output(path, overwrite or resume)
+    original, ds = ds, ready_to_write(ds)
+    if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
+        from ..conventions.cf import netcdf_ready
+
+        ds = netcdf_ready(ds, original)
+    ds.attrs.pop(STATUS_ATTR, None)  # an input's status says nothing about this output
+    if resume and kind != "zarr":
+        raise InputError(f"{path}: --resume needs a zarr output (netCDF files are written whole).")
+    try:
+        if kind == "zarr" and any(hasattr(v.data, "dask") for v in ds.data_vars.values()):
+            from .zarr import to_zarr_resumable
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                to_zarr_resumable(ds, path.rstrip("/"), resume=resume, mode="w" if overwrite else None,
+                                  progress=progress, job=job)
+            return
+        _write_whole(ds, path, kind, progress)
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, XdlError):
+            raise
+        # netCDF4 reports a full disk as RuntimeError("NetCDF: HDF error"); zarr as OSError.
+        hint = (" Free space or choose another place, then rerun with --resume (the regions written "
+                "are kept)." if kind == "zarr" and os.path.exists(path) else " Nothing was left at OUT.")
+        raise OutputWriteError(f"{path}: writing failed ({type(e).__name__}: {e}).{hint}") from e
+
+
+def _write_whole(ds, path, kind, progress) -> None:
+    with replace_atomically(path, clear=True) as tmp:
+        if kind == "zarr":
+            with warnings.catch_warnings():
+                # Consolidated metadata lets readers open the store in one read; zarr 3 warns that it
+                # is not in the v3 spec yet, which is noise to a CLI user.
+                warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+                job = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
+        else:
+            job = ds.to_netcdf(tmp, compute=False)
+        if progress:
+            from ..progress import progress_bar
+
+            with progress_bar(f"writing {os.path.basename(path.rstrip('/'))}"):
+                job.compute()
+        else:
+            job.compute()
+
+
+def keep_coordinate_metadata(result, source):
+    """Give the output's coordinates the source's attrs and time encoding where the engine lost them
+    (axis, standard_name and units are what CF readers use to find the grid)."""
+    import numpy as np
+
+    for name, coord in result.coords.items():
+        if name in source.coords and source[name].dims == coord.dims:
+            coord.attrs = {**source[name].attrs, **coord.attrs}
+            # Time coordinates keep their units/calendar; never the source's packing (an int16
+            # dtype without its scale_factor would truncate GOES scan angles to 0).
+            if np.issubdtype(coord.dtype, np.datetime64) or np.issubdtype(coord.dtype, np.timedelta64):
+                for key in ("units", "calendar"):
+                    if key in source[name].encoding:
+                        coord.encoding.setdefault(key, source[name].encoding[key])
+    return result
