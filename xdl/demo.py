@@ -66,19 +66,6 @@ def demo_gaps(shape, seed: int = 0) -> np.ndarray:
     return keep
 
 
-def _resolve(model):
-    from .models import pretrained
-    from .predict import resolve_model
-
-    if model is not None:
-        return resolve_model(model)
-    if pretrained.DEFAULT_INPAINT not in pretrained.names():
-        raise InputError("the demo needs the bundled default gap-filling model, and none is installed with "
-                         "this xdl; pass a model: `xdl demo --model my.xdl.safetensors` or "
-                         "xdl.demo.run(model=...) (e.g. trained with `xdl train IN --model fill-unet ...`).")
-    return pretrained.load(pretrained.DEFAULT_INPAINT)
-
-
 def run(out_dir="xdl_demo_out", size: int = 256, model=None, seed: int = 0, verbose: bool = True) -> dict:
     """Hide ~15 % of a generated field, fill it with ``model`` and with linear interpolation.
 
@@ -91,13 +78,16 @@ def run(out_dir="xdl_demo_out", size: int = 256, model=None, seed: int = 0, verb
     when none is bundled); a path, bundled name or ``xdl.Model`` works too.
     """
     from .inpaint import inpaint
-    from .predict import model_label
+    from .models import pretrained
+    from .models.resolve import model_label, resolve_model
 
     t0 = time.perf_counter()
     size = int(size)
     if size < 16:
         raise InputError(f"size={size}: the demo field needs at least 16 x 16 pixels.")
-    model = _resolve(model)
+    model = resolve_model(model, default=pretrained.DEFAULT_INPAINT, hint=(
+        "the demo needs it: pass a model, `xdl demo --model my.xdl.safetensors` or xdl.demo.run(model=...) "
+        "(e.g. trained with `xdl train IN --model fill-unet ...`)."))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

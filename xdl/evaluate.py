@@ -51,13 +51,6 @@ _METRIC_ATTRS = {
 }
 
 
-def _resolve_model(model):
-    from .inpaint import _default_model
-    from .predict import resolve_model
-
-    return _default_model() if model is None else resolve_model(model)
-
-
 def _gap_specs(gaps, observed) -> list[tuple[str, object]]:
     """``gaps`` as a list of (label, spec): spec is a kind name, "observed" or a hide-mask."""
     items = list(gaps) if isinstance(gaps, (list, tuple)) else [gaps]
@@ -231,10 +224,11 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     >>> report.rmse.sizes["method"], int(report.n.sel({"method": "nearest"}).item()) > 0
     (2, True)
     """
-    from .predict import model_label
+    from .models import pretrained
+    from .models.resolve import model_label, resolve_model
     from .engine.spec import engine_spec
 
-    model = _resolve_model(model)
+    model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
     spec = engine_spec(model)
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "

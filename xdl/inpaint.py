@@ -16,12 +16,12 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .models import pretrained
 from .conventions import cf, domains
 from .errors import InputError, XdlWarning
 from .engine.graph import TILES_GAPS
-from .predict import (_RunOptions, check_halo, _finish, _spatial, _stack_channels, eligible_variables, model_key,
-                      model_label, resolve_model, run_engine)
+from .models import pretrained
+from .models.resolve import model_key, model_label, resolve_model
+from .predict import _RunOptions, check_halo, _finish, _spatial, _stack_channels, eligible_variables, run_engine
 from .engine.spec import engine_spec
 
 FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED = 0, 1, 2, 3, 4
@@ -36,13 +36,6 @@ FLAG_ATTRS = {
     "comment": ("_FillValue -1: not written (an interrupted or unfinished write); "
                 "4: the model gave NaN or inf there although valid input was within its reach."),
 }
-
-
-def _default_model():
-    if pretrained.DEFAULT_INPAINT not in pretrained.names():
-        raise InputError("no bundled default gap-filling model is installed with this xdl; pass model= "
-                         "(a .safetensors file or an xdl.Model, e.g. from ds.dl.fit('pconv-unet', ...)).")
-    return pretrained.load(pretrained.DEFAULT_INPAINT)
 
 
 def _label_order(value: xr.DataArray, like: xr.DataArray, dim: str, what: str):
@@ -357,7 +350,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     (True, True)
     """
     _RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
-    model = _default_model() if model is None else resolve_model(model)
+    model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
     spec = engine_spec(model, halo=check_halo(halo))
     if clip is not None and (isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.number))
                              or not np.isfinite(clip) or clip < 0):

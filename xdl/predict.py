@@ -4,12 +4,9 @@ with the input's coordinates, attributes and grid mapping."""
 
 from __future__ import annotations
 
-import hashlib
 import numbers
-import os
 import warnings
 
-import cloudpickle
 import dask.array as da
 import numpy as np
 import torch
@@ -21,6 +18,7 @@ from .errors import InputError
 from .engine.graph import TILES_ALL, apply_model, payload_for
 from .engine.runner import resolve_device, resolve_precision
 from .engine.spec import EngineSpec, engine_spec
+from .models.resolve import model_key, model_label, resolve_model
 
 CHANNEL = "__xdl_channel__"
 # Attributes that describe the input's values: wrong for a model's output, unless it fills gaps.
@@ -33,45 +31,6 @@ DEFAULT_TILE_CUDA = 1024  # GPU: bigger tiles, less halo overhead, batches fill 
 # a 5M-parameter UNet on 576x576 tiles ran 0.40 Mpix/s in batches of 1, 0.17 in batches of 6,
 # as activations fall out of cache); a GPU wants big batches.
 _BATCH_BUDGET = {"cpu": 2 ** 18, "cuda": 2 ** 24}
-
-
-def resolve_model(model):
-    """An ``xdl.Model`` or ``torch.nn.Module`` from what the user gave: object, file path or name."""
-    if isinstance(model, (str, os.PathLike)):
-        from .modelfile import load_model  # the model-file layer, imported only when needed
-        from .models import pretrained
-
-        text = os.fspath(model)
-        if os.path.exists(text):
-            return load_model(text)
-        if text in pretrained.names():
-            return pretrained.load(text)
-        raise InputError(f"model {text!r} is neither an existing file nor a bundled model "
-                         f"({', '.join(pretrained.names())}); give a path to a .safetensors model file, "
-                         "an xdl.Model or a torch.nn.Module.")
-    if isinstance(model, torch.nn.Module) or hasattr(model, "card"):
-        return model
-    raise InputError(f"model must be an xdl.Model, a torch.nn.Module, a bundled model name or a "
-                     f"file path; got {type(model).__name__}.")
-
-
-def model_key(model) -> str:
-    """A content hash of the model: the per-process cache key of the resident copy.
-
-    A zoo model is its card (architecture and config) plus its tensors. A user's own module is
-    hashed from its pickle, so two modules with equal weights but different Python attributes
-    (an iteration count, a flag) never share a resident copy."""
-    from .models import registry
-
-    module = getattr(model, "module", model)
-    if hasattr(model, "content_hash") and registry.name_of(module) is not None:
-        return model.content_hash()
-    return hashlib.sha256(cloudpickle.dumps(module)).hexdigest()
-
-
-def model_label(model) -> str:
-    card = getattr(model, "card", None) or {}
-    return card.get("name") or card.get("architecture") or type(getattr(model, "module", model)).__name__
 
 
 def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", precision="auto",

@@ -1,4 +1,9 @@
-"""Pure-torch model architectures of the xdl zoo. Nothing here imports xarray.
+"""Pure-torch model architectures of the xdl zoo. Nothing here imports xarray or dask.
+
+:mod:`~xdl.models.registry` names the architectures, one module each; :mod:`~xdl.models.zoo`
+builds them as untrained :class:`xdl.Model` (``xdl.zoo``); :mod:`~xdl.models.pretrained` loads the
+models bundled in ``xdl/weights`` (``xdl.pretrained``); :mod:`~xdl.models.resolve` turns what a
+user passes as ``model=`` (object, path, bundled name, None for a default) into a model.
 
 Contract every zoo architecture follows (the engine relies on it, and on nothing else):
 
