@@ -27,6 +27,7 @@ from .errors import InputError, ModelFileError, UnknownModelError
 from .modelcard import CARD_KEYS, CARD_LIMITS, check_card, short  # noqa: F401 (CARD_LIMITS: re-exported)
 from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, fail, open_regular, read_header,
                           read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
+from .io.files import replace_atomically
 from .models import registry
 
 __all__ = ["Model", "load_model", "read_header", "card_from_header", "check_card", "build_module",
@@ -218,14 +219,9 @@ class Model:
         if size > MAX_HEADER:
             raise InputError(f"the card is too large to save: its header would be ~{size} bytes, xdl reads at "
                              f"most {MAX_HEADER}; trim the card's 'training' or 'metrics' entries")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
+        with replace_atomically(path) as tmp:
             # clone: safetensors refuses tensors that share storage (tied weights, views).
             save_file({k: v.clone() for k, v in self._tensors().items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def __repr__(self):
         c = self._card

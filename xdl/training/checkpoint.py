@@ -13,6 +13,7 @@ import os
 import torch
 
 from ..errors import InputError
+from ..io.files import replace_atomically
 from ..modelfile import Model
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -38,13 +39,8 @@ def save_checkpoint(path, module, best_state, optimizers, meta) -> None:
                     sc[f"{i}/{name}"] = v
         scalars.append(sc)
     meta = {**meta, "optimizer_scalars": scalars, "format": CHECKPOINT_FORMAT}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with replace_atomically(path) as tmp:  # an interrupted save never leaves a half checkpoint
         save_file(tensors, tmp, metadata={"xdl_checkpoint": json.dumps(meta)})
-        os.replace(tmp, path)  # atomic: an interrupted save never leaves a half checkpoint
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
