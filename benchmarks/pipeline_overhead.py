@@ -90,7 +90,7 @@ def main() -> None:
     model = xdl.pretrained.load()
     t_inpaint = best_of(lambda: scene.dl.inpaint(model), args.repeats)
     spec = xdl.engine.spec.engine_spec(model)
-    run = xdl.predict._RunOptions.build(spec, "auto", "auto", None, None, None)
+    run = xdl.engine.options.RunOptions.build(spec, "auto", "auto", None, None, None)
     plans = [xdl.engine.tiling.AxisPlan.build(n, halo=spec.halo, tile=run.tile, size_multiple=spec.size_multiple)
              for n in (ny, nx)]
     padded = np.take(np.take(np.nan_to_num(field), plans[0].padded_index(), 0), plans[1].padded_index(), 1)

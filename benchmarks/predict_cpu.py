@@ -33,7 +33,7 @@ import xarray as xr
 
 import xdl
 from xdl.engine import tiling
-from xdl.predict import DEFAULT_TILE
+from xdl.engine.options import DEFAULT_TILE
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "_data"

@@ -25,7 +25,7 @@ import xarray as xr
 
 import xdl
 from xdl.engine import tiling
-from xdl.predict import DEFAULT_TILE_CUDA
+from xdl.engine.options import DEFAULT_TILE_CUDA
 
 
 def sync():

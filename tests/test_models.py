@@ -517,7 +517,7 @@ def test_plain_modules_with_equal_weights_but_different_attributes_do_not_share_
 
 def test_auto_precision_uses_cpu_bf16_only_for_models_that_declare_it(monkeypatch):
     from xdl.engine import runner
-    from xdl.predict import _RunOptions
+    from xdl.engine.options import RunOptions
     from xdl.engine.spec import engine_spec
 
     cpu = torch.device("cpu")
@@ -527,10 +527,10 @@ def test_auto_precision_uses_cpu_bf16_only_for_models_that_declare_it(monkeypatc
     for native in (True, False):
         monkeypatch.setattr(runner, "cpu_has_native_bf16", lambda: native)
         expected = torch.bfloat16 if native else None
-        assert _RunOptions.build(engine_spec(fill), "cpu", "auto", None, None, None).autocast is expected
-        assert _RunOptions.build(engine_spec(plain), "cpu", "auto", None, None, None).autocast is None
+        assert RunOptions.build(engine_spec(fill), "cpu", "auto", None, None, None).autocast is expected
+        assert RunOptions.build(engine_spec(plain), "cpu", "auto", None, None, None).autocast is None
         # An explicit choice always wins.
-        assert _RunOptions.build(engine_spec(fill), "cpu", "fp32", None, None, None).autocast is None
+        assert RunOptions.build(engine_spec(fill), "cpu", "fp32", None, None, None).autocast is None
     assert runner.resolve_precision("auto", torch.device("cuda"), cpu_bf16=False) is torch.bfloat16
 
 

@@ -102,13 +102,13 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
 
 def _broadcast_bool(value, arr: xr.DataArray, what: str) -> np.ndarray:
     """A numpy bool array of ``arr``'s shape (and dim order) from a DataArray/ndarray mask."""
-    from .inpaint import _as_mask
+    from .inpaint import as_mask
 
     if isinstance(value, np.ndarray) and value.shape != arr.shape:
         # A (y, x) array for a field with leading dims: the same pixels in every sample.
         if value.shape == arr.shape[-2:]:
             value = xr.DataArray(value, dims=arr.dims[-2:])
-    m = _as_mask(value, arr, what)
+    m = as_mask(value, arr, what)
     return np.asarray(m.broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
 
 
@@ -258,9 +258,9 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     for iv, raw in enumerate(arrays):
         var_domain = domain
         if auto:
-            from .inpaint import _valid_mask
+            from .inpaint import valid_mask
 
-            var_domain = domains.auto_domain(obj, raw, valid=_valid_mask(raw, mask), dims=dims)
+            var_domain = domains.auto_domain(obj, raw, valid=valid_mask(raw, mask), dims=dims)
         arr, truth, valid, dom = _prepare(raw, spec, mask, var_domain, dims)
         eligible = valid if dom is None else valid & dom
         for ig, (label, gspec) in enumerate(gap_specs):
@@ -299,25 +299,25 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
 
 def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     """Move the spatial dims last and load: (arr, truth, valid, domain) with numpy arrays."""
-    from .inpaint import _as_mask, _valid_mask
-    from .predict import _spatial
+    from .inpaint import as_mask, valid_mask
+    from .predict import spatial_dims_for
 
-    spatial = _spatial(raw, spec, dims)
+    spatial = spatial_dims_for(raw, spec, dims)
     lead = [d for d in raw.dims if d not in spatial]
     arr = raw.transpose(*lead, *spatial)
     if not np.issubdtype(arr.dtype, np.floating):
         # Integer fields (packed counts) are scored in float; CF rules still say what is valid.
-        valid = _valid_mask(arr, mask)
+        valid = valid_mask(arr, mask)
         arr = arr.astype(np.float32)
     else:
-        valid = _valid_mask(arr, mask)
+        valid = valid_mask(arr, mask)
     arr = arr.compute()
     valid = np.asarray(valid.broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
     truth = np.asarray(arr.values)
     truth = np.where(valid, truth, np.nan).astype(truth.dtype, copy=False)
     dom = None
     if domain is not None:
-        dom = np.asarray(_as_mask(domain, arr, "domain").broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
+        dom = np.asarray(as_mask(domain, arr, "domain").broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
     if not valid.any():
         raise InputError(f"variable {arr.name!r} has no valid value at all: nothing to hide and score. "
                          "Check its mask, _FillValue and valid_range.")

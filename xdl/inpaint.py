@@ -21,7 +21,8 @@ from .errors import InputError, XdlWarning
 from .engine.graph import TILES_GAPS
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
-from .predict import _RunOptions, check_halo, _finish, _spatial, _stack_channels, eligible_variables, run_engine
+from .engine.options import RunOptions, check_halo
+from .predict import eligible_variables, finish, run_engine, spatial_dims_for, stack_channels
 from .engine.spec import engine_spec
 
 FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED = 0, 1, 2, 3, 4
@@ -73,7 +74,7 @@ def _label_order(value: xr.DataArray, like: xr.DataArray, dim: str, what: str):
                      f"Give the {what} on the data's grid (e.g. {what}.reindex_like(data) or interp_like).")
 
 
-def _as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
+def as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
     """A boolean DataArray aligned with ``like`` by coordinate labels (a permuted or reversed
     coordinate is reordered; labels that differ raise InputError); clear errors for shape or dim
     mismatches. A numpy array is taken as on ``like``'s grid (same shape)."""
@@ -103,9 +104,9 @@ def _as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
     return xr.DataArray(value.data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
 
 
-def _valid_mask(arr: xr.DataArray, mask) -> xr.DataArray:
+def valid_mask(arr: xr.DataArray, mask) -> xr.DataArray:
     if mask is not None:
-        user = _as_mask(mask, arr, "mask")
+        user = as_mask(mask, arr, "mask")
         # A user's mask never turns NaN into data.
         return user & np.isfinite(arr) if np.issubdtype(arr.dtype, np.floating) else user
     if not np.issubdtype(arr.dtype, np.floating):
@@ -232,7 +233,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
               clip=0.1, cf_rule=False):
     """Fill a group of variables that the model takes together. Returns (filled, flags) lists.
     ``cf_rule``: the valid masks are the CF rule's (no ``mask=``): warn when it drops many values."""
-    spatial = _spatial(arrays[0], spec, dims)
+    spatial = spatial_dims_for(arrays[0], spec, dims)
     masked = [a.where(v) for a, v in zip(arrays, valids)]
     for a, v in zip(arrays, valids):
         # No error for a variable without any valid value (a lazy input could not say so before
@@ -242,7 +243,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, mo
                           "NaN (flag 2, unfillable). Check its mask, _FillValue and valid_range.",
                           XdlWarning, stacklevel=4)
     names = [str(a.name) for a in arrays]
-    x = _stack_channels(masked, spatial)
+    x = stack_channels(masked, spatial)
     out = run_engine(x, model, spec, run, spatial, names, names, tiles=TILES_GAPS)
     # In-memory inputs now meet the lazy model output: make them dask arrays without hashing them
     # (dask would otherwise hash every array at each step below, ~30 ms on a CONUS scene).
@@ -349,7 +350,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     >>> bool(np.isfinite(filled).all()), bool((filled.values[:10] == field.values[:10]).all())
     (True, True)
     """
-    _RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
+    RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
     model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
     spec = engine_spec(model, halo=check_halo(halo))
     if clip is not None and (isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.number))
@@ -359,7 +360,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
                          "use predict() for it, or fit a 'fill-unet'.")
-    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
+    run = RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
     if isinstance(domain, str) and domain != "auto":
         raise InputError(f"domain={domain!r}: give 'auto', None (fill everywhere), or a boolean DataArray "
                          "(True where gaps may be filled, e.g. ds.land == 0).")
@@ -388,19 +389,19 @@ def _resolve_domain(domain, container, arr, valid, dims):
         domain = domains.auto_domain(container, arr, valid=valid, dims=dims)
         if domain is None:
             return None
-    return _as_mask(domain, arr, "domain")
+    return as_mask(domain, arr, "domain")
 
 
 def _inpaint_dataarray(arr, model, spec, run, mask, domain, dims, clip, progress):
     if arr.name is None:
         arr = arr.rename("data")
     _check_units(arr, spec)
-    valid = _valid_mask(arr, mask)
+    valid = valid_mask(arr, mask)
     dom = _resolve_domain(domain, arr, arr, valid, dims)
     filled, _ = _fill_one([arr], [valid], dom, model, spec, run, dims, clip, cf_rule=mask is None)
     result = filled[0]
     result.attrs = cf.append_history(result.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]})")
-    return _finish(result, isinstance(arr.data, da.Array), progress)
+    return finish(result, isinstance(arr.data, da.Array), progress)
 
 
 def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags, clip, progress):
@@ -422,7 +423,7 @@ def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags,
         for a in arrays:
             _check_units(a, spec)
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
-        valids = [_valid_mask(a, mask) for a in arrays]
+        valids = [valid_mask(a, mask) for a in arrays]
         # One domain per group (a multi-variable model fills its variables on one grid): the first's.
         dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims)
         filled, flag_arrays = _fill_one(arrays, valids, dom, model, spec, run, dims, clip, cf_rule=mask is None)
@@ -437,4 +438,4 @@ def _inpaint_dataset(ds, model, spec, run, variables, mask, domain, dims, flags,
                 out[name].attrs["ancillary_variables"] = " ".join(ancillary)
     out.attrs = cf.append_history(ds.attrs, f"inpaint model={model_label(model)} ({model_key(model)[:12]}) "
                                   f"variables={names}")
-    return _finish(out, lazy, progress)
+    return finish(out, lazy, progress)

@@ -4,19 +4,17 @@ with the input's coordinates, attributes and grid mapping."""
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import dask.array as da
 import numpy as np
-import torch
 import xarray as xr
 
 from .conventions import cf, layout
 from .engine import tiling
 from .errors import InputError
 from .engine.graph import TILES_ALL, apply_model, payload_for
-from .engine.runner import resolve_device, resolve_precision
+from .engine.options import RunOptions, check_halo
 from .engine.spec import EngineSpec, engine_spec
 from .models.resolve import model_key, model_label, resolve_model
 
@@ -25,8 +23,6 @@ CHANNEL = "__xdl_channel__"
 _VALUE_ATTRS = {"units", "standard_name", "long_name", "valid_range", "valid_min", "valid_max",
                 "scale_factor", "add_offset", "_FillValue", "missing_value", "flag_values",
                 "flag_meanings", "flag_masks", "ancillary_variables", "_Unsigned"}
-DEFAULT_TILE = 512        # CPU: tile side (core + halo both sides)
-DEFAULT_TILE_CUDA = 1024  # GPU: bigger tiles, less halo overhead, batches fill the device
 # Pixels (times channels) per model call. On CPUs one tile at a time is fastest (measured:
 # a 5M-parameter UNet on 576x576 tiles ran 0.40 Mpix/s in batches of 1, 0.17 in batches of 6,
 # as activations fall out of cache); a GPU wants big batches.
@@ -97,92 +93,15 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     >>> out.dims
     ('time', 'y', 'x')
     """
-    _RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
+    RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
     model = resolve_model(model)
     spec = engine_spec(model, mode, halo=check_halo(halo))
-    run = _RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
+    run = RunOptions.build(spec, device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
     if isinstance(obj, xr.Dataset):
         return _predict_dataset(obj, model, spec, run, inputs, outputs, dims, progress)
     if isinstance(obj, xr.DataArray):
         return _predict_dataarray(obj, model, spec, run, inputs, outputs, dims, channel_dim, progress)
     raise InputError(f"predict works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
-
-
-NAN_POLICIES = ("propagate", "fill")
-_MAX_TILE = 2 ** 16  # pixels per tile side: beyond this one tile would not fit any memory
-_MAX_HALO = 2 ** 13
-
-
-def _integer_option(value, name: str, minimum: int, maximum: int | None = None, meaning: str = "") -> int:
-    """``value`` as an int within bounds, or an :class:`InputError` naming the option."""
-    integral = isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
-    if not integral and isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
-        integral = True
-    if not integral:
-        raise InputError(f"{name}={value!r}: give a whole number{meaning}.")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise InputError(f"{name}={value}: must be {bounds}{meaning}.")
-    return value
-
-
-def check_halo(halo) -> int | None:
-    """The ``halo`` engine option checked: None (from the model) or a whole number of pixels >= 0."""
-    if halo is None:
-        return None
-    return _integer_option(halo, "halo", 0, _MAX_HALO, " of context pixels each side of a tile (or None: "
-                           "from the model card or a receptive-field probe)")
-
-
-class _RunOptions:
-    def __init__(self, device, autocast, tile, batch_size, periodic, compile=False, nan_policy="propagate",
-                 threads=None):
-        self.device, self.autocast, self.tile = device, autocast, tile
-        self.batch_size, self.periodic, self.compile = batch_size, periodic, compile
-        self.nan_policy = nan_policy
-        self.threads = threads or torch.get_num_threads()
-
-    @staticmethod
-    def check(device="auto", precision="auto", tile=None, batch_size=None, periodic=None, compile="auto",
-              nan_policy="propagate", threads=None, halo=None):
-        """Every engine option checked on its own, before the model is probed or anything runs:
-        an :class:`InputError` naming the option and the fix. Returns the device."""
-        dev = resolve_device(device)
-        if not ((isinstance(compile, str) and compile == "auto") or isinstance(compile, (bool, np.bool_))):
-            raise InputError(f"compile={compile!r}: use 'auto' (compile on CUDA), True or False.")
-        resolve_precision(precision, dev)
-        if tile is not None:
-            _integer_option(tile, "tile", 1, _MAX_TILE, " of pixels per tile side (core + halo both sides), "
-                            "or None for the default")
-        if batch_size is not None:
-            _integer_option(batch_size, "batch_size", 1, None, " of tiles per model call, or None (the default)")
-        if periodic is not None and not isinstance(periodic, (bool, np.bool_)):
-            raise InputError(f"periodic={periodic!r}: use None (detect a global longitude), True or False.")
-        if not isinstance(nan_policy, str) or nan_policy not in NAN_POLICIES:
-            raise InputError(f"nan_policy={nan_policy!r}: use 'propagate' (NaN wherever a missing input is "
-                             "within the model's reach) or 'fill' (a harmonic first guess in the gaps).")
-        if threads is not None:
-            _integer_option(threads, "threads", 1, 4096, " of CPU threads per model call, or None "
-                            "(torch.get_num_threads() here)")
-        check_halo(halo)
-        return dev
-
-    @classmethod
-    def build(cls, spec, device, precision, tile, batch_size, periodic, compile="auto", nan_policy="propagate",
-              threads=None):
-        """The run options for ``spec``'s model, every option checked (see :meth:`check`)."""
-        dev = cls.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads)
-        compile = dev.type == "cuda" if isinstance(compile, str) else bool(compile)
-        autocast = resolve_precision(precision, dev, spec.cpu_bf16)
-        if tile is None:
-            tile = max(DEFAULT_TILE_CUDA if dev.type == "cuda" else DEFAULT_TILE, spec.min_tile)
-        tile = int(tile)
-        batch_size = None if batch_size is None else int(batch_size)
-        periodic = None if periodic is None else bool(periodic)
-        # The caller's thread count, recorded in the graph: every worker runs the model with it.
-        threads = torch.get_num_threads() if threads is None else int(threads)
-        return cls(dev, autocast, tile, batch_size, periodic, compile, nan_policy, threads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +116,7 @@ def _as_float(da_in: xr.DataArray) -> xr.DataArray:
                      "Convert or drop it (e.g. ds.drop_vars(...)).")
 
 
-def _spatial(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
+def spatial_dims_for(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
     if spec.mode == "pointwise":
         return ()  # every dim is a batch of points
     if spec.mode == "volume":
@@ -211,7 +130,7 @@ def _spatial(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
     return layout.spatial_dims(template, dims)
 
 
-def _stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.DataArray:
+def stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.DataArray:
     arrays = [_as_float(a) for a in arrays]
     arrays = list(xr.broadcast(*arrays)) if len(arrays) > 1 else arrays
     stacked = (xr.Variable.concat([a.variable for a in arrays], dim=CHANNEL) if len(arrays) > 1
@@ -366,7 +285,7 @@ def _denormalise(out: da.Array, spec: EngineSpec, how, out_names: list, n_spatia
     return out * std + mean
 
 
-def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: _RunOptions, spatial, names, out_names,
+def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatial, names, out_names,
                tiles=TILES_ALL) -> da.Array:
     """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``."""
     n_spatial = spec.n_spatial
@@ -439,7 +358,7 @@ def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec:
     return arrays
 
 
-def _finish(result, lazy: bool, progress: bool):
+def finish(result, lazy: bool, progress: bool):
     cf.drop_packing(result)
     if lazy:
         return result
@@ -484,8 +403,8 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
     result = {}
     for names_g, out_g in groups:
         arrays = [ds[n] for n in names_g]
-        spatial = _spatial(arrays[0], spec, dims)
-        x = _stack_channels(arrays, spatial)
+        spatial = spatial_dims_for(arrays[0], spec, dims)
+        x = stack_channels(arrays, spatial)
         out = run_engine(x, model, spec, run, spatial, names_g, out_g)
         for arr in _output_arrays(out, x, out_g, spec, arrays[0]):
             result[arr.name] = arr
@@ -496,7 +415,7 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
             out_ds[gm] = ds[gm]
     out_ds.attrs = cf.append_history(ds.attrs, f"predict model={model_label(model)} "
                                      f"({model_key(model)[:12]}) inputs={[g[0] for g in groups]}")
-    return _finish(out_ds, lazy, progress)
+    return finish(out_ds, lazy, progress)
 
 
 def eligible_variables(ds, spec, dims, floats_only=False) -> list:
@@ -511,7 +430,7 @@ def eligible_variables(ds, spec, dims, floats_only=False) -> list:
         if any(k in var.attrs for k in ("flag_values", "flag_meanings", "flag_masks", "grid_mapping_name")):
             continue
         try:
-            _spatial(var, spec, dims)
+            spatial_dims_for(var, spec, dims)
         except InputError:
             continue
         out.append(name)
@@ -541,8 +460,8 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
     else:
         names = [str(name)]
         arrays = [arr]
-    spatial = _spatial(arrays[0], spec, dims)
-    x = _stack_channels(arrays, spatial)
+    spatial = spatial_dims_for(arrays[0], spec, dims)
+    x = stack_channels(arrays, spatial)
     out_names = list(outputs) if outputs is not None else list(spec.outputs)
     if not out_names:
         out_names = [str(name)] if spec.out_channels == 1 else [f"{name}_{i}" for i in range(spec.out_channels)]
@@ -561,4 +480,4 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
     kept = {k: v for k, v in cf.output_attrs(arr, result.dtype).items() if spec.fills_gaps or k not in _VALUE_ATTRS}
     result.attrs = cf.append_history({**kept, **result.attrs},
                                      f"predict model={model_label(model)} ({model_key(model)[:12]})")
-    return _finish(result, lazy, progress)
+    return finish(result, lazy, progress)
