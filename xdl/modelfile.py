@@ -316,8 +316,11 @@ def load_model(path, device="cpu", module: torch.nn.Module | None = None) -> Mod
     Weights that are NaN or infinite are refused.
 
     Example:
-        >>> import xdl  # doctest: +SKIP
-        >>> m = xdl.load_model("sst.xdl.safetensors", device="cuda")  # doctest: +SKIP
+        >>> import tempfile, xdl
+        >>> path = os.path.join(tempfile.mkdtemp(), "sst.xdl.safetensors")
+        >>> xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4).save(path)
+        >>> xdl.load_model(path, device="cpu").architecture  # device="cuda": straight onto the GPU
+        'unet'
     """
     path = os.fspath(path)
     f, size = open_regular(path)

@@ -50,7 +50,12 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     ``optim<k>/<param index>/<state>`` (Adam ``exp_avg``, ``exp_avg_sq``, ``step``; k=0 the model or
     generator, k=1 the discriminator). Metadata: global step, epoch, history, best val loss, card, ...
 
-    >>> read_checkpoint("run/checkpoint.safetensors")  # doctest: +SKIP
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), CHECKPOINT_NAME)
+    >>> save_checkpoint(path, torch.nn.Linear(2, 1), None, [], {"step": 3, "epoch": 1})
+    >>> meta, tensors = read_checkpoint(path)
+    >>> meta["step"], meta["format"], sorted(tensors)
+    (3, '1', ['model/bias', 'model/weight'])
     """
     from safetensors import safe_open
 
