@@ -294,63 +294,52 @@ _EPILOGS = {
 }
 
 
-def _parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = argparse.ArgumentParser(prog="xdl", formatter_class=fmt,
-                                description="Deep-learning models on xarray/Dask/Zarr Earth-science data.",
-                                epilog="example:\n  xdl demo\n  xdl inpaint in.nc out.zarr --var sst\n"
-                                       "run `xdl COMMAND --help` for each command's options.")
-    from .version import __version__
+def _io_args(sp, output=True) -> None:
+    sp.add_argument("input", metavar="IN", help="netCDF file, zarr store, or a quoted glob of files")
+    if output:
+        sp.add_argument("output", metavar="OUT", help="output: *.zarr or *.nc")
+    sp.add_argument("--chunks", type=_parse_chunks, default="file", metavar="SPEC",
+                    help="dask chunks: dim=size pairs (y=512,x=512), 'auto', 'none' (in memory) or 'file' (default: the file's own)")
 
-    p.add_argument("--version", action="version", version=f"xdl {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def cmd(name, help_):
-        return sub.add_parser(name, help=help_, description=help_, epilog=_EPILOGS[name], formatter_class=fmt)
+def _engine_args(sp) -> None:
+    sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
+    sp.add_argument("--tile", type=int, default=None, help="largest tile side in pixels (default: by device)")
+    sp.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
+                    help="torch.compile the model: auto (on CUDA), yes, no")
 
-    def io(sp, output=True):
-        sp.add_argument("input", metavar="IN", help="netCDF file, zarr store, or a quoted glob of files")
-        if output:
-            sp.add_argument("output", metavar="OUT", help="output: *.zarr or *.nc")
-        sp.add_argument("--chunks", type=_parse_chunks, default="file", metavar="SPEC",
-                        help="dask chunks: dim=size pairs (y=512,x=512), 'auto', 'none' (in memory) or 'file' (default: the file's own)")
 
-    def engine(sp):
-        sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
-        sp.add_argument("--tile", type=int, default=None, help="largest tile side in pixels (default: by device)")
-        sp.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
-                        help="torch.compile the model: auto (on CUDA), yes, no")
+def _writing_args(sp) -> None:
+    sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    sp.add_argument("--resume", action="store_true",
+                    help="finish an interrupted write to a zarr OUT: regions already written are kept")
+    sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                    help="show a progress bar (default: when stderr is a terminal)")
 
-    def writing(sp):
-        sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-        sp.add_argument("--resume", action="store_true",
-                        help="finish an interrupted write to a zarr OUT: regions already written are kept")
-        sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
-                        help="show a progress bar (default: when stderr is a terminal)")
 
-    s = cmd("inpaint", "Fill the gaps of variables with a learned gap filler; valid values stay identical.")
-    io(s)
+def _inpaint_args(s) -> None:
+    _io_args(s)
     s.add_argument("--var", action="append", metavar="V", help="variable to fill (repeat or comma-separate; default: every float field)")
     s.add_argument("--model", default=None, help="model file, bundled name (default: the bundled default model)")
     s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0" (default: CF _FillValue/valid_range)')
     s.add_argument("--domain", default="auto", metavar="EXPR", help='where gaps may be filled: "auto", "none", or e.g. "land == 0"')
     s.add_argument("--domain-file", default=None, metavar="FILE",
                    help='take --domain\'s variables from this file, e.g. --domain-file mask.nc --domain "land == 0"')
-    engine(s)
-    writing(s)
-    s.set_defaults(func=_cmd_inpaint)
+    _engine_args(s)
+    _writing_args(s)
 
-    s = cmd("predict", "Run a model over a dataset (learned mappings between variables).")
-    io(s)
+
+def _predict_args(s) -> None:
+    _io_args(s)
     s.add_argument("--model", required=True, help="model file (.safetensors) or bundled name")
     s.add_argument("--inputs", action="append", metavar="V", help="input variables, in the model's channel order")
     s.add_argument("--outputs", action="append", metavar="V", help="names for the output variables")
-    engine(s)
-    writing(s)
-    s.set_defaults(func=_cmd_predict)
+    _engine_args(s)
+    _writing_args(s)
 
-    s = cmd("train", "Train a zoo architecture (or fine-tune a saved model) and save it.")
-    io(s, output=False)
+
+def _train_args(s) -> None:
+    _io_args(s, output=False)
     s.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="zoo name (see `xdl zoo`) or a saved model")
     s.add_argument("--out", required=True, metavar="MODEL.safetensors", help="where to save the trained model")
     s.add_argument("--config", default=None, metavar="CFG.json", help="JSON object of fit() keyword arguments")
@@ -367,10 +356,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    s.set_defaults(func=_cmd_train)
 
-    s = cmd("evaluate", "Hide valid data with realistic gaps, fill them, and score the model against baselines.")
-    io(s, output=False)
+
+def _evaluate_args(s) -> None:
+    _io_args(s, output=False)
     s.add_argument("--var", action="append", metavar="V", help="variables to score (default: every float field)")
     s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
     s.add_argument("--gaps", default="scanlines", help="comma-separated gap kinds: scanlines, blocks, clouds, irregular")
@@ -385,18 +374,44 @@ def _parser() -> argparse.ArgumentParser:
                         "gap kinds, one file each: PNG's stem + _<var>_<gaps>.png (the paths are printed)")
     s.add_argument("--out", default=None, metavar="METRICS", help="write the metrics to .nc or .csv")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    engine(s)
-    s.set_defaults(func=_cmd_evaluate)
+    _engine_args(s)
 
-    s = cmd("zoo", "List the zoo architectures and the bundled models.")
-    s.set_defaults(func=_cmd_zoo)
 
-    s = cmd("demo", "Fill synthetic gaps in a generated field and compare with linear interpolation.")
+def _demo_args(s) -> None:
     s.add_argument("--out", default="xdl_demo_out", metavar="DIR", help="output folder (default xdl_demo_out)")
     s.add_argument("--size", type=int, default=256, help="field side in pixels (default 256)")
     s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=_cmd_demo)
+
+
+# name: (help, the function adding its arguments, the function running it)
+_COMMANDS = {
+    "inpaint": ("Fill the gaps of variables with a learned gap filler; valid values stay identical.",
+                _inpaint_args, _cmd_inpaint),
+    "predict": ("Run a model over a dataset (learned mappings between variables).", _predict_args, _cmd_predict),
+    "train": ("Train a zoo architecture (or fine-tune a saved model) and save it.", _train_args, _cmd_train),
+    "evaluate": ("Hide valid data with realistic gaps, fill them, and score the model against baselines.",
+                 _evaluate_args, _cmd_evaluate),
+    "zoo": ("List the zoo architectures and the bundled models.", None, _cmd_zoo),
+    "demo": ("Fill synthetic gaps in a generated field and compare with linear interpolation.", _demo_args, _cmd_demo),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .version import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="xdl", formatter_class=fmt,
+                                description="Deep-learning models on xarray/Dask/Zarr Earth-science data.",
+                                epilog="example:\n  xdl demo\n  xdl inpaint in.nc out.zarr --var sst\n"
+                                       "run `xdl COMMAND --help` for each command's options.")
+    p.add_argument("--version", action="version", version=f"xdl {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_, add_args, run) in _COMMANDS.items():
+        s = sub.add_parser(name, help=help_, description=help_, epilog=_EPILOGS[name], formatter_class=fmt)
+        if add_args is not None:
+            add_args(s)
+        s.set_defaults(func=run)
     return p
 
 
