@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xdl
-from xdl.conventions import domains
+from xdl.conventions import domains, projection
 from xdl.cli import main
 from xdl.errors import InputError
 from xdl.evaluate import _broadcast_bool
@@ -90,7 +90,7 @@ def geostationary_scene(n=120, mapping_as="dataset"):
     # GOES-like fixed grid: scan angles (rad) reaching past the limb at the corners.
     angles = np.linspace(-0.16, 0.16, n)
     data = smooth((n, n))
-    attrs = dict(domains.GOES_R_PROJECTION, longitude_of_projection_origin=-75.0)
+    attrs = dict(projection.GOES_R_PROJECTION, longitude_of_projection_origin=-75.0)
     coords = {"y": ("y", angles[::-1], {"units": "rad", "axis": "Y"}),
               "x": ("x", angles, {"units": "rad", "axis": "X"})}
     arr = xr.DataArray(data, dims=("y", "x"), coords=coords, name="Rad", attrs={"grid_mapping": "proj"})
@@ -102,7 +102,7 @@ def geostationary_scene(n=120, mapping_as="dataset"):
 def test_dataarray_with_mapping_as_coordinate_or_unreachable():
     arr, attrs = geostationary_scene(mapping_as="coord")
     disk = domains.auto_domain(arr)
-    expected = domains.projection_disk(arr, attrs, "y", "x")
+    expected = projection.projection_disk(arr, attrs, "y", "x")
     assert np.array_equal(disk.values, expected.values) and (~disk.values).sum() > 100
     assert disk.values[60, 60] and not disk.values[0, 0]  # corners are space
     # The mapping is named but nowhere to be found: a warning that says how to pass domain=.
@@ -117,7 +117,7 @@ def test_integer_coordinates_are_unpacked_or_refused():
     raw = np.round((arr.x.values - offset) / scale).astype("i2")
     packed = arr.assign_coords(x=("x", raw, {"units": "rad", "scale_factor": scale, "add_offset": offset}),
                                y=("y", raw[::-1].copy(), {"units": "rad", "scale_factor": scale, "add_offset": offset}))
-    decoded = domains.coordinate_values(packed, "x")
+    decoded = projection.coordinate_values(packed, "x")
     np.testing.assert_allclose(decoded, arr.x.values, atol=scale)
     disk = domains.auto_domain(packed)
     assert abs(int((~disk.values).sum()) - int((~domains.auto_domain(arr).values).sum())) <= 2 * arr.sizes["x"]
@@ -133,7 +133,7 @@ def test_vertical_perspective_disk():
     arr = xr.DataArray(np.zeros((61, 61), "f4"), dims=("y", "x"), name="v",
                        coords={"y": ("y", xs, {"axis": "Y", "units": "m"}), "x": ("x", xs, {"axis": "X", "units": "m"})})
     attrs = {"grid_mapping_name": "vertical_perspective", "perspective_point_height": h, "earth_radius": r}
-    disk = domains.projection_disk(arr, attrs, "y", "x")
+    disk = projection.projection_disk(arr, attrs, "y", "x")
     radius = np.hypot(xs[None, :], xs[:, None])
     assert np.array_equal(disk.values, radius <= horizon)
 

@@ -28,7 +28,7 @@ def test_version_comes_from_the_installed_metadata():
 def test_progress_is_a_lazy_submodule_and_import_xdl_does_not_import_torch():
     # predict's docstring advises xdl.progress.progress_bar(); it used to raise AttributeError
     code = ("import sys, xdl; bar = xdl.progress.progress_bar; x = xdl.engine.tiling.AxisPlan; "
-            "d = xdl.conventions.domains.earth_disk; print('torch' in sys.modules)")
+            "d = xdl.conventions.projection.earth_disk; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

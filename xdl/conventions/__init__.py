@@ -3,12 +3,14 @@
 - :mod:`xdl.conventions.layout` - which dims are spatial (CF ``axis``/``standard_name``/names), time
   dims, descending y, periodic longitude.
 - :mod:`xdl.conventions.cf` - CF valid masks (``_FillValue``, ``valid_range``, ...) and output attributes.
-- :mod:`xdl.conventions.domains` - where filling is allowed (Earth disk, land/sea masks, swaths).
+- :mod:`xdl.conventions.projection` - grid mappings and the Earth disk of geostationary views.
+- :mod:`xdl.conventions.domains` - where filling is allowed (``domain="auto"``: Earth disk, land/sea
+  masks, swaths, never-observed regions).
 
-Submodules load on first use (``xdl.conventions.domains.earth_disk(ds)``).
+Submodules load on first use (``xdl.conventions.projection.earth_disk(ds)``).
 """
 
-_SUBMODULES = {"layout", "cf", "domains"}
+_SUBMODULES = {"layout", "cf", "projection", "domains"}
 
 
 def __getattr__(name):

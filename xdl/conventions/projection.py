@@ -1,0 +1,170 @@
+"""Grid mappings and what a projection can see: CF grid-mapping lookup (Dataset, coordinates, the
+source file, GOES-R constants) and the Earth disk of ``geostationary`` and ``vertical_perspective``
+views, where ``domain="auto"`` never fills (space)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from . import cf
+
+# GOES-R ABI fixed grid (Product User Guide, vol. 3, section 4.2.8): the same for GOES-16..19.
+GOES_R_PROJECTION = {"grid_mapping_name": "geostationary", "perspective_point_height": 35786023.0,
+                     "semi_major_axis": 6378137.0, "semi_minor_axis": 6356752.31414,
+                     "sweep_angle_axis": "x"}
+_DISK_MAPPINGS = ("geostationary", "vertical_perspective")
+
+
+def _read_mapping_from_source(arr: xr.DataArray, name: str) -> dict | None:
+    """The attributes of variable ``name`` in the file ``arr`` was read from, if it can be read."""
+    source = arr.encoding.get("source")
+    if not source or not isinstance(source, str):
+        return None
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(source) as nc:
+            if name in nc.variables:
+                var = nc.variables[name]
+                return {k: var.getncattr(k) for k in var.ncattrs()}
+    except (OSError, ImportError, RuntimeError, ValueError):
+        return None
+    return None
+
+
+def grid_mapping(obj, arr: xr.DataArray | None = None, *, warn: bool = False) -> dict | None:
+    """The attributes of ``arr``'s CF grid mapping (``grid_mapping_name`` and its parameters).
+
+    Looked up in the Dataset ``obj``, in ``arr``'s coordinates (a mapping kept as a coordinate,
+    or any scalar coordinate with ``grid_mapping_name``), in the netCDF file ``arr`` was read
+    from, and on ``arr``'s own attributes. With ``warn``, a ``grid_mapping`` that names a variable
+    none of these has gives a warning that says how to pass the domain instead.
+    """
+    if arr is None:
+        if isinstance(obj, xr.DataArray):
+            arr = obj
+        else:
+            for v in obj.data_vars.values():
+                if cf.grid_mapping_name(v):
+                    arr = v
+                    break
+            if arr is None:
+                return None
+    name = cf.grid_mapping_name(arr)
+    pools = [arr.coords] if obj is arr or isinstance(obj, xr.DataArray) else [obj.variables, arr.coords]
+    if name:
+        for pool in pools:
+            if name in pool and "grid_mapping_name" in pool[name].attrs:
+                return dict(pool[name].attrs)
+    for coord in arr.coords.values():
+        if coord.ndim == 0 and "grid_mapping_name" in coord.attrs:
+            return dict(coord.attrs)
+    if name:
+        attrs = _read_mapping_from_source(arr, name)
+        if attrs and "grid_mapping_name" in attrs:
+            return attrs
+    if "grid_mapping_name" in arr.attrs:
+        return dict(arr.attrs)
+    if name == "goes_imager_projection":
+        return dict(GOES_R_PROJECTION)
+    if name and warn:
+        warnings.warn(
+            f"{arr.name!r} names grid_mapping {name!r}, but that variable is not among its coordinates "
+            f"nor in a file xdl can read, so domain='auto' cannot find the disk of a geostationary "
+            f"grid. Fill the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the "
+            f"mapping as a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain= "
+            f"(e.g. xdl.conventions.projection.earth_disk(ds), or None to fill everywhere).", UserWarning, stacklevel=4)
+    return None
+
+
+def geostationary_projection(obj) -> xr.DataArray | None:
+    """The CF ``geostationary`` grid mapping of a Dataset/DataArray, as a scalar DataArray, if any."""
+    attrs = grid_mapping(obj)
+    if attrs is None or attrs.get("grid_mapping_name") != "geostationary":
+        return None
+    return xr.DataArray(0, attrs=attrs)
+
+
+def coordinate_values(arr: xr.DataArray, dim: str) -> np.ndarray:
+    """The float64 values of coordinate ``dim`` in its units: packed integer coordinates (read with
+    ``mask_and_scale=False``: GOES x/y are int16 with scale_factor/add_offset) are unpacked as
+    xarray would unpack them."""
+    coord = arr[dim]
+    values = np.asarray(coord.values)
+    if np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.unsignedinteger):
+        attrs = coord.attrs
+        if "scale_factor" in attrs or "add_offset" in attrs:
+            variable = xr.Variable(coord.dims, values, dict(attrs))
+            values = np.asarray(xr.conventions.decode_cf_variable(dim, variable).values)
+        else:
+            from ..errors import InputError
+
+            raise InputError(f"coordinate {dim!r} of {arr.name!r} holds raw integers ({values.dtype}) "
+                             "without scale_factor/add_offset, so its positions are unknown; open the "
+                             "file with mask_and_scale=True (the default), or pass domain=.")
+    return values.astype(np.float64)
+
+
+def _angles(arr: xr.DataArray, dim: str, height: float) -> np.ndarray:
+    """Scan angles (radians) of a geostationary coordinate given in radians or in metres (x = h * angle)."""
+    values = coordinate_values(arr, dim)
+    units = str(arr[dim].attrs.get("units", "")).lower()
+    if units in ("m", "meter", "meters", "metre", "metres") or (not units.startswith("rad") and np.nanmax(np.abs(values)) > 1.0):
+        return values / height
+    if units == "km":
+        return values * 1000.0 / height
+    return values
+
+
+def projection_disk(arr: xr.DataArray, attrs: dict, y: str, x: str) -> xr.DataArray | None:
+    """True where a geostationary or vertical-perspective view sees the Earth; None for other mappings."""
+    kind = attrs.get("grid_mapping_name")
+    if kind not in _DISK_MAPPINGS or x not in arr.coords or y not in arr.coords:
+        return None
+    try:
+        r_eq = float(attrs.get("semi_major_axis", attrs.get("earth_radius")))
+        r_pol = float(attrs.get("semi_minor_axis", r_eq))
+        h = float(attrs["perspective_point_height"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if kind == "geostationary":
+        xs, ys = _angles(arr, x, h), _angles(arr, y, h)
+        height = h + r_eq
+        # Ray-ellipsoid quadratic a t^2 + b t + c = 0 with a = sin2x + cos2x * (cos2y + k sin2y),
+        # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Divided by c cos2x
+        # (> 0 for scan angles under 90 degrees) that is tan2x <= H^2 cos2y / c - (cos2y + k sin2y):
+        # one threshold per row, so a whole scene is a single comparison.
+        c = height ** 2 - r_eq ** 2
+        cos2y = np.cos(ys) ** 2
+        threshold = height ** 2 * cos2y / c - (cos2y + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2)
+        disk = np.tan(xs)[None, :] ** 2 <= threshold[:, None]
+    else:
+        # Near-sided perspective on a sphere of radius r_eq seen from height h: the horizon is the
+        # circle of radius r_eq * sqrt((P - 1) / (P + 1)) on the projection plane, P = (r_eq + h) / r_eq.
+        xs, ys = coordinate_values(arr, x), coordinate_values(arr, y)
+        p = (r_eq + h) / r_eq
+        disk = xs[None, :] ** 2 + ys[:, None] ** 2 <= r_eq ** 2 * (p - 1) / (p + 1)
+    return xr.DataArray(disk, dims=(y, x), coords={y: arr[y], x: arr[x]}, name="earth_disk")
+
+
+def earth_disk(obj, x: str = "x", y: str = "y") -> xr.DataArray:
+    """True where a geostationary imager's line of sight hits the Earth (never fill space).
+
+    Uses the fixed-grid scan angles ``x``/``y`` (radians, or metres = angle x perspective height)
+    and the ``geostationary`` grid mapping (perspective_point_height, semi_major_axis,
+    semi_minor_axis), as in the GOES-R Product User Guide's navigation: the pixel is on Earth when
+    the ray-ellipsoid quadratic has a real root.
+    """
+    arr = obj if isinstance(obj, xr.DataArray) else None
+    attrs = grid_mapping(obj, arr)
+    if attrs is None or attrs.get("grid_mapping_name") not in _DISK_MAPPINGS:
+        raise ValueError("earth_disk needs a CF 'geostationary' (or 'vertical_perspective') grid mapping variable")
+    target = obj if isinstance(obj, xr.DataArray) else xr.DataArray(
+        np.zeros((obj.sizes[y], obj.sizes[x]), bool), dims=(y, x), coords={y: obj[y], x: obj[x]})
+    disk = projection_disk(target, attrs, y, x)
+    if disk is None:
+        raise ValueError("earth_disk: the grid mapping lacks perspective_point_height or semi_major_axis")
+    return disk
