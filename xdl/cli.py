@@ -27,10 +27,11 @@ import sys
 import time
 
 from .errors import InputError, XdlError
-from .io.expr import mask_expression
+from .io.expr import domain_argument, mask_expression
 from .io.files import refuse_existing, refuse_overlap
-from .io.open import input_identities, open_input, read_config
+from .io.open import open_input, read_config
 from .io.write import check_output, keep_coordinate_metadata, write_output
+from .io.zarr import job_record
 
 __all__ = ["main"]
 
@@ -73,42 +74,6 @@ def _split(values):
     return [v for item in values for v in item.split(",") if v]
 
 
-def _domain(text, ds, domain_file=None):
-    """--domain: "auto", "none", or a rule over IN's variables; with --domain-file, over that
-    file's variables (e.g. a land mask kept apart), matched to IN's grid by coordinate labels."""
-    if domain_file is not None:
-        if text is None or text in ("auto", "none"):
-            raise InputError(f"--domain-file {domain_file}: give --domain a rule over its variables, "
-                             "e.g. --domain-file mask.nc --domain 'land == 0'.")
-        return mask_expression(text, open_input(domain_file, None), f"--domain (over {domain_file})")
-    if text is None or text == "auto":
-        return "auto"
-    if text == "none":
-        return None
-    return mask_expression(text, ds, "--domain")
-
-
-_NOT_IN_JOB = ("output", "overwrite", "resume", "progress", "func")
-
-
-def _job(a, model=None) -> dict:
-    """What determines an output's values, for the resumable writer to compare on --resume: every
-    parsed option (the flag names as keys), the inputs' identities and the model's content hash."""
-    job = {}
-    for key, value in sorted(vars(a).items()):
-        if key in _NOT_IN_JOB:
-            continue
-        flag = "IN" if key == "input" else "command" if key == "command" else f"--{key.replace('_', '-')}"
-        job[flag] = value
-        if key in ("input", "domain_file") and value is not None:
-            job[f"{flag} files"] = input_identities(value)
-    if model is not None:
-        from .models.resolve import model_key
-
-        job["model content sha256"] = model_key(model)
-    return job
-
-
 def _resolve_cli_model(name, default_inpaint: bool):
     """The model object the command runs (loaded once, so its hash is of what actually runs)."""
     from .models import pretrained
@@ -135,7 +100,7 @@ def _cmd_inpaint(a) -> int:
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
     mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
-    result = inpaint(ds, model, variables=variables, mask=mask, domain=_domain(a.domain, ds, getattr(a, "domain_file", None)),
+    result = inpaint(ds, model, variables=variables, mask=mask, domain=domain_argument(a.domain, ds, a.domain_file),
                      device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False)
     return _write(a, result, ds, model)
 
@@ -146,10 +111,12 @@ def _compile(choice: str):
 
 def _write(a, result, ds, model) -> int:
     """Write inpaint's or predict's result to OUT (coordinates as in IN) and say how long it took."""
+    from .models.resolve import model_key
+
     keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
     write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
-                 job=_job(a, model))
+                 job=job_record(vars(a), model_key(model)))
     _say(f"xdl {a.command}: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -232,7 +199,7 @@ def _cmd_evaluate(a) -> int:
         raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
     report = evaluate(ds, a.model, variables=variables, gaps=gaps if len(gaps) > 1 else gaps[0],
                       fraction=a.fraction, baselines=_split([a.baselines]) or (), mask=mask,
-                      domain=_domain(a.domain, ds, getattr(a, "domain_file", None)), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile,
+                      domain=domain_argument(a.domain, ds, a.domain_file), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile,
                       compile=_compile(a.compile))
     print(format_report(report))
     if a.out:
@@ -252,19 +219,12 @@ def _cmd_zoo(a) -> int:
     print("zoo architectures (untrained; train with `xdl train`):")
     for name, desc in zoo.describe().items():
         print(f"  {name:<14} {desc}")
-    bundled = pretrained.names()
+    bundled = pretrained.describe()
     print("bundled models (use with --model NAME):")
     if not bundled:
         print("  (none bundled with this installation)")
-    for name in bundled:
-        try:
-            from .modelfile import card_from_header, read_header
-
-            card = card_from_header(pretrained.path(name), read_header(pretrained.path(name))[0])
-            desc = card.get("description") or card.get("architecture") or ""
-        except XdlError as e:
-            desc = f"(unreadable: {e})"
-        print(f"  {name:<14} {desc.splitlines()[0] if desc else ''}")
+    for name, desc in bundled.items():
+        print(f"  {name:<14} {desc}")
     return 0
 
 

@@ -12,12 +12,12 @@ The names below load their module on first use, so ``xdl --help`` imports neithe
 from ..errors import OutputWriteError
 
 _EXPORTS = {
-    "open_input": "open", "input_identity": "open", "input_identities": "open", "refuse_incomplete": "open",
+    "open_input": "open", "read_config": "open", "refuse_incomplete": "open",
     "write_output": "write", "check_output": "write", "keep_coordinate_metadata": "write",
     "output_kind": "write", "ready_to_write": "write", "NETCDF_SUFFIXES": "write",
     "to_zarr_resumable": "zarr", "store_status": "zarr", "describe_incomplete": "zarr",
-    "quiet_zarr_exit": "zarr", "LOG_NAME": "zarr", "JOB_NAME": "zarr", "STATUS_ATTR": "zarr",
-    "mask_expression": "expr",
+    "quiet_zarr_exit": "zarr", "job_record": "zarr", "input_identity": "zarr", "LOG_NAME": "zarr", "JOB_NAME": "zarr", "STATUS_ATTR": "zarr",
+    "mask_expression": "expr", "domain_argument": "expr",
     "replace_atomically": "files", "refuse_existing": "files", "refuse_overlap": "files",
     "remove_path": "files", "input_paths": "files", "is_zarr": "files",
 }

@@ -10,8 +10,9 @@ import json
 import operator
 
 from ..errors import InputError
+from .open import open_input
 
-__all__ = ["mask_expression"]
+__all__ = ["domain_argument", "mask_expression"]
 
 _COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
             ast.Gt: operator.gt, ast.GtE: operator.ge}
@@ -120,3 +121,18 @@ def mask_expression(expr: str, ds, what: str = "--mask"):
     if not isinstance(value, xr.DataArray) or value.dtype != bool:
         raise fail("the expression must be a condition on variables, such as DQF == 0")
     return value
+
+
+def domain_argument(text, ds, domain_file=None):
+    """``--domain``: "auto", "none", or a rule over ``ds``'s variables; with ``--domain-file``, over
+    that file's variables (e.g. a land mask kept apart), matched to the grid by coordinate labels."""
+    if domain_file is not None:
+        if text is None or text in ("auto", "none"):
+            raise InputError(f"--domain-file {domain_file}: give --domain a rule over its variables, "
+                             "e.g. --domain-file mask.nc --domain 'land == 0'.")
+        return mask_expression(text, open_input(domain_file, None), f"--domain (over {domain_file})")
+    if text is None or text == "auto":
+        return "auto"
+    if text == "none":
+        return None
+    return mask_expression(text, ds, "--domain")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import warnings
 
 from ..errors import InputError
-from .files import GLOB_CHARS, input_paths, is_zarr
+from .files import GLOB_CHARS, is_zarr
 from .zarr import describe_incomplete, store_status
 
-__all__ = ["input_identities", "input_identity", "open_input", "read_config", "refuse_incomplete"]
+__all__ = ["open_input", "read_config", "refuse_incomplete"]
 
 
 def open_input(path: str, chunks="file"):
@@ -88,35 +87,6 @@ def refuse_incomplete(path: str) -> None:
     if store_status(path) == "incomplete":
         raise InputError(f"{path}: is {describe_incomplete(path)}, so some of its values were never "
                          "written; finish it first (rerun the command that wrote it with --resume).")
-
-
-def input_identity(path: str) -> dict:
-    """What identifies an input's content cheaply: a file's path, size and modification time; a
-    zarr store's hash of its metadata files plus the count, total size and newest time of its files."""
-    st = os.stat(path)
-    if not os.path.isdir(path):
-        return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    meta, count, size, newest = hashlib.sha256(), 0, 0, 0
-    for root, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
-            full = os.path.join(root, name)
-            try:
-                fst = os.stat(full)
-            except OSError:
-                continue
-            count, size, newest = count + 1, size + fst.st_size, max(newest, fst.st_mtime_ns)
-            if name in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"):
-                meta.update(os.path.relpath(full, path).encode() + b"\0")
-                with open(full, "rb") as f:
-                    meta.update(f.read())
-    return {"path": path, "metadata_sha256": meta.hexdigest(), "files": count, "bytes": size,
-            "newest_mtime_ns": newest}
-
-
-def input_identities(path) -> list[dict]:
-    """:func:`input_identity` of every file or store an input argument (path or glob) names."""
-    return [input_identity(p) for p in input_paths(path)]
 
 
 def read_config(path: str) -> dict:

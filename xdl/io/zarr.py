@@ -23,10 +23,10 @@ import warnings
 from pathlib import Path
 
 from ..errors import InputError
-from .files import refuse_existing, replace_atomically
+from .files import input_paths, refuse_existing, replace_atomically
 
-__all__ = ["JOB_NAME", "LOG_NAME", "STATUS_ATTR", "cleanup_quietly", "describe_incomplete", "quiet_zarr_exit",
-           "store_status", "to_zarr_resumable"]
+__all__ = ["JOB_NAME", "LOG_NAME", "STATUS_ATTR", "cleanup_quietly", "describe_incomplete", "input_identity", "job_record",
+           "quiet_zarr_exit", "store_status", "to_zarr_resumable"]
 
 LOG_NAME = ".xdl_progress.json"
 JOB_NAME = ".xdl_job.json"
@@ -50,6 +50,51 @@ def _job_changes(old, new) -> list[str]:
     old, new = old or {}, new or {}
     return [f"{key} changed: {old.get(key)!r} -> {new.get(key)!r}"
             for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)]
+
+
+def input_identity(path: str) -> dict:
+    """What identifies an input's content cheaply: a file's path, size and modification time; a
+    zarr store's hash of its metadata files plus the count, total size and newest time of its files."""
+    st = os.stat(path)
+    if not os.path.isdir(path):
+        return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    meta, count, size, newest = hashlib.sha256(), 0, 0, 0
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            try:
+                fst = os.stat(full)
+            except OSError:
+                continue
+            count, size, newest = count + 1, size + fst.st_size, max(newest, fst.st_mtime_ns)
+            if name in ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"):
+                meta.update(os.path.relpath(full, path).encode() + b"\0")
+                with open(full, "rb") as f:
+                    meta.update(f.read())
+    return {"path": path, "metadata_sha256": meta.hexdigest(), "files": count, "bytes": size,
+            "newest_mtime_ns": newest}
+
+
+# Options that say how to write, not what: a resumed write may change them.
+_NOT_IN_JOB = ("output", "overwrite", "resume", "progress", "func")
+
+
+def job_record(options: dict, model_hash: str | None = None) -> dict:
+    """The CLI's ``job``: what determines an output's values, compared on ``--resume``. Every
+    parsed option (``vars(args)``; flag names as keys), the identities of the files that IN and
+    --domain-file name, and the model's content hash."""
+    job = {}
+    for key, value in sorted(options.items()):
+        if key in _NOT_IN_JOB:
+            continue
+        flag = "IN" if key == "input" else "command" if key == "command" else f"--{key.replace('_', '-')}"
+        job[flag] = value
+        if key in ("input", "domain_file") and value is not None:
+            job[f"{flag} files"] = [input_identity(p) for p in input_paths(value)]
+    if model_hash is not None:
+        job["model content sha256"] = model_hash
+    return job
 
 
 def store_status(path) -> str | None:
@@ -141,34 +186,14 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
     for name in list(ds.variables):
         if name not in lazy and isinstance(ds[name].variable.data, da.Array):
             ds[name].variable.load()
-    bounds, start = [], 0
-    for size in chunks:
-        bounds.append((start, start + size))
-        start += size
-    regions = [(bounds[i][0], bounds[min(i + regions_per_step, len(bounds)) - 1][1])
-               for i in range(0, len(bounds), regions_per_step)]
+    regions = _regions(chunks, regions_per_step)
     job = _jsonable(job)
     fingerprint = _fingerprint(ds, dim, regions, job)
     log_path = path / LOG_NAME
     done: set[int] = set()
     created = False
     if resume and path.exists():
-        if not log_path.exists():
-            raise InputError(f"{os.fspath(path)!r} exists but was not written by a resumable xdl write "
-                             "(no progress log); remove it or pass mode='w'.")
-        log = json.loads(log_path.read_text())
-        if log.get("fingerprint") != fingerprint:
-            old_job = None
-            if (path / JOB_NAME).exists():
-                try:
-                    old_job = json.loads((path / JOB_NAME).read_text())
-                except ValueError:
-                    old_job = None
-            changes = _job_changes(old_job, job) if (old_job is not None or job is not None) else []
-            what = "; ".join(changes) if changes else "variables, shapes or chunks changed"
-            raise InputError(f"{os.fspath(path)!r} holds a different job ({what}); resume with the same "
-                             "inputs, model and options, or pass mode='w' (CLI: --overwrite) to start over.")
-        done = set(log.get("done", []))
+        done = _regions_done(path, fingerprint, job)
     else:
         if path.exists():
             if mode != "w":
@@ -208,6 +233,37 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
             shutil.rmtree(path, ignore_errors=True)
         raise
     return path
+
+
+def _regions(chunks, regions_per_step: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` along the region dim, ``regions_per_step`` chunks each."""
+    bounds, start = [], 0
+    for size in chunks:
+        bounds.append((start, start + size))
+        start += size
+    return [(bounds[i][0], bounds[min(i + regions_per_step, len(bounds)) - 1][1])
+            for i in range(0, len(bounds), regions_per_step)]
+
+
+def _regions_done(path: Path, fingerprint: str, job) -> set[int]:
+    """The regions an interrupted write of the same job finished; refuses a store of another job."""
+    log_path = path / LOG_NAME
+    if not log_path.exists():
+        raise InputError(f"{os.fspath(path)!r} exists but was not written by a resumable xdl write "
+                         "(no progress log); remove it or pass mode='w'.")
+    log = json.loads(log_path.read_text())
+    if log.get("fingerprint") != fingerprint:
+        old_job = None
+        if (path / JOB_NAME).exists():
+            try:
+                old_job = json.loads((path / JOB_NAME).read_text())
+            except ValueError:
+                old_job = None
+        changes = _job_changes(old_job, job) if (old_job is not None or job is not None) else []
+        what = "; ".join(changes) if changes else "variables, shapes or chunks changed"
+        raise InputError(f"{os.fspath(path)!r} holds a different job ({what}); resume with the same "
+                         "inputs, model and options, or pass mode='w' (CLI: --overwrite) to start over.")
+    return set(log.get("done", []))
 
 
 def _write_log(log_path: Path, fingerprint: str, done: set[int]) -> None:

@@ -19,6 +19,23 @@ def path(name: str) -> Path:
     return WEIGHTS / f"{name}.safetensors"
 
 
+def describe() -> dict[str, str]:
+    """``{name: first line of its card's description}`` for the bundled models, read from the
+    file headers only (no weights are loaded); an unreadable file says why instead."""
+    from ..errors import XdlError
+    from ..modelformat import card_from_header, read_header
+
+    out = {}
+    for name in names():
+        try:
+            card = card_from_header(path(name), read_header(path(name))[0])
+            desc = card.get("description") or card.get("architecture") or ""
+        except XdlError as e:
+            desc = f"(unreadable: {e})"
+        out[name] = desc.splitlines()[0] if desc else ""
+    return out
+
+
 def load(name: str = DEFAULT_INPAINT):
     """Load a bundled model by name (safetensors + JSON card, no pickle)."""
     from ..errors import UnknownModelError
