@@ -6,11 +6,11 @@ Importing xdl registers the ``.dl`` accessor on ``xarray.Dataset`` and ``xarray.
 from .version import __version__  # noqa: F401  (from the installed metadata)
 
 from .errors import (XdlError, InputError, ModelError, ModelFileError, UnknownModelError,  # noqa: F401
-                     OutputExistsError, XdlWarning)
+                     OutputExistsError, OutputWriteError, XdlWarning)
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
 
 _SUBMODULES = {"engine", "conventions", "masks", "baselines", "metrics", "io", "inpaint", "predict",
-               "train", "fit", "training", "evaluate", "demo", "cli", "modelfile", "models", "progress"}
+               "train", "fit", "training", "evaluate", "report", "demo", "cli", "modelfile", "models", "progress"}
 # The zoo and the bundled models live in xdl.models; xdl.zoo and xdl.pretrained name them.
 _ALIASES = {"zoo": "models.zoo", "pretrained": "models.pretrained"}
 # torch (about 2 s of CPU to import) loads on first use of a model, not with `import xdl`: the
@@ -21,7 +21,8 @@ _LAZY = {"Model": "modelfile", "load_model": "modelfile"}
 __all__ = [
     "__version__",
     # exceptions
-    "XdlError", "InputError", "ModelError", "ModelFileError", "UnknownModelError", "OutputExistsError", "XdlWarning",
+    "XdlError", "InputError", "ModelError", "ModelFileError", "UnknownModelError", "OutputExistsError",
+    "OutputWriteError", "XdlWarning",
     # a model: card + torch module, saved and loaded as one file
     "Model", "load_model",
     # the modules of the verbs (also on the .dl accessor)

@@ -6,35 +6,24 @@
 - :mod:`xdl.io.expr`: safe mask/domain expressions such as ``"DQF == 0"`` (:func:`mask_expression`).
 - :mod:`xdl.io.files`: atomic replacement, the overwrite and input-overlap checks.
 
-The names below load their module on first use, so ``xdl --help`` imports neither xarray nor dask.
+These modules import only the standard library at load time (xarray, dask and zarr inside the
+functions that use them), so importing them keeps ``xdl --help`` fast.
 """
 
 from ..errors import OutputWriteError
+from .expr import domain_argument, mask_expression
+from .files import (input_paths, is_zarr, refuse_existing, refuse_overlap, remove_path,
+                    replace_atomically)
+from .open import open_input, read_config, refuse_incomplete
+from .write import (NETCDF_SUFFIXES, check_output, keep_coordinate_metadata, output_kind, ready_to_write,
+                    write_output)
+from .zarr import (JOB_NAME, LOG_NAME, STATUS_ATTR, describe_incomplete, input_identity, job_record,
+                   quiet_zarr_exit, store_status, to_zarr_resumable)
 
-_EXPORTS = {
-    "open_input": "open", "read_config": "open", "refuse_incomplete": "open",
-    "write_output": "write", "check_output": "write", "keep_coordinate_metadata": "write",
-    "output_kind": "write", "ready_to_write": "write", "NETCDF_SUFFIXES": "write",
-    "to_zarr_resumable": "zarr", "store_status": "zarr", "describe_incomplete": "zarr",
-    "quiet_zarr_exit": "zarr", "job_record": "zarr", "input_identity": "zarr", "LOG_NAME": "zarr", "JOB_NAME": "zarr", "STATUS_ATTR": "zarr",
-    "mask_expression": "expr", "domain_argument": "expr",
-    "replace_atomically": "files", "refuse_existing": "files", "refuse_overlap": "files",
-    "remove_path": "files", "input_paths": "files", "is_zarr": "files",
-}
-_SUBMODULES = {"open", "write", "zarr", "expr", "files"}
-
-__all__ = ["OutputWriteError", *sorted(_EXPORTS)]
-
-
-def __getattr__(name):
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'xdl.io' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | _SUBMODULES | set(_EXPORTS))
+__all__ = [
+    "JOB_NAME", "LOG_NAME", "NETCDF_SUFFIXES", "OutputWriteError", "STATUS_ATTR", "check_output",
+    "describe_incomplete", "domain_argument", "input_identity", "input_paths", "is_zarr", "job_record",
+    "keep_coordinate_metadata", "mask_expression", "open_input", "output_kind", "quiet_zarr_exit",
+    "read_config", "ready_to_write", "refuse_existing", "refuse_incomplete", "refuse_overlap",
+    "remove_path", "replace_atomically", "store_status", "to_zarr_resumable", "write_output",
+]
