@@ -10,16 +10,7 @@
 Submodules load on first use (``xdl.conventions.projection.earth_disk(ds)``).
 """
 
-_SUBMODULES = {"layout", "cf", "projection", "domains"}
+from ..lazy import attach
 
-
-def __getattr__(name):
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | _SUBMODULES)
+__getattr__, __dir__ = attach(__name__, {"layout", "cf", "projection", "domains"}, globals())
+del attach

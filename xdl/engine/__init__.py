@@ -13,16 +13,7 @@ Nothing here imports xarray; the verbs (:mod:`xdl.predict`, :mod:`xdl.inpaint`) 
 Submodules load on first use (``xdl.engine.tiling``), so importing the package does not import torch.
 """
 
-_SUBMODULES = {"tiling", "spec", "runner", "graph", "options"}
+from ..lazy import attach
 
-
-def __getattr__(name):
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | _SUBMODULES)
+__getattr__, __dir__ = attach(__name__, {"tiling", "spec", "runner", "graph", "options"}, globals())
+del attach

@@ -9,6 +9,7 @@ forward calls for the size multiple, and an input-gradient probe for the effecti
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +97,25 @@ def _raised(module, error: BaseException, shape) -> ModelError:
                       f"{tuple(shape)}: {str(cause)[:300]}")
 
 
+@contextmanager
+def _evaluating(module):
+    """``module`` in eval mode for the block (probes must not update batch-norm statistics)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def _checked_call(module, x, takes_mask):
+    """One probe call; the model's own error comes back as :class:`ModelError` naming the input shape."""
+    try:
+        return _call(module, x, takes_mask)
+    except _ProbeFailed as error:
+        raise _raised(module, error, x.shape) from error.__cause__
+
+
 def probe_size_multiple(module, in_channels: int, n_spatial: int, takes_mask: bool) -> int:
     """Smallest power of two ``m`` such that a size-``3m`` input comes back the same size."""
     last_error = None
@@ -127,22 +147,14 @@ def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, tak
     side = max(side // size_multiple, 1) * size_multiple
     generator = torch.Generator().manual_seed(0)
     x = torch.randn((1, in_channels) + (side,) * n_spatial, generator=generator).requires_grad_(True)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.enable_grad():
-            try:
-                out = _call(module, x, takes_mask)
-            except _ProbeFailed as error:
-                raise _raised(module, error, x.shape) from error.__cause__
-            if out.ndim != n_spatial + 2 or tuple(out.shape[2:]) != (side,) * n_spatial:
-                raise ModelError(f"model {_label(module)!r} returned shape {tuple(out.shape)} for an input of "
-                                 f"shape {tuple(x.shape)}; xdl needs (batch, channels) plus the input's spatial size.")
-            centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
-            if out.requires_grad:
-                out[centre].sum().backward()
-    finally:
-        module.train(was_training)
+    with _evaluating(module), torch.enable_grad():
+        out = _checked_call(module, x, takes_mask)
+        if out.ndim != n_spatial + 2 or tuple(out.shape[2:]) != (side,) * n_spatial:
+            raise ModelError(f"model {_label(module)!r} returned shape {tuple(out.shape)} for an input of "
+                             f"shape {tuple(x.shape)}; xdl needs (batch, channels) plus the input's spatial size.")
+        centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
+        if out.requires_grad:
+            out[centre].sum().backward()
     if x.grad is None:  # the output does not depend on the input (constant, or detached)
         return 0
     grad = x.grad.detach().abs().sum(dim=(0, 1))
@@ -228,16 +240,8 @@ def _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask) ->
     else:
         side = 3 * size_multiple
         x = torch.zeros((1, in_channels) + (side,) * (3 if mode == "volume" else 2))
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.inference_mode():
-            try:
-                out = _call(module, x, takes_mask)
-            except _ProbeFailed as error:
-                raise _raised(module, error, x.shape) from error.__cause__
-    finally:
-        module.train(was_training)
+    with _evaluating(module), torch.inference_mode():
+        out = _checked_call(module, x, takes_mask)
     expected_rank = x.ndim
     if out.ndim != expected_rank or out.shape[0] != x.shape[0] or tuple(out.shape[2:]) != tuple(x.shape[2:]):
         raise ModelError(f"model {_label(module)!r} returned shape {tuple(out.shape)} for an input of shape "
