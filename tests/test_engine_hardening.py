@@ -9,7 +9,7 @@ import xarray as xr
 
 import xdl
 from xdl.errors import InputError, ModelError, XdlError
-from xdl.predict import robust_moments, sample_statistics
+from xdl.normalize import robust_moments, sample_statistics
 
 from conftest import shared_file
 
@@ -271,7 +271,7 @@ def test_robust_moments_are_the_plain_ones_on_ordinary_fields():
 @pytest.mark.parametrize("limit", [None, 2 ** 16])
 def test_statistics_do_not_depend_on_chunking(limit, monkeypatch):
     if limit:
-        monkeypatch.setattr(xdl.predict, "STATS_PIXELS", limit)  # large samples: subsampled
+        monkeypatch.setattr(xdl.normalize, "STATS_PIXELS", limit)  # large samples: subsampled
     rng = np.random.default_rng(2)
     data = (rng.standard_normal((4, 1, 700, 900)) * 100).astype("f4")
     results = [np.asarray(sample_statistics(da.from_array(data, chunks=c), 2))

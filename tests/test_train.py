@@ -13,7 +13,8 @@ import xdl
 from xdl import train
 from xdl.errors import InputError
 from xdl.training import data as tdata
-from xdl.predict import _normalise, predict
+from xdl import normalize
+from xdl.predict import predict
 from xdl.train import fit, gap_loss, masked_l1, split_region, split_samples
 
 TINY_PCONV = dict(depth=3, base_channels=8)
@@ -155,18 +156,21 @@ def test_gap_filling_fit_lowers_val_loss_and_writes_card():
     assert np.isfinite(out["sst"].values).all()
 
 
-def test_per_sample_stats_match_engine():
+def test_training_windows_are_normalised_as_the_engine_normalises():
+    # Training (numpy windows, whole-field statistics) and predict (dask blocks) must give the model
+    # the same numbers, bit for bit, for both kinds of normalisation.
     ds = gap_dataset(n=4, ny=32, nx=32)
     src = tdata.Source(ds, ["sst"], None, "data")
     st_ = tdata.compute_stats({"s": src.stats(["sst"])})
     mean, std = tdata.per_sample_arrays(st_["s"])
-
-    class Spec:
-        normalization = {"kind": "per_sample"}
     data = da.from_array(ds["sst"].values[:, None], chunks=(1, 1, 32, 32))
-    _, (emean, estd) = _normalise(data, Spec, ["sst"], 2)
-    np.testing.assert_allclose(mean, np.asarray(emean).reshape(4, 1), rtol=1e-6)
-    np.testing.assert_allclose(std, np.asarray(estd).reshape(4, 1), rtol=1e-5)
+    windows = ds["sst"].values[:, None]
+    for norm in ({"kind": "per_sample"}, {"kind": "global", "mean": {"sst": 290.5}, "std": {"sst": 3.25}}):
+        engine = np.asarray(normalize.for_input(norm, ["sst"], data, 2).apply(data))
+        train_norm = tdata.normaliser(norm, ["sst"], mean, std)
+        trained = np.stack([train_norm(windows[s], s) for s in range(4)])
+        assert trained.dtype == engine.dtype == np.float32 and np.isnan(engine).any()
+        np.testing.assert_array_equal(trained, engine)
 
 
 @pytest.mark.parametrize("masks", ["mixed", "observed"])

@@ -1,15 +1,15 @@
 """``predict``: any model over any xarray object, streamed chunk by chunk. The xarray layer:
-it arranges variables into channels, normalises, calls the dask graph and puts the result back
-with the input's coordinates, attributes and grid mapping."""
+it arranges variables into channels, normalises (:mod:`xdl.normalize`), calls the dask graph
+(:mod:`xdl.engine`) and puts the result back with the input's coordinates, attributes and grid mapping."""
 
 from __future__ import annotations
 
-import warnings
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
+from . import normalize
 from .conventions import cf, layout
 from .engine import tiling
 from .errors import InputError
@@ -160,131 +160,6 @@ def _dask_input(x: xr.DataArray, plans, batch_size: int) -> da.Array:
     return da.from_array(np.asarray(data), chunks=tuple(chunks), name=False)
 
 
-def _normalise(data: da.Array, spec: EngineSpec, names: list, n_spatial: int):
-    """Normalised input and the (mean, std) to undo it on the output, per channel."""
-    norm = spec.normalization or {"kind": "none"}
-    kind = norm.get("kind", "none")
-    channel_axis = data.ndim - n_spatial - 1
-    shape = [1] * data.ndim
-    shape[channel_axis] = -1
-    if kind == "none":
-        return data, None
-    if kind == "global":
-        mean = np.array([norm["mean"].get(n, 0.0) for n in names], np.float32).reshape(shape)
-        std = np.array([norm["std"].get(n, 1.0) for n in names], np.float32).reshape(shape)
-        return (data - mean) / std, "global"
-    if kind == "per_sample":
-        if not n_spatial:  # pointwise: a "sample" is one point; kept as it always was
-            finite = da.isfinite(data)
-            mean = da.where(finite, data, 0.0).astype(np.float32)
-            std = da.ones_like(mean)
-            return (data - mean) / std, (mean, std)
-        stats = sample_statistics(data, n_spatial)
-        index = (slice(None),) * (data.ndim - 1)
-        mean, std, lo, hi = (stats[index + (slice(k, k + 1),)] for k in range(4))
-        # The model sees outliers at the fences (winsorised): a few 1e38 values in a field of
-        # 280 K would otherwise enter as 1e37 sigmas and overflow its activations. Identity on
-        # fields with nothing beyond the fences; NaN stays NaN.
-        return (da.minimum(da.maximum(data, lo), hi) - mean) / std, (mean, std)
-    raise InputError(f"unknown normalization kind {kind!r} in the model card; use 'none', 'global' or 'per_sample'.")
-
-
-STATS_PIXELS = 2 ** 22  # per sample: larger fields are subsampled on a regular stride for statistics
-QUANTILE_PIXELS = 2 ** 18  # the fences' percentiles come from at most this many of them
-STATS_QUANTILES = (1.0, 99.0)  # values beyond these quantiles by more than their spread are clipped
-
-
-def stats_stride(shape, limit: int | None = None) -> int:
-    """The stride (same on every spatial axis) that keeps a sample to at most ``limit`` pixels:
-    1 for fields up to 2048 x 2048 (a GOES CONUS scene) with the default."""
-    limit = STATS_PIXELS if limit is None else limit
-    stride = 1
-    while int(np.prod([-(-n // stride) for n in shape])) > limit:
-        stride += 1
-    return stride
-
-
-def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np.ndarray:
-    """Per sample and channel of ``sub`` (``(..., *spatial)``): a robust mean and std and the
-    outlier fences, stacked on the last axis (the spatial axes become size 1, the last size 4:
-    mean, std, low fence, high fence), float32.
-
-    Values further than the spread of the 1st-99th percentiles beyond them (the fences, when that
-    spread is > 0) are clipped to the fence (a field with a handful of 1e38 values keeps the statistics of its ordinary values),
-    then the mean and standard deviation of the finite values are taken in float64 in one fixed
-    order. On fields with nothing beyond the fences this is exactly the plain mean and std. A
-    sample without finite values gets (0, 1); a constant one std 1 (0 with ``raw_std``)."""
-    axes = tuple(range(sub.ndim - n_spatial, sub.ndim))
-    x = sub.astype(np.float64)
-    finite = np.isfinite(x)
-    all_finite = bool(finite.all())  # the common case skips the masking passes below
-    q_stride = stats_stride(x.shape[x.ndim - n_spatial:], QUANTILE_PIXELS)
-    step = (Ellipsis,) + (slice(None, None, q_stride),) * n_spatial
-    few = x[step] if all_finite else np.where(finite[step], x[step], np.nan)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN samples: handled just below
-        q_lo, q_hi = np.nanpercentile(few, STATS_QUANTILES, axis=axes, keepdims=True)
-    spread = q_hi - q_lo
-    # No fences where the percentiles are undefined or equal (a mostly constant field such as
-    # rain: its few other values are the signal, not outliers).
-    fenced = np.isfinite(spread) & (spread > 0)
-    lo = np.where(fenced, q_lo - spread, -np.inf)
-    hi = np.where(fenced, q_hi + spread, np.inf)
-    # In float32 (what the model input is clipped with), rounded outwards: never tighter.
-    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
-    lo = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32).astype(np.float64)
-    hi = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32).astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        beyond = bool((x < lo).any() or (x > hi).any())  # NaN compares False: never "beyond"
-    clipped = np.minimum(np.maximum(x, lo), hi) if beyond else x
-    if not all_finite:
-        clipped = np.where(finite, clipped, 0.0)
-    count = np.maximum(finite.sum(axis=axes, keepdims=True), 1)
-    mean = clipped.sum(axis=axes, keepdims=True) / count
-    deviation = clipped - mean
-    if not all_finite:
-        deviation = np.where(finite, deviation, 0.0)
-    np.multiply(deviation, deviation, out=deviation)
-    var = deviation.sum(axis=axes, keepdims=True) / count
-    std = np.sqrt(var)
-    if not raw_std:
-        std = np.where(std > 0, std, 1.0)
-    return np.concatenate([mean, std, lo, hi], axis=-1).astype(np.float32)
-
-
-def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False) -> da.Array:
-    """Lazy :func:`robust_moments` of ``data`` (``(*batch, C, *spatial)``): shape
-    ``(*batch, C, 1, ..., 4)``. Each sample's statistics come from one block holding the whole
-    sample (on a regular subsample when it is large), so they are the same whatever the chunking
-    of ``data`` and whatever the scheduler: the same numbers in the same order."""
-    spatial = data.shape[data.ndim - n_spatial:]
-    stride = stats_stride(spatial)
-    sub = data[(Ellipsis,) + (slice(None, None, stride),) * n_spatial] if stride > 1 else data
-    lead = data.ndim - n_spatial
-    big = int(np.prod(sub.shape[lead - 1:])) >= 2 ** 16  # then one sample per block (memory)
-    sub = sub.rechunk({**{a: -1 for a in range(lead - 1, data.ndim)}, **({a: 1 for a in range(lead - 1)} if big else {})})
-    chunks = sub.chunks[:lead] + ((1,),) * (n_spatial - 1) + ((4,),)
-    return da.map_blocks(robust_moments, sub, n_spatial, raw_std, chunks=chunks, dtype=np.float32,
-                         meta=np.empty((0,) * data.ndim, np.float32))
-
-
-def _denormalise(out: da.Array, spec: EngineSpec, how, out_names: list, n_spatial: int) -> da.Array:
-    if how is None:
-        return out
-    channel_axis = out.ndim - n_spatial - 1
-    shape = [1] * out.ndim
-    shape[channel_axis] = -1
-    if how == "global":
-        norm = spec.normalization
-        mean = np.array([norm["mean"].get(n, 0.0) for n in out_names], np.float32).reshape(shape)
-        std = np.array([norm["std"].get(n, 1.0) for n in out_names], np.float32).reshape(shape)
-        return out * std + mean
-    mean, std = how
-    if mean.shape[channel_axis] != out.shape[channel_axis]:
-        raise InputError("per-sample normalisation needs as many output channels as input channels.")
-    return out * std + mean
-
-
 def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatial, names, out_names,
                tiles=TILES_ALL) -> da.Array:
     """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``."""
@@ -315,12 +190,16 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
         batch = run.batch_size or 2 ** 18
     data = _dask_input(x, plans, chunk_batch)
     # The card's statistics belong to channel positions: the user may name the variables otherwise.
-    data, how = _normalise(data, spec, card_names(spec.inputs, names), n_spatial)
+    norm_in = normalize.for_input(spec.normalization, card_names(spec.inputs, names), data, n_spatial)
+    if norm_in is not None:
+        data = norm_in.apply(data)
     payload = payload_for(getattr(model, "module", model), model_key(model), model_label(model))
     out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
                       batch_size=batch, tiles=tiles, compiled=run.compile,
                       nan_policy=getattr(run, "nan_policy", "propagate"), threads=getattr(run, "threads", None))
-    out = _denormalise(out, spec, how, card_names(spec.outputs, out_names), n_spatial)
+    norm_out = normalize.for_output(spec.normalization, card_names(spec.outputs, out_names), norm_in, out, n_spatial)
+    if norm_out is not None:
+        out = norm_out.invert(out)
     if isinstance(x.data, da.Array):
         # The engine computes on chunks aligned to the tile grid; hand back the input's own
         # chunks (regular, zarr-writable, and what the user chose), the channel axis whole.

@@ -18,6 +18,7 @@ import xarray as xr
 from ..conventions import layout
 from .. import masks as gapmasks
 from ..errors import InputError
+from ..normalize import Normalization, sample_statistics
 
 MIN_VALID_FRACTION = 0.1  # a window with fewer valid pixels is redrawn (up to RETRIES times)
 RETRIES = 10
@@ -75,8 +76,6 @@ class Source:
 
     def stats(self, names, x0=0, x1=None):
         """Lazy ``(count, mean, std)`` per (sample, channel) over the field's valid pixels in ``[x0, x1)``."""
-        from ..predict import sample_statistics
-
         out = []
         for n in names:
             a = self.arrays[n]
@@ -85,7 +84,7 @@ class Source:
             if not isinstance(a.data, da.Array):
                 # One chunk per few samples, whole fields: lazily indexed files are not read at once.
                 a = a.chunk({**{d: "auto" for d in self.sample_dims}, **{d: -1 for d in self.spatial}})
-            # Mean and std as the engine takes them (xdl.predict.sample_statistics: outliers fenced,
+            # Mean and std as the engine takes them (xdl.normalize.sample_statistics: outliers fenced,
             # float64, one block per sample), so a model trains on what inference will give it.
             moments = sample_statistics(a.data[..., None, :, :], 2, raw_std=True)[..., 0, 0, :]
             out.append((da.isfinite(a.data).sum(axis=(-2, -1)), moments[..., 0], moments[..., 1]))
@@ -121,15 +120,15 @@ def combine(triples, samples) -> tuple[float, float, int]:
 # ============================================================================ normalisation
 
 def normaliser(norm: dict, names, ps_mean=None, ps_std=None):
-    """``f(x (C,h,w), sample) -> normalised x``, exactly as xdl.predict._normalise does it (float32)."""
+    """``f(x (C,h,w), sample) -> normalised x``: the engine's :class:`~xdl.normalize.Normalization`
+    on a numpy window, with the card's statistics or sample ``s``'s row of ``ps_mean``/``ps_std``."""
     kind = norm["kind"]
     if kind == "none":
         return lambda x, s: x
     if kind == "global":
-        mean = np.array([norm["mean"].get(n, 0.0) for n in names], np.float32)[:, None, None]
-        std = np.array([norm["std"].get(n, 1.0) for n in names], np.float32)[:, None, None]
-        return lambda x, s: (x - mean) / std
-    return lambda x, s: (x - ps_mean[s][:, None, None]) / ps_std[s][:, None, None]
+        card = Normalization.from_card(norm, names, ndim=3, n_spatial=2)
+        return lambda x, s: card.apply(x)
+    return lambda x, s: Normalization(ps_mean[s][:, None, None], ps_std[s][:, None, None]).apply(x)
 
 
 def per_sample_arrays(triples):

@@ -1,0 +1,184 @@
+"""Normalisation, written once: per-channel statistics from the model card (``global``) or from
+each sample (``per_sample``: robust moments, outliers fenced), applied and undone by the same code
+on numpy windows (training, :mod:`xdl.training.data`) and on dask blocks (:mod:`xdl.predict`).
+
+:class:`Normalization` holds the statistics as arrays that broadcast against the data along its
+channel axis and uses only operators and numpy ufuncs, which dask arrays take as they are.
+
+Example:
+    >>> import numpy as np, dask.array as da
+    >>> card = {"kind": "global", "mean": {"t": 280.0}, "std": {"t": 10.0}}
+    >>> n = Normalization.from_card(card, ["t"], ndim=3, n_spatial=2)
+    >>> x = np.full((1, 2, 2), 290.0, np.float32)
+    >>> n.apply(x)[0, 0].tolist(), n.apply(da.from_array(x)).compute()[0, 0].tolist()
+    ([1.0, 1.0], [1.0, 1.0])
+    >>> n.invert(n.apply(x))[0, 0, 0]
+    np.float32(290.0)
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import dask.array as da
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Normalization", "channel_shape", "for_input", "for_output", "robust_moments", "sample_statistics",
+           "stats_stride", "STATS_PIXELS", "QUANTILE_PIXELS", "STATS_QUANTILES"]
+
+
+def channel_shape(ndim: int, n_spatial: int) -> list[int]:
+    """The shape of per-channel statistics for an array ``(*batch, C, *spatial)``: -1 on the channel axis."""
+    shape = [1] * ndim
+    shape[ndim - n_spatial - 1] = -1
+    return shape
+
+
+class Normalization:
+    """``x -> (clip(x, lo, hi) - mean) / std`` per channel, undone by ``y -> y * std + mean``.
+
+    ``mean``, ``std`` and the optional outlier fences ``lo``/``hi`` are numpy or dask arrays that
+    broadcast against the data (per channel, or per sample and channel); the data may be numpy or
+    dask, and the result is of the same kind, computed with the same float32 operations."""
+
+    def __init__(self, mean, std, lo=None, hi=None):
+        self.mean, self.std, self.lo, self.hi = mean, std, lo, hi
+
+    @classmethod
+    def from_card(cls, norm: dict, names: list, ndim: int, n_spatial: int) -> "Normalization":
+        """A card's ``global`` statistics for the channels ``names`` (0 and 1 for a name it lacks)."""
+        shape = channel_shape(ndim, n_spatial)
+        mean = np.array([norm["mean"].get(n, 0.0) for n in names], np.float32).reshape(shape)
+        std = np.array([norm["std"].get(n, 1.0) for n in names], np.float32).reshape(shape)
+        return cls(mean, std)
+
+    def apply(self, x):
+        if self.lo is not None:
+            # The model sees outliers at the fences (winsorised): a few 1e38 values in a field of
+            # 280 K would otherwise enter as 1e37 sigmas and overflow its activations. Identity on
+            # fields with nothing beyond the fences; NaN stays NaN.
+            x = np.minimum(np.maximum(x, self.lo), self.hi)
+        return (x - self.mean) / self.std
+
+    def invert(self, y):
+        return y * self.std + self.mean
+
+
+def card_kind(norm) -> str:
+    """The card's normalisation kind, checked."""
+    kind = (norm or {"kind": "none"}).get("kind", "none")
+    if kind not in ("none", "global", "per_sample"):
+        raise InputError(f"unknown normalization kind {kind!r} in the model card; use 'none', 'global' or 'per_sample'.")
+    return kind
+
+
+def for_input(norm, names: list, data: da.Array, n_spatial: int) -> Normalization | None:
+    """The normalisation of the model input ``data`` (``(*batch, C, *spatial)``, channels ``names``)
+    that the card ``norm`` asks for; None for ``kind: none``. Per-sample statistics are lazy."""
+    kind = card_kind(norm)
+    if kind == "none":
+        return None
+    if kind == "global":
+        return Normalization.from_card(norm, names, data.ndim, n_spatial)
+    if not n_spatial:  # pointwise: a "sample" is one point; kept as it always was
+        mean = da.where(da.isfinite(data), data, 0.0).astype(np.float32)
+        return Normalization(mean, da.ones_like(mean))
+    stats = sample_statistics(data, n_spatial)
+    index = (slice(None),) * (data.ndim - 1)
+    mean, std, lo, hi = (stats[index + (slice(k, k + 1),)] for k in range(4))
+    return Normalization(mean, std, lo, hi)
+
+
+def for_output(norm, names: list, inputs: Normalization | None, out, n_spatial: int) -> Normalization | None:
+    """The normalisation to undo on the model output ``out`` (channels ``names``): the card's
+    statistics of the outputs (``global``), or the input's own (``per_sample``)."""
+    kind = card_kind(norm)
+    if kind == "none" or inputs is None:
+        return None
+    if kind == "global":
+        return Normalization.from_card(norm, names, out.ndim, n_spatial)
+    channel_axis = out.ndim - n_spatial - 1
+    if inputs.mean.shape[channel_axis] != out.shape[channel_axis]:
+        raise InputError("per-sample normalisation needs as many output channels as input channels.")
+    return Normalization(inputs.mean, inputs.std)
+
+
+STATS_PIXELS = 2 ** 22  # per sample: larger fields are subsampled on a regular stride for statistics
+QUANTILE_PIXELS = 2 ** 18  # the fences' percentiles come from at most this many of them
+STATS_QUANTILES = (1.0, 99.0)  # values beyond these quantiles by more than their spread are clipped
+
+
+def stats_stride(shape, limit: int | None = None) -> int:
+    """The stride (same on every spatial axis) that keeps a sample to at most ``limit`` pixels:
+    1 for fields up to 2048 x 2048 (a GOES CONUS scene) with the default."""
+    limit = STATS_PIXELS if limit is None else limit
+    stride = 1
+    while int(np.prod([-(-n // stride) for n in shape])) > limit:
+        stride += 1
+    return stride
+
+
+def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np.ndarray:
+    """Per sample and channel of ``sub`` (``(..., *spatial)``): a robust mean and std and the
+    outlier fences, stacked on the last axis (the spatial axes become size 1, the last size 4:
+    mean, std, low fence, high fence), float32.
+
+    Values further than the spread of the 1st-99th percentiles beyond them (the fences, when that
+    spread is > 0) are clipped to the fence (a field with a handful of 1e38 values keeps the statistics of its ordinary values),
+    then the mean and standard deviation of the finite values are taken in float64 in one fixed
+    order. On fields with nothing beyond the fences this is exactly the plain mean and std. A
+    sample without finite values gets (0, 1); a constant one std 1 (0 with ``raw_std``)."""
+    axes = tuple(range(sub.ndim - n_spatial, sub.ndim))
+    x = sub.astype(np.float64)
+    finite = np.isfinite(x)
+    all_finite = bool(finite.all())  # the common case skips the masking passes below
+    q_stride = stats_stride(x.shape[x.ndim - n_spatial:], QUANTILE_PIXELS)
+    step = (Ellipsis,) + (slice(None, None, q_stride),) * n_spatial
+    few = x[step] if all_finite else np.where(finite[step], x[step], np.nan)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN samples: handled just below
+        q_lo, q_hi = np.nanpercentile(few, STATS_QUANTILES, axis=axes, keepdims=True)
+    spread = q_hi - q_lo
+    # No fences where the percentiles are undefined or equal (a mostly constant field such as
+    # rain: its few other values are the signal, not outliers).
+    fenced = np.isfinite(spread) & (spread > 0)
+    lo = np.where(fenced, q_lo - spread, -np.inf)
+    hi = np.where(fenced, q_hi + spread, np.inf)
+    # In float32 (what the model input is clipped with), rounded outwards: never tighter.
+    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    lo = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32).astype(np.float64)
+    hi = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        beyond = bool((x < lo).any() or (x > hi).any())  # NaN compares False: never "beyond"
+    clipped = np.minimum(np.maximum(x, lo), hi) if beyond else x
+    if not all_finite:
+        clipped = np.where(finite, clipped, 0.0)
+    count = np.maximum(finite.sum(axis=axes, keepdims=True), 1)
+    mean = clipped.sum(axis=axes, keepdims=True) / count
+    deviation = clipped - mean
+    if not all_finite:
+        deviation = np.where(finite, deviation, 0.0)
+    np.multiply(deviation, deviation, out=deviation)
+    var = deviation.sum(axis=axes, keepdims=True) / count
+    std = np.sqrt(var)
+    if not raw_std:
+        std = np.where(std > 0, std, 1.0)
+    return np.concatenate([mean, std, lo, hi], axis=-1).astype(np.float32)
+
+
+def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False) -> da.Array:
+    """Lazy :func:`robust_moments` of ``data`` (``(*batch, C, *spatial)``): shape
+    ``(*batch, C, 1, ..., 4)``. Each sample's statistics come from one block holding the whole
+    sample (on a regular subsample when it is large), so they are the same whatever the chunking
+    of ``data`` and whatever the scheduler: the same numbers in the same order."""
+    spatial = data.shape[data.ndim - n_spatial:]
+    stride = stats_stride(spatial)
+    sub = data[(Ellipsis,) + (slice(None, None, stride),) * n_spatial] if stride > 1 else data
+    lead = data.ndim - n_spatial
+    big = int(np.prod(sub.shape[lead - 1:])) >= 2 ** 16  # then one sample per block (memory)
+    sub = sub.rechunk({**{a: -1 for a in range(lead - 1, data.ndim)}, **({a: 1 for a in range(lead - 1)} if big else {})})
+    chunks = sub.chunks[:lead] + ((1,),) * (n_spatial - 1) + ((4,),)
+    return da.map_blocks(robust_moments, sub, n_spatial, raw_std, chunks=chunks, dtype=np.float32,
+                         meta=np.empty((0,) * data.ndim, np.float32))
