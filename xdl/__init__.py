@@ -8,6 +8,7 @@ from .version import __version__  # noqa: F401  (from the installed metadata)
 from .errors import (XdlError, InputError, ModelError, ModelFileError, UnknownModelError,  # noqa: F401
                      OutputExistsError, OutputWriteError, XdlWarning)
 from . import accessor as _accessor  # noqa: F401,E402  (registers .dl)
+from . import lazy as _lazy
 
 _SUBMODULES = {"engine", "conventions", "masks", "baselines", "metrics", "io", "inpaint", "predict",
                "train", "fit", "training", "evaluate", "report", "demo", "cli", "modelfile", "models", "progress"}
@@ -32,17 +33,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # xdl.masks, xdl.zoo, xdl.Model, ... imported on first use
-    import importlib
-
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name in _ALIASES:
-        return importlib.import_module(f".{_ALIASES[name]}", __name__)
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'xdl' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | _SUBMODULES | set(_ALIASES) | set(_LAZY))
+# xdl.masks, xdl.zoo, xdl.Model, ... imported on first use
+__getattr__, __dir__ = _lazy.attach(__name__, globals(), {**{n: n for n in _SUBMODULES}, **_ALIASES}, exports=_LAZY)

@@ -12,5 +12,5 @@ Submodules load on first use (``xdl.conventions.projection.earth_disk(ds)``).
 
 from ..lazy import attach
 
-__getattr__, __dir__ = attach(__name__, {"layout", "cf", "projection", "domains"}, globals())
+__getattr__, __dir__ = attach(__name__, globals(), {"layout", "cf", "projection", "domains"})
 del attach

@@ -15,5 +15,5 @@ Submodules load on first use (``xdl.engine.tiling``), so importing the package d
 
 from ..lazy import attach
 
-__getattr__, __dir__ = attach(__name__, {"tiling", "spec", "runner", "graph", "options"}, globals())
+__getattr__, __dir__ = attach(__name__, globals(), {"tiling", "spec", "runner", "graph", "options"})
 del attach
