@@ -74,14 +74,6 @@ def _split(values):
     return [v for item in values for v in item.split(",") if v]
 
 
-def _resolve_cli_model(name, default_inpaint: bool):
-    """The model object the command runs (loaded once, so its hash is of what actually runs)."""
-    from .models import pretrained
-    from .models.resolve import resolve_model
-
-    return resolve_model(name, default=pretrained.DEFAULT_INPAINT if default_inpaint else None)
-
-
 # ----------------------------------------------------------------------------- commands
 
 def _sources(a) -> list:
@@ -93,9 +85,11 @@ def _sources(a) -> list:
 
 def _cmd_inpaint(a) -> int:
     from .inpaint import inpaint
+    from .models.pretrained import DEFAULT_INPAINT
+    from .models.resolve import resolve_model
 
     check_output(a.output, a.overwrite or a.resume, _sources(a))
-    model = _resolve_cli_model(a.model, default_inpaint=True)
+    model = resolve_model(a.model, default=DEFAULT_INPAINT)  # loaded once: the job hashes what runs
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
@@ -122,10 +116,11 @@ def _write(a, result, ds, model) -> int:
 
 
 def _cmd_predict(a) -> int:
+    from .models.resolve import resolve_model
     from .predict import predict
 
     check_output(a.output, a.overwrite or a.resume, _sources(a))
-    model = _resolve_cli_model(a.model, default_inpaint=False)
+    model = resolve_model(a.model)
     ds = open_input(a.input, a.chunks)
     inputs = _split(a.inputs)
     _check_vars(ds, inputs, a.input, "--inputs")
@@ -181,8 +176,8 @@ def _cmd_train(a) -> int:
 
 
 def _cmd_evaluate(a) -> int:
-    from .evaluate import METRICS, evaluate
-    from .report import format_report
+    from .evaluate import evaluate
+    from .report import format_report, save_report
 
     if a.out:
         if not a.out.lower().endswith((".nc", ".csv")):
@@ -203,10 +198,7 @@ def _cmd_evaluate(a) -> int:
                       compile=_compile(a.compile))
     print(format_report(report))
     if a.out:
-        if a.out.lower().endswith(".csv"):
-            report[list(METRICS)].to_dataframe().to_csv(a.out)
-        else:
-            report.to_netcdf(a.out)
+        save_report(report, a.out)
         _say(f"xdl evaluate: wrote {a.out}")
     for p in report.attrs.get("plots", []):
         _say(f"xdl evaluate: wrote {p}")

@@ -1,8 +1,8 @@
-"""Evaluation reports as text: the table ``xdl evaluate`` prints."""
+"""Evaluation reports: the table ``xdl evaluate`` prints and the metrics file it writes."""
 
 from __future__ import annotations
 
-__all__ = ["format_report"]
+__all__ = ["format_report", "save_report"]
 
 
 def format_report(report) -> str:
@@ -23,3 +23,13 @@ def format_report(report) -> str:
                 lines.append(f"  {str(m):<12}{float(r.rmse):>11.4g}{float(r.mae):>11.4g}{float(r.bias):>11.3g}"
                              f"{float(r.corr):>8.3f}{float(r.std_ratio):>10.3f}{int(r.n):>10d}{float(r.seconds):>9.3f}")
     return "\n".join(lines)
+
+
+def save_report(report, path: str) -> None:
+    """Write the report's metrics to ``path``: a ``.csv`` table, otherwise netCDF (the whole report)."""
+    from .evaluate import METRICS
+
+    if path.lower().endswith(".csv"):
+        report[list(METRICS)].to_dataframe().to_csv(path)
+    else:
+        report.to_netcdf(path)
