@@ -102,7 +102,7 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
 
 def _broadcast_bool(value, arr: xr.DataArray, what: str) -> np.ndarray:
     """A numpy bool array of ``arr``'s shape (and dim order) from a DataArray/ndarray mask."""
-    from .inpaint import as_mask
+    from .conventions.validity import as_mask
 
     if isinstance(value, np.ndarray) and value.shape != arr.shape:
         # A (y, x) array for a field with leading dims: the same pixels in every sample.
@@ -258,7 +258,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     for iv, raw in enumerate(arrays):
         var_domain = domain
         if auto:
-            from .inpaint import valid_mask
+            from .conventions.validity import valid_mask
 
             var_domain = domains.auto_domain(obj, raw, valid=valid_mask(raw, mask), dims=dims)
         arr, truth, valid, dom = _prepare(raw, spec, mask, var_domain, dims)
@@ -299,7 +299,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
 
 def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     """Move the spatial dims last and load: (arr, truth, valid, domain) with numpy arrays."""
-    from .inpaint import as_mask, valid_mask
+    from .conventions.validity import as_mask, valid_mask
     from .predict import spatial_dims_for
 
     spatial = spatial_dims_for(raw, spec, dims)

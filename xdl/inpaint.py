@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .conventions import cf, domains
+from .conventions.validity import as_mask, valid_mask
 from .errors import InputError, XdlWarning
 from .engine.graph import TILES_GAPS
 from .models import pretrained
@@ -37,85 +38,6 @@ FLAG_ATTRS = {
     "comment": ("_FillValue -1: not written (an interrupted or unfinished write); "
                 "4: the model gave NaN or inf there although valid input was within its reach."),
 }
-
-
-def _label_order(value: xr.DataArray, like: xr.DataArray, dim: str, what: str):
-    """How to take ``value``'s entries along ``dim`` so that its labels match ``like``'s: None when
-    they already match (float noise allowed), an index array for a permutation of the same labels
-    (a reversed ``y``), else an InputError: masks and domains are matched by label, never by
-    position alone."""
-    if dim not in value.indexes or dim not in like.indexes:
-        return None  # one side has no labels: positions are all there is
-    mine, theirs = value.indexes[dim], like.indexes[dim]
-    if mine.equals(theirs):
-        return None
-    a, b = np.asarray(mine), np.asarray(theirs)
-    numeric = np.issubdtype(a.dtype, np.number) and np.issubdtype(b.dtype, np.number)
-    tol = 0.0
-    if numeric and b.size > 1:
-        steps = np.abs(np.diff(b.astype(np.float64)))
-        steps = steps[steps > 0]
-        tol = 1e-3 * float(steps.min()) if steps.size else 0.0
-    if numeric and np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=0, atol=tol):
-        return None  # the same grid, up to float noise (e.g. float32 vs float64 coordinates)
-    try:
-        if numeric and (mine.is_monotonic_increasing or mine.is_monotonic_decreasing):
-            order = mine.get_indexer(theirs, method="nearest", tolerance=tol) if tol > 0 else mine.get_indexer(theirs)
-        else:
-            order = mine.get_indexer(theirs)
-    except (TypeError, ValueError):
-        order = np.full(b.size, -1)
-    order = np.asarray(order)
-    if (order >= 0).all() and np.unique(order).size == order.size:
-        return order
-    lost = int((order < 0).sum())
-    raise InputError(f"{what}'s {dim!r} labels do not match those of {like.name!r}: {lost} of {b.size} "
-                     f"labels have no match ({what} runs {a[0]!r}..{a[-1]!r}, the data {b[0]!r}..{b[-1]!r}). "
-                     f"Give the {what} on the data's grid (e.g. {what}.reindex_like(data) or interp_like).")
-
-
-def as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
-    """A boolean DataArray aligned with ``like`` by coordinate labels (a permuted or reversed
-    coordinate is reordered; labels that differ raise InputError); clear errors for shape or dim
-    mismatches. A numpy array is taken as on ``like``'s grid (same shape)."""
-    if isinstance(value, np.ndarray):
-        if value.shape != like.shape:
-            raise InputError(f"{what} has shape {value.shape} but {like.name!r} has shape {like.shape}; "
-                             f"give a DataArray with dims among {like.dims} or an array of the same shape.")
-        value = xr.DataArray(value, dims=like.dims, coords=like.coords)
-    if not isinstance(value, xr.DataArray):
-        raise InputError(f"{what} must be a boolean DataArray (e.g. ds.DQF == 0) or numpy array, not {type(value).__name__}.")
-    extra = [d for d in value.dims if d not in like.dims]
-    if extra:
-        raise InputError(f"{what} has dims {extra} that {like.name!r} {like.dims} lacks.")
-    for dim in value.dims:
-        if value.sizes[dim] != like.sizes[dim]:
-            raise InputError(f"{what} has {value.sizes[dim]} entries along {dim!r} but {like.name!r} has "
-                             f"{like.sizes[dim]}; they must be on the same grid.")
-    orders = {dim: _label_order(value, like, dim, what) for dim in value.dims}
-    orders = {dim: order for dim, order in orders.items() if order is not None}
-    if orders:
-        value = value.isel(orders)
-    if value.dtype != bool:
-        if np.issubdtype(value.dtype, np.floating):
-            value = value.fillna(0)
-        value = value.astype(bool)
-    # Labels now match (up to float noise): take the data's own coordinates.
-    return xr.DataArray(value.data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
-
-
-def valid_mask(arr: xr.DataArray, mask) -> xr.DataArray:
-    if mask is not None:
-        user = as_mask(mask, arr, "mask")
-        # A user's mask never turns NaN into data.
-        return user & np.isfinite(arr) if np.issubdtype(arr.dtype, np.floating) else user
-    if not np.issubdtype(arr.dtype, np.floating):
-        has_rule = any(k in arr.attrs or k in arr.encoding for k in ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max"))
-        if not has_rule:
-            raise InputError(f"variable {arr.name!r} has dtype {arr.dtype} and no _FillValue/missing_value/"
-                             "valid_range: xdl cannot tell its gaps. Pass mask= (True where valid), or open "
-                             "the file with mask_and_scale=True.")
-    return cf.cf_valid_mask(arr)
 
 
 def _check_units(arr: xr.DataArray, spec) -> None:
