@@ -278,7 +278,8 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
                     values[k][iv, ig, im] = s[k]
             if plot is not None:
                 many = len(arrays) > 1 or len(gap_specs) > 1
-                plots.append(_plot(plot, str(arr.name), label, many, truth, keep, hidden, fills))
+                plots.append(_plot(plot, str(arr.name), label, many, truth, keep, hidden, fills,
+                                   origin=_origin(arr)))
 
     names = [str(a.name) for a in arrays]
     coords = {
@@ -324,8 +325,20 @@ def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     return arr, truth, valid, dom
 
 
-def _plot(path, variable, label, many, truth, keep, hidden, fills) -> Path:
-    """Truth | gaps | each method's fill on the top row; errors on the hidden pixels below."""
+def _origin(arr) -> str:
+    """imshow's origin: "lower" when the row coordinate ascends (south at the bottom of a map of
+    ascending latitude), "upper" otherwise (image order: descending y, GOES scan angles)."""
+    ydim = arr.dims[-2]
+    if ydim in arr.coords and arr.sizes[ydim] > 1:
+        y = np.asarray(arr[ydim].values)
+        if np.issubdtype(y.dtype, np.number) and y[-1] > y[0]:
+            return "lower"
+    return "upper"
+
+
+def _plot(path, variable, label, many, truth, keep, hidden, fills, origin="upper") -> Path:
+    """Truth | gaps | each method's fill on the top row; errors on the hidden pixels below; maps
+    of the first sample (the table scores all samples), drawn with ``origin`` (see :func:`_origin`)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
     path = Path(path)
@@ -347,14 +360,15 @@ def _plot(path, variable, label, many, truth, keep, hidden, fills) -> Path:
         e = errors[m]
         rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
         panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
-        panels.append((axes[1, j], e, f"{m}: error, rmse {rmse:.3g}", "RdBu_r", -emax, emax))
+        panels.append((axes[1, j], e, f"{m}: error, sample 0 RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
     for ax, img, title, cmap, lo, hi in panels:
-        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", origin=origin)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(f"{variable}: gap filling on hidden valid pixels")
+    lead = "" if truth.ndim == 2 else " (maps: sample 0; the table scores every sample)"
+    fig.suptitle(f"{variable}: gap filling on hidden valid pixels{lead}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path
