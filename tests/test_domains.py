@@ -148,7 +148,7 @@ def _amsr2_land(ds):
 REAL = [
     ("projected/uk_tmean_1910_osgb.nc", "tmean", lambda ds: ~np.isfinite(ds.tmean.values), 0.007),
     ("projected/msg_toa_bt_10p8_stereographic.nc", "data", lambda ds: ~np.isfinite(ds.data.values), 0.02),
-    ("ocean_land/tos_ocean_bipolar_grid.nc", "tos", lambda ds: ~np.isfinite(ds.tos.values), 0.45),
+    ("ocean_land/tos_ocean_bipolar_grid.nc", "tos", lambda ds: ~np.isfinite(ds.tos.values), 0.0),
     ("land/ndvi_max.nc", "ndvi_max", lambda ds: ~np.isfinite(ds.ndvi_max.values), 0.03),
     ("swath/MODIS_T-JPL-L2P-v2014.0.nc", "sea_surface_temperature", lambda ds: ~np.isfinite(ds.lat.values), 0.0),
     ("swath/AMSR2-L2B_*.nc", "sea_surface_temperature", _amsr2_land, 0.0),
@@ -171,6 +171,21 @@ def test_auto_domain_keeps_land_sea_space_and_outside_swath(relative, name, trut
     assert not (out & ~gaps).any()  # never a valid pixel outside
     # Gaps the file does not call outside stay fillable (MODIS: clouds and land inside the swath).
     assert not (out & gaps & ~true_out).any()
+
+
+def test_model_ocean_grid_variable_keeps_every_missing_pixel_outside():
+    # CMIP ocean output names its ocean cell area: its missing pixels are land, even a lake-sized
+    # interior one that the shape rule would fill; without that attribute the interior hole is a gap.
+    values = np.full((40, 60), 290.0, "f4")
+    values[18:22, 28:32] = np.nan  # an island inside the grid
+    plain = xr.DataArray(values, dims=("lat", "lon"), coords={"lat": np.arange(40.0), "lon": np.arange(60.0)},
+                         name="tos")
+    cmip = plain.assign_attrs(associated_files="baseURL: x areacello: areacello_fx_model.nc")
+    assert domains.on_model_ocean_grid(cmip) and not domains.on_model_ocean_grid(plain)
+    assert outside(domains.auto_domain(cmip), cmip).sum() == 16
+    assert domains.auto_domain(plain) is None
+    cf_measures = plain.assign_attrs(cell_measures="area: areacello")
+    assert outside(domains.auto_domain(cf_measures), cf_measures).sum() == 16
 
 
 def test_goes_lst_water_flag_is_outside_and_clouds_are_filled():

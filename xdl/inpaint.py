@@ -238,7 +238,8 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         variable beside the data (CF ``land_binary_mask``, ``sea_binary_mask``,
         ``land_area_fraction``, ``sea_area_fraction``, a ``flag_meanings`` land class as in GHRSST
         ``l2p_flags`` or water class as in the GOES LST ``DQF``): when at most 1% of the
-        variable's valid values lie on one side, the other side is outside; (3) 2-D lat/lon with missing values (swaths): outside where they are missing.
+        variable's valid values lie on one side, the other side is outside; (3) 2-D lat/lon with missing values (swaths): outside where they are missing; (4) model output on an
+        ocean grid (``cell_measures``/``associated_files`` name ``areacello``): every never-observed pixel is land.
         When the file says none of this (no disk, mask or swath), a shape rule: a region that no
         sample observes and that is wide (a pixel 6 or more pixels from every observed pixel:
         the sea around a country, space around a reprojected disk) is outside if it reaches the

@@ -11,7 +11,10 @@
    ``flag_meanings`` has a land class, as GHRSST ``l2p_flags``, or a water-surface class, as the
    GOES LST ``DQF``): when (almost) all of the variable's valid values lie on one side of it, the
    other side is outside;
-3. 2-D latitude/longitude coordinates with missing values (swaths): outside where they are missing.
+3. 2-D latitude/longitude coordinates with missing values (swaths): outside where they are missing;
+4. a model's ocean-grid variable (its ``cell_measures`` or CMIP ``associated_files`` name the ocean
+   cell area ``areacello``): model output has no observational gaps, so every pixel no sample
+   observes is land, outside.
 
 When none of these is present, a shape rule (``static_missing``) applies: a region that no sample
 ever observes and that is wide (some pixel lies ``WIDE`` = 6 or more pixels from any observed
@@ -199,6 +202,13 @@ def static_missing(observed: np.ndarray, samples: int, wide: int = WIDE, reach: 
     return ndimage.binary_dilation(wide_part, structure=eight, iterations=reach, mask=missing)
 
 
+def on_model_ocean_grid(arr: xr.DataArray) -> bool:
+    """Whether ``arr`` says it is model output on an ocean-only grid (CF ``cell_measures`` or CMIP
+    ``associated_files`` naming ``areacello``): its missing pixels are land, not gaps."""
+    text = f"{arr.attrs.get('cell_measures', '')} {arr.attrs.get('associated_files', '')}"
+    return re.search(r"\bareacello\b", text) is not None
+
+
 def _spatial_dims(arr, dims):
     from ..errors import InputError
     from .layout import spatial_dims
@@ -264,7 +274,7 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         observed = valid.any(dim=other) if other else valid
         observed = np.asarray(dask.compute(observed.transpose(*spatial).data)[0], dtype=bool)
         samples = int(np.prod([valid.sizes[d] for d in other])) if other else 1
-        outside = static_missing(observed, samples)
+        outside = ~observed if on_model_ocean_grid(arr) else static_missing(observed, samples)
         if outside.any():
             coords = {d: arr[d] for d in spatial if d in arr.coords}
             terms.append(xr.DataArray(~outside, dims=spatial, coords=coords, name="observed_region"))
