@@ -67,8 +67,12 @@ def _prepare(values, valid, domain):
     return values, valid, dom, out
 
 
-def _slices(values):
-    return np.ndindex(*values.shape[:-2])
+def _gap_slices(values, valid, dom):
+    """Each 2-D slice that has gaps to fill: (index, values, target = gaps in the domain, known)."""
+    for i in np.ndindex(*values.shape[:-2]):
+        v, target = values[i], ~valid[i] & dom[i]
+        if target.any():
+            yield i, v, target, valid[i] & np.isfinite(v)
 
 
 def _nearest_index(known):
@@ -86,10 +90,8 @@ def fill_nearest(values, valid, domain=None):
     [[1.0, 1.0, 4.0, 4.0]]
     """
     values, valid, dom, out = _prepare(values, valid, domain)
-    for i in _slices(values):
-        v, target = values[i], ~valid[i] & dom[i]
-        known = valid[i] & np.isfinite(v)
-        if not target.any() or not known.any():
+    for i, v, target, known in _gap_slices(values, valid, dom):
+        if not known.any():
             continue
         iy, ix = _nearest_index(known)
         out[i][target] = v[iy[target], ix[target]]
@@ -176,11 +178,7 @@ def fill_linear(values, valid, domain=None):
     True
     """
     values, valid, dom, out = _prepare(values, valid, domain)
-    for i in _slices(values):
-        v, target = values[i], ~valid[i] & dom[i]
-        if not target.any():
-            continue
-        known = valid[i] & np.isfinite(v)
+    for i, v, target, known in _gap_slices(values, valid, dom):
         ring = ndimage.binary_dilation(target, _EIGHT, iterations=_RING) & known
         if not ring.any():  # no valid pixel near any gap: nearest is all we can do
             if known.any():
@@ -218,11 +216,7 @@ def fill_biharmonic(values, valid, domain=None):
     from skimage.restoration import inpaint_biharmonic  # heavy import; only when used
 
     values, valid, dom, out = _prepare(values, valid, domain)
-    for i in _slices(values):
-        v, target = values[i], ~valid[i] & dom[i]
-        if not target.any():
-            continue
-        known = valid[i] & np.isfinite(v)
+    for i, v, target, known in _gap_slices(values, valid, dom):
         if not known.any():
             continue
         img = v.astype(np.float64)

@@ -82,6 +82,21 @@ def _stack(shape, gen2d) -> np.ndarray:
     return out
 
 
+def _hide_rectangles(ny, nx, fraction, g, size) -> np.ndarray:
+    """A (ny, nx) valid mask with rectangles hidden at random places until ``fraction`` is hidden;
+    ``size(ny, nx, remaining)`` draws each one's (height, width) before its place is drawn."""
+    hidden = np.zeros((ny, nx), dtype=bool)
+    target = int(round(fraction * ny * nx))
+    count = 0
+    while count < target:
+        h, w = size(ny, nx, target - count)
+        y0, x0 = int(g.integers(0, ny - h + 1)), int(g.integers(0, nx - w + 1))
+        win = hidden[y0:y0 + h, x0:x0 + w]
+        count += int(win.size - np.count_nonzero(win))
+        win[...] = True
+    return ~hidden
+
+
 def _capsule(hidden: np.ndarray, p0, p1, r: float) -> int:
     """Hide the pixels within ``r`` of segment p0-p1 (a thick line with round caps).
 
@@ -169,35 +184,25 @@ def scanlines(shape, fraction=0.1, rng=None, max_lines=8) -> np.ndarray:
         raise InputError(f"max_lines (widest band, in rows) must be an int >= 1, got {max_lines!r}")
     max_lines = int(max_lines)
 
-    def one(ny, nx):
-        hidden = np.zeros((ny, nx), dtype=bool)
-        target = int(round(f * ny * nx))
-        count = 0
-        while count < target:
-            remaining = target - count
-            if g.random() < 0.15 and max_lines > 4:
-                thick = int(g.integers(5, max_lines + 1))
+    def band(ny, nx, remaining):
+        if g.random() < 0.15 and max_lines > 4:
+            thick = int(g.integers(5, max_lines + 1))
+        else:
+            thick = int(min(g.geometric(0.5), 4, max_lines))
+        thick = min(thick, ny)
+        if g.random() < 0.12:  # partial-width segment
+            length = int(g.integers(max(1, nx // 5), max(2, (4 * nx) // 5) + 1))
+        else:
+            length = nx
+        # trim the last band so we do not overshoot by a whole band
+        if thick * length > remaining:
+            if remaining >= length:
+                thick = remaining // length
             else:
-                thick = int(min(g.geometric(0.5), 4, max_lines))
-            thick = min(thick, ny)
-            if g.random() < 0.12:  # partial-width segment
-                length = int(g.integers(max(1, nx // 5), max(2, (4 * nx) // 5) + 1))
-            else:
-                length = nx
-            # trim the last band so we do not overshoot by a whole band
-            if thick * length > remaining:
-                if remaining >= length:
-                    thick = remaining // length
-                else:
-                    thick, length = 1, remaining
-            y0 = int(g.integers(0, ny - thick + 1))
-            x0 = int(g.integers(0, nx - length + 1))
-            win = hidden[y0:y0 + thick, x0:x0 + length]
-            count += int(win.size - np.count_nonzero(win))
-            win[...] = True
-        return ~hidden
+                thick, length = 1, remaining
+        return thick, length
 
-    return _stack(shape, one)
+    return _stack(shape, lambda ny, nx: _hide_rectangles(ny, nx, f, g, band))
 
 
 def blocks(shape, fraction=0.1, rng=None) -> np.ndarray:
@@ -216,23 +221,14 @@ def blocks(shape, fraction=0.1, rng=None) -> np.ndarray:
         lo, hi = max(1.0, 0.03 * n), max(2.0, 0.3 * n)
         return int(min(n, max(1, round(math.exp(g.uniform(math.log(lo), math.log(hi)))))))
 
-    def one(ny, nx):
-        hidden = np.zeros((ny, nx), dtype=bool)
-        target = int(round(f * ny * nx))
-        count = 0
-        while count < target:
-            remaining = target - count
-            h, w = side(ny), side(nx)
-            if h * w > remaining:  # shrink, keeping the aspect ratio
-                k = math.sqrt(remaining / (h * w))
-                h, w = max(1, int(h * k)), max(1, int(w * k))
-            y0, x0 = int(g.integers(0, ny - h + 1)), int(g.integers(0, nx - w + 1))
-            win = hidden[y0:y0 + h, x0:x0 + w]
-            count += int(win.size - np.count_nonzero(win))
-            win[...] = True
-        return ~hidden
+    def block(ny, nx, remaining):
+        h, w = side(ny), side(nx)
+        if h * w > remaining:  # shrink, keeping the aspect ratio
+            k = math.sqrt(remaining / (h * w))
+            h, w = max(1, int(h * k)), max(1, int(w * k))
+        return h, w
 
-    return _stack(shape, one)
+    return _stack(shape, lambda ny, nx: _hide_rectangles(ny, nx, f, g, block))
 
 
 def _smooth_noise(g: np.random.Generator, ny: int, nx: int, sigma: float) -> np.ndarray:
