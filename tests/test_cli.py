@@ -305,6 +305,15 @@ def test_demo_writes_zarr_and_png(files, tmp_path, capsys):
     assert (tmp_path / "again" / "demo.png").exists()
 
 
+def test_demo_fills_every_gap_of_its_full_size_scene(tmp_path):
+    # The README's `xdl demo` (256 x 256, bundled model): wide gaps near the edge are filled too
+    # (domain="auto" would leave them NaN on a bare grid, as the sea around a country).
+    from xdl.demo import run
+
+    run(out_dir=tmp_path, size=256, verbose=False)
+    assert bool(np.isfinite(xr.open_zarr(tmp_path / "filled.zarr").sst).all())
+
+
 def test_demo_without_bundled_model_says_so(tmp_path, capsys, monkeypatch):
     from xdl.models import pretrained
 

@@ -341,6 +341,8 @@ def _plot(path, variable, label, many, truth, keep, hidden, fills, origin="upper
     of the first sample (the table scores all samples), drawn with ``origin`` (see :func:`_origin`)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
+    from .plotting import draw_panels
+
     path = Path(path)
     if many:
         path = path.with_name(f"{path.stem}_{variable}_{label}{path.suffix or '.png'}")
@@ -361,12 +363,7 @@ def _plot(path, variable, label, many, truth, keep, hidden, fills, origin="upper
         rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
         panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
         panels.append((axes[1, j], e, f"{m}: error, sample 0 RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
-    for ax, img, title, cmap, lo, hi in panels:
-        im = ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", origin=origin)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.8)
+    draw_panels(fig, panels, origin=origin, fontsize=9)
     lead = "" if truth.ndim == 2 else " (maps: sample 0; the table scores every sample)"
     fig.suptitle(f"{variable}: gap filling on hidden valid pixels{lead}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,7 @@ def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
     """The dim a volume (3-D) model runs along: CF axis T, a datetime coordinate, or a usual name."""
     others = [d for d in da.dims if d not in spatial]
     for d in others:
-        if d in da.coords and (str(da.coords[d].attrs.get("axis", "")).upper() == "T"
-                               or np.issubdtype(da.coords[d].dtype, np.datetime64)):
+        if d in da.coords and _is_time_coordinate(da.coords[d]):
             return d
     for d in others:
         if d in _TIME_NAMES:
@@ -99,12 +98,12 @@ def is_time_like(da: xr.DataArray, dim: str) -> bool:
     >>> is_time_like(xr.DataArray(np.zeros((2, 3)), dims=("step", "x"), coords={"step": [0, 1]}), "step")
     False
     """
-    if dim in _TIME_NAMES:
-        return True
-    if dim in da.coords:
-        c = da.coords[dim]
-        return bool(np.issubdtype(c.dtype, np.datetime64) or str(c.attrs.get("axis", "")).upper() == "T")
-    return False
+    return dim in _TIME_NAMES or (dim in da.coords and _is_time_coordinate(da.coords[dim]))
+
+
+def _is_time_coordinate(c: xr.DataArray) -> bool:
+    """A datetime coordinate or one with CF axis T."""
+    return bool(np.issubdtype(c.dtype, np.datetime64) or str(c.attrs.get("axis", "")).upper() == "T")
 
 
 def is_periodic_longitude(da: xr.DataArray, x_dim: str) -> bool:
