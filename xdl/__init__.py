@@ -29,7 +29,7 @@ __all__ = [
     # the modules of the verbs (also on the .dl accessor)
     "predict", "inpaint", "evaluate", "fit", "train", "demo",
     # building blocks
-    "masks", "baselines", "metrics", "io", "progress", "zoo", "models", "training", "engine", "conventions",
+    "masks", "baselines", "metrics", "io", "progress", "zoo", "pretrained", "models", "training", "engine", "conventions",
 ]
 
 

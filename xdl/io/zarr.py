@@ -21,9 +21,13 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .files import input_paths, refuse_existing, replace_atomically
+
+if TYPE_CHECKING:  # annotations only: the module imports no xarray at load time
+    import xarray as xr
 
 __all__ = ["JOB_NAME", "LOG_NAME", "STATUS_ATTR", "cleanup_quietly", "describe_incomplete", "input_identity", "job_record",
            "quiet_zarr_exit", "store_status", "to_zarr_resumable"]

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .harmonic import harmonic_fill
-from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_int, register
+from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .unet import UNet
 
 __all__ = ["FillUNet"]
@@ -58,9 +58,7 @@ class FillUNet(nn.Module):
         iterations = check_int("iterations", iterations, 0, MAX_ITERATIONS)
         biharmonic_iterations = check_int("biharmonic_iterations", biharmonic_iterations, 0, MAX_ITERATIONS)
         patch = check_int("patch", patch, 1, MAX_PATCH)
-        depth = check_int("depth", depth, 1, MAX_DEPTH)
-        base_channels = check_int("base_channels", base_channels, 1, MAX_CHANNELS)
-        max_channels = check_int("max_channels", max_channels, 1, MAX_CHANNELS)
+        depth, base_channels, max_channels = check_levels(depth, base_channels, max_channels)
         if in_channels * patch ** 2 > MAX_IO_CHANNELS:
             raise ValueError(f"in_channels * patch**2 = {in_channels * patch ** 2} folded channels, more than "
                              f"{MAX_IO_CHANNELS}; lower patch ({patch}) or in_channels ({in_channels})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules.utils import _pair
 
 __all__ = ["PartialConv2d"]
 
@@ -43,9 +42,9 @@ class PartialConv2d(nn.Conv2d):
                          padding=0 if circular_x else padding, dilation=dilation, bias=bias)
         self.multi_channel = bool(multi_channel)
         self.circular_x = bool(circular_x)
-        self.pad_yx = _pair(padding)
         if isinstance(padding, str):
             raise ValueError("PartialConv2d needs integer padding, not a padding mode string")
+        self.pad_yx = tuple(padding) if isinstance(padding, (tuple, list)) else (padding, padding)
         kh, kw = self.kernel_size
         mask_channels = in_channels if self.multi_channel else 1
         self.window_size = float(mask_channels * kh * kw)  # sum(1)

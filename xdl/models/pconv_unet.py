@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .partialconv import PartialConv2d
-from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_int, register
+from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 
 __all__ = ["PConvUNet", "default_kernels"]
 
@@ -66,9 +66,7 @@ class PConvUNet(nn.Module):
         in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
         out_channels = in_channels if out_channels is None else out_channels
         out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
-        depth = check_int("depth", depth, 1, MAX_DEPTH)
-        base_channels = check_int("base_channels", base_channels, 1, MAX_CHANNELS)
-        max_channels = check_int("max_channels", max_channels, 1, MAX_CHANNELS)
+        depth, base_channels, max_channels = check_levels(depth, base_channels, max_channels)
         if kernels is not None and (isinstance(kernels, (str, bytes)) or not hasattr(kernels, "__len__")
                                     or len(kernels) != depth):
             raise ValueError(f"kernels needs one size per level ({depth}), got {kernels!r}")

@@ -97,6 +97,16 @@ def check_int(name: str, value, lo: int, hi: int) -> int:
     return int(value)
 
 
+def check_levels(depth, base_channels, max_channels) -> tuple[int, int, int]:
+    """The UNet family's sizes checked: pooling levels and the first and widest feature channels.
+
+    >>> check_levels(3, 32, 128)
+    (3, 32, 128)
+    """
+    return (check_int("depth", depth, 1, MAX_DEPTH), check_int("base_channels", base_channels, 1, MAX_CHANNELS),
+            check_int("max_channels", max_channels, 1, MAX_CHANNELS))
+
+
 def check_float(name: str, value, lo: float, hi: float) -> float:
     """``value`` as a float if it is a finite number in ``[lo, hi]``, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \

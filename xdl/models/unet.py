@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import MAX_CHANNELS, MAX_DEPTH, MAX_IO_CHANNELS, check_float, check_int, register
+from .registry import MAX_IO_CHANNELS, check_float, check_int, check_levels, register
 
 
 def prepare_input(net: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -69,9 +69,7 @@ class UNet(nn.Module):
         # Bounds first, before anything is allocated (the config may come from a hostile file).
         in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
         out_channels = check_int("out_channels", out_channels, 1, MAX_IO_CHANNELS)
-        depth = check_int("depth", depth, 1, MAX_DEPTH)
-        base_channels = check_int("base_channels", base_channels, 1, MAX_CHANNELS)
-        max_channels = check_int("max_channels", max_channels, 1, MAX_CHANNELS)
+        depth, base_channels, max_channels = check_levels(depth, base_channels, max_channels)
         check_float("dropout", dropout, 0.0, 1.0)
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth,
                            base_channels=base_channels, max_channels=max_channels, residual=bool(residual),
