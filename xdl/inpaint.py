@@ -19,6 +19,7 @@ import xarray as xr
 from .conventions import cf, domains
 from .conventions.validity import as_mask, valid_mask
 from .errors import InputError, XdlWarning
+from .engine import tiling
 from .engine.graph import TILES_GAPS
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
@@ -99,16 +100,10 @@ def _compose(values, valid, model_values, inside, lo, hi, near, check, *, dtype,
 def _near_valid(valid: xr.DataArray, spatial, halo: int) -> xr.DataArray:
     """True where some valid pixel lies within ``halo`` pixels (per spatial axis): the engine then
     ran the model there (its tiles hold their core's halo), so a non-finite value is the model's."""
-    from scipy import ndimage
-
     axes = [valid.get_axis_num(d) for d in spatial]
-    size = 2 * int(halo) + 1
 
     def dilate(block):
-        out = block.astype(np.uint8)
-        for axis in axes:
-            out = ndimage.maximum_filter1d(out, size, axis=axis, mode="constant", cval=0)
-        return out.astype(bool)
+        return tiling.within(block, [halo] * len(axes), axes)
 
     data = valid.data
     if not isinstance(data, da.Array):

@@ -143,21 +143,9 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
 def _within_halo(missing: np.ndarray, plans, out_spatial) -> np.ndarray:
     """For a padded block's ``missing`` pixels ``(B, *padded)``: per output pixel ``(B, *out_spatial)``,
     whether a missing pixel lies within ``halo`` of it along every axis (a box, as tiles read)."""
-    hit = missing
-    for i, (plan, n) in enumerate(zip(plans, out_spatial)):
-        axis = 1 + i
-        h = plan.halo
-        if h == 0:
-            hit = np.take(hit, np.arange(n), axis=axis)
-            continue
-        # Box sum of width 2h+1 from a cumulative sum: output j reads padded [j, j + 2h].
-        counts = np.cumsum(hit, axis=axis, dtype=np.int32)
-        zero = np.zeros_like(np.take(counts, [0], axis=axis))
-        counts = np.concatenate([zero, counts], axis=axis)
-        upper = np.take(counts, np.arange(2 * h + 1, 2 * h + 1 + n), axis=axis)
-        lower = np.take(counts, np.arange(n), axis=axis)
-        hit = upper > lower
-    return hit
+    axes = range(1, 1 + len(plans))
+    hit = tiling.within(missing, [p.halo for p in plans], axes)
+    return hit[(slice(None),) + tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_spatial))]
 
 
 def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_lead, tiles, compiled,

@@ -159,3 +159,19 @@ def assemble(outputs: np.ndarray, origins: list[tuple[int, ...]], plans: list[Ax
     crop = tuple(slice(0, n) for n in out_shape)
     return result[(slice(None), slice(None)) + crop]
 
+
+def within(mask: np.ndarray, radii, axes) -> np.ndarray:
+    """True where some True pixel of ``mask`` lies within ``radii[i]`` pixels along ``axes[i]``,
+    for every axis at once (a box, as a tile with that halo reads); beyond the edges counts as False.
+
+    >>> within(np.array([0, 0, 1, 0, 0, 0], bool), [1], [0]).astype(int).tolist()
+    [0, 1, 1, 1, 0, 0]
+    """
+    from scipy import ndimage  # a running maximum: one pass per axis, whatever the radius
+
+    out = np.asarray(mask, dtype=np.uint8)
+    for r, axis in zip(radii, axes):
+        if r > 0:
+            out = ndimage.maximum_filter1d(out, 2 * int(r) + 1, axis=axis, mode="constant", cval=0)
+    return out.astype(bool)
+
