@@ -63,6 +63,25 @@ def gap_loss(out, truth, valid, mask, weights=None) -> dict:
     return {"valid": l_valid, "hole": l_hole, "tv": l_tv, "hole_mse": l_hole_mse, "loss": total}
 
 
+def gaussian_nll(mean: torch.Tensor, sigma: torch.Tensor, truth: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """Gaussian negative log-likelihood (DINCAE's loss, Barth et al. 2020), up to a constant:
+    mean of ``log(sigma) + (mean - truth)**2 / (2 sigma**2)`` over the pixels ``where`` is True.
+
+    Pass a detached ``mean`` to train only the sigma head (the mean keeps its own loss).
+
+    >>> m = torch.zeros(4); t = torch.tensor([1.0, -1.0, 1.0, -1.0]); w = torch.ones(4, dtype=torch.bool)
+    >>> [round(float(gaussian_nll(m, torch.full((4,), s), t, w)), 4) for s in (0.5, 1.0, 2.0)]
+    [1.3069, 0.5, 0.8181]
+    """
+    where = where.expand_as(mean)
+    zero = torch.zeros((), dtype=truth.dtype, device=truth.device)
+    truth = torch.where(where, truth, zero)  # a NaN truth elsewhere must not poison the gradient
+    sigma = torch.where(where, sigma, torch.ones((), dtype=sigma.dtype, device=sigma.device))
+    term = torch.log(sigma) + (mean - truth).square() / (2 * sigma.square())
+    w = where.to(term.dtype)
+    return (term * w).sum() / w.sum().clamp(min=1.0)
+
+
 def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """PatchGAN discriminator loss: real patches towards 1, fake ones towards 0 (logits, halved).
 
