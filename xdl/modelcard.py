@@ -12,7 +12,8 @@ import numbers
 from .errors import InputError
 from .models import registry
 
-__all__ = ["CARD_KEYS", "CARD_LIMITS", "MAX_DEPTH", "check_card", "json_depth", "short"]
+__all__ = ["CARD_KEYS", "CARD_LIMITS", "CONTEXT_ANY", "MAX_DEPTH", "MAX_TIME_WINDOW", "check_card", "json_depth",
+           "short"]
 
 MAX_DEPTH = 32  # nesting of the card's JSON: deeper would only exhaust recursion (deepcopy)
 
@@ -26,6 +27,11 @@ CARD_KEYS = ("architecture", "config", "mode", "in_channels", "out_channels", "s
 # (a halo of 10**12 asked for 14.6 TiB), far above what the zoo's models use (halo <= 512).
 CARD_LIMITS = {"in_channels": (1, registry.MAX_IO_CHANNELS), "out_channels": (1, registry.MAX_IO_CHANNELS),
                "size_multiple": (1, 4096), "halo": (0, 4096), "min_tile": (0, 8192)}
+MAX_TIME_WINDOW = 8       # neighbouring time steps each side a context model may be given
+MAX_CONTEXT_FIELDS = 64   # as xdl.models.context.MAX_CONTEXT_FIELDS
+# The "context" entry of a model that takes any context (the bundled default): a model fit on a
+# user's data records {"variables": [...], "time_window": k} instead and takes only that.
+CONTEXT_ANY = {"accepts": "any", "max_fields": 32, "max_time_window": 3}
 _MODES = (None, "spatial", "pointwise", "volume")
 _NORM_KINDS = ("none", "global", "per_sample")
 _FLOAT32_MAX = 3.4e38
@@ -81,6 +87,8 @@ def check_card(card: dict) -> None:
         v = card.get(key)
         if v is not None and (not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values())):
             fail(key, "an object {variable: text}", v)
+    _check_uncertainty(card.get("uncertainty"), fail)
+    _check_context(card.get("context"), fail)
     norm = card.get("normalization")
     if norm is not None:
         if not isinstance(norm, dict):
@@ -98,6 +106,39 @@ def check_card(card: dict) -> None:
             if not ok:
                 fail(f"normalization {stat_key}", "an object {variable: finite number}"
                      + (" with every std > 0" if stat_key == "std" else ""), v)
+
+
+def _check_uncertainty(v, fail) -> None:
+    """``{"kind": "gaussian", "scale": s > 0, ...}``: the model's second half of outputs are sigmas."""
+    if v is None:
+        return
+    scale = v.get("scale", 1.0) if isinstance(v, dict) else None
+    if (not isinstance(v, dict) or v.get("kind") != "gaussian" or not isinstance(scale, numbers.Real)
+            or isinstance(scale, bool) or not math.isfinite(scale) or not 0 < scale < 1e6):
+        fail("uncertainty", "an object {'kind': 'gaussian', 'scale': a number > 0}", v)
+
+
+def _check_context(v, fail) -> None:
+    """``CONTEXT_ANY``-like (bounds) or ``{"variables": [names], "time_window": k}``."""
+    if v is None:
+        return
+    want = ("an object {'accepts': 'any', 'max_fields': n, 'max_time_window': k} or "
+            "{'variables': [names], 'time_window': k}")
+    if not isinstance(v, dict):
+        fail("context", want, v)
+
+    def whole(key, hi):
+        x = v.get(key, 0)
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool) and 0 <= x <= hi
+
+    if v.get("accepts") == "any":
+        if not (whole("max_fields", MAX_CONTEXT_FIELDS) and whole("max_time_window", MAX_TIME_WINDOW)):
+            fail("context", want, v)
+        return
+    names = v.get("variables", [])
+    if (not isinstance(names, list) or len(names) > MAX_CONTEXT_FIELDS or not all(isinstance(x, str) for x in names)
+            or not whole("time_window", MAX_TIME_WINDOW)):
+        fail("context", want, v)
 
 
 def json_depth(obj) -> int:

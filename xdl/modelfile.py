@@ -24,7 +24,7 @@ import os
 import torch
 
 from .errors import InputError, ModelFileError, UnknownModelError
-from .modelcard import CARD_KEYS, CARD_LIMITS, check_card, short  # noqa: F401 (CARD_LIMITS: re-exported)
+from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, short  # noqa: F401 (CARD_LIMITS: re-exported)
 from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, fail, open_regular, read_header,
                           read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
 from .io.files import replace_atomically
@@ -103,7 +103,12 @@ class Model:
             "training": {}, "metrics": {}, "description": "",
             "xdl_version": _version(),
         }
+        if g("sigma", False):
+            defaults["uncertainty"] = {"kind": "gaussian", "scale": 1.0, "calibration": "none (untrained)"}
+        if g("takes_context", False):
+            defaults["context"] = dict(CONTEXT_ANY)
         out = {k: card[k] if k in card else defaults[k] for k in CARD_KEYS}
+        out.update({k: defaults[k] for k in ("uncertainty", "context") if k in defaults and k not in card})
         out.update({k: v for k, v in card.items() if k not in out})  # keep extra keys users add
         if out["in_channels"] is None and out["inputs"]:
             out["in_channels"] = len(out["inputs"])

@@ -6,7 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .context import ContextEncoder, check_info, sigma_from_raw
 from .harmonic import harmonic_fill
+from .regression import local_regression
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .unet import UNet
 
@@ -37,6 +39,15 @@ class FillUNet(nn.Module):
     (patch 4, 3 levels, 32-128 channels: the bundled ``fill-default``) run at 13-17 Mpix/s on two
     CPU cores.
 
+    ``context_features`` > 0 makes it a context model, called ``forward(x, mask, info)`` with the
+    targets first and any number of context fields after them (:mod:`xdl.models.context`):
+    each target then also gets a local regression on the (harmonically completed) context
+    (:func:`~xdl.models.regression.local_regression`) as its first guess, and the UNet sees, beside
+    the harmonic fill and the mask, the regression's departure from it, the fit's residual
+    variance and the context features pooled over the fields. ``sigma=True`` adds a per-pixel
+    standard deviation head: the output is then the means followed by the sigmas (normalised
+    units), trained with a Gaussian likelihood.
+
     Example:
         >>> net = FillUNet(in_channels=1, depth=2, base_channels=8).eval()
         >>> x = torch.randn(2, 1, 32, 48); m = (torch.rand_like(x) > 0.3).float()
@@ -50,7 +61,8 @@ class FillUNet(nn.Module):
     fills_gaps = True
 
     def __init__(self, in_channels=1, out_channels=None, depth=3, base_channels=32, max_channels=128,
-                 residual=False, iterations=8, patch=4, biharmonic_iterations=10):
+                 residual=False, iterations=8, patch=4, biharmonic_iterations=10, context_features=0,
+                 sigma=False):
         super().__init__()
         # Bounds first, before anything is allocated (the config may come from a hostile file):
         # the iterations are per tile and level, unbounded they would hang inference.
@@ -59,6 +71,7 @@ class FillUNet(nn.Module):
         biharmonic_iterations = check_int("biharmonic_iterations", biharmonic_iterations, 0, MAX_ITERATIONS)
         patch = check_int("patch", patch, 1, MAX_PATCH)
         depth, base_channels, max_channels = check_levels(depth, base_channels, max_channels)
+        context_features = check_int("context_features", context_features, 0, 512)
         if in_channels * patch ** 2 > MAX_IO_CHANNELS:
             raise ValueError(f"in_channels * patch**2 = {in_channels * patch ** 2} folded channels, more than "
                              f"{MAX_IO_CHANNELS}; lower patch ({patch}) or in_channels ({in_channels})")
@@ -73,20 +86,34 @@ class FillUNet(nn.Module):
                            base_channels=base_channels, max_channels=max_channels, residual=bool(residual),
                            iterations=int(iterations), patch=int(patch),
                            biharmonic_iterations=int(biharmonic_iterations))
-        self.in_channels = self.out_channels = in_channels
+        if context_features or sigma:  # absent from older cards: their models load as they were
+            self.config.update(context_features=context_features, sigma=bool(sigma))
+        self.in_channels = in_channels
+        self.sigma = bool(sigma)
+        self.out_channels = in_channels * (2 if self.sigma else 1)
+        self.takes_context = context_features > 0
         if int(patch) < 1:
             raise ValueError(f"patch must be >= 1, got {patch}")
         self.depth, self.iterations, self.patch = depth, int(iterations), int(patch)
         self.biharmonic_iterations = int(biharmonic_iterations)
         folded = in_channels * self.patch ** 2
-        self.correction = UNet(folded, folded, depth=depth, base_channels=base_channels,
-                               max_channels=max_channels, residual=residual, with_mask=True)
+        out = folded * (2 if self.sigma else 1)
+        if self.takes_context:
+            self.context = ContextEncoder(self.patch ** 2, context_features)
+            # harmonic fill and mask, then per target: regression - fill, log residual variance; pooled context
+            cin = 3 * folded + in_channels + 2 * context_features
+            self.correction = UNet(cin, out, depth=depth, base_channels=base_channels,
+                                   max_channels=max_channels, residual=residual, with_mask=False)
+        else:
+            self.correction = UNet(folded, out, depth=depth, base_channels=base_channels,
+                                   max_channels=max_channels, residual=residual, with_mask=True)
         nn.init.zeros_(self.correction.head.weight)
         nn.init.zeros_(self.correction.head.bias)
         self.size_multiple = self.correction.size_multiple * self.patch
         # Context for the correction net (one coarsest-level pixel, as for the UNet); the harmonic
         # fill itself reaches across the whole tile. Twice that scored the same on held-out scenes.
-        self.halo = self.size_multiple
+        # A context model's local regression reads about 60 pixels around each cell: give it that.
+        self.halo = self.size_multiple * (2 if self.takes_context else 1)
         # Big tiles: less context and padding per output pixel (a 1500 x 2500 scene is 2 tiles of
         # 1568 x 1344 rather than 6 of 832 x 928), and the net is light enough for them.
         self.min_tile = 1536
@@ -94,15 +121,50 @@ class FillUNet(nn.Module):
         # scenes its RMSE moved by < 0.1%, while a CPU with native bf16 runs it 1.5x faster.
         self.cpu_bf16 = True
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, info=None) -> torch.Tensor:
+        n = self.in_channels
         if mask is None:
-            return x
-        mask = mask.to(x.dtype).expand_as(x)
-        first_guess = harmonic_fill(x, mask, self.iterations, self.biharmonic_iterations)
+            mask = torch.ones_like(x)
+        mask = mask.to(x.dtype)
+        if mask.shape[1] != x.shape[1]:
+            mask = mask.expand_as(x)
+        if not self.takes_context and x.shape[1] != n:
+            raise ValueError(f"FillUNet(in_channels={n}) takes no context fields; got {x.shape[1]} channels")
+        xt, mt = x[:, :n], mask[:, :n]
+        first_guess = harmonic_fill(xt, mt, self.iterations, self.biharmonic_iterations)
         p = self.patch
-        folded = [F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mask, p)]
+        folded = [F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mt, p)]
+        base = first_guess
+        if self.takes_context:
+            base, extra = self._context_inputs(x[:, n:], mask[:, n:], info, xt, mt, first_guess)
+            folded = [torch.cat(folded + extra, 1)]
         if x.device.type == "cpu":  # oneDNN's convolutions run 20-30% faster on channels-last input
             folded = [t.contiguous(memory_format=torch.channels_last) for t in folded]
-        correction = self.correction(*folded)
-        correction = F.pixel_shuffle(correction.float(), p)
-        return torch.where(mask > 0.5, x.float(), first_guess + correction).to(x.dtype)
+        correction = F.pixel_shuffle(self.correction(*folded).float(), p)
+        mean = torch.where(mt > 0.5, xt.float(), base + correction[:, :n]).to(x.dtype)
+        if not self.sigma:
+            return mean
+        return torch.cat([mean, sigma_from_raw(correction[:, n:]).to(x.dtype)], 1)
+
+    def _context_inputs(self, xc, mc, info, xt, mt, first_guess):
+        """The context first guess per target and the UNet's extra inputs (all folded by the patch)."""
+        p, n = self.patch, self.in_channels
+        k = xc.shape[1]
+        info = check_info(info, k, xc.device, torch.float32)
+        if k == 0:
+            zeros = first_guess.new_zeros
+            h, w = first_guess.shape[-2] // p, first_guess.shape[-1] // p
+            extra = [zeros((xt.shape[0], n * p * p, h, w)), zeros((xt.shape[0], n, h, w)),
+                     zeros((xt.shape[0], 2 * self.context.features, h, w))]
+            return first_guess, extra
+        complete = harmonic_fill(xc, mc, self.iterations, 0)
+        estimates, spreads = [], []
+        for i in range(n):
+            estimate, residual, _ = local_regression(xt[:, i:i + 1], mt[:, i:i + 1], complete, mc)
+            estimates.append(estimate)
+            spreads.append(torch.log(residual.clamp(min=0) + 1e-4))
+        estimate = torch.cat(estimates, 1)
+        pooled = self.context(F.pixel_unshuffle(complete.to(xt.dtype), p), F.pixel_unshuffle(mc, p), info)
+        extra = [F.pixel_unshuffle((estimate - first_guess).to(xt.dtype), p),
+                 F.avg_pool2d(torch.cat(spreads, 1), p).to(xt.dtype), pooled]
+        return estimate, extra

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .context import sigma_from_raw
 from .partialconv import PartialConv2d
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 
@@ -45,7 +46,9 @@ class PConvUNet(nn.Module):
     Encoder: ``depth`` stride-2 partial convolutions (kernels 7, 5, 5, 3, ...), BatchNorm except on
     the first, ReLU. Decoder: nearest x2 upsampling of features and masks, concat with the skip
     features and masks, 3x3 partial convolution, BatchNorm, LeakyReLU(0.2); the last decoder layer
-    sees the input image and mask and has no BatchNorm or activation. Channels go
+    sees the input image and mask and has no BatchNorm or activation. ``sigma=True`` doubles the
+    last layer's outputs: the means, then a per-pixel standard deviation each (positive, through
+    :func:`~xdl.models.context.sigma_from_raw`), trained with a Gaussian likelihood. Channels go
     ``base_channels * 2**i`` capped at ``max_channels``. H and W must be multiples of ``2**depth``.
 
     Example:
@@ -60,7 +63,7 @@ class PConvUNet(nn.Module):
     fills_gaps = True
 
     def __init__(self, in_channels=1, out_channels=None, depth=4, base_channels=32, max_channels=256,
-                 kernels=None, circular_x=False, freeze_encoder_bn=False):
+                 kernels=None, circular_x=False, freeze_encoder_bn=False, sigma=False):
         super().__init__()
         # Bounds first, before anything is allocated (the config may come from a hostile file).
         in_channels = check_int("in_channels", in_channels, 1, MAX_IO_CHANNELS)
@@ -79,7 +82,11 @@ class PConvUNet(nn.Module):
         self.config = dict(in_channels=in_channels, out_channels=out_channels, depth=depth,
                            base_channels=base_channels, max_channels=max_channels, kernels=list(kernels),
                            circular_x=bool(circular_x), freeze_encoder_bn=bool(freeze_encoder_bn))
-        self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
+        if sigma:  # absent from older cards: their models load as they were
+            self.config["sigma"] = True
+        self.sigma = bool(sigma)
+        self.means = out_channels
+        self.in_channels, self.out_channels, self.depth = in_channels, out_channels * (2 if sigma else 1), depth
         self.size_multiple = 2 ** depth
         # Effective receptive field radius, rounded to the size multiple: two coarsest-level pixels.
         self.halo = 2 * self.size_multiple
@@ -95,7 +102,8 @@ class PConvUNet(nn.Module):
         for j in range(depth):
             skip = in_channels if j == 0 else ch[j - 1]
             last = j == 0
-            dec.append(_PConvBlock(ch[j] + skip, out_channels if last else ch[j - 1], 3, 1, bn=not last,
+            width = self.out_channels if last else ch[j - 1]
+            dec.append(_PConvBlock(ch[j] + skip, width, 3, 1, bn=not last,
                                    act=None if last else nn.LeakyReLU(0.2, inplace=True),
                                    circular_x=circular_x))
         self.decoder = nn.ModuleList(dec)
@@ -132,4 +140,6 @@ class PConvUNet(nn.Module):
             f = torch.cat([f, skip_f.to(f.dtype)], 1)
             m = torch.cat([m.to(f.dtype), skip_m.to(f.dtype)], 1)
             f, m = self.decoder[j](f, m)
+        if self.sigma:
+            return torch.cat([f[:, :self.means], sigma_from_raw(f[:, self.means:]).to(f.dtype)], 1)
         return f
