@@ -32,34 +32,12 @@ from .io.files import refuse_existing, refuse_overlap
 from .io.open import open_input, read_config
 from .io.write import check_output, keep_coordinate_metadata, write_output
 from .io.zarr import job_record
+from .cli_args import EPILOGS, demo_args, evaluate_args, inpaint_args, predict_args, train_args
 
 __all__ = ["main"]
 
 
 # ----------------------------------------------------------------------------- arguments
-
-def _parse_chunks(text: str):
-    """``"y=512,x=512"`` -> ``{"y": 512, "x": 512}``; ``"auto"``; ``"none"`` -> None (no dask);
-    ``"file"`` -> the file's own chunks (the default)."""
-    text = text.strip()
-    if text in ("auto", "none", "file", ""):
-        return {"auto": "auto", "none": None, "file": "file", "": "file"}[text]
-    out = {}
-    for part in text.split(","):
-        name, sep, size = part.partition("=")
-        if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(f"bad chunks {text!r}: write dim=size pairs, e.g. y=512,x=512")
-        size = size.strip()
-        if size in ("auto", "-1"):
-            out[name.strip()] = "auto" if size == "auto" else -1
-            continue
-        try:
-            out[name.strip()] = int(size)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad chunk size {size!r} in {text!r}: give an integer, "
-                                             "e.g. y=512,x=512") from None
-    return out
-
 
 def _check_vars(ds, names, path, what="--var"):
     for n in names or ():
@@ -94,8 +72,11 @@ def _cmd_inpaint(a) -> int:
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
     mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
+    context = _split(a.context)
+    _check_vars(ds, context, a.input, "--context")
     result = inpaint(ds, model, variables=variables, mask=mask, domain=domain_argument(a.domain, ds, a.domain_file),
-                     device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False)
+                     device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False,
+                     context=context, time_window=a.time_window, uncertainty=a.uncertainty)
     return _write(a, result, ds, model)
 
 
@@ -233,119 +214,16 @@ def _say(text: str) -> None:
 
 # ----------------------------------------------------------------------------- parser
 
-_EPILOGS = {
-    "inpaint": "example:\n  xdl inpaint goes.nc goes_filled.zarr --var Rad --mask \"DQF == 0\" --chunks y=512,x=512",
-    "predict": "example:\n  xdl predict goes.nc wv.zarr --model c13_to_c08.xdl.safetensors --inputs Rad --outputs C08",
-    "train": ("example:\n  xdl train 'era5_*.nc' --model fill-unet --var t2m --masks clouds --epochs 20 "
-              "--out t2m.xdl.safetensors\n  xdl train era5.zarr --config fit.json --model fill-unet "
-              "--out t2m.xdl.safetensors --epochs 5\n"
-              "--config: a JSON object of xdl.train.fit keyword arguments; flags override it."),
-    "evaluate": "example:\n  xdl evaluate sst.nc --var sst --gaps scanlines,blocks,clouds --fraction 0.1 --plot sst.png --out sst_metrics.csv",
-    "zoo": "example:\n  xdl zoo",
-    "demo": "example:\n  xdl demo --out xdl_demo_out --size 256",
-}
-
-
-def _io_args(sp, output=True) -> None:
-    sp.add_argument("input", metavar="IN", help="netCDF file, zarr store, or a quoted glob of files")
-    if output:
-        sp.add_argument("output", metavar="OUT", help="output: *.zarr or *.nc")
-    sp.add_argument("--chunks", type=_parse_chunks, default="file", metavar="SPEC",
-                    help="dask chunks: dim=size pairs (y=512,x=512), 'auto', 'none' (in memory) or 'file' (default: the file's own)")
-
-
-def _engine_args(sp) -> None:
-    sp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1")
-    sp.add_argument("--tile", type=int, default=None, help="largest tile side in pixels (default: by device)")
-    sp.add_argument("--compile", choices=["auto", "yes", "no"], default="auto",
-                    help="torch.compile the model: auto (on CUDA), yes, no")
-
-
-def _writing_args(sp) -> None:
-    sp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    sp.add_argument("--resume", action="store_true",
-                    help="finish an interrupted write to a zarr OUT: regions already written are kept")
-    sp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
-                    help="show a progress bar (default: when stderr is a terminal)")
-
-
-def _inpaint_args(s) -> None:
-    _io_args(s)
-    s.add_argument("--var", action="append", metavar="V", help="variable to fill (repeat or comma-separate; default: every float field)")
-    s.add_argument("--model", default=None, help="model file, bundled name (default: the bundled default model)")
-    s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0" (default: CF _FillValue/valid_range)')
-    s.add_argument("--domain", default="auto", metavar="EXPR", help='where gaps may be filled: "auto", "none", or e.g. "land == 0"')
-    s.add_argument("--domain-file", default=None, metavar="FILE",
-                   help='take --domain\'s variables from this file, e.g. --domain-file mask.nc --domain "land == 0"')
-    _engine_args(s)
-    _writing_args(s)
-
-
-def _predict_args(s) -> None:
-    _io_args(s)
-    s.add_argument("--model", required=True, help="model file (.safetensors) or bundled name")
-    s.add_argument("--inputs", action="append", metavar="V", help="input variables, in the model's channel order")
-    s.add_argument("--outputs", action="append", metavar="V", help="names for the output variables")
-    _engine_args(s)
-    _writing_args(s)
-
-
-def _train_args(s) -> None:
-    _io_args(s, output=False)
-    s.add_argument("--model", default=None, metavar="NAME_OR_PATH", help="zoo name (see `xdl zoo`) or a saved model")
-    s.add_argument("--out", required=True, metavar="MODEL.safetensors", help="where to save the trained model")
-    s.add_argument("--config", default=None, metavar="CFG.json", help="JSON object of fit() keyword arguments")
-    s.add_argument("--var", action="append", default=None, help="variables to learn to fill")
-    s.add_argument("--inputs", action="append", default=None, help="input variables (mappings)")
-    s.add_argument("--targets", action="append", default=None, help="target variables (mappings)")
-    s.add_argument("--epochs", type=int, default=None)
-    s.add_argument("--steps", type=int, default=None, help="steps per epoch")
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--tile", type=int, default=None, help="training tile side in pixels")
-    s.add_argument("--masks", default=None, metavar="KIND", help="training gaps: irregular, scanlines, blocks, clouds, observed")
-    s.add_argument("--checkpoint-dir", default=None, metavar="DIR")
-    s.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
-    s.add_argument("--device", default=None)
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-
-
-def _evaluate_args(s) -> None:
-    _io_args(s, output=False)
-    s.add_argument("--var", action="append", metavar="V", help="variables to score (default: every float field)")
-    s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
-    s.add_argument("--gaps", default="scanlines", help="comma-separated gap kinds: scanlines, blocks, clouds, irregular")
-    s.add_argument("--fraction", type=float, default=0.1, help="share of the valid pixels to hide (default 0.1)")
-    s.add_argument("--baselines", default="linear,biharmonic", help="comma-separated: linear, nearest, biharmonic ('' for none)")
-    s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0"')
-    s.add_argument("--domain", default="auto", metavar="EXPR", help='"auto", "none", or e.g. "land == 0"')
-    s.add_argument("--domain-file", default=None, metavar="FILE", help="take --domain's variables from this file")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--plot", default=None, metavar="PNG",
-                   help="figure of truth, gaps, fills and errors (first sample); with several variables or "
-                        "gap kinds, one file each: PNG's stem + _<var>_<gaps>.png (the paths are printed)")
-    s.add_argument("--out", default=None, metavar="METRICS", help="write the metrics to .nc or .csv")
-    s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    _engine_args(s)
-
-
-def _demo_args(s) -> None:
-    s.add_argument("--out", default="xdl_demo_out", metavar="DIR", help="output folder (default xdl_demo_out)")
-    s.add_argument("--size", type=int, default=256, help="field side in pixels (default 256)")
-    s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
-    s.add_argument("--seed", type=int, default=0)
-
-
 # name: (help, the function adding its arguments, the function running it)
 _COMMANDS = {
     "inpaint": ("Fill the gaps of variables with a learned gap filler; valid values stay identical.",
-                _inpaint_args, _cmd_inpaint),
-    "predict": ("Run a model over a dataset (learned mappings between variables).", _predict_args, _cmd_predict),
-    "train": ("Train a zoo architecture (or fine-tune a saved model) and save it.", _train_args, _cmd_train),
+                inpaint_args, _cmd_inpaint),
+    "predict": ("Run a model over a dataset (learned mappings between variables).", predict_args, _cmd_predict),
+    "train": ("Train a zoo architecture (or fine-tune a saved model) and save it.", train_args, _cmd_train),
     "evaluate": ("Hide valid data with realistic gaps, fill them, and score the model against baselines.",
-                 _evaluate_args, _cmd_evaluate),
+                 evaluate_args, _cmd_evaluate),
     "zoo": ("List the zoo architectures and the bundled models.", None, _cmd_zoo),
-    "demo": ("Fill synthetic gaps in a generated field and compare with linear interpolation.", _demo_args, _cmd_demo),
+    "demo": ("Fill synthetic gaps in a generated field and compare with linear interpolation.", demo_args, _cmd_demo),
 }
 
 
@@ -360,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"xdl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_, add_args, run) in _COMMANDS.items():
-        s = sub.add_parser(name, help=help_, description=help_, epilog=_EPILOGS[name], formatter_class=fmt)
+        s = sub.add_parser(name, help=help_, description=help_, epilog=EPILOGS[name], formatter_class=fmt)
         if add_args is not None:
             add_args(s)
         s.set_defaults(func=run)

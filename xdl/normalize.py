@@ -91,18 +91,50 @@ def for_input(norm, names: list, data: da.Array, n_spatial: int) -> Normalizatio
     return Normalization(mean, std, lo, hi)
 
 
-def for_output(norm, names: list, inputs: Normalization | None, out, n_spatial: int) -> Normalization | None:
-    """The normalisation to undo on the model output ``out`` (channels ``names``): the card's
-    statistics of the outputs (``global``), or the input's own (``per_sample``)."""
+def for_output(norm, names: list, inputs: Normalization | None, out, n_spatial: int, *,
+               target_channels: int | None = None, sigma_scale: float | None = None) -> Normalization | None:
+    """The normalisation to undo on the model output ``out`` (channels ``names``, one per mean):
+    the card's statistics of the outputs (``global``), or the input's own (``per_sample``).
+
+    ``target_channels``: the input's first channels that the outputs belong to (the rest are
+    context fields, issue #15); None: all of them. ``sigma_scale``: the output is ``n`` means then
+    ``n`` sigmas (in normalised units): the sigmas are multiplied by the std only (no mean), then
+    by ``sigma_scale`` (the card's calibration). Without either, as it always was.
+
+    >>> import numpy as np
+    >>> inputs = Normalization(np.array([10.0, 5.0], "f4").reshape(2, 1, 1), np.array([2.0, 3.0], "f4").reshape(2, 1, 1))
+    >>> out = np.ones((2, 1, 1), "f4")  # one mean, one sigma
+    >>> n = for_output({"kind": "per_sample"}, ["t"], inputs, out, 2, target_channels=1, sigma_scale=1.5)
+    >>> n.invert(out).ravel().tolist()
+    [12.0, 3.0]
+    """
     kind = card_kind(norm)
-    if kind == "none" or inputs is None:
-        return None
-    if kind == "global":
-        return Normalization.from_card(norm, names, out.ndim, n_spatial)
     channel_axis = out.ndim - n_spatial - 1
-    if inputs.mean.shape[channel_axis] != out.shape[channel_axis]:
-        raise InputError("per-sample normalisation needs as many output channels as input channels.")
-    return Normalization(inputs.mean, inputs.std)
+    n_out = out.shape[channel_axis]
+    n_means = n_out // 2 if sigma_scale is not None else n_out
+    if kind == "none" or inputs is None:
+        if sigma_scale is None or sigma_scale == 1:
+            return None
+        shape = channel_shape(out.ndim, n_spatial)
+        return Normalization(np.zeros(n_out, np.float32).reshape(shape),
+                             np.array([1.0] * n_means + [sigma_scale] * n_means, np.float32).reshape(shape))
+    if kind == "global":
+        means = Normalization.from_card(norm, names[:n_means], out.ndim, n_spatial)
+    else:
+        n_in = inputs.mean.shape[channel_axis]
+        wanted = n_in if target_channels is None else target_channels
+        if n_means != wanted or n_in < wanted:
+            raise InputError("per-sample normalisation needs as many output channels as input channels.")
+        if n_in == n_means and sigma_scale is None:
+            return Normalization(inputs.mean, inputs.std)  # the common case, exactly as before
+        take = (slice(None),) * channel_axis + (slice(0, n_means),)
+        means = Normalization(inputs.mean[take], inputs.std[take])
+    if sigma_scale is None:
+        return means
+    join = da.concatenate if any(isinstance(v, da.Array) for v in (means.mean, means.std)) else np.concatenate
+    # Sigmas: scaled, never shifted (a standard error has no offset).
+    return Normalization(join([means.mean, means.mean * np.float32(0)], axis=channel_axis),
+                         join([means.std, means.std * np.float32(sigma_scale)], axis=channel_axis))
 
 
 STATS_PIXELS = 2 ** 22  # per sample: larger fields are subsampled on a regular stride for statistics

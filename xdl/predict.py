@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from . import normalize
+from . import normalize, uncertainty
 from .conventions import cf, layout
 from .engine import tiling
 from .errors import InputError
@@ -161,8 +161,11 @@ def _dask_input(x: xr.DataArray, plans, batch_size: int) -> da.Array:
 
 
 def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatial, names, out_names,
-               tiles=TILES_ALL) -> da.Array:
-    """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``."""
+               tiles=TILES_ALL, *, key: str | None = None, target_channels: int | None = None,
+               sigma_scale: float | None = None) -> da.Array:
+    """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``.
+    ``key``: the resident copy's key (default: the model's content hash); ``target_channels``,
+    ``sigma_scale``: see :func:`xdl.normalize.for_output` (context channels, sigma outputs)."""
     n_spatial = spec.n_spatial
     layout.check_coordinates(x, spatial)
     lengths = [x.sizes[d] for d in spatial]
@@ -193,11 +196,13 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
     norm_in = normalize.for_input(spec.normalization, card_names(spec.inputs, names), data, n_spatial)
     if norm_in is not None:
         data = norm_in.apply(data)
-    payload = payload_for(getattr(model, "module", model), model_key(model), model_label(model))
+    payload = payload_for(getattr(model, "module", model), key or model_key(model), model_label(model))
     out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
                       batch_size=batch, tiles=tiles, compiled=run.compile,
                       nan_policy=getattr(run, "nan_policy", "propagate"), threads=getattr(run, "threads", None))
-    norm_out = normalize.for_output(spec.normalization, card_names(spec.outputs, out_names), norm_in, out, n_spatial)
+    card_outputs = spec.outputs[:len(out_names)] if sigma_scale is not None else spec.outputs  # means first
+    norm_out = normalize.for_output(spec.normalization, card_names(card_outputs, out_names), norm_in, out, n_spatial,
+                                    target_channels=target_channels, sigma_scale=sigma_scale)
     if norm_out is not None:
         out = norm_out.invert(out)
     if isinstance(x.data, da.Array):
@@ -258,17 +263,19 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         raise InputError(f"variables {missing} not in the dataset; it has {list(ds.data_vars)}. "
                          "Pass inputs=[...] naming the model's input variables.")
     groups: list[tuple[list, list]] = []
+    scale = uncertainty.sigma_scale(model)  # a sigma model returns n means, then n sigmas
+    n_out = spec.out_channels // 2 if scale is not None else spec.out_channels
     if names:
         if len(names) != spec.in_channels:
             raise InputError(f"the model takes {spec.in_channels} input channel(s) but {len(names)} "
                              f"variable(s) were given: {names}.")
-        out_names = list(outputs) if outputs is not None else (list(spec.outputs) or None)
+        out_names = list(outputs) if outputs is not None else (list(spec.outputs)[:n_out] or None)
         if out_names is None:
-            out_names = names if spec.out_channels == len(names) else [f"output_{i}" for i in range(spec.out_channels)]
+            out_names = names if n_out == len(names) else [f"output_{i}" for i in range(n_out)]
         groups.append((names, out_names))
     elif spec.in_channels == 1:
         for var in eligible_variables(ds, spec, dims):
-            groups.append(([var], [var] if spec.out_channels == 1 else [f"{var}_{i}" for i in range(spec.out_channels)]))
+            groups.append(([var], [var] if n_out == 1 else [f"{var}_{i}" for i in range(n_out)]))
         if not groups:
             raise InputError("no data variable of the dataset has the spatial dims the model needs; "
                              "pass inputs=[...] and dims=(...).")
@@ -276,16 +283,22 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         raise InputError(f"the model takes {spec.in_channels} channels: name them with inputs=[...] "
                          f"(dataset variables: {list(ds.data_vars)}).")
     for _, out_names in groups:
-        if len(out_names) != spec.out_channels:
-            raise InputError(f"outputs={out_names} but the model returns {spec.out_channels} channel(s).")
+        if len(out_names) != n_out:
+            raise InputError(f"outputs={out_names} but the model returns {n_out} channel(s)"
+                             f"{' (and their sigmas)' if scale is not None else ''}.")
     lazy = any(isinstance(ds[v].data, da.Array) for g in groups for v in g[0])
     result = {}
     for names_g, out_g in groups:
         arrays = [ds[n] for n in names_g]
         spatial = spatial_dims_for(arrays[0], spec, dims)
         x = stack_channels(arrays, spatial)
-        out = run_engine(x, model, spec, run, spatial, names_g, out_g)
-        for arr in _output_arrays(out, x, out_g, spec, arrays[0]):
+        out = run_engine(x, model, spec, run, spatial, names_g, out_g, sigma_scale=scale)
+        sigmas = [uncertainty.sigma_name(n) for n in out_g] if scale is not None else []
+        pieces = _output_arrays(out, x, out_g + sigmas, spec, arrays[0])
+        for mean, sigma in zip(pieces, pieces[len(out_g):]):
+            sigma.attrs.update(uncertainty.sigma_attrs(mean, "predicted"))
+            uncertainty.link(mean.attrs, str(sigma.name))
+        for arr in pieces:
             result[arr.name] = arr
     out_ds = xr.Dataset(result)
     for arr in list(result.values()):
@@ -341,12 +354,17 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         arrays = [arr]
     spatial = spatial_dims_for(arrays[0], spec, dims)
     x = stack_channels(arrays, spatial)
+    scale = uncertainty.sigma_scale(model)  # sigmas come as more channels: "<name>_sigma"
     out_names = list(outputs) if outputs is not None else list(spec.outputs)
     if not out_names:
-        out_names = [str(name)] if spec.out_channels == 1 else [f"{name}_{i}" for i in range(spec.out_channels)]
+        out_names = ([str(name)] if spec.out_channels == 1 else [str(name), f"{name}_sigma"] if scale is not None
+                     and spec.out_channels == 2 else [f"{name}_{i}" for i in range(spec.out_channels)])
+    if scale is not None and 2 * len(out_names) == spec.out_channels:
+        out_names += [uncertainty.sigma_name(n) for n in out_names]
     if len(out_names) != spec.out_channels:
         raise InputError(f"outputs={out_names} but the model returns {spec.out_channels} channel(s).")
-    out = run_engine(x, model, spec, run, spatial, names if len(names) == spec.in_channels else [str(name)] * spec.in_channels, out_names)
+    out = run_engine(x, model, spec, run, spatial, names if len(names) == spec.in_channels else [str(name)] * spec.in_channels,
+                     out_names[:len(out_names) // 2] if scale is not None else out_names, sigma_scale=scale)
     pieces = _output_arrays(out, x, out_names, spec, arrays[0])
     if len(pieces) == 1:
         result = pieces[0]
