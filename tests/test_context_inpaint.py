@@ -1,0 +1,220 @@
+"""inpaint(context=..., time_window=k): context variables and neighbouring time steps as model inputs
+(issue #15). A tiny stand-in context model following the contract (xdl.models.context) makes the
+checks exact: it fills each gap with one chosen input channel's value."""
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xdl
+from xdl.cli import main
+from xdl.context import ContextRequest, context_model
+from xdl.engine.spec import engine_spec
+from xdl.errors import InputError
+from xdl.inpaint import FLAG_FILLED, FLAG_UNFILLABLE
+from xdl.io.zarr import JOB_NAME
+
+
+class Pick(torch.nn.Module):
+    """A context model (module(x, mask, info)) filling target gaps with the context channel whose
+    info row is ``want`` (NaN where that channel is missing too); with ``sigma``, a constant sigma."""
+    takes_context, takes_mask, fills_gaps = True, True, True
+    in_channels, halo, size_multiple = 1, 0, 1
+
+    def __init__(self, want=(1.0, 1.0), sigma=None):
+        super().__init__()
+        self.want, self.sigma_value = want, sigma
+        self.sigma = sigma is not None
+        self.out_channels = 2 if self.sigma else 1
+
+    def forward(self, x, mask, info=None):
+        target = x[:, :1]
+        out = target
+        hits = [] if info is None else [i for i in range(info.shape[0]) if tuple(info[i].tolist()) == tuple(self.want)]
+        if hits:
+            k = hits[0]
+            source = torch.where(mask[:, 1 + k:2 + k] > 0, x[:, 1 + k:2 + k], torch.full_like(target, float("nan")))
+            out = torch.where(mask[:, :1] > 0, target, source)
+        if self.sigma:
+            out = torch.cat([out, torch.full_like(out, self.sigma_value)], 1)
+        return out
+
+
+def picker(want=(1.0, 1.0), card=None, sigma=None):
+    return xdl.Model(Pick(want, sigma), card={"normalization": {"kind": "none"}, **(card or {})})
+
+
+T, H, W = 5, 40, 48
+
+
+def scene(seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((T, H, W)).astype("f4")
+    ds = xr.Dataset({"sst": (("time", "y", "x"), v.copy()),
+                     "wind": (("time", "y", "x"), (3 * v + 1).astype("f4")),
+                     "oro": (("y", "x"), rng.standard_normal((H, W)).astype("f4"))},
+                    coords={"time": np.arange(T), "y": np.arange(H), "x": np.arange(W)})
+    for t in range(T):  # a different gap at each step: the neighbours hold data there
+        ds.sst.values[t, 5 + 6 * t:9 + 6 * t, 4:30] = np.nan
+    ds.wind.values[0, 30:, :] = np.nan  # the context has gaps of its own
+    return ds, v
+
+
+def test_time_window_fill_is_the_value_at_the_next_and_previous_step():
+    ds, v = scene()
+    gap = np.isnan(ds.sst.values)
+    for want, offset in (((1.0, 1.0), 1), ((-1.0, 1.0), -1), ((2.0, 1.0), 2)):
+        out = ds.dl.inpaint(picker(want), variables=["sst"], time_window=abs(offset), domain=None, clip=None)
+        for t in range(T):
+            source = t + offset
+            if 0 <= source < T:
+                np.testing.assert_array_equal(out.sst.values[t][gap[t]], v[source][gap[t]])
+                assert (out.sst_inpainted.values[t][gap[t]] == FLAG_FILLED).all()
+            else:  # beyond the ends: missing, so nothing to fill from
+                assert np.isnan(out.sst.values[t][gap[t]]).all()
+                assert (out.sst_inpainted.values[t][gap[t]] == FLAG_UNFILLABLE).all()
+        np.testing.assert_array_equal(out.sst.values[~gap], v[~gap])
+
+
+def test_context_fields_are_inputs_only():
+    ds, v = scene()
+    gap = np.isnan(ds.sst.values)
+    out = ds.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["wind"], domain=None, clip=None)
+    wind = 3 * v + 1
+    usable = gap & np.isfinite(ds.wind.values)
+    np.testing.assert_array_equal(out.sst.values[usable], wind[usable])
+    assert np.isnan(out.sst.values[gap & ~usable]).all()  # the context's own gap: nothing to take
+    assert out.wind.identical(ds.wind) and out.oro.identical(ds.oro)
+    assert sorted(out.data_vars) == ["oro", "sst", "sst_inpainted", "wind"]
+    assert out.sst.attrs["ancillary_variables"] == "sst_inpainted"
+    # variables=None fills every float field except the context
+    default = ds[["sst", "wind"]].dl.inpaint(picker((0.0, 0.0)), context=["wind"], domain=None, clip=None)
+    assert "wind_inpainted" not in default and default.wind.identical(ds.wind)
+
+
+def test_static_context_is_broadcast_over_time():
+    ds, _ = scene()
+    gap = np.isnan(ds.sst.values)
+    out = ds.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["oro"], domain=None, clip=None)
+    for t in range(T):
+        np.testing.assert_array_equal(out.sst.values[t][gap[t]], ds.oro.values[gap[t]])
+
+
+def context_unet(sigma=False, seed=0):
+    torch.manual_seed(seed)
+    return xdl.zoo.create("fill-unet", in_channels=1, depth=2, base_channels=8, context_features=4, sigma=sigma,
+                          card={"normalization": {"kind": "per_sample"}})
+
+
+@pytest.mark.parametrize("chunks", [{"time": 1}, {"time": 2, "y": 16, "x": 20}, {"time": -1, "x": 24}])
+def test_chunk_invariant_lazy_and_valid_bit_identical(chunks):
+    ds, v = scene()
+    ds["wind"] = ds.wind.astype("f8")  # another dtype: made float32 for the model, never changed
+    model = context_unet(sigma=True)
+    kwargs = dict(variables=["sst"], context=["wind", "oro"], time_window=1, domain=None, uncertainty=True)
+    whole = ds.dl.inpaint(model, **kwargs)
+    lazy = ds.chunk(chunks).dl.inpaint(model, **kwargs)
+    assert all(isinstance(lazy[k].data, da.Array) for k in ("sst", "sst_sigma", "sst_inpainted"))
+    assert lazy.sst.chunks == ds.chunk(chunks).sst.chunks
+    got = lazy.compute()
+    for name in whole.data_vars:
+        np.testing.assert_array_equal(got[name].values, whole[name].values, err_msg=name)
+    valid = np.isfinite(v) & np.isfinite(ds.sst.values)
+    assert np.array_equal(whole.sst.values[valid].view("u4"), v[valid].view("u4"))
+    assert np.isfinite(whole.sst.values).all()
+    assert got.wind.identical(ds.chunk(chunks).wind.compute())
+
+
+def test_resident_copy_key_includes_the_context():
+    ds, _ = scene()
+    model = context_unet()
+    spec = engine_spec(model)
+    keys = set()
+    for names, k in ((["wind"], 0), (["oro"], 0), ([], 1), (["wind"], 1)):
+        info = ContextRequest(ds, names, k).info(1)
+        wrapped, key = context_model(model, spec, info, "base")
+        assert wrapped.in_channels == 1 + len(info) and wrapped.card["target_channels"] == 1
+        keys.add(key)
+    assert len(keys) == 3  # wind and oro are both [0, 0] rows: the same model input layout
+
+
+def test_card_rules():
+    ds, _ = scene()
+    fitted = picker((0.0, 0.0), card={"name": "fitted", "context": {"variables": ["wind"], "time_window": 1}})
+    ds.dl.inpaint(fitted, variables=["sst"], context=["wind"], time_window=1, domain=None)
+    with pytest.raises(InputError, match=r"trained with context=\['wind'\], time_window=1; got context=\['oro'\]"):
+        ds.dl.inpaint(fitted, variables=["sst"], context=["oro"], time_window=1)
+    with pytest.raises(InputError, match="time_window=0"):
+        ds.dl.inpaint(fitted, variables=["sst"], context=["wind"])
+    bounded = picker((1.0, 1.0), card={"context": {"accepts": "any", "max_fields": 3, "max_time_window": 2}})
+    with pytest.raises(InputError, match="at most 2 steps"):
+        ds.dl.inpaint(bounded, variables=["sst"], time_window=3)
+    with pytest.raises(InputError, match="makes 4 context fields.*at most 3"):
+        ds.dl.inpaint(bounded, variables=["sst"], context=["wind", "oro"], time_window=1)
+    plain = xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=8, card={"name": "plain-pconv"})
+    with pytest.raises(InputError, match="'plain-pconv' takes no context"):
+        ds.dl.inpaint(plain, variables=["sst"], context=["wind"])
+    with pytest.raises(InputError, match="'plain-pconv' takes no context"):
+        ds.dl.inpaint(plain, variables=["sst"], time_window=1)
+
+
+def test_bad_requests():
+    ds, _ = scene()
+    model = picker()
+    with pytest.raises(InputError, match="Dataset"):
+        ds.sst.dl.inpaint(model, context=["wind"])
+    with pytest.raises(InputError, match="'elsewhere'.*not on the grid"):
+        ds.assign(elsewhere=(("time", "a", "b"), np.zeros((T, H, W), "f4"))).dl.inpaint(
+            model, variables=["sst"], context=["elsewhere"])
+    with pytest.raises(InputError, match="'levels'.*not on the grid"):
+        ds.assign(levels=(("level", "y", "x"), np.zeros((3, H, W), "f4"))).dl.inpaint(
+            model, variables=["sst"], context=["levels"])
+    with pytest.raises(InputError, match=r"\['nope'\] not in the dataset"):
+        ds.dl.inpaint(model, variables=["sst"], context=["nope"])
+    with pytest.raises(InputError, match="both filled"):
+        ds.dl.inpaint(model, variables=["sst", "wind"], context=["wind"])
+    for k in (-1, True, 1.5):
+        with pytest.raises(InputError, match="time_window="):
+            ds.dl.inpaint(model, variables=["sst"], time_window=k)
+    with pytest.raises(InputError, match="time_window needs a time dim.*'oro'"):
+        ds.dl.inpaint(model, variables=["oro"], time_window=1)
+    # A DataArray may use its own neighbouring times (no Dataset needed).
+    out = ds.sst.dl.inpaint(model, time_window=1, domain=None, clip=None)
+    gap = np.isnan(ds.sst.values)
+    np.testing.assert_array_equal(out.values[0][gap[0]], ds.sst.values[1][gap[0]])
+
+
+def test_cli_context_flags(tmp_path, capsys):
+    ds, _ = scene()
+    ds.sst.attrs.update(units="K", standard_name="sea_surface_temperature")
+    path = tmp_path / "in.nc"
+    ds.to_netcdf(path)
+    model_path = tmp_path / "ctx.xdl.safetensors"
+    context_unet(sigma=True).save(model_path)
+    base = ["inpaint", str(path), str(tmp_path / "out.zarr"), "--var", "sst", "--model", str(model_path),
+            "--domain", "none"]
+    assert main(base + ["--context", "wind,oro", "--time-window", "1", "--uncertainty"]) == 0
+    got = xr.open_zarr(tmp_path / "out.zarr")
+    with xr.open_dataset(path) as source:
+        expected = source.load().dl.inpaint(xdl.load_model(model_path), variables=["sst"], context=["wind", "oro"],
+                                            time_window=1, uncertainty=True, domain=None)
+    for name in ("sst", "sst_sigma", "sst_inpainted", "wind", "oro"):
+        np.testing.assert_array_equal(got[name].values, expected[name].values, err_msg=name)
+    assert "wind_inpainted" not in got
+    job = json.loads((tmp_path / "out.zarr" / JOB_NAME).read_text())  # what --resume compares
+    assert job["--context"] == ["wind,oro"] and job["--time-window"] == 1 and job["--uncertainty"] is True
+    # --resume with another context is another job: refused, nothing rewritten
+    capsys.readouterr()
+    assert main(base + ["--context", "wind", "--time-window", "1", "--uncertainty", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "error" in err and "--context" in err, err
+    # A model without context: a clear error, exit 1
+    plain = tmp_path / "plain.xdl.safetensors"
+    xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=8).save(plain)
+    assert main(["inpaint", str(path), str(tmp_path / "o2.zarr"), "--var", "sst", "--model", str(plain),
+                 "--context", "wind"]) == 1
+    assert "takes no context" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""inpaint(uncertainty=True) and predict of sigma models: ``<var>_sigma`` values, CF attributes,
+chunks, files (issue #16). Stand-in models give a known sigma so that every number is exact."""
+
+import dask.array as da
+import netCDF4
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import xdl
+from xdl import normalize
+from xdl.cli import main
+from xdl.errors import InputError
+from xdl.inpaint import FLAG_FILLED, FLAG_OUTSIDE, FLAG_VALID
+
+
+class ConstantSigma(torch.nn.Module):
+    """A gap filler (no context) giving 0 in the gaps (normalised units) and a constant sigma."""
+    takes_mask, fills_gaps, in_channels, out_channels, halo, size_multiple, sigma = True, True, 1, 2, 0, 1, True
+
+    def __init__(self, value=0.5):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, mask):
+        mean = torch.where(mask > 0, x, torch.zeros_like(x))
+        return torch.cat([mean, torch.full_like(x, self.value)], 1)
+
+
+def field(seed=0, shape=(3, 32, 40)):
+    rng = np.random.default_rng(seed)
+    values = (rng.standard_normal(shape) * 2 + 290).astype("f4")
+    arr = xr.DataArray(values.copy(), dims=("time", "y", "x"), name="sst",
+                       attrs={"units": "K", "standard_name": "sea_surface_temperature", "long_name": "SST"})
+    arr.values[:, 8:12, 5:25] = np.nan
+    return arr, values
+
+
+def test_sigma_values_and_attrs():
+    arr, values = field()
+    gap = np.isnan(arr.values)
+    domain = xr.DataArray(np.ones(arr.shape[1:], bool), dims=("y", "x"))
+    domain[8:12, 20:] = False  # some gaps outside the domain: no fill, no sigma
+    model = xdl.Model(ConstantSigma(0.5), card={"normalization": {"kind": "none"},
+                                               "uncertainty": {"kind": "gaussian", "scale": 3.0}})
+    out = arr.to_dataset().dl.inpaint(model, domain=domain, uncertainty=True)
+    sigma, flags = out.sst_sigma.values, out.sst_inpainted.values
+    assert out.sst_sigma.dtype == out.sst.dtype == np.float32
+    assert (sigma[flags == FLAG_VALID] == 0).all()
+    np.testing.assert_array_equal(sigma[flags == FLAG_FILLED], np.float32(1.5))  # 0.5 x the card's scale 3
+    assert (flags[gap] != FLAG_VALID).all() and (flags == FLAG_OUTSIDE).any()
+    assert np.isnan(sigma[flags == FLAG_OUTSIDE]).all()
+    assert out.sst_sigma.attrs == {"long_name": "standard error of the gap-filled sst", "units": "K",
+                                   "standard_name": "sea_surface_temperature standard_error"}
+    assert out.sst.attrs["ancillary_variables"] == "sst_inpainted sst_sigma"
+    # without uncertainty=True the same fills, no sigma
+    plain = arr.to_dataset().dl.inpaint(model, domain=domain)
+    assert "sst_sigma" not in plain and plain.sst.attrs["ancillary_variables"] == "sst_inpainted"
+    np.testing.assert_array_equal(plain.sst.values, out.sst.values)
+
+
+def test_sigma_is_unnormalised_by_the_targets_std_only():
+    arr, values = field(1)
+    model = xdl.Model(ConstantSigma(0.25), card={"normalization": {"kind": "per_sample"}})
+    out = arr.dl.inpaint(model, domain=None, uncertainty=True)
+    assert isinstance(out, xr.Dataset) and sorted(out.data_vars) == ["sst", "sst_inpainted", "sst_sigma"]
+    stats = normalize.robust_moments(arr.values[:, None], 2)  # (time, 1, 1, 4): mean, std, fences
+    gap = np.isnan(arr.values)
+    for t in range(arr.shape[0]):
+        mean, std = stats[t, 0, 0, :2]
+        np.testing.assert_array_equal(out.sst_sigma.values[t][gap[t]], np.float32(0.25) * std)
+        np.testing.assert_array_equal(out.sst.values[t][gap[t]], np.float32(0) * std + mean)
+    assert np.array_equal(out.sst.values[~gap].view("u4"), values[~gap].view("u4"))
+
+
+def test_chunks_laziness_and_chunk_invariance():
+    arr, _ = field(2)
+    torch.manual_seed(0)
+    model = xdl.zoo.create("fill-unet", in_channels=1, depth=2, base_channels=8, sigma=True,
+                           card={"normalization": {"kind": "per_sample"}})
+    whole = arr.dl.inpaint(model, domain=None, uncertainty=True)
+    assert np.isfinite(whole.sst_sigma.values).all() and (whole.sst_sigma.values[np.isnan(arr.values)] > 0).all()
+    for chunks in ({"time": 1}, {"time": 2, "y": 16, "x": 16}):
+        lazy = arr.chunk(chunks).dl.inpaint(model, domain=None, uncertainty=True)
+        assert isinstance(lazy.sst_sigma.data, da.Array)
+        assert lazy.sst_sigma.chunks == lazy.sst.chunks == arr.chunk(chunks).chunks
+        got = lazy.compute()
+        for name in whole.data_vars:
+            np.testing.assert_array_equal(got[name].values, whole[name].values, err_msg=f"{name} {chunks}")
+
+
+def test_model_without_sigma_refuses():
+    arr, _ = field()
+    plain = xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=8, card={"name": "no-sigma"})
+    with pytest.raises(InputError, match="'no-sigma' gives no sigma"):
+        arr.dl.inpaint(plain, uncertainty=True)
+
+
+def test_sigma_survives_zarr_and_netcdf(tmp_path):
+    arr, _ = field(3)
+    model = xdl.Model(ConstantSigma(0.5), card={"normalization": {"kind": "none"}})
+    out = arr.to_dataset().chunk({"time": 1}).dl.inpaint(model, domain=None, uncertainty=True)
+    expected = out.compute()
+    out.to_zarr(tmp_path / "o.zarr")
+    out.to_netcdf(tmp_path / "o.nc")
+    for back in (xr.open_zarr(tmp_path / "o.zarr"), xr.open_dataset(tmp_path / "o.nc")):
+        np.testing.assert_array_equal(back.sst_sigma.values, expected.sst_sigma.values)
+        assert back.sst_sigma.attrs["standard_name"] == "sea_surface_temperature standard_error"
+        assert back.sst.attrs["ancillary_variables"] == "sst_inpainted sst_sigma"
+        back.close()
+    with netCDF4.Dataset(tmp_path / "o.nc") as nc:
+        var = nc["sst_sigma"]
+        assert var.standard_name == "sea_surface_temperature standard_error" and var.units == "K"
+        assert var.long_name == "standard error of the gap-filled sst"
+        data = var[:]
+        np.testing.assert_array_equal(np.ma.filled(data, np.nan), expected.sst_sigma.values)
+
+
+def test_predict_returns_sigma_variables():
+    net = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[[[1.0]]], [[[0.0]]]]))
+        net.bias.copy_(torch.tensor([0.0, 0.5]))
+    model = xdl.Model(net, card={"inputs": ["t"], "outputs": ["u", "u_sigma"], "halo": 0,
+                                 "uncertainty": {"kind": "gaussian", "scale": 2.0},
+                                 "normalization": {"kind": "global", "mean": {"t": 10.0, "u": 1.0},
+                                                   "std": {"t": 4.0, "u": 3.0}}})
+    ds = xr.Dataset({"t": (("y", "x"), np.full((6, 7), 18.0, "f4"))})
+    out = ds.dl.predict(model)
+    assert sorted(out.data_vars) == ["u", "u_sigma"]
+    np.testing.assert_array_equal(out.u.values, np.float32(2 * 3 + 1))  # (18-10)/4 = 2 -> 2*3+1
+    np.testing.assert_array_equal(out.u_sigma.values, np.float32(0.5 * 3 * 2))  # std only, times the scale
+    assert out.u.attrs["ancillary_variables"] == "u_sigma"
+    assert out.u_sigma.attrs["long_name"] == "standard error of the predicted u"
+    single = ds.t.dl.predict(model, outputs=["w"])
+    assert list(single.channel.values) == ["w", "w_sigma"]
+
+
+def test_for_output_keeps_the_old_behaviour():
+    x = da.from_array(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("f4") * 5 + 7, chunks=(1, 3, 8, 8))
+    n = normalize.for_input({"kind": "per_sample"}, ["a", "b", "c"], x, 2)
+    same = normalize.for_output({"kind": "per_sample"}, ["a", "b", "c"], n, x, 2)
+    assert same.mean is n.mean and same.std is n.std
+    targets = normalize.for_output({"kind": "per_sample"}, ["a"], n, x[:, :2], 2, target_channels=1, sigma_scale=2.0)
+    y = np.ones((2, 2, 8, 8), "f4")
+    back = np.asarray(targets.invert(y))
+    mean, std = np.asarray(n.mean)[:, 0], np.asarray(n.std)[:, 0]
+    np.testing.assert_array_equal(back[:, 0], np.broadcast_to(std + mean, (2, 8, 8)))
+    np.testing.assert_array_equal(back[:, 1], np.broadcast_to(std * np.float32(2.0), (2, 8, 8)))
+    with pytest.raises(InputError, match="as many output channels"):
+        normalize.for_output({"kind": "per_sample"}, ["a"], n, x[:, :1], 2)
+
+
+def test_cli_uncertainty(tmp_path):
+    arr, _ = field(4)
+    arr.to_dataset().to_netcdf(tmp_path / "in.nc")
+    torch.manual_seed(0)
+    model = xdl.zoo.create("fill-unet", in_channels=1, depth=2, base_channels=8, sigma=True,
+                           card={"normalization": {"kind": "per_sample"}})
+    model.save(tmp_path / "m.xdl.safetensors")
+    assert main(["inpaint", str(tmp_path / "in.nc"), str(tmp_path / "out.nc"), "--model",
+                 str(tmp_path / "m.xdl.safetensors"), "--uncertainty", "--domain", "none"]) == 0
+    with xr.open_dataset(tmp_path / "out.nc") as got:
+        assert got.sst_sigma.attrs["standard_name"] == "sea_surface_temperature standard_error"
+        assert (got.sst_sigma.values[np.isnan(arr.values)] > 0).all()
+        assert (got.sst_sigma.values[np.isfinite(arr.values)] == 0).all()
