@@ -30,14 +30,16 @@ from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from .errors import InputError
 
-__all__ = ["fill_linear", "fill_nearest", "fill_biharmonic", "BASELINES", "get"]
+__all__ = ["fill_linear", "fill_nearest", "fill_biharmonic", "BASELINES", "get", "prepare", "gap_slices"]
 
 _RING = 2  # width of the band of valid pixels around the gaps used by fill_linear
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def _prepare(values, valid, domain):
-    """Check the inputs; return (values, valid, domain broadcast to values.shape, output)."""
+def prepare(values, valid, domain):
+    """Check the inputs; return (values, valid, domain broadcast to values.shape, output).
+
+    Shared by every filler here and in :mod:`xdl.regression_baselines`."""
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
         raise InputError(f"values must be a float array (gaps become NaN), got dtype {values.dtype}; "
@@ -67,8 +69,10 @@ def _prepare(values, valid, domain):
     return values, valid, dom, out
 
 
-def _gap_slices(values, valid, dom):
-    """Each 2-D slice that has gaps to fill: (index, values, target = gaps in the domain, known)."""
+def gap_slices(values, valid, dom):
+    """Each 2-D slice that has gaps to fill: (index, values, target = gaps in the domain, known).
+
+    ``index`` is the tuple of leading indices of the slice (``()`` for a 2-D array)."""
     for i in np.ndindex(*values.shape[:-2]):
         v, target = values[i], ~valid[i] & dom[i]
         if target.any():
@@ -89,8 +93,8 @@ def fill_nearest(values, valid, domain=None):
     >>> fill_nearest(v, np.isfinite(v)).tolist()
     [[1.0, 1.0, 4.0, 4.0]]
     """
-    values, valid, dom, out = _prepare(values, valid, domain)
-    for i, v, target, known in _gap_slices(values, valid, dom):
+    values, valid, dom, out = prepare(values, valid, domain)
+    for i, v, target, known in gap_slices(values, valid, dom):
         if not known.any():
             continue
         iy, ix = _nearest_index(known)
@@ -177,8 +181,8 @@ def fill_linear(values, valid, domain=None):
     >>> np.allclose(fill_linear(ramp, ok), ramp)
     True
     """
-    values, valid, dom, out = _prepare(values, valid, domain)
-    for i, v, target, known in _gap_slices(values, valid, dom):
+    values, valid, dom, out = prepare(values, valid, domain)
+    for i, v, target, known in gap_slices(values, valid, dom):
         ring = ndimage.binary_dilation(target, _EIGHT, iterations=_RING) & known
         if not ring.any():  # no valid pixel near any gap: nearest is all we can do
             if known.any():
@@ -215,8 +219,8 @@ def fill_biharmonic(values, valid, domain=None):
     """
     from skimage.restoration import inpaint_biharmonic  # heavy import; only when used
 
-    values, valid, dom, out = _prepare(values, valid, domain)
-    for i, v, target, known in _gap_slices(values, valid, dom):
+    values, valid, dom, out = prepare(values, valid, domain)
+    for i, v, target, known in gap_slices(values, valid, dom):
         if not known.any():
             continue
         img = v.astype(np.float64)

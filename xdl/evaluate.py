@@ -31,14 +31,17 @@ import numpy as np
 import xarray as xr
 
 from . import baselines as _baselines
-from . import masks, metrics
+from . import context_fields, hiding, metrics
+from . import regression_baselines as _regression
 from .conventions import domains
 from .errors import InputError
 
-__all__ = ["evaluate", "METRICS", "MODEL_METHOD"]
+__all__ = ["evaluate", "METRICS", "UNCERTAINTY_METRICS", "MODEL_METHOD"]
 
 METRICS = ("rmse", "mae", "bias", "corr", "std_ratio", "n", "seconds")
+UNCERTAINTY_METRICS = metrics.UNCERTAINTY  # reported when the model gives a sigma (NaN for baselines)
 MODEL_METHOD = "model"  # the method label of the learned model; its name is in attrs["model"]
+_broadcast_bool = hiding.broadcast_bool  # moved to xdl.hiding; tests/test_domains.py imports it from here
 
 _METRIC_ATTRS = {
     "rmse": "root-mean-square error on the hidden pixels (units of the variable)",
@@ -48,36 +51,12 @@ _METRIC_ATTRS = {
     "std_ratio": "std(estimate) / std(truth) on the hidden pixels; below 1 = smoothed",
     "n": "number of hidden pixels scored (finite truth and estimate)",
     "seconds": "wall time of the fill, in seconds",
+    "coverage1": "share of the hidden pixels with |error| <= sigma (0.683 if calibrated)",
+    "coverage2": "share of the hidden pixels with |error| <= 2 sigma (0.954 if calibrated)",
+    "spread_skill": "RMS(sigma) / RMSE on the hidden pixels (1 if calibrated)",
+    "crps": "mean CRPS of the Gaussian N(fill, sigma) on the hidden pixels (units of the variable)",
+    "crps_const": "mean CRPS with one sigma equal to the RMSE everywhere (the bar for crps)",
 }
-
-
-def _gap_specs(gaps, observed) -> list[tuple[str, object]]:
-    """``gaps`` as a list of (label, spec): spec is a kind name, "observed" or a hide-mask."""
-    items = list(gaps) if isinstance(gaps, (list, tuple)) else [gaps]
-    if not items:
-        raise InputError("gaps= is empty; give a kind such as 'scanlines', a list of kinds "
-                         f"({', '.join(masks.KINDS)}, 'observed') or a bool array of pixels to hide.")
-    out, seen = [], set()
-    for i, item in enumerate(items):
-        if isinstance(item, str):
-            if item != "observed" and item not in masks.KINDS:
-                raise InputError(f"unknown gap kind {item!r}; use one of {', '.join(masks.KINDS)}, "
-                                 "'observed' (with observed=<bool DataArray, True = valid>) or a bool array "
-                                 "of the pixels to hide.")
-            if item == "observed" and observed is None:
-                raise InputError("gaps='observed' copies the gap pattern of real observations: pass "
-                                 "observed=<bool DataArray or array (..., y, x), True where observed>.")
-            label = item
-        elif isinstance(item, (np.ndarray, xr.DataArray)):
-            label = "custom" if "custom" not in seen else f"custom{i}"
-        else:
-            raise InputError(f"gaps entry {item!r} is neither a gap kind name nor a bool array of the "
-                             f"pixels to hide; kinds: {', '.join(masks.KINDS)}, 'observed'.")
-        if label in seen:
-            raise InputError(f"gap kind {label!r} is listed twice in gaps={gaps!r}; list each kind once.")
-        seen.add(label)
-        out.append((label, item))
-    return out
 
 
 def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
@@ -100,79 +79,64 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
     return [obj[n] for n in names]
 
 
-def _broadcast_bool(value, arr: xr.DataArray, what: str) -> np.ndarray:
-    """A numpy bool array of ``arr``'s shape (and dim order) from a DataArray/ndarray mask."""
-    from .conventions.validity import as_mask
-
-    if isinstance(value, np.ndarray) and value.shape != arr.shape:
-        # A (y, x) array for a field with leading dims: the same pixels in every sample.
-        if value.shape == arr.shape[-2:]:
-            value = xr.DataArray(value, dims=arr.dims[-2:])
-    m = as_mask(value, arr, what)
-    return np.asarray(m.broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
-
-
-def _hidden(spec, shape, fraction, rng, arr, observed) -> np.ndarray:
-    """True where pixels are to be hidden (before intersecting with the valid & domain pixels)."""
-    if isinstance(spec, str) and spec == "observed":
-        src = observed
-        if isinstance(src, xr.DataArray):
-            src = src.values
-        src = np.asarray(src)
-        if src.dtype != bool:
-            src = src.astype(bool) if not np.issubdtype(src.dtype, np.floating) else np.nan_to_num(src) != 0
-        return ~masks.observed(src, shape, rng)
-    if isinstance(spec, str):
-        return ~masks.make(spec, shape, fraction, rng)
-    return _broadcast_bool(spec, arr, "gaps")
-
-
-def _hide(gspec, shape, fraction, key, arr, observed, eligible) -> np.ndarray:
-    """The pixels to hide: the gap pattern restricted to the valid pixels inside the domain.
-
-    Generated kinds are drawn for ``fraction`` of all pixels; where the data already have large
-    gaps (clouds over cloud), fewer valid pixels fall under them, so the draw is repeated with a
-    corrected fraction until the share of *valid* pixels hidden is near ``fraction``. Each draw
-    restarts the same random stream (one per seed, variable and gap kind: adding a kind never
-    changes another's gaps), so a cloud field keeps its shape and only its threshold moves.
-    """
-    n = max(int(eligible.sum()), 1)
-    target, best = fraction, None
-    for _ in range(6):
-        rng = np.random.default_rng(key)
-        hidden = _hidden(gspec, shape, target, rng, arr, observed) & eligible
-        share = hidden.sum() / n
-        if best is None or abs(share - fraction) < abs(best[1] - fraction):
-            best = (hidden, share)
-        if not isinstance(gspec, str) or gspec == "observed" or abs(share - fraction) <= 0.05 * fraction:
-            break
-        if share <= 0:
-            target = min(1.0, target * 2)
-        else:
-            target = float(min(1.0, target * fraction / share))
-    return best[0]
-
-
-def _fill_model(truth, keep, dom, model, arr, dims, run):
+def _fill_model(truth, keep, dom, model, arr, dims, run, case):
+    """The model's fill (and sigma, or None) of the pixels not in ``keep``, through inpaint."""
     from .inpaint import inpaint
 
-    gappy = arr.copy(data=truth)
     dom_da = None if dom is None else arr.copy(data=dom)
+    extra = {"uncertainty": True} if case.sigma else {}
+    if case.context or case.time_window:
+        extra.update(context=list(case.context) or None, time_window=case.time_window)
     start = time.perf_counter()
-    out = inpaint(gappy, model, mask=arr.copy(data=keep), domain=dom_da, dims=dims, **run)
-    values = np.asarray(out.transpose(*arr.dims).values)
-    return values, time.perf_counter() - start
+    if case.context:
+        # A Dataset with the context variables; the target's hidden pixels are NaN and its own
+        # validity attributes dropped, so CF rules see exactly ``keep`` (the context keeps its rules).
+        target = xr.DataArray(np.where(keep, truth, np.nan), dims=arr.dims, coords=arr.coords,
+                              attrs={k: v for k, v in arr.attrs.items() if k not in _VALIDITY_ATTRS},
+                              name=arr.name)
+        gappy = case.context_ds.assign({arr.name: target})
+        out = inpaint(gappy, model, variables=[arr.name], domain=dom_da, dims=dims, **extra, **run)
+    else:
+        out = inpaint(arr.copy(data=truth), model, mask=arr.copy(data=keep), domain=dom_da, dims=dims,
+                      **extra, **run)
+    seconds = time.perf_counter() - start
+    sigma = None
+    if isinstance(out, xr.Dataset):
+        if case.sigma:
+            sigma = np.asarray(out[f"{arr.name}_sigma"].transpose(*arr.dims).values)
+        out = out[arr.name]
+    return np.asarray(out.transpose(*arr.dims).values), sigma, seconds
 
 
-def _fill_baseline(fn, truth, keep, dom):
+_VALIDITY_ATTRS = ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max")
+
+
+def _fill_baseline(name, truth, keep, dom, context):
     start = time.perf_counter()
-    values = fn(truth, keep, domain=dom)
+    if name in _regression.CONTEXT_BASELINES:
+        values = _regression.get(name)(truth, keep, context, domain=dom)
+    else:
+        values = _baselines.get(name)(truth, keep, domain=dom)
     return np.asarray(values), time.perf_counter() - start
 
 
+def _check_baselines(baselines, context, time_window) -> list[str]:
+    with_context = bool(context) or time_window > 0
+    if baselines is None:
+        baselines = ("linear", "biharmonic") + (tuple(_regression.CONTEXT_BASELINES) if with_context else ())
+    names = [baselines] if isinstance(baselines, str) else list(baselines or ())
+    for name in names:
+        if name in _regression.CONTEXT_BASELINES:
+            if not with_context:
+                raise InputError(f"baseline {name!r} regresses the target on its context: pass context=[...] "
+                                 "and/or time_window=k, or drop it from baselines.")
+        else:
+            _baselines.get(name)  # raises for an unknown name
+    return names
+
 def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
-             baselines=("linear", "biharmonic"), mask=None, domain="auto", seed=0, plot=None,
-             dims=None, observed=None, **run) -> xr.Dataset:
+             baselines=None, mask=None, domain="auto", seed=0, plot=None,
+             dims=None, observed=None, context=None, time_window=0, **run) -> xr.Dataset:
     """Score gap filling on valid pixels hidden behind realistic gaps, against classical baselines.
 
     For each variable, the valid pixels (CF rules, or ``mask=``) inside ``domain`` lose about a
@@ -195,24 +159,35 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     fraction : share of the valid pixels (inside ``domain``) hidden by the generated gap kinds; the
         achieved share is the ``hidden_share`` coordinate.
     baselines : names from :data:`xdl.baselines.BASELINES` (``"linear"``, ``"nearest"``,
-        ``"biharmonic"``); ``()`` scores the model alone.
+        ``"biharmonic"``) and, with context, :data:`xdl.regression_baselines.CONTEXT_BASELINES`
+        (``"regression"``, ``"local_regression"``: the target regressed on the same context the
+        model gets); ``()`` scores the model alone. Default: linear and biharmonic, plus both
+        regressions when there is context.
     mask : True where a value is valid (default: CF rules). Only valid pixels are hidden and scored.
     domain : where gaps may be filled (``"auto"``: per variable, as ``inpaint``'s: the Earth disk,
         land/sea masks and flags, swath footprints, wide never-observed regions); pixels outside
         are never hidden.
     seed : the gap patterns depend only on ``seed``, the variable's position and the gap kind.
     plot : a PNG path: one figure per variable and gap kind (first sample): truth, gaps, each
-        method's fill and its error on the hidden pixels. With several variables or gap kinds the
-        files are ``<stem>_<variable>_<gaps>.png``; their paths are in ``attrs["plots"]``.
+        method's fill and its error on the hidden pixels, and the model's sigma with its
+        reliability curve when it gives one. With several variables or gap kinds the files are
+        ``<stem>_<variable>_<gaps>.png``; their paths are in ``attrs["plots"]``.
     dims : the spatial dims ``(y, x)`` when they cannot be found from CF attributes or names.
+    context : Dataset variables the model (and the regression baselines) get as inputs only, as
+        ``inpaint(context=...)``: gaps are hidden in the scored variables alone; the context
+        keeps its own gaps (CF rules).
+    time_window : k > 0 also gives the scored variable's own time steps t-k..t+k (by index along
+        the time dim, NaN beyond the ends, with their hidden gaps) as context.
     **run : engine options for the model (``device``, ``precision``, ``tile``, ``batch_size``, ...).
 
     Returns
     -------
     xr.Dataset with dims ``(variable, gaps, method)`` (``method`` = ``"model"`` then the baselines)
     and variables ``rmse``, ``mae``, ``bias``, ``corr``, ``std_ratio``, ``n`` and ``seconds``;
-    coordinates ``units`` (per variable) and ``hidden_share``; attrs ``model``, ``seed``,
-    ``fraction``. All but ``seconds`` are identical for the same inputs and ``seed``.
+    when the model gives a sigma (card ``"uncertainty"``) also ``coverage1``, ``coverage2``,
+    ``spread_skill``, ``crps`` and ``crps_const`` (:func:`xdl.metrics.uncertainty_scores`; NaN for
+    the baselines); coordinates ``units`` (per variable) and ``hidden_share``; attrs ``model``,
+    ``seed``, ``fraction``. All but ``seconds`` are identical for the same inputs and ``seed``.
 
     Examples
     --------
@@ -233,69 +208,84 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     if not spec.fills_gaps:
         raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
                          "evaluate scores gap fillers such as a trained 'fill-unet' or 'pconv-unet'.")
-    try:
-        fraction = float(fraction)
-    except (TypeError, ValueError):
-        raise InputError(f"fraction must be a number in (0, 1], got {fraction!r}") from None
-    if not 0.0 < fraction <= 1.0:
-        raise InputError(f"fraction must be in (0, 1] (the share of valid pixels to hide), got {fraction!r}")
-    baselines = [baselines] if isinstance(baselines, str) else list(baselines or ())
-    fillers = {name: _baselines.get(name) for name in baselines}
-    gap_specs = _gap_specs(gaps, observed)
+    fraction = _check_fraction(fraction)
+    gap_specs = hiding.gap_specs(gaps, observed)
     arrays = _variables(obj, variables, spec, dims)
+    context, time_window = context_fields.check(obj, [str(a.name) for a in arrays], context, time_window)
+    baselines = _check_baselines(baselines, context, time_window)
+    sigma = bool((getattr(model, "card", None) or {}).get("uncertainty"))
     methods = [MODEL_METHOD] + baselines
-    auto = isinstance(domain, str) and domain == "auto"
-    if auto:
-        domain = None  # resolved per variable below: what the file says about where each one lives
-    elif isinstance(domain, str):
+    if isinstance(domain, str) and domain != "auto":
         raise InputError(f"domain={domain!r}: give 'auto', None, or a bool DataArray (True = fillable).")
 
+    scored = METRICS + (UNCERTAINTY_METRICS if sigma else ())
     shape3 = (len(arrays), len(gap_specs), len(methods))
-    values = {k: np.full(shape3, np.nan) for k in METRICS}
+    values = {k: np.full(shape3, np.nan) for k in scored}
     values["n"] = np.zeros(shape3, dtype=np.int64)
     share = np.full(shape3[:2], np.nan)
     plots = []
     for iv, raw in enumerate(arrays):
         var_domain = domain
-        if auto:
+        if isinstance(domain, str):  # "auto": what the file says about where this variable lives
             from .conventions.validity import valid_mask
 
             var_domain = domains.auto_domain(obj, raw, valid=valid_mask(raw, mask), dims=dims)
         arr, truth, valid, dom = _prepare(raw, spec, mask, var_domain, dims)
+        case = context_fields.Case(obj, arr, context, time_window, sigma, dims)
         eligible = valid if dom is None else valid & dom
         for ig, (label, gspec) in enumerate(gap_specs):
-            hidden = _hide(gspec, truth.shape, fraction, (int(seed), iv, ig), arr, observed, eligible)
+            hidden = hiding.hide(gspec, truth.shape, fraction, (int(seed), iv, ig), arr, observed, eligible)
             share[iv, ig] = hidden.sum() / max(int(eligible.sum()), 1)
             keep = valid & ~hidden
-            fills = {}
-            fills[MODEL_METHOD], values["seconds"][iv, ig, 0] = _fill_model(truth, keep, dom, model, arr, dims, run)
-            for im, name in enumerate(baselines, start=1):
-                fills[name], values["seconds"][iv, ig, im] = _fill_baseline(
-                    fillers[name], truth.astype(np.result_type(truth.dtype, np.float32)), keep, dom)
+            fills, fill_sigma = _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines,
+                                          values["seconds"][iv, ig])
             for im, name in enumerate(methods):
                 s = metrics.scores(truth, fills[name], hidden)
-                for k in METRICS[:-1]:
-                    values[k][iv, ig, im] = s[k]
+                if sigma and name == MODEL_METHOD:
+                    s.update(metrics.uncertainty_scores(truth, fills[name], fill_sigma, hidden))
+                for k in scored:
+                    if k in s:
+                        values[k][iv, ig, im] = s[k]
             if plot is not None:
-                many = len(arrays) > 1 or len(gap_specs) > 1
-                plots.append(_plot(plot, str(arr.name), label, many, truth, keep, hidden, fills,
-                                   origin=_origin(arr)))
+                plots.append(_plot(plot, arr, label, len(arrays) > 1 or len(gap_specs) > 1,
+                                   truth, keep, hidden, fills, fill_sigma))
 
-    names = [str(a.name) for a in arrays]
     coords = {
-        "variable": names,
+        "variable": [str(a.name) for a in arrays],
         "gaps": [g[0] for g in gap_specs],
         "method": methods,
         "units": ("variable", [str(a.attrs.get("units", "")) for a in arrays]),
         "hidden_share": (("variable", "gaps"), share,
                          {"long_name": "share of the valid pixels inside the domain hidden and scored"}),
     }
-    data = {k: (("variable", "gaps", "method"), values[k], {"long_name": _METRIC_ATTRS[k]}) for k in METRICS}
+    data = {k: (("variable", "gaps", "method"), values[k], {"long_name": _METRIC_ATTRS[k]}) for k in scored}
     attrs = {"model": model_label(model), "seed": int(seed), "fraction": fraction,
-             "baselines": ",".join(baselines), "scored": "hidden pixels that were valid in the input only"}
+             "baselines": ",".join(baselines), "scored": "hidden pixels that were valid in the input only",
+             "context": ",".join(context), "time_window": time_window}
     if plots:
         attrs["plots"] = [os.fspath(p) for p in plots]
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _check_fraction(fraction) -> float:
+    try:
+        fraction = float(fraction)
+    except (TypeError, ValueError):
+        raise InputError(f"fraction must be a number in (0, 1], got {fraction!r}") from None
+    if not 0.0 < fraction <= 1.0:
+        raise InputError(f"fraction must be in (0, 1] (the share of valid pixels to hide), got {fraction!r}")
+    return fraction
+
+
+def _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines, seconds):
+    """Every method's fill of one gap pattern (``seconds`` is filled in per method); the model's sigma."""
+    fills = {}
+    fills[MODEL_METHOD], sigma, seconds[0] = _fill_model(truth, keep, dom, model, arr, dims, run, case)
+    work = truth.astype(np.result_type(truth.dtype, np.float32))
+    fields = case.fields(np.where(keep, work, np.nan)) if baselines else []
+    for im, name in enumerate(baselines, start=1):
+        fills[name], seconds[im] = _fill_baseline(name, work, keep, dom, fields)
+    return fills, sigma
 
 
 def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
@@ -325,47 +315,13 @@ def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     return arr, truth, valid, dom
 
 
-def _origin(arr) -> str:
-    """imshow's origin: "lower" when the row coordinate ascends (south at the bottom of a map of
-    ascending latitude), "upper" otherwise (image order: descending y, GOES scan angles)."""
-    ydim = arr.dims[-2]
-    if ydim in arr.coords and arr.sizes[ydim] > 1:
-        y = np.asarray(arr[ydim].values)
-        if np.issubdtype(y.dtype, np.number) and y[-1] > y[0]:
-            return "lower"
-    return "upper"
-
-
-def _plot(path, variable, label, many, truth, keep, hidden, fills, origin="upper") -> Path:
-    """Truth | gaps | each method's fill on the top row; errors on the hidden pixels below; maps
-    of the first sample (the table scores all samples), drawn with ``origin`` (see :func:`_origin`)."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
-
-    from .plotting import draw_panels
+def _plot(path, arr, label, many, truth, keep, hidden, fills, sigma) -> Path:
+    """One figure per variable and gap kind (:func:`xdl.plotting.evaluation_figure`)."""
+    from .plotting import evaluation_figure, image_origin
 
     path = Path(path)
+    variable = str(arr.name)
     if many:
         path = path.with_name(f"{path.stem}_{variable}_{label}{path.suffix or '.png'}")
-    first = (0,) * (truth.ndim - 2)
-    t, k, h = truth[first], keep[first], hidden[first]
-    finite = t[np.isfinite(t)]
-    vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-    errors = {m: np.where(h, f[first] - t, np.nan) for m, f in fills.items()}
-    emax = max([np.nanmax(np.abs(e)) for e in errors.values() if np.isfinite(e).any()] or [1.0]) or 1.0
-    ncol = 1 + len(fills)
-    fig = Figure(figsize=(3.2 * ncol, 6.2), layout="constrained")
-    axes = fig.subplots(2, ncol, squeeze=False)
-    panels = [(axes[0, 0], t, "truth", "viridis", vmin, vmax),
-              (axes[1, 0], np.where(k, t, np.nan), f"input with {label} gaps ({h.mean():.0%} hidden)",
-               "viridis", vmin, vmax)]
-    for j, (m, f) in enumerate(fills.items(), start=1):
-        e = errors[m]
-        rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
-        panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
-        panels.append((axes[1, j], e, f"{m}: error, sample 0 RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
-    draw_panels(fig, panels, origin=origin, fontsize=9)
-    lead = "" if truth.ndim == 2 else " (maps: sample 0; the table scores every sample)"
-    fig.suptitle(f"{variable}: gap filling on hidden valid pixels{lead}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
+    return evaluation_figure(path, variable, label, truth, keep, hidden, fills, sigma=sigma,
+                             origin=image_origin(arr), sigma_of=MODEL_METHOD)

@@ -8,6 +8,10 @@ sums are taken in float64 whatever the input dtype.
 >>> s = metrics.scores(np.array([1., 2, 3, 4]), np.array([2., 2, 5, 4]), np.ones(4, bool))
 >>> round(s["rmse"] ** 2, 6), s["mae"], s["bias"], s["n"]
 (1.25, 0.75, 0.75, 4)
+
+A filler that gives a standard error ``sigma`` per pixel is scored as a Gaussian forecast
+N(estimate, sigma) too: :func:`coverage`, :func:`spread_skill`, :func:`gaussian_crps` and
+:func:`reliability` (finite triples only; ``sigma <= 0`` is a point forecast).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["scores", "std_ratio"]
+__all__ = ["scores", "std_ratio", "coverage", "spread_skill", "gaussian_crps", "reliability",
+           "uncertainty_scores", "UNCERTAINTY"]
 
 
 def _pairs(truth, estimate, where):
@@ -88,4 +93,114 @@ def scores(truth, estimate, where=None) -> dict:
         "corr": float(np.clip((ta * ea).sum() / denom, -1.0, 1.0)) if denom > 0 else np.nan,  # clip rounding
         "std_ratio": _std_ratio(t, e),
         "n": int(n),
+    }
+
+
+UNCERTAINTY = ("coverage1", "coverage2", "spread_skill", "crps", "crps_const")
+
+
+def _triples(truth, estimate, sigma, where):
+    """The (truth, estimate, sigma) triples under ``where`` with all three finite, as float64 1-D arrays."""
+    sigma = np.asarray(sigma)
+    if not np.issubdtype(sigma.dtype, np.number):
+        raise InputError(f"sigma must be a numeric array (standard errors), got dtype {sigma.dtype}")
+    # sigma NaN -> estimate NaN: _pairs then drops the pixel, and the same selection picks sigma.
+    try:
+        estimate = np.where(np.isfinite(sigma), estimate, np.nan)
+    except ValueError:
+        raise InputError(f"sigma {sigma.shape} must have the shape of estimate {np.shape(estimate)}") from None
+    t, e = _pairs(truth, estimate, where)
+    full = np.broadcast_arrays(np.asarray(truth), estimate, sigma, np.ones((), bool) if where is None else np.asarray(where))
+    sel = full[3] & np.isfinite(full[0]) & np.isfinite(full[1])
+    return t, e, full[2][sel].astype(np.float64)
+
+
+def coverage(truth, estimate, sigma, where=None, k=1.0) -> float:
+    """Share of pixels with ``|estimate - truth| <= k * sigma`` (0.683 for k=1 if calibrated).
+
+    >>> coverage(np.array([0., 0, 0, 0]), np.array([0.5, -1.5, 2.5, 0]), np.array([1., 1, 2, 1]))
+    0.5
+    """
+    t, e, s = _triples(truth, estimate, sigma, where)
+    return float(np.mean(np.abs(e - t) <= k * s)) if len(t) else np.nan
+
+
+def spread_skill(truth, estimate, sigma, where=None) -> float:
+    """``RMS(sigma) / RMSE``: 1 when the sigmas are as large as the errors on average.
+
+    >>> spread_skill(np.array([0., 0]), np.array([1., -3]), np.array([1., 1]))  # 1 / sqrt(5)
+    0.4472135954999579
+    """
+    t, e, s = _triples(truth, estimate, sigma, where)
+    rmse = np.sqrt(np.mean((e - t) ** 2)) if len(t) else 0.0
+    return float(np.sqrt(np.mean(s * s)) / rmse) if rmse > 0 else np.nan
+
+
+def _crps(t, e, s):
+    """Per-pixel CRPS of N(e, s) against t (closed form; s <= 0: the point forecast |e - t|)."""
+    from scipy.special import ndtr
+
+    pos = s > 0
+    safe = np.where(pos, s, 1.0)
+    z = (t - e) / safe
+    pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    gauss = safe * (z * (2 * ndtr(z) - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+    return np.where(pos, gauss, np.abs(t - e))
+
+
+def gaussian_crps(truth, estimate, sigma, where=None) -> float:
+    """Mean continuous ranked probability score of the Gaussian N(estimate, sigma) vs truth.
+
+    ``sigma * [z (2 Phi(z) - 1) + 2 phi(z) - 1 / sqrt(pi)]`` with ``z = (truth - estimate) / sigma``
+    (Gneiting & Raftery 2007); units of the variable, lower is better; equals the MAE for
+    sigma -> 0. At z = 0: sigma * (2 / sqrt(2 pi) - 1 / sqrt(pi)) = 0.2337 sigma.
+
+    >>> round(gaussian_crps(np.array([0.]), np.array([0.]), np.array([2.])), 4)
+    0.4674
+    >>> round(gaussian_crps(np.array([1.]), np.array([0.]), np.array([1.])), 4)  # .6827 + .4839 - .5642
+    0.6024
+    """
+    t, e, s = _triples(truth, estimate, sigma, where)
+    return float(np.mean(_crps(t, e, s))) if len(t) else np.nan
+
+
+def reliability(truth, estimate, sigma, where=None, levels=np.arange(1, 10) / 10) -> np.ndarray:
+    """Observed coverage of the central Gaussian intervals at each nominal level in ``levels``.
+
+    The interval at level p is ``estimate +- z sigma`` with ``Phi(z) = (1 + p) / 2``; a calibrated
+    sigma gives observed == nominal.
+
+    >>> # z = 0.674 at 50% (errors 0.1, 0.5 inside), 1.645 at 90% (also 1.0)
+    >>> reliability(np.zeros(4), np.array([0.1, 0.5, 1.0, 3.0]), np.ones(4), levels=[0.5, 0.9]).tolist()
+    [0.5, 0.75]
+    """
+    from scipy.special import ndtri
+
+    t, e, s = _triples(truth, estimate, sigma, where)
+    z = ndtri((1 + np.asarray(levels, dtype=np.float64)) / 2)
+    if not len(t):
+        return np.full(z.shape, np.nan)
+    return (np.abs(e - t)[None, :] <= z[:, None] * s[None, :]).mean(axis=1)
+
+
+def uncertainty_scores(truth, estimate, sigma, where=None) -> dict:
+    """The scores of a sigma: ``coverage1`` / ``coverage2`` (share within 1 and 2 sigma),
+    ``spread_skill``, ``crps`` and ``crps_const`` (the CRPS with one sigma equal to the RMSE
+    everywhere: a sigma that knows where the errors are large beats it).
+
+    >>> u = uncertainty_scores(np.zeros(2), np.array([1., -1]), np.array([1., 1]))
+    >>> u["coverage1"], u["spread_skill"], u["crps"] == u["crps_const"]
+    (1.0, 1.0, True)
+    """
+    t, e, s = _triples(truth, estimate, sigma, where)
+    if not len(t):
+        return dict.fromkeys(UNCERTAINTY, np.nan)
+    d = np.abs(e - t)
+    rmse = float(np.sqrt(np.mean(d * d)))
+    return {
+        "coverage1": float(np.mean(d <= s)),
+        "coverage2": float(np.mean(d <= 2 * s)),
+        "spread_skill": float(np.sqrt(np.mean(s * s)) / rmse) if rmse > 0 else np.nan,
+        "crps": float(np.mean(_crps(t, e, s))),
+        "crps_const": float(np.mean(_crps(t, e, np.full_like(s, rmse)))),
     }

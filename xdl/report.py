@@ -5,11 +5,25 @@ from __future__ import annotations
 __all__ = ["format_report", "save_report"]
 
 
+def _uncertainty_columns(report) -> list[str]:
+    from .metrics import UNCERTAINTY
+
+    return [k for k in UNCERTAINTY if k in report.data_vars]
+
+
 def format_report(report) -> str:
-    """A plain-text table of an :func:`xdl.evaluate.evaluate` report, one block per variable/gaps."""
+    """A plain-text table of an :func:`xdl.evaluate.evaluate` report, one block per variable/gaps;
+    with the sigma scores (coverage within 1 and 2 sigma, spread/skill, CRPS and the CRPS of a
+    constant sigma) when the model gives one."""
+    context = report.attrs.get("context") or ""
+    window = report.attrs.get("time_window") or 0
+    extra = f"   context: {context or '-'}   time_window: {window}" if context or window else ""
     lines = [f"model: {report.attrs.get('model')}   seed: {report.attrs.get('seed')}   "
-             f"fraction: {report.attrs.get('fraction')}   (scores on hidden valid pixels only)"]
-    head = f"  {'method':<12}{'rmse':>11}{'mae':>11}{'bias':>11}{'corr':>8}{'std_ratio':>10}{'n':>10}{'seconds':>9}"
+             f"fraction: {report.attrs.get('fraction')}{extra}   (scores on hidden valid pixels only)"]
+    sig = _uncertainty_columns(report)
+    head = f"  {'method':<17}{'rmse':>11}{'mae':>11}{'bias':>11}{'corr':>8}{'std_ratio':>10}{'n':>10}{'seconds':>9}"
+    if sig:
+        head += f"{'cov1':>7}{'cov2':>7}{'spread':>8}{'crps':>10}{'crps_c':>10}"
     for v in report["variable"].values:
         units = str(report["units"].sel(variable=v).item()) if "units" in report.coords else ""
         for g in report["gaps"].values:
@@ -20,8 +34,12 @@ def format_report(report) -> str:
             sub = report.sel(variable=v, gaps=g)
             for m in report["method"].values:
                 r = sub.sel({"method": m})
-                lines.append(f"  {str(m):<12}{float(r.rmse):>11.4g}{float(r.mae):>11.4g}{float(r.bias):>11.3g}"
-                             f"{float(r.corr):>8.3f}{float(r.std_ratio):>10.3f}{int(r.n):>10d}{float(r.seconds):>9.3f}")
+                row = (f"  {str(m):<17}{float(r.rmse):>11.4g}{float(r.mae):>11.4g}{float(r.bias):>11.3g}"
+                       f"{float(r.corr):>8.3f}{float(r.std_ratio):>10.3f}{int(r.n):>10d}{float(r.seconds):>9.3f}")
+                if sig and m == "model":
+                    row += (f"{float(r.coverage1):>7.3f}{float(r.coverage2):>7.3f}{float(r.spread_skill):>8.3f}"
+                            f"{float(r.crps):>10.4g}{float(r.crps_const):>10.4g}")
+                lines.append(row)
     return "\n".join(lines)
 
 
@@ -30,6 +48,6 @@ def save_report(report, path: str) -> None:
     from .evaluate import METRICS
 
     if path.lower().endswith(".csv"):
-        report[list(METRICS)].to_dataframe().to_csv(path)
+        report[list(METRICS) + _uncertainty_columns(report)].to_dataframe().to_csv(path)
     else:
         report.to_netcdf(path)
