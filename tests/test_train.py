@@ -283,10 +283,11 @@ def test_resume_mid_epoch_bit_identical(tmp_path):
             if calls[0] == 4:  # "crash" in step 4: the checkpoint of step 2 exists, step 3 is lost
                 raise Stop
 
-    # The same initial weights as fit's own zoo.create under seed 5, with an interrupting hook.
+    # The same initial weights as fit's own zoo.create under seed 5 (fit adds the sigma head), with an
+    # interrupting hook.
     torch.manual_seed(5)
     ds = gap_dataset(n=8, ny=32, nx=32)
-    handle_model = xdl.zoo.create("pconv-unet", in_channels=1, **TINY_PCONV)
+    handle_model = xdl.zoo.create("pconv-unet", in_channels=1, sigma=True, **TINY_PCONV)
     handle_model.module.register_forward_pre_hook(interrupt)
     with pytest.raises(Stop):
         fit(ds, handle_model, variables=["sst"], epochs=1, steps_per_epoch=4, batch_size=4, tile=32,

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 
+import numpy as np
 import torch
 
 from .errors import InputError
@@ -40,19 +42,23 @@ from .modelfile import Model
 from .engine.runner import resolve_device, resolve_precision
 from .training import data
 from .training.card import CardContext, build_card
+from .training.calibration import calibrate
 from .training.checkpoint import Checkpointer
 from .training.config import TrainConfig
+from .training.context import ContextPlan, inherited_context, resolve_context
 from .training.data import Source, as_dataset
-from .training.loop import TrainState, rng_devices, run
+from .training.loop import CALIBRATION_STREAM, TrainState, fixed_batches, rng_devices, run
 from .training.losses import resolve_weights
 from .training.splits import axis_tile, plan_split
 from .training.tasks import make_task
 
 __all__ = ["fit"]
 
+CONTEXT_FEATURES = 16  # fill-unet's context encoder width when fit adds context
 
-def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregular", mask_fraction=None,
-        dims=None, epochs=10, steps_per_epoch=100, batch_size=8, tile=128, val=0.2, val_steps=10, lr=None,
+
+def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, time_window=None,
+        masks="irregular", mask_fraction=None, dims=None, epochs=10, steps_per_epoch=100, batch_size=8, tile=128, val=0.2, val_steps=10, lr=None,
         loss_weights=None, normalization=None, device="auto", precision="auto", checkpoint_dir=None,
         checkpoint_every=None, resume=False, patience=None, progress=True, seed=0, **model_config) -> Model:
     """Train a zoo model (or fine-tune an :class:`xdl.Model`) on an xarray Dataset/DataArray.
@@ -64,6 +70,12 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
         from the variables, or an :class:`xdl.Model` to fine-tune (a copy is trained).
     variables : gap filling: the variables to fill (one channel each).
     inputs, targets : paired mapping: input and target variables.
+    context : gap filling: variables the model sees as inputs only, at the same sample (a 2-D field
+        with only the spatial dims is broadcast); their own gaps are allowed. In half the windows
+        they get hidden gaps of their own too. Builds "fill-unet" with ``context_features=16``.
+    time_window : gap filling: also give the model the targets at ``t-k..t+k`` along the time dim
+        (by index; missing beyond the ends of the split). A fine-tuned model keeps the context it
+        was trained with (None = the same; another one is an InputError).
     masks : gap generator: "irregular", "scanlines", "blocks", "clouds", "mixed" (random kind per
         window), "observed" (the data's own gap pattern), or a bool DataArray of valid masks
         (True = kept; also ``("observed", bool_da)``) sampled with :func:`xdl.masks.observed`.
@@ -74,7 +86,9 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
     val : validation fraction (last time steps, or the right part of a single field), 0/None for
         none, or a Dataset/DataArray of separate validation data. ``val_steps`` fixed batches.
     lr : Adam learning rate (1e-3; pix2pix 2e-4 with betas (0.5, 0.999)).
-    loss_weights : gap filling ``{"valid": 1, "hole": 6, "tv": 0.1, "hole_mse": 0}``; pix2pix ``{"gan": 1, "l1": 100}``.
+    loss_weights : gap filling ``{"valid": 1, "hole": 6, "tv": 0.1, "hole_mse": 0}`` and, for a model with a
+        sigma head (every zoo gap filler is built with ``sigma=True``), ``"nll": 1`` (the Gaussian NLL of the
+        hidden pixels, training the sigmas only); pix2pix ``{"gan": 1, "l1": 100}``.
     normalization : "none", "global", "per_sample" or a card dict (default: per_sample for gap
         filling, global for mappings; a fine-tuned model keeps its own).
     device, precision : "auto" = CUDA with bf16 autocast when present, else CPU fp32.
@@ -85,7 +99,9 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
     seed : all randomness (initial weights, windows, gaps, dropout) derives from it.
 
     Returns the trained :class:`xdl.Model` on CPU in eval mode, with the best validation weights
-    when validation ran, and a card holding normalisation, training history and metrics.
+    when validation ran, and a card holding normalisation, training history and metrics; with a
+    sigma head, ``card["uncertainty"]`` holds the scale calibrated on the validation batches
+    (:mod:`xdl.training.calibration`), with context ``card["context"]`` the variables and window.
 
     Example:
         >>> import numpy as np, xarray as xr
@@ -110,27 +126,20 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, masks="irregul
     arch = existing.architecture if existing is not None else model
 
     mode, ins, outs = resolve_mode(ds, existing, arch, variables, inputs, targets)
-    for what, names in (("variables" if mode == "gap" else "inputs", ins), ("targets", outs)):
-        for n in names:
-            if n not in ds.data_vars:
-                raise InputError(f"variable {n!r} (in {what}) is not in the data; it has "
-                                 f"{sorted(map(str, ds.data_vars))}. Pass {what}=[...] with existing names.")
     gan = arch == "pix2pix"
-    if gan and mode == "gap":
-        raise InputError("pix2pix learns paired mappings: pass inputs=[...] and targets=[...]; "
-                         "for gap filling use model='fill-unet' or 'pconv-unet' with variables=[...].")
+    ctx = _check_variables(ds, existing, mode, ins, outs, gan, context, time_window, dims)
 
     dev = resolve_device(device)
     autocast_dtype = resolve_precision(precision, dev)
     with torch.random.fork_rng(devices=rng_devices(dev)):  # leave the caller's global RNG state alone
         torch.manual_seed(seed)
-        module, old_card, takes_mask, sm = _build_module(existing, arch, model_config, ins, outs, gan)
+        module, old_card, takes_mask, sm = _build_module(existing, arch, model_config, ins, outs, gan, ctx)
         if config.tile < sm:
             raise InputError(f"tile={config.tile} is smaller than the model's size multiple {sm}; use tile >= {sm} "
                              f"(a multiple of {sm}), or a shallower model.")
         config = dataclasses.replace(config, tile=config.tile // sm * sm)
         setup = _Setup(module, old_card, existing is not None, mode, ins, outs, gan, dev, autocast_dtype,
-                       takes_mask, sm)
+                       takes_mask, sm, ctx)
         return _train(ds, config, setup, masks=masks, mask_fraction=mask_fraction, dims=dims, val=val, lr=lr,
                       loss_weights=loss_weights, normalization=normalization)
 
@@ -150,9 +159,46 @@ class _Setup:
     autocast_dtype: object
     takes_mask: bool
     sm: int
+    context: ContextPlan | None = None
 
 
-def _build_module(existing, arch, model_config, ins, outs, gan):
+def _check_variables(ds, existing, mode, ins, outs, gan, context, time_window, dims):
+    """Refuse unknown variables and impossible combinations; the :class:`ContextPlan` (or None)."""
+    for what, names in (("variables" if mode == "gap" else "inputs", ins), ("targets", outs)):
+        for n in names:
+            if n not in ds.data_vars:
+                raise InputError(f"variable {n!r} (in {what}) is not in the data; it has "
+                                 f"{sorted(map(str, ds.data_vars))}. Pass {what}=[...] with existing names.")
+    if gan and mode == "gap":
+        raise InputError("pix2pix learns paired mappings: pass inputs=[...] and targets=[...]; "
+                         "for gap filling use model='fill-unet' or 'pconv-unet' with variables=[...].")
+    if mode != "gap":
+        if context is not None or time_window:
+            raise InputError("context= and time_window= are for gap filling (variables=[...]); a mapping's "
+                             "inputs=[...] already lists every input variable.")
+        return None
+    if existing is not None:
+        takes = bool(getattr(existing.module, "takes_context", False))
+        context, time_window = inherited_context(existing.card, takes, context, time_window)
+    return resolve_context(ds, ins, context, time_window, dims)
+
+
+def _zoo_options(arch, cfg, ctx):
+    """Zoo options fit adds: a sigma head for every gap filler that has one, context features when asked."""
+    from .models import registry
+    cls = registry.get(arch)
+    params = inspect.signature(cls.__init__).parameters
+    if getattr(cls, "fills_gaps", False) and "sigma" in params:
+        cfg.setdefault("sigma", True)
+    if ctx is not None:
+        if "context_features" not in params:
+            raise InputError(f"{arch!r} takes no context; fit with context=/time_window= builds 'fill-unet' "
+                             f"(model='fill-unet'), or leave context out for {arch!r}.")
+        cfg.setdefault("context_features", CONTEXT_FEATURES)
+    return cfg
+
+
+def _build_module(existing, arch, model_config, ins, outs, gan, ctx=None):
     """``(module, card, takes_mask, size_multiple)``: a zoo model built for the channels, or a copy to fine-tune."""
     if existing is None:
         from .models import zoo
@@ -161,11 +207,18 @@ def _build_module(existing, arch, model_config, ins, outs, gan):
         cfg.setdefault("out_channels", len(outs))
         if gan:
             cfg.setdefault("out_activation", None)  # normalised physical fields are unbounded
+        else:
+            cfg = _zoo_options(arch, cfg, ctx)
         built = zoo.create(arch, **cfg)
         module, old_card = built.module, built.card
     else:
         module, old_card = copy.deepcopy(existing.module), existing.card
-    for key, n in (("in_channels", len(ins)), ("out_channels", len(outs))):
+    if ctx is not None and not getattr(module, "takes_context", False):
+        raise InputError(f"this model ({old_card.get('architecture')!r}) takes no context, so context="
+                         f"{list(ctx.variables)}, time_window={ctx.time_window} cannot be used; build a "
+                         "context model: fit(data, 'fill-unet', context=[...]).")
+    n_out = len(outs) * (2 if getattr(module, "sigma", False) else 1)  # a sigma head doubles the outputs
+    for key, n in (("in_channels", len(ins)), ("out_channels", n_out)):
         have = old_card.get(key)
         if have is not None and int(have) != n:
             raise InputError(f"the model has {key}={have} but {n} variable(s) were given "
@@ -186,35 +239,53 @@ def _train(ds, config: TrainConfig, s: _Setup, *, masks, mask_fraction, dims, va
     """Data, split, samplers, task and checkpointer for a resolved setup; then the loop."""
     ins, outs = s.ins, s.outs
     names = list(dict.fromkeys(ins + outs))
-    src = Source(ds, names, dims, "the training data")
+    extra = [n for n in s.context.variables if n not in names] if s.context is not None else []
+    src = Source(ds, names + extra, dims, "the training data", extra)
     th = axis_tile(src.H, config.tile, s.sm, f"the field's {src.spatial[0]!r} axis", "use a larger field")
     norm = resolve_norm(normalization, s.mode, s.old_card, ins, outs, s.fine_tune)
-    plan = plan_split(src, val, names, ins, dims, config.tile, s.sm, th)
+    plan = plan_split(src, val, names + extra, ins, dims, config.tile, s.sm, th, extra)
     train_sampler, val_sampler, mask_desc = data.samplers(src, plan, ins, outs, s.mode, norm, masks,
-                                                          mask_fraction, dims, th)
-    weights = resolve_weights(loss_weights, s.mode, s.gan)
-    task = make_task(s.mode, s.gan, s.module, s.dev, s.autocast_dtype, s.takes_mask, weights, lr)
+                                                          mask_fraction, dims, th, s.context)
+    sigma = s.mode == "gap" and bool(getattr(s.module, "sigma", False))
+    weights = resolve_weights(loss_weights, s.mode, s.gan, sigma)
+    info = None
+    if getattr(s.module, "takes_context", False):
+        info = s.context.info if s.context is not None else np.zeros((0, 2), np.float32)
+    task = make_task(s.mode, s.gan, s.module, s.dev, s.autocast_dtype, s.takes_mask, weights, lr, info)
     state = TrainState.start(task)
     checkpointer = None
     if config.checkpoint_dir is not None:
         check = {"architecture": s.old_card.get("architecture"), "config": s.old_card.get("config"),
                  "mode": s.mode, "inputs": ins, "outputs": outs, "steps_per_epoch": config.steps_per_epoch,
                  "batch_size": config.batch_size, "tile": config.tile, "seed": config.seed}
+        if s.context is not None:
+            check["context"] = s.context.card()
         checkpointer = Checkpointer(config.checkpoint_dir, check)
         if config.resume:
             checkpointer.restore(task, state)
     if val_sampler is not None:
         config = dataclasses.replace(config, val_steps=config.checked_val_steps())
-    ctx = CardContext(s.old_card, ds, src, ins, outs, norm, plan.split, (th, plan.tw), mask_desc, mask_fraction)
+    ctx = CardContext(s.old_card, ds, src, ins, outs, norm, plan.split, (th, plan.tw), mask_desc, mask_fraction,
+                      s.context.card() if s.context is not None else None)
 
-    def card(st):
-        return build_card(ctx, task, config, st)
+    def card(st, uncertainty=None):
+        return build_card(ctx, task, config, st, uncertainty)
 
     state = run(task, train_sampler, val_sampler, config, checkpointer, state=state, card=card)
     if state.best_state is not None:
         s.module.load_state_dict(state.best_state)
+    uncertainty = _calibrate(task, train_sampler, val_sampler, config) if sigma else None
     s.module.to("cpu").eval()
-    return Model(s.module, card(state))
+    return Model(s.module, card(state, uncertainty))
+
+
+def _calibrate(task, train_sampler, val_sampler, config) -> dict:
+    """The card's ``uncertainty``: the sigma scale fit on the validation batches (training windows without)."""
+    if val_sampler is not None:
+        return calibrate(task, fixed_batches(val_sampler, config), f"the {config.val_steps} validation batches")
+    steps = config.val_steps if isinstance(config.val_steps, int) and config.val_steps > 0 else 10
+    return calibrate(task, fixed_batches(train_sampler, config, CALIBRATION_STREAM, steps),
+                     f"{steps} batches of training windows (no validation split)")
 
 
 def _names(value, what) -> list:

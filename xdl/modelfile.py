@@ -128,7 +128,9 @@ class Model:
                 raise InputError(f"card 'size_multiple' {out['size_multiple']} is not a multiple of the "
                                  f"{arch!r} module's {g('size_multiple')}")
         for key, n in (("inputs", out["in_channels"]), ("outputs", out["out_channels"])):
-            if out[key] and n is not None and len(out[key]) != n:
+            # A sigma model (card "uncertainty") lists its n variables for its 2n channels (means, then sigmas).
+            sigmas = key == "outputs" and out.get("uncertainty") is not None and n is not None and 2 * len(out[key]) == n
+            if out[key] and n is not None and len(out[key]) != n and not sigmas:
                 raise InputError(f"card lists {len(out[key])} {key} {out[key]} but the model has {n} channels")
         return out
 

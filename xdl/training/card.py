@@ -30,10 +30,26 @@ class CardContext:
     tile_hw: tuple
     mask_desc: str | None = None
     mask_fraction: float | None = None
+    context: dict | None = None  # the card's "context" of a model fit with context
 
 
-def build_card(ctx: CardContext, task, config, state) -> dict:
-    """The card of the model as it is now: the old card updated with this run's training record."""
+UNCALIBRATED = {"kind": "gaussian", "scale": 1.0, "calibration": "none yet: calibrated when the fit ends"}
+
+
+def loss_text(weights: dict) -> str:
+    """The training loss a gap filler's ``weights`` make, in words (the card's ``training.loss``).
+
+    >>> loss_text({"valid": 1.0, "hole": 6.0, "tv": 0.1, "hole_mse": 0.0, "nll": 1.0})
+    '1 L1(seen) + 6 L1(hidden) + 0.1 TV + 1 Gaussian NLL(hidden; sigmas only, means detached)'
+    """
+    names = {"valid": "L1(seen)", "hole": "L1(hidden)", "tv": "TV", "hole_mse": "MSE(hidden)",
+             "nll": "Gaussian NLL(hidden; sigmas only, means detached)"}
+    return " + ".join(f"{w:g} {names[k]}" for k, w in weights.items() if k in names and w)
+
+
+def build_card(ctx: CardContext, task, config, state, uncertainty: dict | None = None) -> dict:
+    """The card of the model as it is now: the old card updated with this run's training record;
+    a sigma model gets ``uncertainty`` (its calibration; a placeholder before it is done)."""
     ds, ins, outs, history = ctx.ds, ctx.ins, ctx.outs, state.history
     units = {n: str(ds[n].attrs["units"]) for n in ins if "units" in ds[n].attrs}
     out_units = {n: str(ds[n].attrs["units"]) for n in outs if "units" in ds[n].attrs}
@@ -52,11 +68,16 @@ def build_card(ctx: CardContext, task, config, state) -> dict:
     if task.mode == "gap":
         training["masks"] = ctx.mask_desc
         training["mask_fraction"] = ctx.mask_fraction
+        training["loss"] = loss_text(task.weights)
     card = {k: v for k, v in ctx.old_card.items()}
     card.update({"inputs": list(ins), "outputs": list(outs), "units": units, "output_units": out_units,
                  "standard_names": std_names, "normalization": ctx.norm,
                  "fills_gaps": True if task.mode == "gap" else bool(ctx.old_card.get("fills_gaps", False)),
                  "training": training, "metrics": _metrics(task, state)})
+    if ctx.context is not None:
+        card["context"] = copy.deepcopy(ctx.context)
+    if getattr(task, "sigma", False):
+        card["uncertainty"] = copy.deepcopy(uncertainty or UNCALIBRATED)
     return card
 
 

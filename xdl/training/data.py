@@ -38,21 +38,28 @@ def as_dataset(obj, what: str, single_name: str | None = None) -> xr.Dataset:
 class Source:
     """Windows of named variables; samples are all combinations of the non-spatial dims (C order)."""
 
-    def __init__(self, ds: xr.Dataset, names: list, dims, what: str):
+    def __init__(self, ds: xr.Dataset, names: list, dims, what: str, static_ok=()):
         first = ds[names[0]]
         self.spatial = layout.spatial_dims(first, dims)
         self.sample_dims = [d for d in first.dims if d not in self.spatial]
-        self.arrays = {}
+        self.arrays, self.static = {}, set()
         for n in names:
             a = ds[n]
-            if set(a.dims) != set(first.dims) or any(a.sizes[d] != first.sizes[d] for d in a.dims):
+            if n in static_ok and set(a.dims) == set(self.spatial) and self.sample_dims:
+                self.static.add(n)  # a 2-D field (orography, land cover): the same for every sample
+            elif set(a.dims) != set(first.dims) or any(a.sizes[d] != first.sizes[d] for d in a.dims):
                 raise InputError(f"variable {n!r} of {what} has dims {dict(a.sizes)} but {names[0]!r} has "
                                  f"{dict(first.sizes)}; all variables must share dims and sizes "
-                                 "(select or interpolate them onto one grid).")
+                                 "(select or interpolate them onto one grid"
+                                 + ("; a context field may also have only the spatial dims" if static_ok else "")
+                                 + ").")
+            if any(a.sizes[d] != first.sizes[d] for d in self.spatial):
+                raise InputError(f"variable {n!r} of {what} has dims {dict(a.sizes)} but {names[0]!r} has "
+                                 f"{dict(first.sizes)}; put them on one grid.")
             if not (np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.bool_)):
                 raise InputError(f"variable {n!r} of {what} has dtype {a.dtype}; models need numbers. "
                                  "Convert it or choose another variable.")
-            self.arrays[n] = a.transpose(*self.sample_dims, *self.spatial)
+            self.arrays[n] = a.transpose(*([] if n in self.static else self.sample_dims), *self.spatial)
         self.sample_shape = tuple(first.sizes[d] for d in self.sample_dims)
         self.n_samples = int(np.prod(self.sample_shape)) if self.sample_shape else 1
         self.H, self.W = (int(first.sizes[d]) for d in self.spatial)
@@ -72,7 +79,8 @@ class Source:
         sel = self._sel(sample)
         sel[self.spatial[0]] = slice(int(y0), int(y0) + th)
         sel[self.spatial[1]] = slice(int(x0), int(x0) + tw)
-        return np.stack([np.asarray(self.arrays[n].isel(sel).values, dtype=np.float32) for n in names])
+        return np.stack([np.asarray(self.arrays[n].isel({d: i for d, i in sel.items() if d in self.arrays[n].dims})
+                                    .values, dtype=np.float32) for n in names])
 
     def stats(self, names, x0=0, x1=None):
         """Lazy ``(count, mean, std)`` per (sample, channel) over the field's valid pixels in ``[x0, x1)``."""
@@ -83,11 +91,14 @@ class Source:
                 a = a.isel({self.spatial[1]: slice(x0, x1)})
             if not isinstance(a.data, da.Array):
                 # One chunk per few samples, whole fields: lazily indexed files are not read at once.
-                a = a.chunk({**{d: "auto" for d in self.sample_dims}, **{d: -1 for d in self.spatial}})
+                a = a.chunk({**{d: "auto" for d in self.sample_dims if d in a.dims}, **{d: -1 for d in self.spatial}})
             # Mean and std as the engine takes them (xdl.normalize.sample_statistics: outliers fenced,
             # float64, one block per sample), so a model trains on what inference will give it.
             moments = sample_statistics(a.data[..., None, :, :], 2, raw_std=True)[..., 0, 0, :]
-            out.append((da.isfinite(a.data).sum(axis=(-2, -1)), moments[..., 0], moments[..., 1]))
+            triple = (da.isfinite(a.data).sum(axis=(-2, -1)), moments[..., 0], moments[..., 1])
+            if n in self.static:  # one field for all samples
+                triple = tuple(da.broadcast_to(t, self.sample_shape) for t in triple)
+            out.append(triple)
         return out
 
 
@@ -169,13 +180,17 @@ class Sampler:
             s = int(self.pool[rng.integers(len(self.pool))])
             y0 = int(rng.integers(0, self.src.H - self.th + 1))
             x0 = int(rng.integers(self.x_lo, self.x_hi - self.tw + 1))
-            raw = dict(zip(self.names, self.src.load(self.names, s, y0, x0, self.th, self.tw)))
+            raw = self._load(s, y0, x0)
             frac = float(np.mean([np.isfinite(raw[n]).mean() for n in names_for_valid]))
             if best is None or frac > best[0]:
                 best = (frac, s, raw)
             if frac >= MIN_VALID_FRACTION:
                 break
         return best[1], best[2]
+
+    def _load(self, s, y0, x0) -> dict:
+        """``{name: (th, tw) window}`` of sample ``s`` at ``(y0, x0)``."""
+        return dict(zip(self.names, self.src.load(self.names, s, y0, x0, self.th, self.tw)))
 
     def batch(self, rng, n) -> dict:
         """``n`` windows: ``x``, ``valid`` and (gap filling) ``kept`` or (mappings) ``y``, ``y_valid``."""
@@ -256,15 +271,17 @@ def _from_mask_pool(masks: xr.DataArray, dims):
 
 # ============================================================================ one split's samplers
 
-def samplers(src, plan, ins, outs, mode, norm, masks, mask_fraction, dims, th):
+def samplers(src, plan, ins, outs, mode, norm, masks, mask_fraction, dims, th, context=None):
     """``(train_sampler, val_sampler or None, mask description)`` for a split plan.
 
     Computes all statistics in one dask pass, drops samples without valid data from the pools,
     fills in a global normalisation's missing mean/std (in ``norm``, from the training split) and
-    checks that "observed" masks have gaps to copy.
+    checks that "observed" masks have gaps to copy. ``context`` (a
+    :class:`~xdl.training.context.ContextPlan`, gap filling only) adds its channels to the windows.
     """
-    names = list(dict.fromkeys(ins + outs))
-    st = _split_statistics(src, plan, names, ins, norm)
+    extra = [n for n in (context.variables if context is not None else ()) if n not in ins]
+    names = list(dict.fromkeys(ins + outs)) + extra
+    st = _split_statistics(src, plan, names, ins + extra, norm)
     idx = {n: i for i, n in enumerate(names)}
     valid_names = ins if mode == "gap" else outs
     train_pool = _pool(st["train"], plan.train_samples, idx, valid_names, "the training split")
@@ -283,13 +300,23 @@ def samplers(src, plan, ins, outs, mode, norm, masks, mask_fraction, dims, th):
                              "training split; use masks='irregular' (or another kind) or a bool DataArray.")
     train_ref = []
     kept, mask_desc = kept_fn(masks, mask_fraction, dims, ins, train_ref) if mode == "gap" else (None, None)
-    n_in, n_out = normalisers(norm, ins, outs, st.get("train_full"))
-    train = Sampler(src, train_pool, th, plan.tw, plan.train_x, ins, outs, mode, n_in, n_out, kept)
+    if context is not None:
+        from .context import ContextSampler
+        train = ContextSampler(src, train_pool, th, plan.tw, plan.train_x, ins, kept, context, norm,
+                               st.get("train_full"), plan.train_samples)
+    else:
+        n_in, n_out = normalisers(norm, ins, outs, st.get("train_full"))
+        train = Sampler(src, train_pool, th, plan.tw, plan.train_x, ins, outs, mode, n_in, n_out, kept)
     train_ref.append(train)
     val = None
     if plan.vsrc is not None:
-        v_in, v_out = normalisers(norm, ins, outs, st.get("val_full", st.get("train_full")))
-        val = Sampler(plan.vsrc, val_pool, plan.vth, plan.vtw, plan.val_x, ins, outs, mode, v_in, v_out, kept)
+        full = st.get("val_full", st.get("train_full"))
+        if context is not None:
+            val = ContextSampler(plan.vsrc, val_pool, plan.vth, plan.vtw, plan.val_x, ins, kept, context, norm,
+                                 full, plan.val_samples)
+        else:
+            v_in, v_out = normalisers(norm, ins, outs, full)
+            val = Sampler(plan.vsrc, val_pool, plan.vth, plan.vtw, plan.val_x, ins, outs, mode, v_in, v_out, kept)
     return train, val, mask_desc
 
 

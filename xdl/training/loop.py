@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 VAL_STREAM = 0x76616C  # "val": the validation batches come from their own fixed RNG stream
+CALIBRATION_STREAM = 0x63616C  # "cal": training windows for calibration when there is no validation split
 TORCH_STRIDE = 1_000_003
 
 
@@ -136,8 +137,7 @@ class _Validation:
     def __call__(self) -> dict:
         task, keys = self.task, self.task.val_keys
         if self.batches is None:  # drawn on first use, from their own RNG stream
-            vrng = np.random.default_rng([self.config.seed, VAL_STREAM])
-            self.batches = [self.sampler.batch(vrng, self.config.batch_size) for _ in range(self.config.val_steps)]
+            self.batches = fixed_batches(self.sampler, self.config)
         task.module.eval()
         sums = {k: 0.0 for k in keys}
         with torch.no_grad():
@@ -147,3 +147,10 @@ class _Validation:
                     sums[k] += float(terms[k])
         task.module.train()
         return {k: v / len(self.batches) for k, v in sums.items()}
+
+
+def fixed_batches(sampler, config, stream=VAL_STREAM, steps=None) -> list:
+    """``steps`` (default ``config.val_steps``) batches from RNG stream ``stream``: the validation
+    batches of every epoch (and of the calibration after training)."""
+    rng = np.random.default_rng([config.seed, stream])
+    return [sampler.batch(rng, config.batch_size) for _ in range(steps or config.val_steps)]

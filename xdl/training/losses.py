@@ -9,6 +9,7 @@ from ..errors import InputError
 
 GAP_WEIGHTS = {"valid": 1.0, "hole": 6.0, "tv": 0.1, "hole_mse": 0.0}
 GAN_WEIGHTS = {"gan": 1.0, "l1": 100.0}
+SIGMA_WEIGHTS = {"nll": 1.0}  # added to GAP_WEIGHTS for a model with a sigma head
 
 
 def masked_l1(out: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -97,13 +98,18 @@ def generator_gan_loss(d_fake: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
 
 
-def resolve_weights(loss_weights, mode: str, gan: bool) -> dict:
-    """The loss weights of a run: the mode's defaults updated with ``loss_weights`` (floats).
+def resolve_weights(loss_weights, mode: str, gan: bool, sigma: bool = False) -> dict:
+    """The loss weights of a run: the mode's defaults updated with ``loss_weights`` (floats);
+    a gap filler with a sigma head (``sigma``) also has the Gaussian NLL's weight ``nll``.
 
     >>> resolve_weights({"hole": 3}, "gap", False)["hole"]
     3.0
+    >>> resolve_weights(None, "gap", False, sigma=True)["nll"]
+    1.0
     """
     weights = dict(GAN_WEIGHTS if gan else (GAP_WEIGHTS if mode == "gap" else {}))
+    if sigma and mode == "gap":
+        weights.update(SIGMA_WEIGHTS)
     if loss_weights:
         unknown = sorted(set(loss_weights) - set(weights))
         if unknown:

@@ -96,8 +96,10 @@ class SplitPlan:
     vtw: int | None = None
 
 
-def plan_split(src, val, names, ins, dims, tile, sm, th) -> SplitPlan:
-    """The split for ``val`` (see :func:`xdl.fit.fit`) of the training Source ``src``; ``th`` is the window height."""
+def plan_split(src, val, names, ins, dims, tile, sm, th, static_ok=()) -> SplitPlan:
+    """The split for ``val`` (see :func:`xdl.fit.fit`) of the training Source ``src``; ``th`` is the window height.
+
+    ``static_ok``: context variables that may have only the spatial dims (see :class:`~xdl.training.data.Source`)."""
     tw = axis_tile(src.W, tile, sm, f"the field's {src.spatial[1]!r} axis", "use a larger field")
     plan = SplitPlan(np.arange(src.n_samples), (0, src.W), tw, {"kind": "none"})
     if isinstance(val, (xr.Dataset, xr.DataArray)):
@@ -106,7 +108,7 @@ def plan_split(src, val, names, ins, dims, tile, sm, th) -> SplitPlan:
             if n not in vds.data_vars:
                 raise InputError(f"variable {n!r} is not in the validation data (val=...); it has "
                                  f"{sorted(map(str, vds.data_vars))}. Give val the training variables.")
-        vsrc = Source(vds, names, dims, "the validation data (val=...)")
+        vsrc = Source(vds, names, dims, "the validation data (val=...)", static_ok)
         plan.vsrc, plan.val_samples, plan.val_x = vsrc, np.arange(vsrc.n_samples), (0, vsrc.W)
         plan.vth = axis_tile(vsrc.H, tile, sm, "the validation field's y axis", "use a larger validation field")
         plan.vtw = axis_tile(vsrc.W, tile, sm, "the validation field's x axis", "use a larger validation field")

@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from .losses import discriminator_loss, gap_loss, generator_gan_loss, masked_l1
+from .losses import discriminator_loss, gap_loss, gaussian_nll, generator_gan_loss, masked_l1
 
 
 class BaseTask:
@@ -74,17 +74,49 @@ class BaseTask:
 
 
 class GapFillTask(BaseTask):
-    """Self-supervised gap filling: hide ``kept == False`` pixels, score their restoration (:func:`gap_loss`)."""
+    """Self-supervised gap filling: hide ``kept == False`` pixels, score their restoration (:func:`gap_loss`).
+
+    A module with ``sigma`` True returns the means then the sigmas: the means get :func:`gap_loss`,
+    the sigmas the Gaussian NLL on the hidden pixels with the means detached (so only the L1 terms
+    train the means), weighted ``weights["nll"]``. A module with ``takes_context`` is called
+    ``module(x, mask, info)``: the first channels of a batch are the targets, the rest context.
+    """
 
     mode = "gap"
     card_mode = "gap_filling"
     val_keys = ("loss", "valid", "hole", "tv")
 
-    def validation_step(self, b: dict) -> dict:
+    def __init__(self, module, device, autocast_dtype=None, takes_mask=False, weights=None, lr=None, info=None):
+        super().__init__(module, device, autocast_dtype, takes_mask, weights, lr)
+        self.sigma = bool(getattr(module, "sigma", False))
+        self.takes_context = bool(getattr(module, "takes_context", False))
+        self.info = None if info is None else torch.as_tensor(info, dtype=torch.float32).to(device)
+        if self.sigma:
+            self.val_keys = (*type(self).val_keys, "nll")
+
+    def predict(self, b: dict):
+        """``(seen, means, sigmas or None)`` of the module on batch ``b``: ``seen`` what it saw of the targets."""
         mask = b["valid"] & b["kept"]
+        x = torch.where(mask, b["x"], 0.0)
         with self.autocast():
-            out = self.call(self.module, torch.where(mask, b["x"], 0.0), mask)
-        return gap_loss(out.float(), b["x"], b["valid"], mask, self.weights)
+            if self.takes_context:
+                out = self.module(x, mask.to(x.dtype), self.info)
+            else:
+                out = self.call(self.module, x, mask)
+        out = out.float()
+        n = out.shape[1] // 2 if self.sigma else out.shape[1]
+        return mask[:, :n], out[:, :n], (out[:, n:] if self.sigma else None)
+
+    def validation_step(self, b: dict) -> dict:
+        seen, mean, sigma = self.predict(b)
+        n = mean.shape[1]
+        truth, valid = b["x"][:, :n], b["valid"][:, :n]
+        terms = gap_loss(mean, truth, valid, seen, self.weights)
+        if sigma is not None:
+            hidden = valid & ~seen
+            terms["nll"] = gaussian_nll(mean.detach(), sigma, truth, hidden)
+            terms["loss"] = terms["loss"] + self.weights["nll"] * terms["nll"]
+        return terms
 
 
 class PairedTask(BaseTask):
@@ -141,7 +173,9 @@ class Pix2PixTask(BaseTask):
         return {"loss": g_loss, "d_loss": d_loss, "g_gan": g_gan, "g_l1": l1}
 
 
-def make_task(mode: str, gan: bool, module, device, autocast_dtype, takes_mask, weights, lr) -> BaseTask:
-    """The task for a mode ("gap" or "paired") and model kind (pix2pix is ``gan``)."""
-    cls = GapFillTask if mode == "gap" else (Pix2PixTask if gan else PairedTask)
+def make_task(mode: str, gan: bool, module, device, autocast_dtype, takes_mask, weights, lr, info=None) -> BaseTask:
+    """The task for a mode ("gap" or "paired") and model kind (pix2pix is ``gan``); ``info``: a context model's."""
+    if mode == "gap":
+        return GapFillTask(module, device, autocast_dtype, takes_mask, weights, lr, info)
+    cls = Pix2PixTask if gan else PairedTask
     return cls(module, device, autocast_dtype, takes_mask, weights, lr)
