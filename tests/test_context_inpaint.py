@@ -104,6 +104,19 @@ def test_static_context_is_broadcast_over_time():
         np.testing.assert_array_equal(out.sst.values[t][gap[t]], ds.oro.values[gap[t]])
 
 
+def test_context_valid_mask_and_dims_order():
+    ds, v = scene()
+    gap = np.isnan(ds.sst.values)
+    codes = np.round(ds.oro.values * 100).astype("i2")
+    codes[:, 10] = -999  # the context's own _FillValue: missing, whatever its number
+    ds["codes"] = xr.DataArray(codes.T, dims=("x", "y"), attrs={"_FillValue": np.int16(-999)})  # other dim order
+    out = ds.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["codes"], domain=None, clip=None)
+    missing = np.broadcast_to(codes == -999, gap.shape)
+    np.testing.assert_array_equal(out.sst.values[gap & ~missing], np.broadcast_to(codes, gap.shape)[gap & ~missing])
+    assert np.isnan(out.sst.values[gap & missing]).all()
+    assert out.codes.identical(ds.codes)
+
+
 def context_unet(sigma=False, seed=0):
     torch.manual_seed(seed)
     return xdl.zoo.create("fill-unet", in_channels=1, depth=2, base_channels=8, context_features=4, sigma=sigma,

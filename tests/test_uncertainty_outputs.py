@@ -11,7 +11,7 @@ import xarray as xr
 import xdl
 from xdl import normalize
 from xdl.cli import main
-from xdl.errors import InputError
+from xdl.errors import InputError, ModelError
 from xdl.inpaint import FLAG_FILLED, FLAG_OUTSIDE, FLAG_VALID
 
 
@@ -95,6 +95,18 @@ def test_model_without_sigma_refuses():
     plain = xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=8, card={"name": "no-sigma"})
     with pytest.raises(InputError, match="'no-sigma' gives no sigma"):
         arr.dl.inpaint(plain, uncertainty=True)
+
+
+def test_sigma_card_without_sigma_channels_is_a_model_error():
+    class Same(torch.nn.Module):
+        takes_mask, fills_gaps, in_channels, out_channels, halo, size_multiple = True, True, 1, 1, 0, 1
+
+        def forward(self, x, mask):
+            return x
+
+    model = xdl.Model(Same(), card={"uncertainty": {"kind": "gaussian", "scale": 1.0}})
+    with pytest.raises(ModelError, match="returns 1 channel"):
+        field()[0].dl.inpaint(model)
 
 
 def test_sigma_survives_zarr_and_netcdf(tmp_path):

@@ -23,7 +23,7 @@ from .compose import (FLAG_ATTRS, FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITT
 from .context import ContextRequest, check_request, context_model
 from .conventions import cf, domains
 from .conventions.validity import as_mask, valid_mask
-from .errors import InputError, XdlWarning
+from .errors import InputError, ModelError, XdlWarning
 from .engine.graph import TILES_GAPS
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
@@ -207,6 +207,10 @@ def _make_job(obj, model, spec, context, time_window, want_sigma, options) -> _J
     scale = uncertainty.sigma_scale(model)
     if want_sigma:
         uncertainty.require_sigma(model, label)
+    if scale is not None and spec.out_channels != 2 * spec.in_channels:
+        raise ModelError(f"model {label!r} gives a sigma (its card has 'uncertainty') but returns {spec.out_channels} "
+                         f"channel(s) for {spec.in_channels} variable(s); a sigma model returns the means, then the "
+                         "sigmas. Fix its card.")
     names, k = check_request(model, label, context, time_window, spec.in_channels)
     if not names and not k:
         return _Job(model, spec, RunOptions.build(spec, *options), label, sigma_scale=scale, uncertainty=bool(want_sigma))
@@ -239,8 +243,11 @@ def _resolve_domain(domain, container, arr, valid, dims):
     return as_mask(domain, arr, "domain")
 
 
-def _history(model, names=None) -> str:
-    return f"inpaint model={model_label(model)} ({model_key(model)[:12]})" + ("" if names is None else f" variables={names}")
+def _history(model, job, names=None) -> str:
+    line = f"inpaint model={model_label(model)} ({model_key(model)[:12]})" + ("" if names is None else f" variables={names}")
+    if job.request is not None:
+        line += f" context={job.request.names} time_window={job.request.time_window}"
+    return line + (" uncertainty=True" if job.uncertainty else "")
 
 
 def _attach(out, result, flag, sigma, flags: bool) -> None:
@@ -263,13 +270,13 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     lazy = isinstance(arr.data, da.Array)
     if sigmas is None:
         result = filled[0]
-        result.attrs = cf.append_history(result.attrs, _history(model))
+        result.attrs = cf.append_history(result.attrs, _history(model, job))
         return finish(result, lazy, progress)
     # uncertainty=True: value, sigma and flags together, as a Dataset.
     flag_arrays[0].name = f"{arr.name}_inpainted"
     out = xr.Dataset()
     _attach(out, filled[0], flag_arrays[0], sigmas[0], True)
-    out.attrs = cf.append_history({}, _history(model, [str(arr.name)]))
+    out.attrs = cf.append_history({}, _history(model, job, [str(arr.name)]))
     return finish(out, lazy, progress)
 
 
@@ -302,5 +309,5 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         for i, (name, result, flag) in enumerate(zip(group, filled, flag_arrays)):
             flag.name = f"{name}_inpainted"
             _attach(out, result, flag, None if sigmas is None else sigmas[i], flags)
-    out.attrs = cf.append_history(ds.attrs, _history(model, names))
+    out.attrs = cf.append_history(ds.attrs, _history(model, job, names))
     return finish(out, lazy, progress)
