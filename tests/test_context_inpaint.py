@@ -96,6 +96,16 @@ def test_context_fields_are_inputs_only():
     assert "wind_inpainted" not in default and default.wind.identical(ds.wind)
 
 
+def test_a_step_without_any_valid_target_value_stays_unfilled():
+    ds, _ = scene()
+    ds.sst.values[2] = np.nan  # the context could let the model run, but no bounds (nor scale) for the fill
+    out = ds.dl.inpaint(picker((0.0, 0.0), sigma=0.5), variables=["sst"], context=["wind"], domain=None,
+                        uncertainty=True)
+    assert (out.sst_inpainted.values[2] == FLAG_UNFILLABLE).all()
+    assert np.isnan(out.sst.values[2]).all() and np.isnan(out.sst_sigma.values[2]).all()
+    assert (out.sst_inpainted.values[1][np.isnan(ds.sst.values[1]) & np.isfinite(ds.wind.values[1])] == FLAG_FILLED).all()
+
+
 def test_static_context_is_broadcast_over_time():
     ds, _ = scene()
     gap = np.isnan(ds.sst.values)

@@ -67,12 +67,16 @@ def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, d
     with nothing to fill from. ``check`` is only a dependency (the lazy valid-range warning)."""
     low, high = fill_bounds(lo, hi, clip=clip, limits=limits)
     finite = np.isfinite(model_values)
-    fill = np.clip(model_values.astype(np.float64), low, high).astype(dtype)
-    fill = np.where(inside & finite, fill, dtype.type(np.nan))  # an inf is no value: never clipped into one
+    with np.errstate(over="ignore", invalid="ignore"):
+        fill = np.clip(model_values.astype(np.float64), low, high).astype(dtype)
+    # A fill is a finite model value within finite bounds: a sample without any valid value of
+    # this variable has no bounds (NaN) and stays unfilled even where context let the model run.
+    ok = finite & np.isfinite(fill)
+    fill = np.where(inside & ok, fill, dtype.type(np.nan))  # an inf is no value: never clipped into one
     # Valid values are the input's own, bit for bit; gaps get the model's value or stay NaN.
     result = np.where(valid, values.astype(dtype, copy=False), fill)
     failed = ~finite & near
-    status = np.where(finite, FLAG_FILLED, np.where(failed, FLAG_MODEL_FAILED, FLAG_UNFILLABLE))
+    status = np.where(ok, FLAG_FILLED, np.where(failed, FLAG_MODEL_FAILED, FLAG_UNFILLABLE))
     flags = np.where(valid, FLAG_VALID, np.where(inside, status, FLAG_OUTSIDE)).astype(np.int8)
     if (failed & inside & ~valid).any():
         # Same text from every block: Python shows it once per place under the default filters.

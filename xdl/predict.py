@@ -82,7 +82,9 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     inf are NaN.
 
     Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
-    grid mapping and a history line.
+    grid mapping and a history line. A model that gives a sigma (card ``uncertainty``: it returns
+    its means, then their sigmas) adds ``<out>_sigma`` per output (the standard error, in the
+    output's units; a DataArray input gets them along its ``channel`` dim).
 
     Examples
     --------
