@@ -12,7 +12,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["goes_gap_fill", "reanalysis_gap_fill", "dask_cluster"])
+@pytest.mark.parametrize("name", ["goes_gap_fill", "reanalysis_gap_fill", "dask_cluster", "goes_band_repair"])
 def test_example_runs(name, tmp_path):
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")

@@ -70,3 +70,67 @@ def test_bad_input():
         metrics.scores(np.ones(3), np.ones(3), np.ones(3))
     with pytest.raises(InputError, match="shape"):
         metrics.scores(np.ones(3), np.ones(4), np.ones(3, dtype=bool))
+
+
+# ----------------------------------------------------------------------------- sigma scores (#16)
+
+def test_coverage_and_spread_skill_by_hand():
+    t = np.zeros(5)
+    e = np.array([0.5, -1.5, 2.5, 0.0, 4.0])
+    s = np.array([1.0, 1.0, 2.0, 1.0, 1.0])
+    assert metrics.coverage(t, e, s) == pytest.approx(2 / 5)         # 0.5 <= 1 and 0 <= 1 only
+    assert metrics.coverage(t, e, s, k=2.0) == pytest.approx(4 / 5)  # all but 4 > 2
+    rmse = math.sqrt((0.25 + 2.25 + 6.25 + 0 + 16) / 5)
+    assert metrics.spread_skill(t, e, s) == pytest.approx(math.sqrt((1 + 1 + 4 + 1 + 1) / 5) / rmse)
+
+
+def test_gaussian_crps_matches_the_closed_form_and_limits():
+    # z = 0: sigma (2 phi(0) - 1/sqrt(pi)); z = 1, sigma 1: (2 Phi(1) - 1) + 2 phi(1) - 1/sqrt(pi)
+    phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    Phi = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+    assert metrics.gaussian_crps(np.array([3.0]), np.array([3.0]), np.array([2.0])) == pytest.approx(
+        2 * (2 * phi(0) - 1 / math.sqrt(math.pi)))
+    assert metrics.gaussian_crps(np.array([1.0]), np.array([0.0]), np.array([1.0])) == pytest.approx(
+        (2 * Phi(1) - 1) + 2 * phi(1) - 1 / math.sqrt(math.pi))
+    # Symmetric in the error's sign; mean over pixels; sigma -> 0 is the absolute error.
+    two = metrics.gaussian_crps(np.array([1.0, -1.0]), np.zeros(2), np.ones(2))
+    assert two == pytest.approx(metrics.gaussian_crps(np.array([1.0]), np.array([0.0]), np.array([1.0])))
+    assert metrics.gaussian_crps(np.array([2.0]), np.array([0.5]), np.array([0.0])) == pytest.approx(1.5)
+    assert metrics.gaussian_crps(np.array([2.0]), np.array([0.5]), np.array([1e-9])) == pytest.approx(1.5)
+
+
+def test_crps_against_a_numerical_integral():
+    """CRPS = integral of (F(x) - 1[x >= y])^2 dx, by quadrature on a fine grid."""
+    from scipy.stats import norm
+
+    mu, sigma, y = 0.3, 0.7, 1.1
+    x = np.linspace(mu - 12 * sigma, mu + 12 * sigma, 400_001)
+    integrand = (norm.cdf(x, mu, sigma) - (x >= y)) ** 2
+    numeric = float(np.sum(integrand) * (x[1] - x[0]))
+    assert metrics.gaussian_crps(np.array([y]), np.array([mu]), np.array([sigma])) == pytest.approx(numeric, rel=1e-4)
+
+
+def test_uncertainty_scores_where_nan_and_const():
+    t = np.array([[0.0, 0.0], [0.0, np.nan]])
+    e = np.array([[1.0, -2.0], [0.5, 0.0]])
+    s = np.array([[1.0, 1.0], [np.nan, 1.0]])
+    u = metrics.uncertainty_scores(t, e, s, np.ones((2, 2), bool))
+    # Only the first row counts (NaN sigma, NaN truth dropped): errors 1, 2; sigma 1, 1.
+    assert u["coverage1"] == 0.5 and u["coverage2"] == 1.0
+    assert u["spread_skill"] == pytest.approx(1 / math.sqrt(2.5))
+    assert u["crps"] == pytest.approx(metrics.gaussian_crps([0.0, 0.0], [1.0, -2.0], [1.0, 1.0]))
+    assert u["crps_const"] == pytest.approx(metrics.gaussian_crps([0.0, 0.0], [1.0, -2.0], [math.sqrt(2.5)] * 2))
+    empty = metrics.uncertainty_scores(t, e, s, np.zeros((2, 2), bool))
+    assert all(math.isnan(v) for v in empty.values())
+    with pytest.raises(InputError, match="sigma must be a numeric"):
+        metrics.coverage(t, e, np.array([["a", "b"], ["c", "d"]]))
+
+
+def test_reliability_is_the_coverage_at_each_level():
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.5, 2.0, 200_000)
+    err = sigma * rng.standard_normal(sigma.size)  # calibrated by construction
+    levels = np.arange(1, 10) / 10
+    observed = metrics.reliability(np.zeros_like(err), err, sigma, levels=levels)
+    np.testing.assert_allclose(observed, levels, atol=0.005)
+    assert observed[3] == pytest.approx(metrics.coverage(np.zeros_like(err), err, sigma, k=0.5244005127080407))

@@ -150,7 +150,8 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     Parameters
     ----------
     obj : Dataset or DataArray (``(..., y, x)``; leading dims are independent samples).
-    model : None (the bundled default), a path, a bundled name or an ``xdl.Model`` that fills gaps.
+    model : None (the bundled default), a path, a bundled name or an ``xdl.Model`` that fills gaps;
+        False: the baselines alone (no ``"model"`` method).
     variables : Dataset variables to score (default: every float variable with spatial dims).
     gaps : a gap kind (``"scanlines"``, ``"blocks"``, ``"clouds"``, ``"irregular"``), a list of
         them, ``"observed"`` (the gap pattern of ``observed=``, a bool array, True where real data
@@ -201,12 +202,17 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     """
     from .models import pretrained
     from .models.resolve import model_label, resolve_model
-    from .engine.spec import engine_spec
+    from .engine.spec import EngineSpec, engine_spec
 
-    model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
-    spec = engine_spec(model)
+    if model is False:  # the baselines alone (e.g. the bar for a model that takes no context)
+        spec = EngineSpec(mode="spatial", in_channels=1, out_channels=1, size_multiple=1, halo=0,
+                          takes_mask=True, fills_gaps=True)
+        model_name = "none (baselines only)"
+    else:
+        model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
+        spec, model_name = engine_spec(model), model_label(model)
     if not spec.fills_gaps:
-        raise InputError(f"model {model_label(model)!r} does not fill gaps (its card says fills_gaps=False); "
+        raise InputError(f"model {model_name!r} does not fill gaps (its card says fills_gaps=False); "
                          "evaluate scores gap fillers such as a trained 'fill-unet' or 'pconv-unet'.")
     fraction = _check_fraction(fraction)
     gap_specs = hiding.gap_specs(gaps, observed)
@@ -214,7 +220,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     context, time_window = context_fields.check(obj, [str(a.name) for a in arrays], context, time_window)
     baselines = _check_baselines(baselines, context, time_window)
     sigma = bool((getattr(model, "card", None) or {}).get("uncertainty"))
-    methods = [MODEL_METHOD] + baselines
+    methods = ([] if model is False else [MODEL_METHOD]) + baselines
     if isinstance(domain, str) and domain != "auto":
         raise InputError(f"domain={domain!r}: give 'auto', None, or a bool DataArray (True = fillable).")
 
@@ -259,7 +265,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
                          {"long_name": "share of the valid pixels inside the domain hidden and scored"}),
     }
     data = {k: (("variable", "gaps", "method"), values[k], {"long_name": _METRIC_ATTRS[k]}) for k in scored}
-    attrs = {"model": model_label(model), "seed": int(seed), "fraction": fraction,
+    attrs = {"model": model_name, "seed": int(seed), "fraction": fraction,
              "baselines": ",".join(baselines), "scored": "hidden pixels that were valid in the input only",
              "context": ",".join(context), "time_window": time_window}
     if plots:
@@ -279,11 +285,12 @@ def _check_fraction(fraction) -> float:
 
 def _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines, seconds):
     """Every method's fill of one gap pattern (``seconds`` is filled in per method); the model's sigma."""
-    fills = {}
-    fills[MODEL_METHOD], sigma, seconds[0] = _fill_model(truth, keep, dom, model, arr, dims, run, case)
+    fills, sigma = {}, None
+    if model is not False:
+        fills[MODEL_METHOD], sigma, seconds[0] = _fill_model(truth, keep, dom, model, arr, dims, run, case)
     work = truth.astype(np.result_type(truth.dtype, np.float32))
     fields = case.fields(np.where(keep, work, np.nan)) if baselines else []
-    for im, name in enumerate(baselines, start=1):
+    for im, name in enumerate(baselines, start=len(fills)):
         fills[name], seconds[im] = _fill_baseline(name, work, keep, dom, fields)
     return fills, sigma
 
