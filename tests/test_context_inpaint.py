@@ -235,6 +235,14 @@ def test_cli_context_flags(tmp_path, capsys):
     assert main(base + ["--context", "wind", "--time-window", "1", "--uncertainty", "--resume"]) == 1
     err = capsys.readouterr().err
     assert "error" in err and "--context" in err, err
+    # evaluate and train take the same flags (evaluate adds the regression baselines on the context)
+    assert main(["evaluate", str(path), "--var", "sst", "--model", str(model_path), "--context", "wind",
+                 "--time-window", "1", "--domain", "none", "--gaps", "blocks"]) == 0
+    report = capsys.readouterr().out
+    assert "context: wind" in report and "local_regression" in report
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--time-window K" in capsys.readouterr().out
     # A model without context: a clear error, exit 1
     plain = tmp_path / "plain.xdl.safetensors"
     xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=8).save(plain)

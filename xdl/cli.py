@@ -114,6 +114,7 @@ _TRAIN_FLAGS = {  # CLI attribute -> fit() keyword
     "var": "variables", "inputs": "inputs", "targets": "targets", "epochs": "epochs",
     "steps": "steps_per_epoch", "batch_size": "batch_size", "tile": "tile", "masks": "masks",
     "checkpoint_dir": "checkpoint_dir", "resume": "resume", "device": "device", "progress": "progress",
+    "context": "context", "time_window": "time_window",
 }
 
 
@@ -128,7 +129,7 @@ def _cmd_train(a) -> int:
     for attr, key in _TRAIN_FLAGS.items():  # flags given on the command line win over the file
         value = getattr(a, attr)
         if value is not None:
-            kwargs[key] = _split(value) if attr in ("var", "inputs", "targets") else value
+            kwargs[key] = _split(value) if attr in ("var", "inputs", "targets", "context") else value
     model = a.model or kwargs.pop("model", None)
     kwargs.pop("model", None)
     if not model:
@@ -147,7 +148,7 @@ def _cmd_train(a) -> int:
 
         model = load_model(model)
     ds = open_input(a.input, a.chunks)
-    for attr in ("var", "inputs", "targets"):
+    for attr in ("var", "inputs", "targets", "context"):
         _check_vars(ds, kwargs.get(_TRAIN_FLAGS[attr]), a.input, f"--{attr}")
     start = time.perf_counter()
     trained = fit(ds, model, **kwargs)
@@ -173,10 +174,14 @@ def _cmd_evaluate(a) -> int:
     gaps = _split([a.gaps])
     if not gaps:
         raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
+    context = _split(a.context)
+    _check_vars(ds, context, a.input, "--context")
+    # Only when given: the same call as before for the single-field case.
+    with_context = {"context": context, "time_window": a.time_window} if context or a.time_window else {}
     report = evaluate(ds, a.model, variables=variables, gaps=gaps if len(gaps) > 1 else gaps[0],
-                      fraction=a.fraction, baselines=_split([a.baselines]) or (), mask=mask,
+                      fraction=a.fraction, baselines=None if a.baselines is None else (_split([a.baselines]) or ()), mask=mask,
                       domain=domain_argument(a.domain, ds, a.domain_file), seed=a.seed, plot=a.plot, device=a.device, tile=a.tile,
-                      compile=_compile(a.compile))
+                      compile=_compile(a.compile), **with_context)
     print(format_report(report))
     if a.out:
         save_report(report, a.out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["parse_chunks", "EPILOGS", "inpaint_args", "predict_args", "train_args", "evaluate_args", "demo_args"]
+__all__ = ["parse_chunks", "EPILOGS", "inpaint_args", "predict_args", "train_args", "evaluate_args", "demo_args", "context_args"]
 
 
 def parse_chunks(text: str):
@@ -71,6 +71,15 @@ def writing_args(sp) -> None:
                     help="show a progress bar (default: when stderr is a terminal)")
 
 
+def context_args(s, time_window) -> None:
+    """--context and --time-window (issue #15); ``time_window``: the default (None: from --config)."""
+    s.add_argument("--context", action="append", metavar="V", default=None,
+                   help="variables the model sees beside each filled one, inputs only (repeat or comma-separate)")
+    s.add_argument("--time-window", type=int, default=time_window, metavar="K",
+                   help="also give the model each variable at the K time steps before and after"
+                        + (f" (default {time_window})" if time_window is not None else ""))
+
+
 def inpaint_args(s) -> None:
     io_args(s)
     s.add_argument("--var", action="append", metavar="V", help="variable to fill (repeat or comma-separate; default: every float field)")
@@ -79,10 +88,7 @@ def inpaint_args(s) -> None:
     s.add_argument("--domain", default="auto", metavar="EXPR", help='where gaps may be filled: "auto", "none", or e.g. "land == 0"')
     s.add_argument("--domain-file", default=None, metavar="FILE",
                    help='take --domain\'s variables from this file, e.g. --domain-file mask.nc --domain "land == 0"')
-    s.add_argument("--context", action="append", metavar="V", default=None,
-                   help="variables the model sees beside each filled one, inputs only (repeat or comma-separate)")
-    s.add_argument("--time-window", type=int, default=0, metavar="K",
-                   help="also give the model each variable at the K time steps before and after (default 0)")
+    context_args(s, 0)
     s.add_argument("--uncertainty", action="store_true",
                    help="add <var>_sigma, the standard error of each fill (needs a model with a sigma output)")
     engine_args(s)
@@ -111,6 +117,7 @@ def train_args(s) -> None:
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--tile", type=int, default=None, help="training tile side in pixels")
     s.add_argument("--masks", default=None, metavar="KIND", help="training gaps: irregular, scanlines, blocks, clouds, observed")
+    context_args(s, None)
     s.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     s.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
     s.add_argument("--device", default=None)
@@ -124,8 +131,11 @@ def evaluate_args(s) -> None:
     s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
     s.add_argument("--gaps", default="scanlines", help="comma-separated gap kinds: scanlines, blocks, clouds, irregular")
     s.add_argument("--fraction", type=float, default=0.1, help="share of the valid pixels to hide (default 0.1)")
-    s.add_argument("--baselines", default="linear,biharmonic", help="comma-separated: linear, nearest, biharmonic ('' for none)")
+    s.add_argument("--baselines", default=None,
+                   help="comma-separated: linear, nearest, biharmonic, and with context regression, local_regression "
+                        "('' for none; default linear,biharmonic and, with context, both regressions)")
     s.add_argument("--mask", default=None, metavar="EXPR", help='valid-data rule, e.g. "DQF == 0"')
+    context_args(s, 0)
     s.add_argument("--domain", default="auto", metavar="EXPR", help='"auto", "none", or e.g. "land == 0"')
     s.add_argument("--domain-file", default=None, metavar="FILE", help="take --domain's variables from this file")
     s.add_argument("--seed", type=int, default=0)
