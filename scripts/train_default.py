@@ -1,18 +1,31 @@
-"""Train the bundled default gap-filling model, ``xdl/weights/fill-default.safetensors``.
+"""Train the bundled default gap filler, ``xdl/weights/fill-default.safetensors``.
 
-One fill-unet (harmonic fill + learned UNet correction) for many variables: every field is
-standardised by its own mean and standard deviation (the engine's "per_sample" normalisation), so
-the model learns the shapes of gaps in geophysical fields, not their units. Training data are real fields from ../shared/data:
-GOES-17 ABI mesoscale radiances (15 bands), GOES CONUS band 16 scenes, GOES-16 land-surface
-temperature (real cloud gaps), ERA-Interim z/u/v, a sea-surface height field, model SST on a
-bipolar grid and AVHRR NDVI. Held out for evaluation (never trained on): the GOES-16 CONUS band 7
-scene and the MERRA-2 surface pressure (see benchmarks/inpaint_quality.py).
+One fill-unet for any variable, alone or with context (``inpaint(context=..., time_window=...)``),
+with a per-pixel sigma: harmonic fill + local regression on the context + a learned UNet correction
+and sigma head (``FillUNet(context_features=16, sigma=True)``). Every field is standardised by its
+own mean and standard deviation (the engine's ``per_sample`` rule), so the model learns the shapes
+of gaps and the relations between fields, not their units.
 
-    python scripts/train_default.py prepare fields.npz      # real fields -> one compact file
-    python scripts/train_default.py train fields.npz [--minutes 4] [--device cuda]
+Training data, real fields from ../shared/data, in groups of co-registered fields:
+  * co-located bands and variables: GOES-17 ABI mesoscale M1, 15 bands on the 2 km grid (the 1 km
+    bands averaged 2 x 2); ERA-Interim z/u/v at 3 levels; ERA5 1995-07-14 u10/v10/d2m/t2m/sp;
+  * time series (neighbouring steps as context): ERA-Interim's two months, monthly 200 hPa winds
+    (u and v), hgt500 winters, NDJFM SST anomalies;
+  * single fields (no context): GOES-17 CONUS band 16, GOES-16 LST (real cloud gaps), sea-surface
+    height, model SST on a bipolar grid, AVHRR NDVI.
+Held out (never trained on; benchmarks/inpaint_quality.py scores them): the GOES-16 CONUS scene
+of 2020-01-04 03:16Z (bands 7 and 16), the MERRA-2 surface pressure and the ERA-40 daily total
+column water. Calibration of sigma and the validation scores use the right fifth of every field,
+which training never sees.
 
-``prepare`` needs the shared data folder; ``train`` needs only the prepared file (so it can run on
-a GPU machine that lacks the data and the netCDF stack).
+Each batch: one group, one target variable, a random context (none, a subset of the other
+variables, the target's neighbours t-k..t+k, or both); gaps (mixed kinds) hidden in the target
+only (half the batches), in target and context together (a quarter), or independently in each.
+Loss: the gap-filling L1 terms on the mean plus the Gaussian NLL of the sigma head (mean detached
+in it, so the mean is trained by the L1 terms alone). Warm start: the previous single-field default.
+
+    python scripts/train_default.py prepare fields.npz
+    python scripts/train_default.py train fields.npz [--minutes 30] [--device cuda]
 """
 
 from __future__ import annotations
@@ -30,141 +43,297 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XDL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "xdl" / "weights" / "fill-default.safetensors"
+HELD_OUT = ["goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc", "goes/OR_ABI-L1b-RadC-M6C16_G16_*.nc",
+            "reanalysis/merra2_M2T1NXSLV_ps.nc4", "reanalysis/era40_tcw.nc"]
+ARCH = {"depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4, "biharmonic_iterations": 10,
+        "context_features": 16, "sigma": True}
+TILE = 128
+VAL_SHARE = 0.2  # the right fifth of every field: validation and calibration only
+LOSS = {"valid": 1.0, "hole": 6.0, "tv": 0.0, "hole_mse": 0.0, "nll": 1.0}
 
-# (glob under shared/data, variables, leading-dim selection): the training fields.
-SOURCES = [
-    ("goes/OR_ABI-L1b-RadM1-M6C*_G17_*.nc", ["Rad"]),
-    ("goes/OR_ABI-L1b-RadC-M6C16_G1[67]_*.nc", ["Rad"]),
-    ("goes/goes16_OR_ABI-L2-LSTM2-M6_G16_*.nc", ["LST"]),
-    ("reanalysis/eraint_uvz.nc", ["z", "u", "v"]),
-    ("ocean_land/mss.nc", ["mss"]),
-    ("ocean_land/tos_ocean_bipolar_grid.nc", ["tos"]),
-    ("land/ndvi_max.nc", ["ndvi_max"]),
-]
-HELD_OUT = ["goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc", "reanalysis/merra2_M2T1NXSLV_ps.nc4"]
-MIN_SIDE = 128  # smallest field side kept (the smallest training window)
+
+# ============================================================================ prepare
+
+def _standardise(field):
+    ok = np.isfinite(field)
+    if ok.mean() < 0.1:
+        return None
+    mean, std = field[ok].mean(), field[ok].std()
+    return np.where(ok, (field - mean) / (std if std > 0 else 1.0), np.nan).astype(np.float16)
+
+
+def _decoded(path, var):
+    import xarray as xr
+
+    from xdl.conventions import cf
+
+    arr = xr.open_dataset(path)[var]
+    return arr.where(cf.cf_valid_mask(arr)).astype("float32")
+
+
+def _goes_bands():
+    """(1, 15, 500, 500): the GOES-17 M1 bands on the 2 km grid."""
+    fields, names = [], []
+    for path in sorted(glob.glob(str(SHARED / "goes/OR_ABI-L1b-RadM1-M6C*_G17_*.nc"))):
+        f = _decoded(path, "Rad").values
+        while f.shape[0] > 500:  # 1 km and 0.5 km bands: 2 x 2 means down to 2 km
+            f = np.nanmean(f.reshape(f.shape[0] // 2, 2, f.shape[1] // 2, 2), axis=(1, 3))
+        fields.append(f)
+        names.append(Path(path).name.split("_")[1].split("-")[-1])
+    return np.stack(fields)[None], names
+
+
+def _series(path, variables, select=None):
+    arrays = []
+    for var in variables:
+        a = _decoded(path, var)
+        if select:
+            a = a.isel({k: v for k, v in select.items() if k in a.dims})
+        a = a.squeeze(drop=True)
+        arrays.append(a.values.reshape((-1,) + a.shape[-2:]))
+    return np.stack(arrays, axis=1)  # (T, V, H, W)
+
+
+def groups():
+    """``{name: (array (T, V, H, W), variable names)}`` of the training data."""
+    out = {"goes17-m1-bands": _goes_bands()}
+    eraint = _series(SHARED / "reanalysis/eraint_uvz.nc", ["z", "u", "v"])  # (month*level, 3, ...)
+    eraint = eraint.reshape(2, 3, 3, *eraint.shape[-2:]).reshape(2, 9, *eraint.shape[-2:])
+    out["eraint-uvz"] = (eraint, [f"{v}{lev}" for v in "zuv" for lev in range(3)])
+    out["era5-1995"] = (_series(SHARED / "reanalysis/era5_1995-07-14T12.nc", ["u10", "v10", "d2m", "t2m", "sp"]),
+                        ["u10", "v10", "d2m", "t2m", "sp"])
+    winds = np.concatenate([_series(SHARED / "reanalysis/uwnd_200hPa_monthly_mean.nc", ["uwnd"]),
+                            _series(SHARED / "reanalysis/vwnd_200hPa_monthly_mean.nc", ["vwnd"])], axis=1)
+    out["winds-200hPa-monthly"] = (winds, ["uwnd", "vwnd"])
+    out["hgt500-djf"] = (_series(SHARED / "reanalysis/hgt500_djf.nc", ["z"]), ["z"])
+    out["sst-ndjfm-anomaly"] = (_series(SHARED / "ocean_land/sst_ndjfm_anom.nc", ["sst"]), ["sst"])
+    held = {p for pattern in HELD_OUT for p in glob.glob(str(SHARED / pattern))}
+    singles = [("goes/OR_ABI-L1b-RadC-M6C16_G17_*.nc", "Rad"), ("goes/goes16_OR_ABI-L2-LSTM2-M6_G16_*.nc", "LST"),
+               ("ocean_land/mss.nc", "mss"), ("ocean_land/tos_ocean_bipolar_grid.nc", "tos"),
+               ("land/ndvi_max.nc", "ndvi_max")]
+    for pattern, var in singles:
+        for path in sorted(glob.glob(str(SHARED / pattern))):
+            if path not in held:
+                out[f"{Path(path).name[:40]}:{var}"] = (_series(path, [var])[:1], [var])
+    return out
 
 
 def prepare(out_path: str) -> None:
-    """Read the training fields, standardise each 2-D field, save them as float16 in one .npz."""
-    import xarray as xr
-
-    from xdl.conventions import cf, layout
-
-    fields, names = [], []
-    held_out = {p for pattern in HELD_OUT for p in glob.glob(str(SHARED / pattern))}
-    for pattern, variables in SOURCES:
-        for path in sorted(glob.glob(str(SHARED / pattern))):
-            if path in held_out:
-                continue
-            ds = xr.open_dataset(path)
-            for var in variables:
-                arr = ds[var]
-                valid = cf.cf_valid_mask(arr)
-                arr = arr.where(valid).astype("float32")
-                y, x = layout.spatial_dims(arr)
-                arr = arr.transpose(..., y, x)
-                if arr.sizes[y] < MIN_SIDE or arr.sizes[x] < MIN_SIDE:
-                    continue
-                values = arr.values.reshape((-1, arr.sizes[y], arr.sizes[x]))
-                for i, field in enumerate(values):
-                    ok = np.isfinite(field)
-                    if ok.mean() < 0.1:
-                        continue
-                    mean, std = field[ok].mean(), field[ok].std()
-                    standardised = np.where(ok, (field - mean) / (std if std > 0 else 1.0), np.nan)
-                    fields.append(standardised.astype(np.float16))
-                    names.append(f"{Path(path).name}:{var}[{i}]")
-    np.savez_compressed(out_path, names=np.array(names), **{f"f{i}": f for i, f in enumerate(fields)})
-    total = sum(f.size for f in fields)
-    print(f"{len(fields)} fields, {total / 1e6:.1f} Mpix -> {out_path} ({os.path.getsize(out_path) / 1e6:.1f} MB)")
+    arrays, meta = {}, {}
+    for i, (name, (data, variables)) in enumerate(groups().items()):
+        std = np.full(data.shape, np.nan, np.float16)
+        for t in range(data.shape[0]):
+            for v in range(data.shape[1]):
+                s = _standardise(data[t, v])
+                if s is not None:
+                    std[t, v] = s
+        arrays[f"g{i}"] = std
+        meta[f"g{i}"] = {"name": name, "variables": variables, "shape": list(std.shape)}
+    np.savez_compressed(out_path, meta=json.dumps(meta), **arrays)
+    for key, m in meta.items():
+        print(key, m["name"], m["shape"])
+    print(f"-> {out_path} ({os.path.getsize(out_path) / 1e6:.1f} MB)")
 
 
-PIECE = 512  # fields are cut (or NaN-padded) to pieces of this side so they stack as samples
+# ============================================================================ batches
+
+class Batches:
+    """Batches of (x, valid, kept, info) for one split (the left 4/5 or the right 1/5 of fields)."""
+
+    def __init__(self, path, split):
+        with np.load(path) as npz:
+            meta = json.loads(str(npz["meta"]))
+            self.groups = [(meta[k]["name"], npz[k].astype(np.float32)) for k in meta]
+        self.split = split
+        # Draw groups by kind: co-located bands, time series, single fields about equally often.
+        kinds = [self._kind(a) for _, a in self.groups]
+        share = {k: kinds.count(k) for k in set(kinds)}
+        self.weights = np.array([1.0 / share[k] for k in kinds]) / len(share)
+
+    @staticmethod
+    def _kind(a):
+        return "series" if a.shape[0] > 2 else ("bands" if a.shape[1] > 1 else "single")
+
+    def _columns(self, width):
+        cut = int(round(width * (1 - VAL_SHARE)))
+        return (0, cut) if self.split == "train" else (cut, width)
+
+    def draw(self, rng, batch):
+        from xdl import masks as gapmasks
+
+        name, data = self.groups[rng.choice(len(self.groups), p=self.weights)]
+        t_len, n_var, h, w = data.shape
+        target = int(rng.integers(n_var))
+        others = [v for v in range(n_var) if v != target]
+        n_ctx = int(rng.integers(0, min(6, len(others)) + 1)) if others and rng.random() < 0.8 else 0
+        context = list(rng.choice(others, n_ctx, replace=False)) if n_ctx else []
+        window = int(rng.integers(1, 4)) if t_len > 1 and rng.random() < 0.75 else 0
+        offsets = [o for o in range(-window, window + 1) if o != 0]
+        info = [[0.0, 0.0]] * len(context) + [[float(o), 1.0] for o in offsets]
+        x0, x1 = self._columns(w)
+        th, tw = min(TILE, max(32, h // 32 * 32 or 32)), min(TILE, max(32, (x1 - x0) // 32 * 32 or 32))
+        xs = []
+        for _ in range(batch):
+            t = int(rng.integers(t_len))
+            y0 = int(rng.integers(0, max(h - th, 0) + 1))
+            c0 = int(rng.integers(x0, max(x1 - tw, x0) + 1))
+            canvas = np.full((1 + len(context) + len(offsets), th, tw), np.nan, np.float32)
+
+            def put(k, tt, v):
+                if 0 <= tt < t_len:
+                    part = data[tt, v, y0:y0 + th, c0:min(c0 + tw, x1)]
+                    canvas[k, :part.shape[0], :part.shape[1]] = part
+
+            put(0, t, target)
+            for k, v in enumerate(context):
+                put(1 + k, t, v)
+            for k, o in enumerate(offsets):
+                put(1 + len(context) + k, t + o, target)
+            xs.append(canvas)
+        x = np.stack(xs)
+        valid = np.isfinite(x)
+        kind = lambda: gapmasks.KINDS[int(rng.integers(len(gapmasks.KINDS)))]  # noqa: E731
+        kept = np.ones_like(valid)
+        kept[:, :1] = gapmasks.make(kind(), (batch, th, tw), None, rng)[:, None]
+        mode = rng.random()
+        if x.shape[1] > 1 and mode < 0.25:      # target and context hidden together
+            kept[:, 1:] = kept[:, :1]
+        elif x.shape[1] > 1 and mode < 0.5:     # context with gaps of its own
+            kept[:, 1:] = gapmasks.make(kind(), (batch * (x.shape[1] - 1), th, tw), None, rng).reshape(
+                batch, x.shape[1] - 1, th, tw)
+        return {"x": np.where(valid, x, 0.0).astype(np.float32), "valid": valid, "kept": kept,
+                "info": np.array(info, np.float32).reshape(-1, 2), "group": name,
+                "n_context": len(context), "window": window}
 
 
-def load_pieces(path: str, seed: int = 0):
-    """The prepared fields as one DataArray (sample, y, x) of PIECE x PIECE pieces, shuffled so the
-    validation split (the last samples) mixes sources. Padding is NaN: never data, never loss."""
-    import xarray as xr
+# ============================================================================ model and loss
 
-    pieces, sources = [], []
-    with np.load(path) as npz:
-        names = [str(n) for n in npz["names"]]
-        for i, name in enumerate(names):
-            field = npz[f"f{i}"].astype(np.float32)
-            for y0 in range(0, field.shape[0], PIECE):
-                for x0 in range(0, field.shape[1], PIECE):
-                    part = field[y0:y0 + PIECE, x0:x0 + PIECE]
-                    if part.shape[0] < MIN_SIDE or part.shape[1] < MIN_SIDE or np.isfinite(part).mean() < 0.1:
-                        continue
-                    canvas = np.full((PIECE, PIECE), np.nan, np.float32)
-                    canvas[:part.shape[0], :part.shape[1]] = part
-                    pieces.append(canvas)
-                    sources.append(name)
-    order = np.random.default_rng(seed).permutation(len(pieces))
-    data = np.stack([pieces[i] for i in order])
-    return xr.DataArray(data, dims=("sample", "y", "x"), name="field"), names
+def build_model(warm_start: Path | None):
+    """The context + sigma FillUNet, its shared tensors copied from the single-field default."""
+    import torch
+
+    from xdl.models.fill_unet import FillUNet
+
+    net = FillUNet(in_channels=1, **ARCH)
+    if warm_start is None or not warm_start.exists():
+        return net, "random"
+    import xdl
+
+    old = xdl.load_model(warm_start).module.state_dict()
+    new = net.state_dict()
+    copied = 0
+    for key, tensor in old.items():
+        if key not in new:
+            continue
+        target = new[key]
+        if target.shape == tensor.shape:
+            target.copy_(tensor)
+        else:  # wider input (context inputs) or output (sigma): the old part, the rest as built
+            index = tuple(slice(0, s) for s in tensor.shape)
+            target[index].copy_(tensor)
+        copied += 1
+    net.load_state_dict(new)
+    return net, f"warm start from {warm_start.name} ({copied} tensors)"
 
 
-ARCH = {"name": "fill-unet", "depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4,
-        "biharmonic_iterations": 10}
+def step_terms(net, batch, device):
+    import torch
+
+    from xdl.training.losses import gap_loss, gaussian_nll
+
+    x = torch.from_numpy(batch["x"]).to(device)
+    valid = torch.from_numpy(batch["valid"]).to(device)
+    seen = valid & torch.from_numpy(batch["kept"]).to(device)
+    info = torch.from_numpy(batch["info"]).to(device)
+    out = net(torch.where(seen, x, 0.0), seen.float(), info)
+    mean, sigma = out[:, :1], out[:, 1:2]
+    terms = gap_loss(mean, x[:, :1], valid[:, :1], seen[:, :1], LOSS)
+    hole = valid[:, :1] & ~seen[:, :1]
+    terms["nll"] = gaussian_nll(mean.detach(), sigma, x[:, :1], hole)
+    terms["loss"] = terms["loss"] + LOSS["nll"] * terms["nll"]
+    return terms, (mean.detach(), sigma.detach(), x[:, :1], hole)
 
 
-def train(fields_path: str, minutes: float, device: str, batch_size: int, out: Path, seed: int,
-          steps_per_epoch: int = 200, tile: int = 256, arch: dict | None = None, lr: float = 1e-3,
-          loss_weights: dict | None = None) -> None:
-    """Train for about ``minutes`` of wall time: one epoch per fit call, resumed from the
-    checkpoint (so the run is the same as one uninterrupted fit of that many epochs)."""
-    import tempfile
+# ============================================================================ train
+
+def evaluate_split(net, batches, n, seed, device):
+    """Validation: loss terms and the standardised errors z of hidden pixels, per context kind."""
+    import torch
+
+    rng = np.random.default_rng([seed, 7])
+    net.eval()
+    sums, zs = {}, {"single": [], "context": [], "time": []}
+    with torch.no_grad():
+        for _ in range(n):
+            b = batches.draw(rng, 8)
+            terms, (mean, sigma, truth, hole) = step_terms(net, b, device)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / n
+            z = ((mean - truth) / sigma)[hole].cpu().numpy()
+            kind = "time" if b["window"] else ("context" if b["n_context"] else "single")
+            zs[kind].append(z)
+    net.train()
+    return sums, {k: np.concatenate(v) if v else np.zeros(0) for k, v in zs.items()}
+
+
+def calibrate(zs):
+    from xdl.training.calibration import calibration_scale
+
+    z = np.concatenate([v for v in zs.values()])
+    result = calibration_scale(z)
+    per_kind = {k: calibration_scale(v) for k, v in zs.items() if v.size}
+    return result, per_kind
+
+
+def train(fields, minutes, device, batch_size, out, seed, lr, warm_start):
+    import torch
 
     import xdl
-    from xdl.train import fit
+    from xdl.engine.runner import resolve_device
 
-    arch = dict(ARCH if arch is None else arch)
-    pieces, names = load_pieces(fields_path, seed)
-    print(f"{len(names)} fields -> {pieces.sizes['sample']} pieces of {PIECE}x{PIECE}")
-    run_dir = Path(tempfile.mkdtemp(prefix="xdl_default_"))
-    t0 = time.perf_counter()
-    epochs, model = 0, None
-    while True:
-        epochs += 1
-        # The fields are already standardised exactly as the engine's per_sample rule does, so
-        # the model trains without further normalisation and its card then says per_sample.
-        model = fit(pieces, arch["name"], variables=["field"], masks="mixed", epochs=epochs,
-                    steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=tile, val=0.1,
-                    val_steps=20, normalization="none", device=device, progress=False, seed=seed, lr=lr,
-                    loss_weights={"tv": 0.0, **(loss_weights or {})}, checkpoint_dir=run_dir, resume=epochs > 1,
-                    **{k: v for k, v in arch.items() if k != "name"})
-        elapsed = time.perf_counter() - t0
-        history = model.card.get("training", {}).get("history", {})
-        print(f"epoch {epochs}: {elapsed:.0f} s, val loss {history.get('val_loss', ['?'])[-1]}", flush=True)
-        if elapsed / epochs * (epochs + 1) > minutes * 60:
-            break
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    net, start = build_model(warm_start)
+    net.to(dev).train()
+    train_batches, val_batches = Batches(fields, "train"), Batches(fields, "val")
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    t0, step, log = time.perf_counter(), 0, []
+    while time.perf_counter() - t0 < minutes * 60:
+        terms, _ = step_terms(net, train_batches.draw(rng, batch_size), dev)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        step += 1
+        if step % 200 == 0:
+            log.append({"step": step, "seconds": round(time.perf_counter() - t0),
+                        **{k: round(float(v), 4) for k, v in terms.items()}})
+            print(json.dumps(log[-1]), flush=True)
     seconds = time.perf_counter() - t0
-    card = model.card
-    card["normalization"] = {"kind": "per_sample"}
-    card["inputs"], card["outputs"] = [], []
-    card["units"], card["output_units"], card["standard_names"] = {}, {}, {}
-    card["name"] = "fill-default"
-    first_guess = ("harmonic interpolation of the gaps" if not arch.get("biharmonic_iterations") else
-                   "harmonic interpolation of the gaps, refined towards a biharmonic fill,")
-    card["description"] = (f"xdl's default gap filler: {first_guess} corrected by a UNet "
-                           f"(fill-unet: {arch.get('depth')} levels, {arch.get('base_channels')}-"
-                           f"{arch.get('max_channels')} channels on {arch.get('patch')}x{arch.get('patch')} "
-                           "pixel patches) trained on standardised real geophysical fields (GOES ABI radiances "
-                           "and LST, ERA-Interim, sea-surface height, SST, NDVI) with mixed irregular, "
-                           "scan-line, block and cloud gaps. Works on any single variable; fit your own for "
-                           "best skill.")
-    card["training"] = {**card.get("training", {}), "script": "scripts/train_default.py",
-                        "command": "python " + " ".join(sys.argv),
-                        "fields": names, "held_out": HELD_OUT, "wall_seconds": round(seconds, 1),
-                        "piece": PIECE}
-    final = xdl.Model(model.module, card)
+    val, zs = evaluate_split(net, val_batches, 60, seed, dev)
+    scale, per_kind = calibrate(zs)
+    net = net.cpu().eval()
+    card = {"name": "fill-default", "normalization": {"kind": "per_sample"},
+            "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
+            "uncertainty": {"kind": "gaussian", "scale": float(scale["scale"]),
+                            "calibration": f"{scale['method']} on {sum(v.size for v in zs.values())} hidden "
+                                           "pixels of the validation split (right fifth of every field)"},
+            "description": ("xdl's default gap filler: harmonic interpolation of the gaps refined towards a "
+                            "biharmonic fill, a local regression on any context fields given (other bands or "
+                            "variables, neighbouring time steps), corrected by a UNet (fill-unet: 3 levels, "
+                            "32-128 channels on 4x4 pixel patches) that also gives a per-pixel sigma. Trained on "
+                            "standardised real geophysical fields with mixed gaps; works on any variable."),
+            "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),
+                         "groups": [g for g, _ in train_batches.groups], "held_out": HELD_OUT,
+                         "steps": step, "batch_size": batch_size, "tile": TILE, "lr": lr, "loss_weights": LOSS,
+                         "wall_seconds": round(seconds, 1), "device": str(dev), "start": start, "log": log[-10:]},
+            "metrics": {"validation": {k: round(v, 5) for k, v in val.items()},
+                        "calibration": {"all": scale, **per_kind}}}
+    model = xdl.Model(net, card)
     out.parent.mkdir(parents=True, exist_ok=True)
-    final.save(out)
-    print(json.dumps({"saved": str(out), "bytes": out.stat().st_size, "seconds": round(seconds, 1),
-                      "epochs": epochs, "metrics": card.get("metrics")}, default=str))
+    model.save(out)
+    print(json.dumps({"saved": str(out), "steps": step, "seconds": round(seconds), "val": val,
+                      "calibration": card["metrics"]["calibration"]}, default=str))
 
 
 def main(argv=None):
@@ -174,28 +343,18 @@ def main(argv=None):
     p.add_argument("out")
     t = sub.add_parser("train")
     t.add_argument("fields")
-    t.add_argument("--minutes", type=float, default=10.0, help="wall-time budget")
-    t.add_argument("--steps-per-epoch", type=int, default=200)
-    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--minutes", type=float, default=30.0, help="wall-time budget")
+    t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--tile", type=int, default=256, help="training window side")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--hole-weight", type=float, help="weight of the L1 loss on the hidden pixels "
-                   "(default: fit's, xdl.train.GAP_WEIGHTS)")
-    t.add_argument("--hole-mse-weight", type=float, help="weight of the squared error on them (default: fit's)")
-    for key, value in ARCH.items():
-        if key != "name":
-            t.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help="fill-unet option")
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--warm-start", type=Path, default=OUT, help="a single-field fill-unet to start from")
     t.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.out)
     else:
-        given = {"hole": args.hole_weight, "hole_mse": args.hole_mse_weight}
-        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.steps_per_epoch,
-              tile=args.tile, lr=args.lr, loss_weights={k: v for k, v in given.items() if v is not None},
-              arch={"name": ARCH["name"], **{k: getattr(args, k) for k in ARCH if k != "name"}})
+        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.lr, args.warm_start)
 
 
 if __name__ == "__main__":

@@ -100,8 +100,9 @@ class FillUNet(nn.Module):
         out = folded * (2 if self.sigma else 1)
         if self.takes_context:
             self.context = ContextEncoder(self.patch ** 2, context_features)
-            # harmonic fill and mask, then per target: regression - fill, log residual variance; pooled context
-            cin = 3 * folded + in_channels + 2 * context_features
+            # harmonic fill and mask; per target: regression - fill, (regression + interpolated
+            # residual) - fill, log residual variance; the pooled context features
+            cin = 4 * folded + in_channels + 2 * context_features
             self.correction = UNet(cin, out, depth=depth, base_channels=base_channels,
                                    max_channels=max_channels, residual=residual, with_mask=False)
         else:
@@ -154,17 +155,23 @@ class FillUNet(nn.Module):
         if k == 0:
             zeros = first_guess.new_zeros
             h, w = first_guess.shape[-2] // p, first_guess.shape[-1] // p
-            extra = [zeros((xt.shape[0], n * p * p, h, w)), zeros((xt.shape[0], n, h, w)),
+            extra = [zeros((xt.shape[0], 2 * n * p * p, h, w)), zeros((xt.shape[0], n, h, w)),
                      zeros((xt.shape[0], 2 * self.context.features, h, w))]
             return first_guess, extra
-        complete = harmonic_fill(xc, mc, self.iterations, 0)
+        # Context fields complete (most have no gap: then as they are) so the regression exists everywhere.
+        complete = xc if bool((mc > 0.5).all()) else harmonic_fill(xc, mc, self.iterations, 0)
         estimates, spreads = [], []
         for i in range(n):
             estimate, residual, _ = local_regression(xt[:, i:i + 1], mt[:, i:i + 1], complete, mc)
             estimates.append(estimate)
             spreads.append(torch.log(residual.clamp(min=0) + 1e-4))
         estimate = torch.cat(estimates, 1)
+        # The regression's misfit at the valid pixels, interpolated into the gaps and added back:
+        # the first guess (equal to the target where valid); the UNet sees both versions.
+        misfit = torch.where(mt > 0.5, xt.float() - estimate, 0.0)
+        corrected = estimate + harmonic_fill(misfit, mt, self.iterations, 0)
         pooled = self.context(F.pixel_unshuffle(complete.to(xt.dtype), p), F.pixel_unshuffle(mc, p), info)
         extra = [F.pixel_unshuffle((estimate - first_guess).to(xt.dtype), p),
+                 F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  F.avg_pool2d(torch.cat(spreads, 1), p).to(xt.dtype), pooled]
-        return estimate, extra
+        return corrected, extra
