@@ -3,7 +3,9 @@
 The valid mask (CF rules, or the user's mask/quality-flag rule) decides what is data; the domain
 decides where gaps may be filled (never space on a geostationary disk, never land for SST);
 the engine runs only the tiles that hold a gap. The Dataset form adds a CF flag variable per
-filled variable and a history line.
+filled variable and a history line. A context model also sees other variables and the
+neighbouring time steps (:mod:`xdl.context`); a sigma model gives each fill its standard error
+(``<var>_sigma``). What each pixel gets is decided in :mod:`xdl.compose`.
 """
 
 from __future__ import annotations
@@ -214,8 +216,7 @@ def _make_job(obj, model, spec, context, time_window, want_sigma, options) -> _J
     names, k = check_request(model, label, context, time_window, spec.in_channels)
     if not names and not k:
         return _Job(model, spec, RunOptions.build(spec, *options), label, sigma_scale=scale, uncertainty=bool(want_sigma))
-    ds = obj if isinstance(obj, xr.Dataset) else obj.to_dataset(name=obj.name if obj.name is not None else "data")
-    request = ContextRequest(ds, names, k)
+    request = ContextRequest(obj if isinstance(obj, xr.Dataset) else xr.Dataset(), names, k)  # a DataArray: k only
     wrapped, key = context_model(model, spec, request.info(spec.in_channels), model_key(model))
     run_spec = engine_spec(wrapped)
     return _Job(wrapped, run_spec, RunOptions.build(run_spec, *options), label, key=key, sigma_scale=scale,
