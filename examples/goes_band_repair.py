@@ -17,7 +17,6 @@ seed, the band and the gap kind.
 
 import time
 
-import numpy as np
 import xarray as xr
 
 import xdl

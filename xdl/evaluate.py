@@ -246,16 +246,29 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
             fills, fill_sigma = _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines,
                                           values["seconds"][iv, ig])
             for im, name in enumerate(methods):
-                s = metrics.scores(truth, fills[name], hidden)
-                if sigma and name == MODEL_METHOD:
-                    s.update(metrics.uncertainty_scores(truth, fills[name], fill_sigma, hidden))
-                for k in scored:
-                    if k in s:
-                        values[k][iv, ig, im] = s[k]
+                for k, v in _scores(truth, fills[name], hidden, fill_sigma if name == MODEL_METHOD else None).items():
+                    values[k][iv, ig, im] = v
             if plot is not None:
                 plots.append(_plot(plot, arr, label, len(arrays) > 1 or len(gap_specs) > 1,
                                    truth, keep, hidden, fills, fill_sigma))
 
+    attrs = {"model": model_name, "seed": int(seed), "fraction": fraction,
+             "baselines": ",".join(baselines), "scored": "hidden pixels that were valid in the input only",
+             "context": ",".join(context), "time_window": time_window}
+    if plots:
+        attrs["plots"] = [os.fspath(p) for p in plots]
+    return _report(values, arrays, gap_specs, methods, share, attrs)
+
+
+def _scores(truth, fill, hidden, sigma) -> dict:
+    """Every score of one method on the hidden pixels; the sigma scores when it gives a sigma."""
+    s = metrics.scores(truth, fill, hidden)
+    if sigma is not None:
+        s.update(metrics.uncertainty_scores(truth, fill, sigma, hidden))
+    return s
+
+
+def _report(values, arrays, gap_specs, methods, share, attrs) -> xr.Dataset:
     coords = {
         "variable": [str(a.name) for a in arrays],
         "gaps": [g[0] for g in gap_specs],
@@ -264,12 +277,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
         "hidden_share": (("variable", "gaps"), share,
                          {"long_name": "share of the valid pixels inside the domain hidden and scored"}),
     }
-    data = {k: (("variable", "gaps", "method"), values[k], {"long_name": _METRIC_ATTRS[k]}) for k in scored}
-    attrs = {"model": model_name, "seed": int(seed), "fraction": fraction,
-             "baselines": ",".join(baselines), "scored": "hidden pixels that were valid in the input only",
-             "context": ",".join(context), "time_window": time_window}
-    if plots:
-        attrs["plots"] = [os.fspath(p) for p in plots]
+    data = {k: (("variable", "gaps", "method"), v, {"long_name": _METRIC_ATTRS[k]}) for k, v in values.items()}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 

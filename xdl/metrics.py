@@ -110,7 +110,8 @@ def _triples(truth, estimate, sigma, where):
     except ValueError:
         raise InputError(f"sigma {sigma.shape} must have the shape of estimate {np.shape(estimate)}") from None
     t, e = _pairs(truth, estimate, where)
-    full = np.broadcast_arrays(np.asarray(truth), estimate, sigma, np.ones((), bool) if where is None else np.asarray(where))
+    where = np.ones((), bool) if where is None else np.asarray(where)
+    full = np.broadcast_arrays(np.asarray(truth), estimate, sigma, where)
     sel = full[3] & np.isfinite(full[0]) & np.isfinite(full[1])
     return t, e, full[2][sel].astype(np.float64)
 
