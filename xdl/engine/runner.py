@@ -6,7 +6,11 @@
 * One feeder thread per device runs every model call on it: several dask threads driving one GPU
   (or oversubscribing the CPU's intra-op threads) collapses throughput, and cuDNN autotunes per
   thread (with ``cudnn.benchmark`` on, 16 dask threads made a run 15x slower on an H200). Other
-  threads meanwhile read, decode and cut the next tiles.
+  threads meanwhile read, decode and cut the next tiles. On the CPU a block's batches make one
+  trip to the feeder, and a near-free model (its last block took under ``INLINE_SECONDS``) runs
+  in the calling thread instead, when that thread already has the run's torch thread count
+  (uncompiled only): a trip costs two thread wake-ups, more than such a model's whole call on
+  a loaded machine. Either way a per-device lock keeps one model call at a time on the device.
 * On CUDA, host-to-device copies go through pinned memory on a side stream in the calling
   thread, so the copy of one batch overlaps the compute of another; bf16 autocast by default.
 * A CUDA out-of-memory error halves the batch and carries on.
@@ -21,6 +25,7 @@ import copy
 import functools
 import pickle
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -33,6 +38,9 @@ import torch
 from ..errors import InputError, ModelError
 
 _LOCKS_GUARD = threading.Lock()
+# A CPU model whose last block took less than this runs in the calling thread (see the module
+# docstring): below it a trip to the feeder thread is a sizeable share of the call.
+INLINE_SECONDS = 0.01
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
@@ -141,6 +149,7 @@ class ResidentModel:
     oom_cap: int | None = None  # largest batch known to fit after an out-of-memory error
     compiled: torch.nn.Module | None = None  # torch.compile'd view of module, when asked for
     label: str = "model"  # the model's name, for errors
+    block_seconds: float | None = None  # how long the model took on the last CPU block
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
@@ -168,6 +177,35 @@ class ResidentModel:
         first guess before the call (``nan_policy="fill"``); the model then gets ``x`` only.
         ``threads``: torch intra-op threads for the call (CPU results depend on it; see predict).
         """
+        args = (x, mask, autocast, batch_size, out_channels, prefill, threads)
+        if self.device.type == "cpu" and self._runs_inline(threads):
+            outputs = self._cpu_batches(*args)
+        elif self.device.type == "cpu":
+            # The whole block in one trip to the feeder thread; the copy into one array back in
+            # the calling thread.
+            outputs = device_feeder(self.device).submit(self._cpu_batches, *args).result()
+        else:
+            # Batch by batch from the calling thread: on CUDA its host-to-device copies overlap
+            # the feeder thread's compute of the previous batch.
+            outputs = self._batches(*args, self._run_batch)
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)  # one batch: no copy
+
+    def _runs_inline(self, threads) -> bool:
+        """Whether this CPU block may run in the calling thread: a near-free, uncompiled model and
+        a thread that already has the run's torch thread count (never changed outside the feeder)."""
+        cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
+        return cheap and self.compiled is None and (threads is None or torch.get_num_threads() == threads)
+
+    def _cpu_batches(self, *args) -> list:
+        """A CPU block's batches, one model call at a time on the device, timed."""
+        with device_lock(self.device):
+            start = time.perf_counter()
+            outputs = self._batches(*args, self._run_batch_here)
+            self.block_seconds = time.perf_counter() - start
+        return outputs
+
+    def _batches(self, x, mask, autocast, batch_size, out_channels, prefill, threads, run_batch) -> list:
+        """The outputs of ``run_batch`` over ``x`` in batches, halving the batch on out-of-memory."""
         outputs, start = [], 0
         while start < len(x):
             size = max(min(batch_size, self.oom_cap or batch_size), 1)
@@ -177,8 +215,7 @@ class ResidentModel:
                 # Compiled: pad short batches up to a power of two (at most `size`), so a handful
                 # of shapes are compiled, never one per block size, and little compute is wasted.
                 pad_to = min(size, 1 << (n - 1).bit_length()) if self.compiled is not None else None
-                out = self._run_batch(x[part], None if mask is None else mask[part], autocast, pad_to, prefill,
-                                      threads)
+                out = run_batch(x[part], None if mask is None else mask[part], autocast, pad_to, prefill, threads)
                 self._check_output(out, x[part], out_channels)
                 outputs.append(out)
                 start += size
@@ -188,7 +225,7 @@ class ResidentModel:
                 self.oom_cap = max(size // 2, 1)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)  # one batch: no copy
+        return outputs
 
     def _check_output(self, out: np.ndarray, x: np.ndarray, out_channels: int | None) -> None:
         expected = (len(x),) + ((out_channels,) if out_channels is not None else out.shape[1:2]) + x.shape[2:]
@@ -198,15 +235,15 @@ class ResidentModel:
                              "as its card or probe says, the input's spatial size). Fix the model's padding or "
                              "its out_channels.")
 
+    def _run_batch_here(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
+        """One CPU batch, in the calling thread (the feeder's, or a dask thread's: see :meth:`run`)."""
+        out, _ = self._forward(_host_tensors(x, mask, pad_to), None, autocast, prefill, threads)
+        return out.numpy()[:len(x)]
+
     def _run_batch(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
         cuda = self.device.type == "cuda"
         n = len(x)
-        arrays = [x] if mask is None else [x, mask]
-        if pad_to is not None and n < pad_to:
-            # A compiled model sees one batch shape: pad the last, short batch with zeros (eval-mode
-            # samples are independent) instead of compiling again for its size.
-            arrays = [np.concatenate([a, np.zeros((pad_to - n,) + a.shape[1:], a.dtype)]) for a in arrays]
-        hosts = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+        hosts = _host_tensors(x, mask, pad_to)
         ready = None
         if cuda:
             # Pinned memory + a side stream, in the calling thread: this copy overlaps the compute
@@ -225,8 +262,9 @@ class ResidentModel:
         return out.numpy()[:n]
 
     def _forward(self, tensors, ready, autocast, prefill=False, threads=None):
-        """Runs in the device's feeder thread: all model calls on a device come from one thread,
-        so cuDNN's autotuning (per thread) happens once and kernels never interleave."""
+        """Runs in the device's feeder thread (or, for a near-free CPU model, the calling thread
+        under the device lock): on CUDA all model calls come from one thread, so cuDNN's
+        autotuning (per thread) happens once and kernels never interleave."""
         cuda = self.device.type == "cuda"
         if threads is not None and torch.get_num_threads() != threads:
             # The caller's thread count, in every process: oneDNN's CPU kernels split their sums
@@ -292,6 +330,17 @@ class ResidentModel:
                              f"{tuple(x_dev.shape)}: {str(error)[:300]}") from error
 
 
+def _host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None) -> list[torch.Tensor]:
+    """``x`` (and ``mask``) as float32 CPU tensors, sharing memory where they already are float32
+    and contiguous; padded with zero samples up to ``pad_to``: a compiled model sees one batch
+    shape (eval-mode samples are independent) instead of compiling again for a short batch."""
+    arrays = [x] if mask is None else [x, mask]
+    n = len(x)
+    if pad_to is not None and n < pad_to:
+        arrays = [np.concatenate([a, np.zeros((pad_to - n,) + a.shape[1:], a.dtype)]) for a in arrays]
+    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+
+
 def first_guess(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` with its masked-out pixels (``mask`` 0) replaced by a harmonic fill, per sample and
     channel (a volume ``(N, C, T, H, W)`` is filled slice by slice): what ``nan_policy="fill"``
@@ -316,6 +365,16 @@ def device_feeder(device: torch.device) -> ThreadPoolExecutor:
         if key not in _FEEDERS:
             _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}")
         return _FEEDERS[key]
+
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """The lock held around every CPU model call on ``device``, wherever it runs."""
+    key = str(device)
+    with _LOCKS_GUARD:
+        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
 
 
 _COPY_STREAMS: dict[str, "torch.cuda.Stream"] = {}

@@ -37,6 +37,9 @@ class EngineSpec:
     standard_names: dict = field(default_factory=dict)
     min_tile: int = 0  # the model's smallest efficient tile (its halo is large); raises the default
     cpu_bf16: bool = False  # precision="auto" may use bf16 autocast on a CPU with native bf16
+    # The first target_channels input channels are the ones to fill (the rest only inform the
+    # fill: context fields); None = every channel. Only gaps there make a tile run (TILES_GAPS).
+    target_channels: int | None = None
 
     @property
     def n_spatial(self) -> int:
@@ -230,7 +233,20 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         standard_names=dict(card.get("standard_names") or {}),
         min_tile=int(pick("min_tile", 0) or 0),
         cpu_bf16=bool(pick("cpu_bf16", False)),
+        target_channels=_target_channels(pick("target_channels"), int(in_channels), module),
     )
+
+
+def _target_channels(value, in_channels: int, module) -> int | None:
+    """The card's or module's ``target_channels``, checked: a whole number from 1 to ``in_channels``."""
+    if value is None:
+        return None
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole or not 1 <= value <= in_channels:
+        raise ModelError(f"model {_label(module)!r} declares target_channels={value!r}; it must be a whole "
+                         f"number from 1 to in_channels={in_channels} (the channels to fill come first), "
+                         "or absent when every channel is a target. Fix its card or attribute.")
+    return int(value)
 
 
 def _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask) -> tuple:

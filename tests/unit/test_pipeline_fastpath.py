@@ -1,0 +1,193 @@
+"""The engine's fast paths (issue 17) give the general path's numbers bit for bit.
+
+Fast paths: a complete block skips the mask and the zeroing pass (one read pass proves it
+complete); a CPU block's batches make one trip to the feeder thread, or none for a near-free
+model; ``target_channels`` lets only the target channels' gaps decide which tiles run.
+"""
+
+import threading
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from xdl.engine import graph, runner
+from xdl.engine.runner import ModelPayload, ResidentModel, clear_cache
+from xdl.engine.spec import EngineSpec, engine_spec
+from xdl.engine.tiling import AxisPlan
+from xdl.errors import ModelError
+
+CPU = torch.device("cpu")
+
+
+class Times2(torch.nn.Module):
+    in_channels = out_channels = 1
+    size_multiple, halo, mode = 1, 0, "spatial"
+
+    def forward(self, x):
+        return x * 2
+
+
+class MaskConv(torch.nn.Module):
+    """A convolution of (value, mask): oneDNN kernels, whose sums depend on batch and threads."""
+
+    def __init__(self, channels=1, out=1):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv2d(2 * channels, out, 5, padding=2)
+
+    def forward(self, x, mask):
+        return self.conv(torch.cat([x, mask], 1))
+
+
+def _spec(halo, takes_mask=False, fills_gaps=False, in_channels=1, out_channels=1, target_channels=None):
+    return EngineSpec(mode="spatial", in_channels=in_channels, out_channels=out_channels, size_multiple=1,
+                      halo=halo, takes_mask=takes_mask, fills_gaps=fills_gaps, target_channels=target_channels)
+
+
+def _run(values, module, spec, tile, chunks, tiles=graph.TILES_ALL, key="fastpath", **options):
+    plans = [AxisPlan.build(n, halo=spec.halo, tile=tile) for n in values.shape[-2:]]
+    x = da.from_array(values, chunks=chunks)
+    out = graph.apply_model(x, graph.payload_for(module, key), spec, plans, device=CPU, autocast=None,
+                            batch_size=1, tiles=tiles, threads=torch.get_num_threads(), **options)
+    return out.compute(scheduler="threads")
+
+
+CASES = [  # model, spec, tile: one tile per block with no halo; several tiles with a halo; a mask
+    (Times2(), _spec(0), 64),
+    (torch.nn.Conv2d(1, 1, 5, padding=2), _spec(4), 24),
+    (MaskConv(), _spec(4, takes_mask=True, fills_gaps=True), 24),
+    (MaskConv(), _spec(4, takes_mask=True, fills_gaps=False), 40),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_a_complete_block_gives_the_general_paths_numbers(case, monkeypatch):
+    module, spec, tile = CASES[case]
+    values = np.random.default_rng(case).normal(size=(3, 1, 50, 60)).astype("f4")
+    clear_cache()
+    fast = _run(values, module, spec, tile, (2, 1, 25, 60), key=f"fast-{case}")
+    clear_cache()
+    monkeypatch.setattr(graph, "all_finite", lambda a: False)  # every block through the mask path
+    general = _run(values, module, spec, tile, (2, 1, 25, 60), key=f"fast-{case}")
+    assert np.isfinite(fast).all()
+    np.testing.assert_array_equal(fast, general)
+
+
+def test_blocks_with_gaps_give_the_same_numbers_whatever_the_chunks():
+    values = np.random.default_rng(5).normal(size=(3, 1, 50, 60)).astype("f4")
+    values[1, 0, 10:20, 5:30] = np.nan  # one block with a gap, the others complete
+    module, spec = MaskConv(), _spec(4, takes_mask=True, fills_gaps=True)
+    clear_cache()
+    whole = _run(values, module, spec, 24, (3, 1, 50, 60), key="gaps")
+    pieces = _run(values, module, spec, 24, (1, 1, 25, 30), key="gaps")
+    np.testing.assert_array_equal(whole, pieces)
+
+
+def test_inline_and_feeder_runs_are_bit_identical(monkeypatch):
+    """A near-free model runs in the calling thread; a real one in the feeder: same numbers."""
+    values = np.random.default_rng(6).normal(size=(4, 1, 40, 40)).astype("f4")
+    module, spec = MaskConv(), _spec(4, takes_mask=True, fills_gaps=True)
+    results = []
+    for seconds in (0.0, 1e9):  # never inline; inline after the first block
+        monkeypatch.setattr(runner, "INLINE_SECONDS", seconds)
+        clear_cache()
+        results.append(_run(values, module, spec, 24, (1, 1, 40, 40), key="inline"))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_one_trip_to_the_feeder_per_block(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 0.0)
+    clear_cache()
+    resident = ResidentModel.get(ModelPayload(Times2(), "trips"), CPU, False)
+    feeder = runner.device_feeder(CPU)
+    trips = []
+    submit = feeder.submit
+    monkeypatch.setattr(feeder, "submit", lambda *a, **k: trips.append(1) or submit(*a, **k))
+    x = np.arange(5 * 8 * 8, dtype="f4").reshape(5, 1, 8, 8)
+    out = resident.run(x, None, None, batch_size=1, out_channels=1, threads=torch.get_num_threads())
+    assert len(trips) == 1  # five batches, one trip
+    np.testing.assert_array_equal(out, 2 * x)
+
+
+def test_a_near_free_model_runs_in_the_calling_thread_only_with_its_thread_count(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    clear_cache()
+    seen = []
+
+    class Where(Times2):
+        def forward(self, x):
+            seen.append(threading.current_thread().name)
+            return x * 2
+
+    resident = ResidentModel.get(ModelPayload(Where(), "where"), CPU, False)
+    x = np.ones((1, 1, 8, 8), "f4")
+    mine = torch.get_num_threads()
+    for _ in range(2):
+        resident.run(x, None, None, 1, 1, threads=mine)
+    assert seen[0].startswith("xdl-feeder") and seen[1] == threading.current_thread().name
+    other = 1 if mine > 1 else 2
+    resident.run(x, None, None, 1, 1, threads=other)  # another count: only the feeder sets it
+    assert seen[2].startswith("xdl-feeder") and torch.get_num_threads() == mine
+
+
+def test_all_finite():
+    assert graph.all_finite(np.zeros((0, 3), "f4"))
+    assert graph.all_finite(np.full(10, 3e38, "f4"))  # the sum overflows: the exact test decides
+    for bad in (np.nan, np.inf, -np.inf):
+        a = np.ones((4, 5), "f4")
+        a[2, 3] = bad
+        assert not graph.all_finite(a) and not graph.all_finite(a[:, 1::2])  # a strided view too
+    assert graph.all_finite(np.ones((4, 5))[:, ::2])
+
+
+# --- target_channels: only the targets' gaps make a tile run -------------------------------------
+
+class TwoChannelFill(torch.nn.Module):
+    """Fills channel 0 from (channel 0, a context channel 1): 1 target, 2 inputs."""
+
+    in_channels, out_channels, target_channels = 2, 1, 1
+    size_multiple, halo, mode, takes_mask, fills_gaps = 1, 2, "spatial", True, True
+
+    def forward(self, x, mask):
+        return x[:, :1] + 10 * mask[:, 1:]
+
+
+def test_target_channels_is_read_from_the_module_or_the_card():
+    assert engine_spec(TwoChannelFill()).target_channels == 1
+    assert engine_spec(torch.nn.Conv2d(1, 1, 3, padding=1)).target_channels is None
+
+    class Card:
+        card = {"target_channels": 2}
+        module = TwoChannelFill()
+
+    assert engine_spec(Card()).target_channels == 2
+    Card.card = {"target_channels": 3}
+    with pytest.raises(ModelError, match="target_channels=3"):
+        engine_spec(Card())
+
+
+def test_only_gaps_in_the_target_channels_make_tiles_run():
+    values = np.ones((1, 2, 16, 32), "f4")
+    values[0, 1, 4:8, 4:8] = np.nan  # a gap in the context channel only, left half
+    values[0, 0, 4:8, 20:24] = np.nan  # a gap in the target, right half
+    spec = engine_spec(TwoChannelFill())
+    clear_cache()
+    out = _run(values, TwoChannelFill(), spec, 20, (1, 2, 16, 16), tiles=graph.TILES_GAPS, key="targets")[0, 0]
+    assert np.isnan(out[:, :16]).all()  # no target gap: the tile does not run
+    assert np.isfinite(out[:, 16:]).all()  # the target's gap: the tile runs
+    everything = _spec(2, takes_mask=True, fills_gaps=True, in_channels=2)  # target_channels None
+    out = _run(values, TwoChannelFill(), everything, 20, (1, 2, 16, 16), tiles=graph.TILES_GAPS, key="targets")[0, 0]
+    assert np.isfinite(out).all()  # a context gap counts as a gap too
+
+
+def test_valid_context_counts_as_input_for_a_target_without_any():
+    values = np.ones((1, 2, 16, 16), "f4")
+    values[0, 0] = np.nan  # no valid target pixel in the tile; the context is complete
+    v_tiles = np.isfinite(values)
+    plans = [AxisPlan.build(16, halo=0, tile=16)] * 2
+    needed = graph.needed_tiles(v_tiles, 1, plans, graph.TILES_GAPS, target_channels=1)
+    assert needed.tolist() == [True]
+    values[0, 1] = np.nan  # nothing valid at all: nothing to run
+    assert graph.needed_tiles(np.isfinite(values), 1, plans, graph.TILES_GAPS, 1).tolist() == [False]
