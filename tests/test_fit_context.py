@@ -202,3 +202,24 @@ def test_context_errors():
         fit(ds, "unet", inputs=["sst"], targets=["wind"], context=["oro"], **short, depth=2, base_channels=4)
     with pytest.raises(InputError, match="time_window needs a time dim"):
         fit(ds.isel(time=0), "fill-unet", variables=["sst"], time_window=1, **short, **TINY_FILL)
+
+
+def test_a_context_fit_resumes_bit_identically(tmp_path):
+    a = smooth(n=6, seed=5)
+    ds = xr.Dataset({"sst": (("time", "y", "x"), a.astype("f4")), "wind": (("time", "y", "x"), (a - 2).astype("f4"))})
+
+    def run(where, **kw):
+        return fit(ds, "fill-unet", variables=["sst"], context=["wind"], time_window=1, steps_per_epoch=2, batch_size=2,
+                   tile=32, val_steps=1, progress=False, checkpoint_dir=str(tmp_path / where), seed=3, device="cpu",
+                   **TINY_FILL, **kw)
+
+    full = run("full", epochs=2)
+    run("split", epochs=1)
+    resumed = run("split", epochs=2, resume=True)
+    sa, sb = full.module.state_dict(), resumed.module.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert full.card["uncertainty"] == resumed.card["uncertainty"] and full.training["history"] == resumed.training["history"]
+    with pytest.raises(InputError, match="different run"):
+        fit(ds, "fill-unet", variables=["sst"], context=["wind"], time_window=2, epochs=2, steps_per_epoch=2,
+            batch_size=2, tile=32, val_steps=1, progress=False, checkpoint_dir=str(tmp_path / "split"), seed=3,
+            resume=True, **TINY_FILL)
