@@ -116,15 +116,8 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
     config = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, tile=tile,
                          val_steps=val_steps, patience=patience, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, resume=resume, progress=progress, seed=seed)
-    existing = model if isinstance(model, Model) else (Model(model) if isinstance(model, torch.nn.Module) else None)
-    if existing is None and not isinstance(model, str):
-        raise InputError(f"model must be a zoo name (e.g. 'fill-unet', 'unet', 'pix2pix') or an xdl.Model, "
-                         f"got {type(model).__name__}")
-    if existing is not None and model_config:
-        raise InputError(f"model options {sorted(model_config)} only apply when model is a zoo name; "
-                         "an existing xdl.Model keeps its architecture.")
+    existing = _existing_model(model, model_config)
     arch = existing.architecture if existing is not None else model
-
     mode, ins, outs = resolve_mode(ds, existing, arch, variables, inputs, targets)
     gan = arch == "pix2pix"
     ctx = _check_variables(ds, existing, mode, ins, outs, gan, context, time_window, dims)
@@ -142,6 +135,18 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
                        takes_mask, sm, ctx)
         return _train(ds, config, setup, masks=masks, mask_fraction=mask_fraction, dims=dims, val=val, lr=lr,
                       loss_weights=loss_weights, normalization=normalization)
+
+
+def _existing_model(model, model_config) -> Model | None:
+    """The :class:`Model` to fine-tune (None for a zoo name), or InputError."""
+    existing = model if isinstance(model, Model) else (Model(model) if isinstance(model, torch.nn.Module) else None)
+    if existing is None and not isinstance(model, str):
+        raise InputError(f"model must be a zoo name (e.g. 'fill-unet', 'unet', 'pix2pix') or an xdl.Model, "
+                         f"got {type(model).__name__}")
+    if existing is not None and model_config:
+        raise InputError(f"model options {sorted(model_config)} only apply when model is a zoo name; "
+                         "an existing xdl.Model keeps its architecture.")
+    return existing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,8 +270,11 @@ def _train(ds, config: TrainConfig, s: _Setup, *, masks, mask_fraction, dims, va
             checkpointer.restore(task, state)
     if val_sampler is not None:
         config = dataclasses.replace(config, val_steps=config.checked_val_steps())
+    context_card = s.context.card() if s.context is not None else None
+    if context_card is None and info is not None and not s.fine_tune:
+        context_card = {"variables": [], "time_window": 0}  # a context model trained without any: takes none
     ctx = CardContext(s.old_card, ds, src, ins, outs, norm, plan.split, (th, plan.tw), mask_desc, mask_fraction,
-                      s.context.card() if s.context is not None else None)
+                      context_card)
 
     def card(st, uncertainty=None):
         return build_card(ctx, task, config, st, uncertainty)
