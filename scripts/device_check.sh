@@ -2,7 +2,8 @@
 # One GPU session, run through the workplace's device tool from the repo root, with .whl (dask,
 # toolz, partd, locket, xarray wheels) and .devdata/fields.npz (scripts/train_default.py prepare)
 # carried along. In order: GPU tests (each compiles its model: allow minutes), the predict
-# benchmark (issue 2), zoo forward figures; TRAIN=1 also retrains fill-unet sizes side by side.
+# benchmark (issue 2), the pipeline's own cost with a near-free model on the GPU (issue 17), zoo
+# forward figures; TRAIN=1 also retrains fill-unet sizes side by side.
 set -u
 OUT=${OUT:-/tmp/xdl_device_out}
 mkdir -p "$OUT"
@@ -14,6 +15,8 @@ echo "== gpu tests"; date
 timeout ${TEST_SECONDS:-240} python3 -m pytest -q -m gpu tests/test_gpu.py tests/test_train.py -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/gpu_tests.txt"
 echo "== predict_gpu"; date
 timeout ${BENCH_SECONDS:-200} python3 benchmarks/predict_gpu.py 2>&1 | tee "$OUT/predict_gpu.txt"
+echo "== pipeline_overhead (issue 17: xdl vs naive apply_ufunc vs dask elementwise, model on the GPU)"; date
+timeout ${OVERHEAD_SECONDS:-150} python3 benchmarks/pipeline_overhead.py --device cuda --repeats 5 2>&1 | tee "$OUT/pipeline_overhead_gpu.txt"
 echo "== models"; date
 timeout 60 python3 benchmarks/models.py --devices cuda --batch 32 --size 256 --seconds 1 2>&1 | tee "$OUT/models_gpu.txt"
 [ "${TRAIN:-0}" = 1 ] || { date; exit 0; }

@@ -179,16 +179,12 @@ class ResidentModel:
         """
         args = (x, mask, autocast, batch_size, out_channels, prefill, threads)
         if self.device.type == "cpu" and self._runs_inline(threads):
-            outputs = self._cpu_batches(*args)
-        elif self.device.type == "cpu":
-            # The whole block in one trip to the feeder thread; the copy into one array back in
-            # the calling thread.
-            outputs = device_feeder(self.device).submit(self._cpu_batches, *args).result()
-        else:
-            # Batch by batch from the calling thread: on CUDA its host-to-device copies overlap
-            # the feeder thread's compute of the previous batch.
-            outputs = self._batches(*args, self._run_batch)
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=0)  # one batch: no copy
+            return self._cpu_batches(*args)
+        if self.device.type == "cpu":
+            return device_feeder(self.device).submit(self._cpu_batches, *args).result()  # one trip a block
+        # Batch by batch from the calling thread: on CUDA its host-to-device copies overlap the
+        # feeder thread's compute of the previous batch.
+        return self._batches(*args, self._run_batch)
 
     def _runs_inline(self, threads) -> bool:
         """Whether this CPU block may run in the calling thread: a near-free, uncompiled model and
@@ -196,17 +192,19 @@ class ResidentModel:
         cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
         return cheap and self.compiled is None and (threads is None or torch.get_num_threads() == threads)
 
-    def _cpu_batches(self, *args) -> list:
+    def _cpu_batches(self, *args) -> np.ndarray:
         """A CPU block's batches, one model call at a time on the device, timed."""
         with device_lock(self.device):
             start = time.perf_counter()
-            outputs = self._batches(*args, self._run_batch_here)
+            out = self._batches(*args, self._run_batch_here)
             self.block_seconds = time.perf_counter() - start
-        return outputs
+        return out
 
-    def _batches(self, x, mask, autocast, batch_size, out_channels, prefill, threads, run_batch) -> list:
-        """The outputs of ``run_batch`` over ``x`` in batches, halving the batch on out-of-memory."""
-        outputs, start = [], 0
+    def _batches(self, x, mask, autocast, batch_size, out_channels, prefill, threads, run_batch) -> np.ndarray:
+        """The output of ``run_batch`` over ``x`` in batches, halving the batch on out-of-memory.
+        One batch: its output as it is; more: each copied into one array as it comes (while it
+        is still in cache, and its memory is free again for the next batch)."""
+        result, start = None, 0
         while start < len(x):
             size = max(min(batch_size, self.oom_cap or batch_size), 1)
             try:
@@ -217,7 +215,11 @@ class ResidentModel:
                 pad_to = min(size, 1 << (n - 1).bit_length()) if self.compiled is not None else None
                 out = run_batch(x[part], None if mask is None else mask[part], autocast, pad_to, prefill, threads)
                 self._check_output(out, x[part], out_channels)
-                outputs.append(out)
+                if n == len(x):
+                    return out
+                if result is None:
+                    result = np.empty((len(x),) + out.shape[1:], np.float32)
+                result[part] = out
                 start += size
             except Exception as error:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_out_of_memory(error) or size == 1:
@@ -225,7 +227,7 @@ class ResidentModel:
                 self.oom_cap = max(size // 2, 1)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-        return outputs
+        return result
 
     def _check_output(self, out: np.ndarray, x: np.ndarray, out_channels: int | None) -> None:
         expected = (len(x),) + ((out_channels,) if out_channels is not None else out.shape[1:2]) + x.shape[2:]
