@@ -88,7 +88,8 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
     lr : Adam learning rate (1e-3; pix2pix 2e-4 with betas (0.5, 0.999)).
     loss_weights : gap filling ``{"valid": 1, "hole": 6, "tv": 0.1, "hole_mse": 0}`` and, for a model with a
         sigma head (every zoo gap filler is built with ``sigma=True``), ``"nll": 1`` (the Gaussian NLL of the
-        hidden pixels, training the sigmas only); pix2pix ``{"gan": 1, "l1": 100}``.
+        hidden pixels, training the sigmas only) and ``"nll_beta": 1`` (its beta-NLL exponent, 0 = plain
+        NLL; see :func:`xdl.training.losses.gaussian_nll`); pix2pix ``{"gan": 1, "l1": 100}``.
     normalization : "none", "global", "per_sample" or a card dict (default: per_sample for gap
         filling, global for mappings; a fine-tuned model keeps its own).
     device, precision : "auto" = CUDA with bf16 autocast when present, else CPU fp32.

@@ -23,6 +23,7 @@ import torch
 
 ONE_SIGMA = math.erf(1 / math.sqrt(2))   # 0.6827: share of a Gaussian within 1 sigma
 TWO_SIGMA = math.erf(2 / math.sqrt(2))   # 0.9545: within 2 sigma
+SCALE_RANGE = (1e-5, 1e5)  # a card's scale lies in (0, 1e6); beyond this the sigma head is broken anyway
 
 
 def standardized_errors(mean, sigma, truth, where) -> np.ndarray:
@@ -75,12 +76,15 @@ def uncertainty_entry(result: dict, where: str) -> dict:
         return {"kind": "gaussian", "scale": 1.0,
                 "calibration": f"none: no hidden pixel with known truth in {where}"}
     c = result["candidates"]
+    scale = min(max(result["scale"], SCALE_RANGE[0]), SCALE_RANGE[1])
+    clamped = "" if scale == result["scale"] else (f"; the fit gave {result['scale']:.4g}, clamped to {scale:g}: "
+                                                     "the sigma head is far off, retrain it")
     text = (f"one scale on {result['n']} hidden pixels of {where}: {result['method']} "
             f"(0.683-quantile of |z| {c['quantile']['scale']:.4g}: coverage "
             f"{c['quantile']['coverage_1sigma']:.1%} / {c['quantile']['coverage_2sigma']:.1%}; RMS(z) "
             f"{c['rms']['scale']:.4g}: {c['rms']['coverage_1sigma']:.1%} / {c['rms']['coverage_2sigma']:.1%} "
-            "within 1 / 2 sigma)")
-    return {"kind": "gaussian", "scale": result["scale"], "calibration": text, "method": result["method"],
+            f"within 1 / 2 sigma){clamped}")
+    return {"kind": "gaussian", "scale": scale, "calibration": text, "method": result["method"],
             "n_pixels": result["n"], "coverage_1sigma": result["coverage_1sigma"],
             "coverage_2sigma": result["coverage_2sigma"], "candidates": c}
 

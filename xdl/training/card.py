@@ -39,11 +39,11 @@ UNCALIBRATED = {"kind": "gaussian", "scale": 1.0, "calibration": "none yet: cali
 def loss_text(weights: dict) -> str:
     """The training loss a gap filler's ``weights`` make, in words (the card's ``training.loss``).
 
-    >>> loss_text({"valid": 1.0, "hole": 6.0, "tv": 0.1, "hole_mse": 0.0, "nll": 1.0})
-    '1 L1(seen) + 6 L1(hidden) + 0.1 TV + 1 Gaussian NLL(hidden; sigmas only, means detached)'
+    >>> loss_text({"valid": 1.0, "hole": 6.0, "tv": 0.1, "hole_mse": 0.0, "nll": 1.0, "nll_beta": 1.0})
+    '1 L1(seen) + 6 L1(hidden) + 0.1 TV + 1 Gaussian NLL(hidden; sigmas only, means detached; beta 1)'
     """
     names = {"valid": "L1(seen)", "hole": "L1(hidden)", "tv": "TV", "hole_mse": "MSE(hidden)",
-             "nll": "Gaussian NLL(hidden; sigmas only, means detached)"}
+             "nll": f"Gaussian NLL(hidden; sigmas only, means detached; beta {weights.get('nll_beta', 0.0):g})"}
     return " + ".join(f"{w:g} {names[k]}" for k, w in weights.items() if k in names and w)
 
 

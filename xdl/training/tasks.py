@@ -78,7 +78,7 @@ class GapFillTask(BaseTask):
 
     A module with ``sigma`` True returns the means then the sigmas: the means get :func:`gap_loss`,
     the sigmas the Gaussian NLL on the hidden pixels with the means detached (so only the L1 terms
-    train the means), weighted ``weights["nll"]``. A module with ``takes_context`` is called
+    train the means), weighted ``weights["nll"]``, beta-NLL with ``weights["nll_beta"]``. A module with ``takes_context`` is called
     ``module(x, mask, info)``: the first channels of a batch are the targets, the rest context.
     """
 
@@ -114,7 +114,7 @@ class GapFillTask(BaseTask):
         terms = gap_loss(mean, truth, valid, seen, self.weights)
         if sigma is not None:
             hidden = valid & ~seen
-            terms["nll"] = gaussian_nll(mean.detach(), sigma, truth, hidden)
+            terms["nll"] = gaussian_nll(mean.detach(), sigma, truth, hidden, self.weights.get("nll_beta", 0.0))
             terms["loss"] = terms["loss"] + self.weights["nll"] * terms["nll"]
         return terms
 
