@@ -8,6 +8,11 @@ Two modes:
 * **paired mapping** (``inputs=[...]``, ``targets=[...]``; UNet or pix2pix): masked L1 to the targets,
   plus a PatchGAN adversarial term for pix2pix (Isola et al. 2017).
 
+Gap fillers built from a zoo name get a sigma head (``sigma=True``): a per-pixel standard deviation
+trained with the Gaussian NLL on the hidden pixels and calibrated on the validation batches
+(``card["uncertainty"]``). ``context=[...]`` and ``time_window=k`` add other variables and the
+targets' neighbouring time steps as input channels (:mod:`xdl.training.context`).
+
 Data is never loaded whole: each batch reads a few ``tile x tile`` windows with ``.isel(...).values``,
 and the normalisation statistics are dask reductions. The normalisation is written to the model
 card exactly as the inference engine (:func:`xdl.predict.predict`) applies it.
