@@ -128,8 +128,12 @@ def test_a_near_free_model_runs_in_the_calling_thread_only_with_its_thread_count
         resident.run(x, None, None, 1, 1, threads=mine)
     assert seen[0].startswith("xdl-feeder") and seen[1] == threading.current_thread().name
     other = 1 if mine > 1 else 2
-    resident.run(x, None, None, 1, 1, threads=other)  # another count: only the feeder sets it
-    assert seen[2].startswith("xdl-feeder") and torch.get_num_threads() == mine
+    try:
+        resident.run(x, None, None, 1, 1, threads=other)  # another count: only the feeder sets it
+        assert seen[2].startswith("xdl-feeder") and torch.get_num_threads() == mine
+    finally:  # the feeder back to this process's count (threads started later copy the last one set)
+        monkeypatch.setattr(runner, "INLINE_SECONDS", 0.0)
+        resident.run(x, None, None, 1, 1, threads=mine)
 
 
 def test_all_finite():
