@@ -227,7 +227,7 @@ def _build_module(existing, arch, model_config, ins, outs, gan, ctx=None):
     if ctx is not None and not getattr(module, "takes_context", False):
         raise InputError(f"this model ({old_card.get('architecture')!r}) takes no context, so context="
                          f"{list(ctx.variables)}, time_window={ctx.time_window} cannot be used; build a "
-                         "context model: fit(data, 'fill-unet', context=[...]).")
+                         "context model: ds.dl.fit('fill-unet', variables=[...], context=[...]).")
     n_out = len(outs) * (2 if getattr(module, "sigma", False) else 1)  # a sigma head doubles the outputs
     for key, n in (("in_channels", len(ins)), ("out_channels", n_out)):
         have = old_card.get(key)

@@ -123,7 +123,7 @@ def inherited_context(card: dict, takes_context: bool, context, time_window):
         if asked and not takes_context:
             raise InputError(f"this model was not trained with context (its card has no 'context'), so it cannot be "
                              f"fine-tuned with context={context!r}, time_window={time_window!r}; fit a new model: "
-                             "xdl.fit(data, 'fill-unet', variables=[...], context=[...]).")
+                             "ds.dl.fit('fill-unet', variables=[...], context=[...]).")
         return context, time_window
     if "variables" not in have:  # {"accepts": "any", ...}: any context
         return context, time_window
