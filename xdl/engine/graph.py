@@ -166,10 +166,9 @@ def _run_tiles(payload, spec, x_tiles, v_tiles, needed, *, device, autocast, bat
             mask_in = np.ones(x_tiles.shape, np.float32)
         else:
             mask_in = (v_tiles if every else v_tiles[needed]).astype(np.float32)
+    # NaN wherever the model gave NaN or inf (the runner sees to it, while the output is in cache).
     result = resident.run(x_tiles if every else x_tiles[needed], mask_in, autocast, batch_size,
                           spec.out_channels, prefill, threads)
-    if not all_finite(result):  # inf is no value either: the caller sees NaN = model failed
-        result = np.where(np.isfinite(result), result, np.float32(np.nan))
     if every:
         return result  # already (n_tiles, C_out, *tile), checked by the runner
     y_tiles[needed] = result
@@ -209,6 +208,6 @@ def _pointwise_block(block, payload, *, spec, device, autocast, batch_size, n_le
         resident = ResidentModel.get(payload, device, spec.takes_mask, compiled)
         values = resident.run(points[valid].astype(np.float32), None, autocast, batch_size, spec.out_channels,
                               threads=threads)
-        result[valid] = values if all_finite(values) else np.where(np.isfinite(values), values, np.float32(np.nan))
+        result[valid] = values  # NaN where the model gave NaN or inf (the runner sees to it)
     result = result.reshape(moved.shape[:-1] + (spec.out_channels,))
     return np.moveaxis(result, -1, n_lead)

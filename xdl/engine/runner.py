@@ -169,7 +169,8 @@ class ResidentModel:
     def run(self, x: np.ndarray, mask: np.ndarray | None, autocast: torch.dtype | None,
             batch_size: int, out_channels: int | None = None, prefill: bool = False,
             threads: int | None = None) -> np.ndarray:
-        """Model output for ``x`` (first axis = samples) as float32 numpy, in batches.
+        """Model output for ``x`` (first axis = samples) as float32 numpy, in batches; NaN wherever
+        the model gave NaN or inf.
 
         ``out_channels``: the channel count the model must return (checked, with the spatial
         shape; a :class:`ModelError` otherwise). ``prefill``: for a model that takes no mask,
@@ -294,7 +295,7 @@ class ResidentModel:
                                  "(or a tuple whose first item is one).")
             if out.is_complex():
                 raise ModelError(f"model {self.label!r} returned a {out.dtype} tensor; xdl needs real numbers.")
-            out = out.float()
+            out = finite_or_nan(out.float())  # inf is no value either: NaN says the model failed there
             if not cuda:
                 # A model may hand back (a view of) its input, whose memory can be the caller's
                 # array: the engine passes complete blocks without copying, so copy here instead.
@@ -330,6 +331,19 @@ class ResidentModel:
                 raise
             raise ModelError(f"model {self.label!r} raised {type(error).__name__} on a batch of shape "
                              f"{tuple(x_dev.shape)}: {str(error)[:300]}") from error
+
+
+def finite_or_nan(out: torch.Tensor) -> torch.Tensor:
+    """``out`` with NaN wherever it is not finite. On the CPU a finite sum proves the common case
+    in one fast pass over data still in cache (NaN and inf propagate through sums; an overflowing
+    sum takes the exact path); on a GPU the replacement always runs, on the device, without a sync.
+
+    >>> finite_or_nan(torch.tensor([1.0, float("inf"), -2.0])).tolist()
+    [1.0, nan, -2.0]
+    """
+    if out.device.type == "cpu" and bool(torch.isfinite(out.sum())):
+        return out
+    return torch.where(torch.isfinite(out), out, torch.full((), float("nan"), dtype=out.dtype, device=out.device))
 
 
 def _host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None) -> list[torch.Tensor]:
