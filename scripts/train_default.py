@@ -19,10 +19,12 @@ column water. Calibration of sigma and the validation scores use the right fifth
 which training never sees.
 
 Each batch: one group, one target variable, a random context (none, a subset of the other
-variables, the target's neighbours t-k..t+k, or both); gaps (mixed kinds) hidden in the target
+variables, the target's neighbours t-k..t+k, or both; single scenes get pseudo neighbours half
+the time: the scene displaced by a steady drift of up to 3 pixels a step); gaps (mixed kinds) hidden in the target
 only (half the batches), in target and context together (a quarter), or independently in each.
-Loss: the gap-filling L1 terms on the mean plus the Gaussian NLL of the sigma head (mean detached
-in it, so the mean is trained by the L1 terms alone). Warm start: the previous single-field default.
+Loss: the gap-filling L1 terms on the mean plus the Gaussian beta-NLL (beta 1) of the sigma head
+(mean detached in it, so the mean is trained by the L1 terms alone; beta 1 keeps the sigma head's
+gradient from spoiling the layers it shares with the mean, see xdl.training.losses.gaussian_nll). Warm start: the previous single-field default.
 
     python scripts/train_default.py prepare fields.npz
     python scripts/train_default.py train fields.npz [--minutes 30] [--device cuda]
@@ -49,7 +51,7 @@ ARCH = {"depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4, "bihar
         "context_features": 16, "sigma": True}
 TILE = 128
 VAL_SHARE = 0.2  # the right fifth of every field: validation and calibration only
-LOSS = {"valid": 1.0, "hole": 6.0, "tv": 0.0, "hole_mse": 0.0, "nll": 1.0}
+LOSS = {"valid": 1.0, "hole": 6.0, "tv": 0.0, "hole_mse": 0.0, "nll": 1.0, "nll_beta": 1.0}
 
 
 # ============================================================================ prepare
@@ -168,6 +170,11 @@ class Batches:
         n_ctx = int(rng.integers(0, min(6, len(others)) + 1)) if others and rng.random() < 0.8 else 0
         context = list(rng.choice(others, n_ctx, replace=False)) if n_ctx else []
         window = int(rng.integers(1, 4)) if t_len > 1 and rng.random() < 0.75 else 0
+        # Single scenes get moving neighbours half the time: the same field displaced by a steady
+        # drift per step (pseudo time steps, so the model learns to use a field that has moved).
+        drift = (0, 0)
+        if t_len == 1 and n_var == 1 and rng.random() < 0.5:
+            window, drift = int(rng.integers(1, 3)), tuple(int(d) for d in rng.integers(-3, 4, 2))
         offsets = [o for o in range(-window, window + 1) if o != 0]
         info = [[0.0, 0.0]] * len(context) + [[float(o), 1.0] for o in offsets]
         x0, x1 = self._columns(w)
@@ -179,16 +186,21 @@ class Batches:
             c0 = int(rng.integers(x0, max(x1 - tw, x0) + 1))
             canvas = np.full((1 + len(context) + len(offsets), th, tw), np.nan, np.float32)
 
-            def put(k, tt, v):
-                if 0 <= tt < t_len:
-                    part = data[tt, v, y0:y0 + th, c0:min(c0 + tw, x1)]
-                    canvas[k, :part.shape[0], :part.shape[1]] = part
+            def put(k, tt, v, dy=0, dx=0):
+                if not 0 <= tt < t_len:
+                    return
+                ya, xa = min(max(y0 + dy, 0), max(h - th, 0)), min(max(c0 + dx, x0), max(x1 - tw, x0))
+                part = data[tt, v, ya:ya + th, xa:min(xa + tw, x1)]
+                canvas[k, :part.shape[0], :part.shape[1]] = part
 
             put(0, t, target)
             for k, v in enumerate(context):
                 put(1 + k, t, v)
             for k, o in enumerate(offsets):
-                put(1 + len(context) + k, t + o, target)
+                if drift != (0, 0) or t_len == 1:
+                    put(1 + len(context) + k, t, target, o * drift[0], o * drift[1])
+                else:
+                    put(1 + len(context) + k, t + o, target)
             xs.append(canvas)
         x = np.stack(xs)
         valid = np.isfinite(x)
@@ -249,7 +261,7 @@ def step_terms(net, batch, device):
     mean, sigma = out[:, :1], out[:, 1:2]
     terms = gap_loss(mean, x[:, :1], valid[:, :1], seen[:, :1], LOSS)
     hole = valid[:, :1] & ~seen[:, :1]
-    terms["nll"] = gaussian_nll(mean.detach(), sigma, x[:, :1], hole)
+    terms["nll"] = gaussian_nll(mean.detach(), sigma, x[:, :1], hole, LOSS["nll_beta"])
     terms["loss"] = terms["loss"] + LOSS["nll"] * terms["nll"]
     return terms, (mean.detach(), sigma.detach(), x[:, :1], hole)
 

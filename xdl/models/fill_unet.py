@@ -160,18 +160,33 @@ class FillUNet(nn.Module):
             return first_guess, extra
         # Context fields complete (most have no gap: then as they are) so the regression exists everywhere.
         complete = xc if bool((mc > 0.5).all()) else harmonic_fill(xc, mc, self.iterations, 0)
+        # A field missing from a whole sample (a neighbour beyond the series' end) enters the
+        # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
+        absent = (mc > 0.5).flatten(2).any(-1)[..., None, None].logical_not()
+        fit_mask = torch.where(absent, torch.ones_like(mc), mc)
         estimates, spreads = [], []
         for i in range(n):
-            estimate, residual, _ = local_regression(xt[:, i:i + 1], mt[:, i:i + 1], complete, mc)
+            estimate, residual, _ = local_regression(xt[:, i:i + 1], mt[:, i:i + 1], complete, fit_mask)
             estimates.append(estimate)
             spreads.append(torch.log(residual.clamp(min=0) + 1e-4))
         estimate = torch.cat(estimates, 1)
         # The regression's misfit at the valid pixels, interpolated into the gaps and added back:
         # the first guess (equal to the target where valid); the UNet sees both versions.
-        misfit = torch.where(mt > 0.5, xt.float() - estimate, 0.0)
-        corrected = estimate + harmonic_fill(misfit, mt, self.iterations, 0)
+        corrected = estimate + _smooth_fill(torch.where(mt > 0.5, xt.float() - estimate, 0.0), mt, p)
         pooled = self.context(F.pixel_unshuffle(complete.to(xt.dtype), p), F.pixel_unshuffle(mc, p), info)
         extra = [F.pixel_unshuffle((estimate - first_guess).to(xt.dtype), p),
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  F.avg_pool2d(torch.cat(spreads, 1), p).to(xt.dtype), pooled]
         return corrected, extra
+
+
+def _smooth_fill(values: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """``values`` where ``mask`` is 1, and in the gaps a harmonic fill computed ``factor`` times
+    coarser (a smooth field such as a regression's misfit: 1/factor**2 of the full-size cost)."""
+    m = mask.float()
+    weight = F.avg_pool2d(m, factor, ceil_mode=True)
+    coarse = F.avg_pool2d(values * m, factor, ceil_mode=True) / weight.clamp(min=1e-12)
+    known = (weight > 0).float()
+    filled = harmonic_fill(torch.where(known > 0, coarse, 0.0), known, 8, 0)
+    up = F.interpolate(filled, size=values.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.where(m > 0.5, values, up)
