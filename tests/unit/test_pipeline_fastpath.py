@@ -195,3 +195,26 @@ def test_valid_context_counts_as_input_for_a_target_without_any():
     assert needed.tolist() == [True]
     values[0, 1] = np.nan  # nothing valid at all: nothing to run
     assert graph.needed_tiles(np.isfinite(values), 1, plans, graph.TILES_GAPS, 1).tolist() == [False]
+
+
+# --- one gather layer instead of pad + rechunk + overlap ----------------------------------------
+
+@pytest.mark.parametrize("chunks", [(2, 1, 10, 12), (1, 1, 3, 5), (2, 1, 7, 12), (1, 1, 20, 1)])
+@pytest.mark.parametrize("periodic", [False, True])
+def test_gathered_blocks_are_the_padded_and_overlapped_blocks(chunks, periodic):
+    values = np.random.default_rng(7).normal(size=(2, 1, 20, 18)).astype("f4")
+    plans = [AxisPlan(length=20, stride=3, halo=3), AxisPlan(length=18, stride=4, halo=2, periodic=periodic)]
+    x = da.from_array(values, chunks=chunks)
+    gathered, out_chunks = graph.gather_padded(x, plans, first_axis=2)
+    padded, expected_chunks = graph.pad_and_align(x, plans, first_axis=2)
+    padded = da.overlap.overlap(padded, depth={0: 0, 1: 0, 2: 3, 3: 2}, boundary="none")
+    assert out_chunks == expected_chunks and gathered.chunks == padded.chunks
+    for block in np.ndindex(*gathered.numblocks):
+        np.testing.assert_array_equal(gathered.blocks[block].compute(), padded.blocks[block].compute())
+
+
+def test_no_gather_layer_when_the_source_blocks_are_the_tiles_input():
+    x = da.zeros((4, 1, 32, 48), chunks=(2, 1, 16, 48))
+    plans = [AxisPlan(length=32, stride=16, halo=0), AxisPlan(length=48, stride=48, halo=0)]
+    gathered, _ = graph.gather_padded(x, plans, first_axis=2)
+    assert gathered is x

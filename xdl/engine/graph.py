@@ -1,20 +1,24 @@
 """Dask glue: a lazy array ``(*batch, C, *spatial)`` in, the model's output ``(*batch, C_out, *spatial)`` out.
 
-The input is padded once on the whole array (wrap or mirror, see :mod:`xdl.engine.tiling`), rechunked so
-that chunk borders fall on the global tile grid, given ``halo`` of overlap with its neighbours
-(``dask.array.overlap`` with no extra boundary, since the padding is already there), and every
-block runs its tiles through the resident model. The model itself enters the graph once, as a
-single key that every block depends on.
+Output chunks fall on the global tile grid (multiples of the stride close to the user's chunks);
+each block's input, its output chunk plus ``halo`` both sides (wrap or mirror outside the array,
+see :mod:`xdl.engine.tiling`), is gathered in one task straight from the source blocks it touches
+(:func:`gather_padded`; the same values as padding, rechunking and ``dask.array.overlap``, which
+:func:`pad_and_align` still does, in a dozen tasks a block), and every block runs its tiles through
+the resident model. A block that is already what its tiles read (no halo, aligned) is used as it
+is. The model itself enters the graph once, as a single key that every block depends on.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.delayed import delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from . import tiling
 from .runner import ModelPayload, ResidentModel
@@ -52,6 +56,84 @@ def pad_and_align(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) ->
     return x, out_chunks
 
 
+def gather_padded(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) -> tuple[da.Array, list[tuple]]:
+    """What :func:`pad_and_align` plus ``halo`` of overlap give, in one graph layer: block ``k``
+    along a spatial axis is exactly the padded input its tiles read (output chunk ``k`` of the
+    stride-aligned chunks, plus ``halo`` both sides, plus the last tile's rounding at the end),
+    gathered straight from the source blocks it touches (mirror or wrap outside the array).
+    Same values as padding, rechunking and overlapping; one task a block instead of a dozen.
+    Returns the gathered array and the output chunks along each spatial axis."""
+    out_chunks, axes = [], []
+    for i, plan in enumerate(plans):
+        chunks = plan.aligned_chunks(_core_chunks(x.chunks[first_axis + i], plan))
+        out_chunks.append(chunks)
+        axes.append(_axis_sources(x.chunks[first_axis + i], plan, chunks))
+    if all(p.halo == 0 and p.n_tiles * p.stride == p.length and c == x.chunks[first_axis + i]
+           for i, (p, c) in enumerate(zip(plans, out_chunks))):
+        return x, out_chunks  # the source blocks are what the tiles read: no layer at all
+    lead_blocks = [range(len(c)) for c in x.chunks[:first_axis]]
+    name = f"xdl-gather-{tokenize(x.name, plans, first_axis)}"
+    dsk = {}
+    for lead in itertools.product(*lead_blocks):
+        for spatial in itertools.product(*[range(len(c)) for c in out_chunks]):
+            pieces = [axes[a][k] for a, k in enumerate(spatial)]
+            sources = _nested_keys(x.name, lead, [p[0] for p in pieces])
+            dsk[(name,) + lead + spatial] = (_gather, sources, [p[1] for p in pieces])
+    chunks = tuple(x.chunks[:first_axis]) + tuple(
+        tuple(c + 2 * p.halo + (p.n_tiles * p.stride - p.length if k == len(cs) - 1 else 0) for k, c in enumerate(cs))
+        for p, cs in zip(plans, out_chunks))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    return da.Array(graph, name, chunks, meta=x._meta), out_chunks
+
+
+def _axis_sources(source_chunks, plan: tiling.AxisPlan, out_chunks) -> list[tuple[list[int], object]]:
+    """Per output chunk along one axis: the source chunks its padded range touches (in order) and
+    the positions to take from their concatenation (a slice where they are consecutive)."""
+    bounds = np.cumsum((0,) + tuple(source_chunks))
+    index = plan.padded_index()
+    found, start = [], 0
+    for k, size in enumerate(out_chunks):
+        stop = start + size + 2 * plan.halo + (plan.n_tiles * plan.stride - plan.length if k == len(out_chunks) - 1 else 0)
+        wanted = index[start:stop]
+        chunk_of = np.searchsorted(bounds, wanted, side="right") - 1
+        touched = sorted(set(chunk_of.tolist()))
+        offset = np.cumsum([0] + [int(bounds[j + 1] - bounds[j]) for j in touched])
+        position = offset[np.searchsorted(touched, chunk_of)] + (wanted - bounds[chunk_of])
+        if np.array_equal(position, np.arange(position[0], position[0] + len(position))):
+            position = slice(int(position[0]), int(position[0]) + len(position))
+        found.append((touched, position))
+        start += size
+    return found
+
+
+def _nested_keys(name, lead, touched_per_axis):
+    """The source block keys as nested lists, one level per spatial axis (dask fills them in)."""
+    if not touched_per_axis:
+        return (name,) + tuple(lead)
+    return [_nested_keys(name, tuple(lead) + (j,), touched_per_axis[1:]) if len(touched_per_axis) > 1
+            else (name,) + tuple(lead) + (j,) for j in touched_per_axis[0]]
+
+
+def _gather(sources, positions) -> np.ndarray:
+    """Join nested source blocks along the trailing spatial axes, then take ``positions`` per axis."""
+    n = len(positions)
+
+    def join(nested, depth):
+        if depth == n - 1:
+            return nested[0] if len(nested) == 1 else np.concatenate(nested, axis=-n + depth)
+        parts = [join(part, depth + 1) for part in nested]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-n + depth)
+
+    block = join(sources, 0)
+    for depth, position in enumerate(positions):
+        axis = block.ndim - n + depth
+        if isinstance(position, slice):
+            block = block[(slice(None),) * axis + (position,)]
+        else:
+            block = np.take(block, position, axis=axis)
+    return block
+
+
 def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, ...]:
     """The user's chunk sizes along an axis (empty chunks dropped), which the engine's chunks
     stay close to; read before padding, as the pads would drag the median down."""
@@ -76,11 +158,7 @@ def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisP
     if spec.mode == "pointwise":
         out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + x.chunks[channel_axis + 1:]
         return _map_blocks(_pointwise_block, x, payload, out_chunks, **kwargs)
-    padded, spatial_chunks = pad_and_align(x, plans, first)
-    depth = {first + i: p.halo for i, p in enumerate(plans)}
-    depth.update({a: 0 for a in range(first)})
-    if any(depth.values()):
-        padded = da.overlap.overlap(padded, depth=depth, boundary={a: "none" for a in depth})
+    padded, spatial_chunks = gather_padded(x, plans, first)
     out_chunks = x.chunks[:channel_axis] + ((spec.out_channels,),) + tuple(spatial_chunks)
     return _map_blocks(_spatial_block, padded, payload, out_chunks, plans=plans, **kwargs)
 

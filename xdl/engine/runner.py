@@ -7,10 +7,9 @@
   (or oversubscribing the CPU's intra-op threads) collapses throughput, and cuDNN autotunes per
   thread (with ``cudnn.benchmark`` on, 16 dask threads made a run 15x slower on an H200). Other
   threads meanwhile read, decode and cut the next tiles. On the CPU a block's batches make one
-  trip to the feeder, and a near-free model (its last block took under ``INLINE_SECONDS``) runs
-  in the calling thread instead, when that thread already has the run's torch thread count
-  (uncompiled only): a trip costs two thread wake-ups, more than such a model's whole call on
-  a loaded machine. Either way a per-device lock keeps one model call at a time on the device.
+  trip to the feeder; a near-free uncompiled model (last block under ``INLINE_SECONDS``) runs in
+  the calling thread if it has the run's torch thread count (a trip is two thread wake-ups).
+  Either way a per-device lock keeps one model call at a time on the device.
 * On CUDA, host-to-device copies go through pinned memory on a side stream in the calling
   thread, so the copy of one batch overlaps the compute of another; bf16 autocast by default.
 * A CUDA out-of-memory error halves the batch and carries on.
@@ -38,9 +37,7 @@ import torch
 from ..errors import InputError, ModelError
 
 _LOCKS_GUARD = threading.Lock()
-# A CPU model whose last block took less than this runs in the calling thread (see the module
-# docstring): below it a trip to the feeder thread is a sizeable share of the call.
-INLINE_SECONDS = 0.01
+INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
@@ -188,8 +185,7 @@ class ResidentModel:
         return self._batches(*args, self._run_batch)
 
     def _runs_inline(self, threads) -> bool:
-        """Whether this CPU block may run in the calling thread: a near-free, uncompiled model and
-        a thread that already has the run's torch thread count (never changed outside the feeder)."""
+        """A near-free uncompiled model, and a thread with the run's count (only the feeder sets it)."""
         cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
         return cheap and self.compiled is None and (threads is None or torch.get_num_threads() == threads)
 
@@ -202,9 +198,8 @@ class ResidentModel:
         return out
 
     def _batches(self, x, mask, autocast, batch_size, out_channels, prefill, threads, run_batch) -> np.ndarray:
-        """The output of ``run_batch`` over ``x`` in batches, halving the batch on out-of-memory.
-        One batch: its output as it is; more: each copied into one array as it comes (while it
-        is still in cache, and its memory is free again for the next batch)."""
+        """``run_batch`` over ``x`` in batches (halved on out-of-memory); each batch's output copied
+        into one array as it comes, while in cache (one batch: its output as it is)."""
         result, start = None, 0
         while start < len(x):
             size = max(min(batch_size, self.oom_cap or batch_size), 1)
@@ -265,9 +260,8 @@ class ResidentModel:
         return out.numpy()[:n]
 
     def _forward(self, tensors, ready, autocast, prefill=False, threads=None):
-        """Runs in the device's feeder thread (or, for a near-free CPU model, the calling thread
-        under the device lock): on CUDA all model calls come from one thread, so cuDNN's
-        autotuning (per thread) happens once and kernels never interleave."""
+        """In the device's feeder thread (a near-free CPU model: the caller's, under the device
+        lock): CUDA calls all come from one thread, so cuDNN autotunes (per thread) once."""
         cuda = self.device.type == "cuda"
         if threads is not None and torch.get_num_threads() != threads:
             # The caller's thread count, in every process: oneDNN's CPU kernels split their sums
@@ -297,8 +291,7 @@ class ResidentModel:
                 raise ModelError(f"model {self.label!r} returned a {out.dtype} tensor; xdl needs real numbers.")
             out = finite_or_nan(out.float())  # inf is no value either: NaN says the model failed there
             if not cuda:
-                # A model may hand back (a view of) its input, whose memory can be the caller's
-                # array: the engine passes complete blocks without copying, so copy here instead.
+                # A model may hand back (a view of) its input, which can be the caller's array.
                 if any(out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for t in tensors):
                     out = out.clone()
                 return out, None
@@ -334,9 +327,8 @@ class ResidentModel:
 
 
 def finite_or_nan(out: torch.Tensor) -> torch.Tensor:
-    """``out`` with NaN wherever it is not finite. On the CPU a finite sum proves the common case
-    in one fast pass over data still in cache (NaN and inf propagate through sums; an overflowing
-    sum takes the exact path); on a GPU the replacement always runs, on the device, without a sync.
+    """``out`` with NaN wherever it is not finite. CPU: a finite sum proves the common case (NaN and
+    inf propagate; an overflow takes the exact path); GPU: replaced on the device, no sync.
 
     >>> finite_or_nan(torch.tensor([1.0, float("inf"), -2.0])).tolist()
     [1.0, nan, -2.0]
@@ -347,9 +339,8 @@ def finite_or_nan(out: torch.Tensor) -> torch.Tensor:
 
 
 def _host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None) -> list[torch.Tensor]:
-    """``x`` (and ``mask``) as float32 CPU tensors, sharing memory where they already are float32
-    and contiguous; padded with zero samples up to ``pad_to``: a compiled model sees one batch
-    shape (eval-mode samples are independent) instead of compiling again for a short batch."""
+    """``x`` (and ``mask``) as float32 CPU tensors (no copy where they are already), padded with zero
+    samples up to ``pad_to``: a compiled model sees one batch shape, not a new one to compile."""
     arrays = [x] if mask is None else [x, mask]
     n = len(x)
     if pad_to is not None and n < pad_to:
@@ -388,20 +379,18 @@ _DEVICE_LOCKS: dict[str, threading.Lock] = {}
 
 def device_lock(device: torch.device) -> threading.Lock:
     """The lock held around every CPU model call on ``device``, wherever it runs."""
-    key = str(device)
     with _LOCKS_GUARD:
-        return _DEVICE_LOCKS.setdefault(key, threading.Lock())
+        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
 
 
 _COPY_STREAMS: dict[str, "torch.cuda.Stream"] = {}
 
 
 def _copy_stream(device: torch.device):
-    key = str(device)
     with _LOCKS_GUARD:
-        if key not in _COPY_STREAMS:
-            _COPY_STREAMS[key] = torch.cuda.Stream(device=device)
-        return _COPY_STREAMS[key]
+        if str(device) not in _COPY_STREAMS:
+            _COPY_STREAMS[str(device)] = torch.cuda.Stream(device=device)
+        return _COPY_STREAMS[str(device)]
 
 
 def clear_cache() -> None:
