@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["Normalization", "channel_shape", "for_input", "for_output", "robust_moments", "sample_statistics",
-           "stats_stride", "STATS_PIXELS", "QUANTILE_PIXELS", "STATS_QUANTILES"]
+           "stats_stride", "STATS_PIXELS", "QUANTILE_PIXELS", "STATS_QUANTILES", "CONTEXT_STATS_PIXELS"]
 
 
 def channel_shape(ndim: int, n_spatial: int) -> list[int]:
@@ -74,9 +74,15 @@ def card_kind(norm) -> str:
     return kind
 
 
-def for_input(norm, names: list, data: da.Array, n_spatial: int) -> Normalization | None:
+def for_input(norm, names: list, data: da.Array, n_spatial: int,
+              target_channels: int | None = None) -> Normalization | None:
     """The normalisation of the model input ``data`` (``(*batch, C, *spatial)``, channels ``names``)
-    that the card ``norm`` asks for; None for ``kind: none``. Per-sample statistics are lazy."""
+    that the card ``norm`` asks for; None for ``kind: none``. Per-sample statistics are lazy.
+
+    ``target_channels``: the first channels are the targets, the rest context fields, whose
+    per-sample statistics (only used to standardise them for the model) come from a regular
+    subsample of at most :data:`CONTEXT_STATS_PIXELS` pixels: a quarter of the cost on a GOES
+    CONUS scene, the targets' statistics unchanged."""
     kind = card_kind(norm)
     if kind == "none":
         return None
@@ -85,7 +91,15 @@ def for_input(norm, names: list, data: da.Array, n_spatial: int) -> Normalizatio
     if not n_spatial:  # pointwise: a "sample" is one point; kept as it always was
         mean = da.where(da.isfinite(data), data, 0.0).astype(np.float32)
         return Normalization(mean, da.ones_like(mean))
-    stats = sample_statistics(data, n_spatial)
+    channel_axis = data.ndim - n_spatial - 1
+    if target_channels is not None and 0 < target_channels < data.shape[channel_axis]:
+        split = (slice(None),) * channel_axis
+        stats = da.concatenate([
+            sample_statistics(data[split + (slice(0, target_channels),)], n_spatial),
+            sample_statistics(data[split + (slice(target_channels, None),)], n_spatial, limit=CONTEXT_STATS_PIXELS)],
+            axis=channel_axis)
+    else:
+        stats = sample_statistics(data, n_spatial)
     index = (slice(None),) * (data.ndim - 1)
     mean, std, lo, hi = (stats[index + (slice(k, k + 1),)] for k in range(4))
     return Normalization(mean, std, lo, hi)
@@ -139,6 +153,7 @@ def for_output(norm, names: list, inputs: Normalization | None, out, n_spatial: 
 
 STATS_PIXELS = 2 ** 22  # per sample: larger fields are subsampled on a regular stride for statistics
 QUANTILE_PIXELS = 2 ** 18  # the fences' percentiles come from at most this many of them
+CONTEXT_STATS_PIXELS = 2 ** 20  # context fields: statistics from at most this many pixels per sample
 STATS_QUANTILES = (1.0, 99.0)  # values beyond these quantiles by more than their spread are clipped
 
 
@@ -200,13 +215,13 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     return np.concatenate([mean, std, lo, hi], axis=-1).astype(np.float32)
 
 
-def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False) -> da.Array:
+def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False, limit: int | None = None) -> da.Array:
     """Lazy :func:`robust_moments` of ``data`` (``(*batch, C, *spatial)``): shape
     ``(*batch, C, 1, ..., 4)``. Each sample's statistics come from one block holding the whole
     sample (on a regular subsample when it is large), so they are the same whatever the chunking
     of ``data`` and whatever the scheduler: the same numbers in the same order."""
     spatial = data.shape[data.ndim - n_spatial:]
-    stride = stats_stride(spatial)
+    stride = stats_stride(spatial, limit)
     sub = data[(Ellipsis,) + (slice(None, None, stride),) * n_spatial] if stride > 1 else data
     lead = data.ndim - n_spatial
     big = int(np.prod(sub.shape[lead - 1:])) >= 2 ** 16  # then one sample per block (memory)

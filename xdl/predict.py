@@ -195,7 +195,8 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
         batch = run.batch_size or 2 ** 18
     data = _dask_input(x, plans, chunk_batch)
     # The card's statistics belong to channel positions: the user may name the variables otherwise.
-    norm_in = normalize.for_input(spec.normalization, card_names(spec.inputs, names), data, n_spatial)
+    norm_in = normalize.for_input(spec.normalization, card_names(spec.inputs, names), data, n_spatial,
+                                  target_channels=target_channels)
     if norm_in is not None:
         data = norm_in.apply(data)
     payload = payload_for(getattr(model, "module", model), key or model_key(model), model_label(model))

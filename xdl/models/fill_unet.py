@@ -113,7 +113,7 @@ class FillUNet(nn.Module):
         self.size_multiple = self.correction.size_multiple * self.patch
         # Context for the correction net (one coarsest-level pixel, as for the UNet); the harmonic
         # fill itself reaches across the whole tile. Twice that scored the same on held-out scenes.
-        # A context model's local regression reads about 60 pixels around each cell: give it that.
+        # A context model's local regression reads about 56 pixels around each cell: give it that.
         self.halo = self.size_multiple * (2 if self.takes_context else 1)
         # Big tiles: less context and padding per output pixel (a 1500 x 2500 scene is 2 tiles of
         # 1568 x 1344 rather than 6 of 832 x 928), and the net is light enough for them.
@@ -158,8 +158,9 @@ class FillUNet(nn.Module):
             extra = [zeros((xt.shape[0], 2 * n * p * p, h, w)), zeros((xt.shape[0], n, h, w)),
                      zeros((xt.shape[0], 2 * self.context.features, h, w))]
             return first_guess, extra
-        # Context fields complete (most have no gap: then as they are) so the regression exists everywhere.
-        complete = xc if bool((mc > 0.5).all()) else harmonic_fill(xc, mc, self.iterations, 0)
+        # Context fields complete (most have no gap: then as they are) so the regression exists
+        # everywhere; their gaps get a coarse smooth fill (the model sees their masks anyway).
+        complete = xc if bool((mc > 0.5).all()) else _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
         absent = (mc > 0.5).flatten(2).any(-1)[..., None, None].logical_not()
@@ -168,7 +169,9 @@ class FillUNet(nn.Module):
         for i in range(n):
             estimate, residual, _ = local_regression(xt[:, i:i + 1], mt[:, i:i + 1], complete, fit_mask)
             estimates.append(estimate)
-            spreads.append(torch.log(residual.clamp(min=0) + 1e-4))
+            # Per regression cell (16 pixels, four patches): to the patch grid, nearest.
+            spreads.append(F.interpolate(torch.log(residual.clamp(min=0) + 1e-4),
+                                         size=[n // p for n in xt.shape[-2:]], mode="nearest"))
         estimate = torch.cat(estimates, 1)
         # The regression's misfit at the valid pixels, interpolated into the gaps and added back:
         # the first guess (equal to the target where valid); the UNet sees both versions.
@@ -176,7 +179,7 @@ class FillUNet(nn.Module):
         pooled = self.context(F.pixel_unshuffle(complete.to(xt.dtype), p), F.pixel_unshuffle(mc, p), info)
         extra = [F.pixel_unshuffle((estimate - first_guess).to(xt.dtype), p),
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
-                 F.avg_pool2d(torch.cat(spreads, 1), p).to(xt.dtype), pooled]
+                 torch.cat(spreads, 1).to(xt.dtype), pooled]
         return corrected, extra
 
 

@@ -26,29 +26,32 @@ RIDGE_RELATIVE, RIDGE_FLOOR = 1e-4, 1e-6
 MIN_SUPPORT = 4   # valid pixels per coefficient below which a cell takes the whole tile's fit
 
 
-def _cell_sums(t, c, w, cell):
-    """Per cell: sums of w, w*c_k, w*t, w*c_k*c_l, w*c_k*t, w*t*t as (N, M, Hc, Wc) maps."""
-    ones = torch.ones_like(t)
-    design = torch.cat([ones, c], 1)  # (N, K+1, H, W): intercept then the context fields
-    k1 = design.shape[1]
-    i, j = torch.triu_indices(k1, k1)
-    products = [design[:, i] * design[:, j] * w, design * t * w, t * t * w]
-    stacked = torch.cat(products, 1)
-    sums = F.avg_pool2d(stacked, cell, stride=cell, ceil_mode=True) * (cell * cell)
-    return sums, (i, j), k1
+def _cell_moments(t, c, w, cell):
+    """Per ``cell x cell`` cell, the weighted moment matrix ``D^T diag(w) D`` of the design
+    ``D = [1, c_1..c_K, t]``: (N, Hc, Wc, K+2, K+2), float64 (the sums of 64 products in float32,
+    one batched matrix product: all pairs at once, no per-pair pass over the pixels)."""
+    n, k, h, wd = c.shape
+    hc, wc = -(-h // cell), -(-wd // cell)
+    design = torch.cat([torch.ones_like(t), c, t], 1)
+    pad = (0, wc * cell - wd, 0, hc * cell - h)
+    if any(pad):
+        design, w = F.pad(design, pad), F.pad(w, pad)  # zero weight beyond the edge
+    k2 = k + 2
+
+    def cells(a, channels):
+        a = a.reshape(n, channels, hc, cell, wc, cell).permute(0, 2, 4, 3, 5, 1)
+        return a.reshape(n, hc, wc, cell * cell, channels)
+
+    d = cells(design, k2)
+    moments = (d * cells(w, 1)).transpose(-1, -2) @ d
+    return moments.double()
 
 
-def _solve(sums, pairs, k1):
-    """Coefficients (N, K+1, Hc, Wc) and the fit's residual variance (N, 1, Hc, Wc) from moment sums."""
-    i, j = pairs
-    n_pairs = i.numel()
-    n, _, hc, wc = sums.shape
-    gram = sums.new_zeros((n, hc, wc, k1, k1))
-    moved = sums.permute(0, 2, 3, 1)
-    gram[..., i, j] = moved[..., :n_pairs]
-    gram[..., j, i] = moved[..., :n_pairs]
-    rhs = moved[..., n_pairs:n_pairs + k1]
-    tt = moved[..., n_pairs + k1]
+def _solve(moments):
+    """Coefficients (N, K+1, Hc, Wc), residual variance and pixel count (N, 1, Hc, Wc) of the
+    ridge least-squares fit of t on [1, c] from moment matrices (N, Hc, Wc, K+2, K+2)."""
+    k1 = moments.shape[-1] - 1
+    gram, rhs, tt = moments[..., :k1, :k1], moments[..., :k1, k1], moments[..., k1, k1]
     count = gram[..., 0, 0]
     safe = count.clamp(min=1.0)[..., None]
     diag = torch.diagonal(gram, dim1=-2, dim2=-1)
@@ -56,7 +59,7 @@ def _solve(sums, pairs, k1):
     ridge = (RIDGE_RELATIVE * variance + RIDGE_FLOOR) * safe
     ridge[..., 0] = 0.0  # the intercept is not shrunk
     a = gram + torch.diag_embed(ridge)
-    a = a + 1e-6 * torch.eye(k1, dtype=sums.dtype, device=sums.device)  # an empty cell stays solvable
+    a = a + 1e-6 * torch.eye(k1, dtype=moments.dtype, device=moments.device)  # an empty cell stays solvable
     beta = torch.linalg.solve(a, rhs[..., None])[..., 0]
     residual = (tt - 2 * (beta * rhs).sum(-1) + (beta[..., None, :] @ gram @ beta[..., :, None])[..., 0, 0])
     residual = (residual / count.clamp(min=1.0)).clamp(min=0.0)
@@ -64,14 +67,14 @@ def _solve(sums, pairs, k1):
 
 
 @torch.no_grad()
-def local_regression(target, target_mask, context, context_mask, cell: int = 8, radius: int = 7):
+def local_regression(target, target_mask, context, context_mask, cell: int = 16, radius: int = 3):
     """Estimate of ``target`` (N, 1, H, W) from ``context`` (N, K, H, W) by local least squares.
 
     ``target_mask`` / ``context_mask``: 1 where valid; the fit uses pixels where the target and
     every context field are valid. ``context`` should be complete (gaps already filled by some
     first guess) so the estimate exists at every pixel. Returns ``(estimate, residual_variance,
-    support)``: the estimate (N, 1, H, W), the local fit's residual variance and its number of
-    valid pixels, both per pixel (nearest cell).
+    support)``: the estimate (N, 1, H, W), and per ``cell x cell`` cell (N, 1, ceil(H / cell),
+    ceil(W / cell)) the local fit's residual variance and its number of valid pixels.
 
     >>> y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     >>> c = torch.sin(x / 5)[None, None] + y[None, None] / 64
@@ -83,22 +86,18 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 8, 
     dtype = target.dtype
     t, c = target.float(), context.float()
     w = (target_mask * context_mask.prod(1, keepdim=True)).float()
-    # Products and cell sums in float32 (64 pixels a cell); the box sums and solves in float64.
-    sums, pairs, k1 = _cell_sums(t, c, w, cell)
-    sums = sums.double()
+    moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
+    n, hc, wc, k2, _ = moments.shape
     box = 2 * radius + 1
-    local = F.avg_pool2d(sums, box, stride=1, padding=radius, count_include_pad=True) * (box * box)
-    beta, residual, count = _solve(local, pairs, k1)
-    whole = sums.sum((-2, -1), keepdim=True)
-    beta_all, residual_all, _ = _solve(whole, pairs, k1)
-    thin = count < MIN_SUPPORT * k1
+    flat = moments.reshape(n, hc, wc, k2 * k2).permute(0, 3, 1, 2)
+    local = F.avg_pool2d(flat, box, stride=1, padding=radius, count_include_pad=True) * (box * box)
+    beta, residual, count = _solve(local.permute(0, 2, 3, 1).reshape(n, hc, wc, k2, k2))
+    beta_all, residual_all, _ = _solve(moments.sum((1, 2), keepdim=True))
+    thin = count < MIN_SUPPORT * (k2 - 1)
     beta = torch.where(thin, beta_all, beta)
     residual = torch.where(thin, residual_all, residual)
     size = target.shape[-2:]
     # Coefficients vary smoothly between cell centres (bilinear): no blocky seams at cell borders.
-    beta_px = F.interpolate(beta, size=size, mode="bilinear", align_corners=False)
-    beta_px = beta_px.float()
+    beta_px = F.interpolate(beta.float(), size=size, mode="bilinear", align_corners=False)
     estimate = beta_px[:, :1] + (beta_px[:, 1:] * c).sum(1, keepdim=True)
-    residual_px = F.interpolate(residual, size=size, mode="nearest")
-    count_px = F.interpolate(count, size=size, mode="nearest")
-    return estimate.to(dtype), residual_px.to(dtype), count_px.to(dtype)
+    return estimate.to(dtype), residual.to(dtype), count.to(dtype)
