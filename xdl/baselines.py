@@ -30,7 +30,7 @@ from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from .errors import InputError
 
-__all__ = ["fill_linear", "fill_nearest", "fill_biharmonic", "BASELINES", "get", "prepare", "gap_slices"]
+__all__ = ["fill_linear", "fill_nearest", "fill_biharmonic", "BASELINES", "get", "lookup", "prepare", "gap_slices"]
 
 _RING = 2  # width of the band of valid pixels around the gaps used by fill_linear
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -243,7 +243,12 @@ def get(name):
     >>> get("nearest") is fill_nearest
     True
     """
+    return lookup(BASELINES, name, "baseline")
+
+
+def lookup(table: dict, name, what: str):
+    """``table[name]``, or an :class:`InputError` naming ``what`` and the known names."""
     try:
-        return BASELINES[name]
+        return table[name]
     except (KeyError, TypeError):
-        raise InputError(f"unknown baseline {name!r}; use one of {', '.join(BASELINES)}") from None
+        raise InputError(f"unknown {what} {name!r}; use one of {', '.join(table)}") from None

@@ -261,7 +261,4 @@ def get(name):
     >>> get("local_regression") is fill_local_regression
     True
     """
-    try:
-        return CONTEXT_BASELINES[name]
-    except (KeyError, TypeError):
-        raise InputError(f"unknown context baseline {name!r}; use one of {', '.join(CONTEXT_BASELINES)}") from None
+    return baselines.lookup(CONTEXT_BASELINES, name, "context baseline")
