@@ -63,11 +63,12 @@ def _sources(a) -> list:
 
 def _cmd_inpaint(a) -> int:
     from .inpaint import inpaint
-    from .models.pretrained import DEFAULT_INPAINT
+    from .models.pretrained import default_for
     from .models.resolve import resolve_model
 
     check_output(a.output, a.overwrite or a.resume, _sources(a))
-    model = resolve_model(a.model, default=DEFAULT_INPAINT)  # loaded once: the job hashes what runs
+    wants = (getattr(a, "context", None), getattr(a, "time_window", 0), getattr(a, "uncertainty", False))
+    model = resolve_model(a.model, default=default_for(*wants))  # loaded once: the job hashes what runs
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)

@@ -209,7 +209,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
                           takes_mask=True, fills_gaps=True)
         model_name = "none (baselines only)"
     else:
-        model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
+        model = resolve_model(model, default=pretrained.default_for(context, time_window))
         spec, model_name = engine_spec(model), model_label(model)
     if not spec.fills_gaps:
         raise InputError(f"model {model_name!r} does not fill gaps (its card says fills_gaps=False); "

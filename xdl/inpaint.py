@@ -179,7 +179,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     (True, True)
     """
     RunOptions.check(device, precision, tile, batch_size, periodic, compile, nan_policy, threads, halo)
-    model = resolve_model(model, default=pretrained.DEFAULT_INPAINT)
+    model = resolve_model(model, default=pretrained.default_for(context, time_window, uncertainty))
     spec = engine_spec(model, halo=check_halo(halo))
     if clip is not None and (isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.number))
                              or not np.isfinite(clip) or clip < 0):

@@ -6,6 +6,21 @@ from pathlib import Path
 
 WEIGHTS = Path(__file__).parent.parent / "weights"  # package data of xdl itself
 DEFAULT_INPAINT = "fill-default"
+# With context fields, neighbouring time steps or a sigma asked for: the bundled context model,
+# which has both (its single-field means are a little worse than fill-default's, which stays
+# the default of a plain inpaint so that its results do not change).
+DEFAULT_CONTEXT = "fill-context"
+
+
+def default_for(context=None, time_window=0, uncertainty=False) -> str:
+    """The bundled default for a request: :data:`DEFAULT_CONTEXT` when it asks for context, a
+    time window or a sigma (and that model is installed), else :data:`DEFAULT_INPAINT`.
+
+    >>> default_for(), default_for(context=["C16"]), default_for(uncertainty=True)
+    ('fill-default', 'fill-context', 'fill-context')
+    """
+    wants = bool(context) or bool(time_window) or bool(uncertainty)
+    return DEFAULT_CONTEXT if wants and DEFAULT_CONTEXT in names() else DEFAULT_INPAINT
 
 
 def names() -> list[str]:

@@ -1,0 +1,71 @@
+"""The bundled default with context and uncertainty (fill-context, issues #15 and #16), on generated fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xdl
+from xdl import masks
+
+
+def _smooth_field(rng, shape, scale=12.0):
+    from scipy import ndimage
+
+    noise = rng.normal(size=shape)
+    field = ndimage.gaussian_filter(noise, (0,) * (len(shape) - 2) + (scale, scale), mode="wrap")
+    return (field / field.std()).astype("f4")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(0)
+    truth = 280 + 5 * _smooth_field(rng, (3, 192, 256))
+    hidden = ~masks.make("blocks", (3, 192, 256), fraction=0.1, rng=1)
+    gappy = np.where(hidden, np.nan, truth)
+    ds = xr.Dataset({"t": (("time", "y", "x"), gappy),
+                     "copy": (("time", "y", "x"), 3.0 * truth - 100.0),   # an affine copy of the truth
+                     "noise": (("time", "y", "x"), rng.normal(size=truth.shape).astype("f4"))})
+    return ds, truth, hidden
+
+
+def _rmse(filled, truth, hidden):
+    return float(np.sqrt(np.mean((filled[hidden] - truth[hidden]) ** 2)))
+
+
+def test_the_bundled_context_model_takes_any_context_and_gives_sigma():
+    assert xdl.pretrained.default_for() == "fill-default"  # a plain inpaint: results unchanged
+    assert xdl.pretrained.default_for(context=["c"]) == xdl.pretrained.default_for(uncertainty=True) == "fill-context"
+    card = xdl.pretrained.load("fill-context").card
+    assert card["context"]["accepts"] == "any"
+    assert card["uncertainty"]["kind"] == "gaussian" and card["uncertainty"]["scale"] > 0
+
+
+def test_an_affine_copy_as_context_cuts_the_error_to_a_small_fraction(scene):
+    ds, truth, hidden = scene
+    alone = ds.dl.inpaint(variables=["t"], domain=None)
+    helped = ds.dl.inpaint(variables=["t"], context=["copy"], domain=None)
+    single, context = _rmse(alone.t.values, truth, hidden), _rmse(helped.t.values, truth, hidden)
+    assert context < 0.05 * single, (single, context)
+    np.testing.assert_array_equal(helped["copy"].values, ds["copy"].values)  # context comes back as it was
+    assert "copy_inpainted" not in helped
+
+
+def test_an_unrelated_context_does_not_spoil_the_fill(scene):
+    ds, truth, hidden = scene
+    alone = _rmse(ds.dl.inpaint(variables=["t"], domain=None).t.values, truth, hidden)
+    noisy = _rmse(ds.dl.inpaint(variables=["t"], context=["noise"], domain=None).t.values, truth, hidden)
+    assert noisy < 1.25 * alone, (alone, noisy)
+
+
+def test_default_sigma_is_zero_on_valid_positive_in_gaps_and_chunk_invariant(scene):
+    ds, truth, hidden = scene
+    whole = ds.dl.inpaint(variables=["t"], context=["copy"], time_window=1, uncertainty=True, domain=None)
+    chunked = ds.chunk({"time": 1, "x": 96}).dl.inpaint(variables=["t"], context=["copy"], time_window=1,
+                                                          uncertainty=True, domain=None).compute()
+    sigma = whole.t_sigma.values
+    assert np.all(sigma[~hidden] == 0) and np.all(sigma[hidden] > 0)
+    np.testing.assert_array_equal(whole.t.values, chunked.t.values)
+    np.testing.assert_array_equal(sigma, chunked.t_sigma.values)
+    np.testing.assert_array_equal(whole.t.values[~hidden], ds.t.values[~hidden])  # valid bit for bit
