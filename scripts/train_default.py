@@ -1,7 +1,8 @@
-"""Train the bundled default gap filler, ``xdl/weights/fill-default.safetensors``.
+"""Train the bundled context gap filler, ``xdl/weights/fill-context.safetensors``.
 
-One fill-unet for any variable, alone or with context (``inpaint(context=..., time_window=...)``),
-with a per-pixel sigma: harmonic fill + local regression on the context + a learned UNet correction
+``inpaint``'s default when context, a time window or a sigma is asked for (a plain ``inpaint``
+keeps ``fill-default``, the single-field model this one starts from). One fill-unet for any
+variable, alone or with context (``inpaint(context=..., time_window=...)``), with a per-pixel sigma: harmonic fill + local regression on the context + a learned UNet correction
 and sigma head (``FillUNet(context_features=16, sigma=True)``). Every field is standardised by its
 own mean and standard deviation (the engine's ``per_sample`` rule), so the model learns the shapes
 of gaps and the relations between fields, not their units.
@@ -27,7 +28,10 @@ Loss: the gap-filling L1 terms on the mean plus the Gaussian beta-NLL (beta 1) o
 gradient from spoiling the layers it shares with the mean, see xdl.training.losses.gaussian_nll). Warm start: the previous single-field default.
 
     python scripts/train_default.py prepare fields.npz
-    python scripts/train_default.py train fields.npz [--minutes 30] [--device cuda]
+    python scripts/train_default.py train fields.npz [--minutes 40] [--device cuda]
+    # then, from that model, larger windows (large gaps):
+    python scripts/train_default.py train fields.npz --minutes 19 --tile 256 --batch-size 4 --lr 2e-4 \
+        --seed 1 --warm-start xdl/weights/fill-context.safetensors
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XDL_SHARED_DATA", ROOT.parent / "shared" / "data"))
-OUT = ROOT / "xdl" / "weights" / "fill-default.safetensors"
+OUT = ROOT / "xdl" / "weights" / "fill-context.safetensors"
+WARM_START = ROOT / "xdl" / "weights" / "fill-default.safetensors"
 HELD_OUT = ["goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc", "goes/OR_ABI-L1b-RadC-M6C16_G16_*.nc",
             "reanalysis/merra2_M2T1NXSLV_ps.nc4", "reanalysis/era40_tcw.nc"]
 ARCH = {"depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4, "biharmonic_iterations": 10,
@@ -142,7 +147,8 @@ def prepare(out_path: str) -> None:
 class Batches:
     """Batches of (x, valid, kept, info) for one split (the left 4/5 or the right 1/5 of fields)."""
 
-    def __init__(self, path, split):
+    def __init__(self, path, split, tile=None):
+        self.tile = tile or TILE
         with np.load(path) as npz:
             meta = json.loads(str(npz["meta"]))
             self.groups = [(meta[k]["name"], npz[k].astype(np.float32)) for k in meta]
@@ -172,13 +178,15 @@ class Batches:
         window = int(rng.integers(1, 4)) if t_len > 1 and rng.random() < 0.75 else 0
         # Single scenes get moving neighbours half the time: the same field displaced by a steady
         # drift per step (pseudo time steps, so the model learns to use a field that has moved).
-        drift = (0, 0)
+        drift, noise = (0, 0), 0.0
         if t_len == 1 and n_var == 1 and rng.random() < 0.5:
             window, drift = int(rng.integers(1, 3)), tuple(int(d) for d in rng.integers(-3, 4, 2))
+            if rng.random() < 0.3:  # a near copy (as the next hour of a slow field): trust the regression
+                drift, noise = (0, 0), float(10 ** rng.uniform(-3, -1))
         offsets = [o for o in range(-window, window + 1) if o != 0]
         info = [[0.0, 0.0]] * len(context) + [[float(o), 1.0] for o in offsets]
         x0, x1 = self._columns(w)
-        th, tw = min(TILE, max(32, h // 32 * 32 or 32)), min(TILE, max(32, (x1 - x0) // 32 * 32 or 32))
+        th, tw = min(self.tile, max(32, h // 32 * 32 or 32)), min(self.tile, max(32, (x1 - x0) // 32 * 32 or 32))
         xs = []
         for _ in range(batch):
             t = int(rng.integers(t_len))
@@ -203,6 +211,8 @@ class Batches:
                     put(1 + len(context) + k, t + o, target)
             xs.append(canvas)
         x = np.stack(xs)
+        if noise:
+            x[:, 1:] += rng.normal(scale=noise, size=x[:, 1:].shape).astype(np.float32)
         valid = np.isfinite(x)
         kind = lambda: gapmasks.KINDS[int(rng.integers(len(gapmasks.KINDS)))]  # noqa: E731
         kept = np.ones_like(valid)
@@ -297,7 +307,7 @@ def calibrate(zs):
     return result, per_kind
 
 
-def train(fields, minutes, device, batch_size, out, seed, lr, warm_start):
+def train(fields, minutes, device, batch_size, out, seed, lr, warm_start, tile=TILE):
     import torch
 
     import xdl
@@ -307,7 +317,7 @@ def train(fields, minutes, device, batch_size, out, seed, lr, warm_start):
     torch.manual_seed(seed)
     net, start = build_model(warm_start)
     net.to(dev).train()
-    train_batches, val_batches = Batches(fields, "train"), Batches(fields, "val")
+    train_batches, val_batches = Batches(fields, "train", tile), Batches(fields, "val", tile)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     t0, step, log = time.perf_counter(), 0, []
@@ -325,19 +335,19 @@ def train(fields, minutes, device, batch_size, out, seed, lr, warm_start):
     val, zs = evaluate_split(net, val_batches, 60, seed, dev)
     scale, per_kind = calibrate(zs)
     net = net.cpu().eval()
-    card = {"name": "fill-default", "normalization": {"kind": "per_sample"},
+    card = {"name": "fill-context", "normalization": {"kind": "per_sample"},
             "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
             "uncertainty": {"kind": "gaussian", "scale": float(scale["scale"]),
                             "calibration": f"{scale['method']} on {sum(v.size for v in zs.values())} hidden "
                                            "pixels of the validation split (right fifth of every field)"},
-            "description": ("xdl's default gap filler: harmonic interpolation of the gaps refined towards a "
+            "description": ("xdl's default gap filler with context and sigma: harmonic interpolation of the gaps refined towards a "
                             "biharmonic fill, a local regression on any context fields given (other bands or "
                             "variables, neighbouring time steps), corrected by a UNet (fill-unet: 3 levels, "
                             "32-128 channels on 4x4 pixel patches) that also gives a per-pixel sigma. Trained on "
                             "standardised real geophysical fields with mixed gaps; works on any variable."),
             "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),
                          "groups": [g for g, _ in train_batches.groups], "held_out": HELD_OUT,
-                         "steps": step, "batch_size": batch_size, "tile": TILE, "lr": lr, "loss_weights": LOSS,
+                         "steps": step, "batch_size": batch_size, "tile": tile, "lr": lr, "loss_weights": LOSS,
                          "wall_seconds": round(seconds, 1), "device": str(dev), "start": start, "log": log[-10:]},
             "metrics": {"validation": {k: round(v, 5) for k, v in val.items()},
                         "calibration": {"all": scale, **per_kind}}}
@@ -360,13 +370,15 @@ def main(argv=None):
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--warm-start", type=Path, default=OUT, help="a single-field fill-unet to start from")
+    t.add_argument("--warm-start", type=Path, default=WARM_START, help="a fill-unet to start from (its shared tensors)")
+    t.add_argument("--tile", type=int, default=TILE, help="training window side")
     t.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(args.out)
     else:
-        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.lr, args.warm_start)
+        train(args.fields, args.minutes, args.device, args.batch_size, args.out, args.seed, args.lr, args.warm_start,
+              args.tile)
 
 
 if __name__ == "__main__":
