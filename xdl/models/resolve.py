@@ -11,7 +11,7 @@ Example:
     >>> resolve_model("no-such-model")
     Traceback (most recent call last):
     ...
-    xdl.errors.InputError: model 'no-such-model' is neither an existing file nor a bundled model (fill-default); give a path to a .safetensors model file, an xdl.Model or a torch.nn.Module.
+    xdl.errors.InputError: model 'no-such-model' is neither an existing file nor a bundled model (fill-context, fill-default); give a path to a .safetensors model file, an xdl.Model or a torch.nn.Module.
 """
 
 from __future__ import annotations
