@@ -40,13 +40,15 @@ from .modelcard import CONTEXT_ANY
 from .models.context import with_context
 from .models.resolve import model_label
 
-__all__ = ["ContextRequest", "check_request", "context_model", "takes_context", "DEFAULT_RULE"]
+__all__ = ["ContextRequest", "check_request", "context_model", "context_names", "takes_context", "window_steps",
+           "DEFAULT_RULE"]
 
 # What a context model accepts when its card says nothing (the bundled default's rule).
 DEFAULT_RULE = CONTEXT_ANY
 
 
-def _names(context) -> list[str]:
+def context_names(context) -> list[str]:
+    """``context`` as a list of variable names (one name may be given as a string), each once."""
     if context is None:
         return []
     names = [context] if isinstance(context, str) else list(context)
@@ -57,9 +59,10 @@ def _names(context) -> list[str]:
     return names
 
 
-def _window(time_window) -> int:
+def window_steps(time_window) -> int:
+    """``time_window`` as a whole number of steps >= 0 (an InputError otherwise)."""
     if isinstance(time_window, (bool, np.bool_)) or not isinstance(time_window, (int, np.integer)) or time_window < 0:
-        raise InputError(f"time_window={time_window!r}: give a whole number of time steps >= 0 "
+        raise InputError(f"time_window={time_window!r}: time_window must be a whole number of time steps >= 0 "
                          "(1: the steps t-1 and t+1 of each variable as inputs).")
     return int(time_window)
 
@@ -73,7 +76,7 @@ def takes_context(model) -> bool:
 def check_request(model, label: str, context, time_window, n_targets: int) -> tuple[list[str], int]:
     """``(context names, time_window)`` checked against what ``model`` accepts (its card's
     ``context`` rule): an :class:`InputError` naming both otherwise. ``([], 0)``: no context."""
-    names, k = _names(context), _window(time_window)
+    names, k = context_names(context), window_steps(time_window)
     if not names and not k:
         return [], 0
     given = f"context={names}, time_window={k}"

@@ -92,7 +92,9 @@ def shifted(a: np.ndarray, axis: int, offset: int) -> np.ndarray:
 
 def check(obj, names, context, time_window):
     """``context`` as a tuple of variable names and ``time_window`` as an int, checked."""
-    context = () if context is None else ((context,) if isinstance(context, str) else tuple(context))
+    from .context import context_names, window_steps
+
+    context = tuple(context_names(context))
     if context and not isinstance(obj, xr.Dataset):
         raise InputError(f"context={list(context)} names Dataset variables; pass a Dataset holding the target "
                          "and its context variables (a DataArray can only use time_window=).")
@@ -103,6 +105,4 @@ def check(obj, names, context, time_window):
     if both:
         raise InputError(f"{both} listed both as variables to score and as context: a field cannot be its own "
                          "context; drop it from one list (its other time steps come with time_window=).")
-    if isinstance(time_window, bool) or not isinstance(time_window, (int, np.integer)) or time_window < 0:
-        raise InputError(f"time_window must be a whole number of time steps >= 0, got {time_window!r}")
-    return context, int(time_window)
+    return context, window_steps(time_window)

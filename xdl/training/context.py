@@ -25,10 +25,10 @@ import dataclasses
 import numpy as np
 import torch
 
+from ..context import context_names, window_steps
 from ..conventions import layout
 from ..errors import InputError
 from ..normalize import Normalization
-from .config import positive_int
 from .data import Sampler, per_sample_arrays
 
 MAX_TIME_WINDOW = 32
@@ -72,7 +72,7 @@ def resolve_context(ds, targets, context, time_window, dims=None) -> ContextPlan
     """
     if context is None and not time_window:
         return None
-    names = [context] if isinstance(context, str) else [str(c) for c in (context or [])]
+    names = context_names(context)
     for n in names:
         if n not in ds.data_vars:
             raise InputError(f"context variable {n!r} is not in the data; it has {sorted(map(str, ds.data_vars))}. "
@@ -80,9 +80,7 @@ def resolve_context(ds, targets, context, time_window, dims=None) -> ContextPlan
         if n in targets:
             raise InputError(f"context variable {n!r} is also a target (variables={list(targets)}); a target's "
                              "other time steps come from time_window=k, not from context=.")
-    if len(set(names)) != len(names):
-        raise InputError(f"context={names} names a variable twice; name each once.")
-    k = positive_int(time_window or 0, "time_window", 0)
+    k = window_steps(time_window or 0)
     if k > MAX_TIME_WINDOW:
         raise InputError(f"time_window={k} is more than {MAX_TIME_WINDOW} steps each side; use a smaller window.")
     time_dim = time_dim_of(ds[targets[0]], dims) if k else None  # refuses data without one
