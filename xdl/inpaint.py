@@ -53,6 +53,7 @@ class _Job:
     sigma_scale: float | None = None
     request: ContextRequest | None = None
     uncertainty: bool = False
+    distances: tuple | None = None  # the card's (distance_bins, distance_scales), when it has them
 
 
 def _warn_empty(arrays, valids) -> None:
@@ -101,7 +102,10 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
         filled_list.append(result)
         flag_list.append(flags)
         if job.uncertainty:
-            sigma_list.append(sigma_variable(result, valid, flags, channel(len(arrays) + i, arr), like))
+            model_sigma = channel(len(arrays) + i, arr)
+            if job.distances is not None:  # times the card's factor at each pixel's distance to data
+                model_sigma = uncertainty.distance_scaled(model_sigma, valid, spatial, job.distances)
+            sigma_list.append(sigma_variable(result, valid, flags, model_sigma, like))
     return filled_list, flag_list, (sigma_list if job.uncertainty else None)
 
 
@@ -162,7 +166,9 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         Results do not depend on the chunking along time either. Needs a context model (its card's
         ``context``: a model fit with one context refuses another with an InputError naming both).
     uncertainty : add ``<var>_sigma``, the standard error of each fill (same units and dtype): 0
-        where the input is valid, the model's calibrated sigma where it filled (flag 1), NaN
+        where the input is valid, the model's calibrated sigma where it filled (flag 1; times the
+        card's factor at the pixel's distance to valid data, when the card has ``distance_bins``:
+        :mod:`xdl.uncertainty`), NaN
         elsewhere; CF ``standard_name`` "<standard_name> standard_error" and ``long_name``; listed
         in the variable's ``ancillary_variables``. A DataArray input then returns a Dataset
         (value, sigma and flags). Needs a model with a sigma output (card ``uncertainty``).
@@ -214,13 +220,15 @@ def _make_job(obj, model, spec, context, time_window, want_sigma, options) -> _J
                          f"channel(s) for {spec.in_channels} variable(s); a sigma model returns the means, then the "
                          "sigmas. Fix its card.")
     names, k = check_request(model, label, context, time_window, spec.in_channels)
+    distances = uncertainty.distance_calibration(model) if want_sigma else None
     if not names and not k:
-        return _Job(model, spec, RunOptions.build(spec, *options), label, sigma_scale=scale, uncertainty=bool(want_sigma))
+        return _Job(model, spec, RunOptions.build(spec, *options), label, sigma_scale=scale, uncertainty=bool(want_sigma),
+                    distances=distances)
     request = ContextRequest(obj if isinstance(obj, xr.Dataset) else xr.Dataset(), names, k)  # a DataArray: k only
     wrapped, key = context_model(model, spec, request.info(spec.in_channels), model_key(model))
     run_spec = engine_spec(wrapped)
     return _Job(wrapped, run_spec, RunOptions.build(run_spec, *options), label, key=key, sigma_scale=scale,
-                request=request, uncertainty=bool(want_sigma))
+                request=request, uncertainty=bool(want_sigma), distances=distances)
 
 
 def _groups(names: list[str], spec) -> list[list[str]]:

@@ -108,14 +108,36 @@ def check_card(card: dict) -> None:
                      + (" with every std > 0" if stat_key == "std" else ""), v)
 
 
+MAX_DISTANCE_BINS = 64      # distance-to-data bins of a sigma calibration
+MAX_DISTANCE = 4096         # pixels: the last bin edge is inpaint's halo for the distances (as CARD_LIMITS' halo)
+
+
 def _check_uncertainty(v, fail) -> None:
-    """``{"kind": "gaussian", "scale": s > 0, ...}``: the model's second half of outputs are sigmas."""
+    """``{"kind": "gaussian", "scale": s > 0, ...}``: the model's second half of outputs are sigmas;
+    optional ``distance_bins`` (increasing pixel edges in [0, 4096]) with as many ``distance_scales``
+    (factors in (0, 1e6)), at most 64."""
     if v is None:
         return
     scale = v.get("scale", 1.0) if isinstance(v, dict) else None
-    if (not isinstance(v, dict) or v.get("kind") != "gaussian" or not isinstance(scale, numbers.Real)
-            or isinstance(scale, bool) or not math.isfinite(scale) or not 0 < scale < 1e6):
+    if (not isinstance(v, dict) or v.get("kind") != "gaussian" or not _positive(scale)):
         fail("uncertainty", "an object {'kind': 'gaussian', 'scale': a number > 0}", v)
+    bins, scales = v.get("distance_bins"), v.get("distance_scales")
+    if bins is None and scales is None:
+        return
+    want = (f"lists of 1 to {MAX_DISTANCE_BINS} increasing pixel edges in [0, {MAX_DISTANCE}] and as many "
+            "factors > 0 (one per bin, the last open-ended)")
+    if not (isinstance(bins, list) and isinstance(scales, list) and 1 <= len(bins) == len(scales) <= MAX_DISTANCE_BINS
+            and all(_positive(f) for f in scales) and all(_real(e) and 0 <= e <= MAX_DISTANCE for e in bins)
+            and all(a < b for a, b in zip(bins, bins[1:]))):
+        fail("uncertainty distance_bins/distance_scales", want, {"distance_bins": bins, "distance_scales": scales})
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _positive(x) -> bool:
+    return _real(x) and 0 < x < 1e6
 
 
 def _check_context(v, fail) -> None:

@@ -5,6 +5,16 @@ A model gives a sigma when its card has ``"uncertainty"`` (``{"kind": "gaussian"
 ...}``: its sigma, in normalised units, times ``s``) or, for a plain module, when its ``sigma``
 attribute is True; it then returns ``n`` means followed by ``n`` sigmas.
 
+A card may also calibrate by distance to data (``"distance_bins": [d0, d1, ...]``, pixel edges,
+increasing; ``"distance_scales": [f0, f1, ...]``, one per bin, the last bin open-ended). Then
+``inpaint`` multiplies each filled pixel's sigma (already times ``s``) by ``f(d)``, where ``d`` is
+the Euclidean distance in pixels from the pixel to the nearest valid pixel of the same variable
+in the same 2-D field, capped at the last edge, and ``f`` interpolates the factors linearly
+between bin centres (the last bin's centre is its edge; flat beyond the first and last centres):
+a sigma that grows into large gaps without jumps at the edges. The cap makes ``d`` exact with a
+halo of the cap (:func:`gap_distance`), so the result does not depend on the chunking.
+``predict`` knows no gaps and gives the sigma times ``s`` only.
+
 Example:
     >>> import numpy as np
     >>> sigma_block(np.array([True, False, False]), np.array([0, 1, 2], np.int8),
@@ -16,13 +26,17 @@ from __future__ import annotations
 
 import math
 
+import dask.array as da
 import numpy as np
 import xarray as xr
+from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["sigma_scale", "require_sigma", "sigma_block", "sigma_attrs", "sigma_name", "FILLED"]
+__all__ = ["sigma_scale", "require_sigma", "sigma_block", "sigma_attrs", "sigma_name", "FILLED",
+           "distance_calibration", "gap_distance", "distance_factor", "lazy_gap_distance", "distance_scaled"]
 
+SCIPY_SHARE = 0.05  # gap share above which scipy's transform is faster than visiting gap pixels (same numbers)
 FILLED = 1  # the flag of a pixel the model filled (xdl.inpaint.FLAG_FILLED)
 
 
@@ -78,3 +92,99 @@ def link(attrs: dict, name: str) -> None:
     if name not in ancillary:
         ancillary.append(name)
     attrs["ancillary_variables"] = " ".join(ancillary)
+
+
+def distance_calibration(model) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(distance_bins, distance_scales)`` of the model's card, or None (no distance calibration).
+    The card was checked when the model was built (:func:`xdl.modelcard.check_card`)."""
+    spec = (getattr(model, "card", None) or {}).get("uncertainty")
+    if not isinstance(spec, dict) or spec.get("distance_bins") is None:
+        return None
+    return tuple(float(e) for e in spec["distance_bins"]), tuple(float(f) for f in spec["distance_scales"])
+
+
+def gap_distance(valid, cap: float, axes=(-2, -1)) -> np.ndarray:
+    """``min(d, cap)`` (float32) for every pixel of the boolean ``valid``, where ``d`` is the
+    Euclidean distance in pixels to the nearest True pixel of the same 2-D field (``axes``; every
+    other axis indexes fields): 0 on valid pixels, ``cap`` in a field with none. The same numbers as
+    ``minimum(scipy.ndimage.distance_transform_edt(~valid), cap)`` (which it calls on fields with
+    more than 5% gaps; fewer are visited one by one, 5 x faster on a CONUS scene with 3% gaps).
+
+    >>> v = np.zeros((1, 5), bool); v[0, 0] = True
+    >>> gap_distance(v, 3.0).tolist()
+    [[0.0, 1.0, 2.0, 3.0, 3.0]]
+    """
+    valid = np.moveaxis(np.asarray(valid, bool), axes, (-2, -1))
+    out = np.zeros(valid.shape, np.float32)
+    for index in np.ndindex(valid.shape[:-2]):
+        out[index] = _capped_distance(valid[index], cap)
+    return np.moveaxis(out, (-2, -1), axes)
+
+
+def _capped_distance(valid: np.ndarray, cap: float) -> np.ndarray:
+    """One field of :func:`gap_distance`: the exact two-pass distance (squared distance along each
+    row, then the best row within the distance found so far), capped."""
+    out = np.zeros(valid.shape, np.float32)
+    gaps = ~valid
+    if not gaps.any():
+        return out
+    if not valid.any():
+        return np.full(valid.shape, np.float32(cap))
+    if gaps.mean() > SCIPY_SHARE:
+        return np.minimum(ndimage.distance_transform_edt(gaps), cap).astype(np.float32)
+    limit = int(math.ceil(cap)) + 1  # a row further than this, or this far along it, only gives >= cap
+    ny, nx = valid.shape
+    col = np.arange(nx, dtype=np.int32)
+    left = np.maximum.accumulate(np.where(valid, col, -2 * limit - nx), axis=1)
+    right = np.minimum.accumulate(np.where(valid, col, 2 * limit + 2 * nx)[:, ::-1], axis=1)[:, ::-1]
+    row2 = np.minimum(np.minimum(col - left, right - col), limit).astype(np.int64) ** 2
+    ys, xs = np.nonzero(gaps)
+    best = row2[ys, xs]
+    todo = np.arange(ys.size)
+    for k in range(1, limit + 1):
+        todo = todo[best[todo] > k * k]  # rows k away give at least k^2: these pixels are done
+        if todo.size == 0:
+            break
+        y, x = ys[todo], xs[todo]
+        for other in (y - k, y + k):
+            inside = (other >= 0) & (other < ny)
+            t = todo[inside]
+            best[t] = np.minimum(best[t], k * k + row2[other[inside], x[inside]])
+    out[ys, xs] = np.minimum(np.sqrt(best.astype(np.float64)), cap)
+    return out
+
+
+def distance_factor(distance, bins, scales) -> np.ndarray:
+    """The factor on sigma at ``distance`` pixels (float32): ``scales`` interpolated linearly between
+    the bin centres (midpoints of the edges ``bins``; the last bin's centre is its edge).
+
+    >>> distance_factor(np.array([0.0, 1.5, 3.5, 8.0, 99.0]), [0, 3, 8], [1.0, 2.0, 4.0]).tolist()
+    [1.0, 1.0, 1.5, 4.0, 4.0]
+    """
+    bins = np.asarray(bins, np.float64)
+    centres = np.append((bins[:-1] + bins[1:]) / 2, bins[-1])
+    return np.interp(np.asarray(distance, np.float64), centres, np.asarray(scales, np.float64)).astype(np.float32)
+
+
+def lazy_gap_distance(valid: xr.DataArray, spatial, cap: float) -> xr.DataArray:
+    """:func:`gap_distance` of ``valid`` over its ``spatial`` dims, lazily: each block with a halo of
+    ``cap`` pixels, so every pixel is exact and the result the same for any chunking. Works on
+    blocks of at least 2048 pixels (or 4 x the cap) a side, that the halo stays a small share."""
+    axes = tuple(valid.get_axis_num(d) for d in spatial)
+    data = valid.data if isinstance(valid.data, da.Array) else da.from_array(np.asarray(valid.data), chunks=-1,
+                                                                             name=False)
+    halo = int(math.ceil(cap))
+    side = max(2048, 4 * halo)
+    work = data.rechunk({a: max(side, max(data.chunks[a])) for a in axes})
+    depth = {a: (min(halo, data.shape[a] - 1) if a in axes else 0) for a in range(data.ndim)}
+    dist = da.map_overlap(gap_distance, work, depth=depth, boundary="none", trim=True, dtype=np.float32,
+                          meta=np.empty((0,) * data.ndim, np.float32), cap=cap, axes=axes)
+    return valid.copy(data=dist.rechunk(data.chunks))
+
+
+def distance_scaled(sigma: xr.DataArray, valid: xr.DataArray, spatial, calibration) -> xr.DataArray:
+    """``sigma`` times the distance factor of each pixel (see the module doc), lazily."""
+    bins, scales = calibration
+    distance = lazy_gap_distance(valid.transpose(*sigma.dims), spatial, bins[-1])
+    factor = distance.copy(data=distance.data.map_blocks(distance_factor, bins, scales, dtype=np.float32))
+    return sigma * factor.astype(sigma.dtype)

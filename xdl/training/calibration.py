@@ -1,10 +1,15 @@
-"""Post-hoc calibration of a Gaussian sigma head: one factor that scales the model's sigmas.
+"""Post-hoc calibration of a Gaussian sigma head: one factor that scales the model's sigmas, and
+factors per distance-to-data bin on top of it (:func:`distance_scales`).
 
 On held-out pixels with known truth, ``z = (mean - truth) / sigma``. A calibrated Gaussian has 68.3%
 of ``|z|`` within 1 and 95.4% within 2. Two candidate scales ``s`` (sigma -> s * sigma): the
 0.683-quantile of ``|z|`` (exact 1-sigma coverage, robust to a few wild errors) and ``RMS(z)``
 (right on average). The one whose 1- and 2-sigma coverages together are nearer the Gaussian's
 (sum of absolute deviations) is kept.
+
+A sigma head trained on small windows never saw errors far from data: its sigmas are too small
+inside large gaps. :func:`distance_scales` fits one factor per bin of distance to the nearest valid
+pixel (the card's ``distance_bins`` / ``distance_scales``, applied by :mod:`xdl.uncertainty`).
 
 Example:
     >>> import numpy as np
@@ -70,8 +75,105 @@ def calibration_scale(z: np.ndarray) -> dict:
             "coverage_2sigma": best["coverage_2sigma"], "n": int(z.size), "candidates": candidates}
 
 
-def uncertainty_entry(result: dict, where: str) -> dict:
-    """The card's ``uncertainty`` entry from a :func:`calibration_scale` result on ``where``'s pixels."""
+DISTANCE_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)  # pixels; the last is the cap
+MIN_BIN_PIXELS = 2000  # a bin with fewer hidden pixels joins its neighbour
+
+
+def deviation(a: np.ndarray, s: float) -> float:
+    """How far ``|z| / s`` is from a Gaussian's 1- and 2-sigma coverage (sum of absolute differences)."""
+    c1, c2 = coverage(a, s)
+    return abs(c1 - ONE_SIGMA) + abs(c2 - TWO_SIGMA)
+
+
+def best_scale(a: np.ndarray) -> float:
+    """The factor on sigma whose 1- and 2-sigma coverages of ``|z| = a`` are together nearest a
+    Gaussian's: the best of the 0.683-quantile (exact 1-sigma coverage), half the 0.954-quantile
+    (exact 2-sigma coverage), RMS(z) and 17 steps between the two quantile ones (heavy tails).
+
+    >>> round(best_scale(np.abs(np.random.default_rng(0).normal(0, 3.0, 100_000))), 1)
+    3.0
+    """
+    a = np.sort(np.abs(np.asarray(a, np.float64)))
+    q1, q2 = float(np.quantile(a, ONE_SIGMA)), float(np.quantile(a, TWO_SIGMA)) / 2
+    candidates = [q1, q2, float(np.sqrt(np.mean(a * a)))]
+    if q1 > 0 and q2 > 0:
+        candidates += list(np.geomspace(q1, q2, 19)[1:-1])
+    candidates = [c for c in candidates if c > 0 and math.isfinite(c)] or [1.0]
+
+    def dev(s):  # on the sorted values: two binary searches
+        n = a.size
+        c1, c2 = np.searchsorted(a, s, "right") / n, np.searchsorted(a, 2 * s, "right") / n
+        return abs(c1 - ONE_SIGMA) + abs(c2 - TWO_SIGMA)
+
+    return float(min(candidates, key=dev))
+
+
+def distance_scales(z, distance, edges=DISTANCE_EDGES, min_pixels: int = MIN_BIN_PIXELS, refine: int = 3) -> dict:
+    """Per-distance-bin factors on sigma from standardised errors ``z`` (error / sigma) of hidden
+    pixels ``distance`` pixels from the nearest valid one (capped at ``edges[-1]`` or not).
+
+    Each bin gets :func:`best_scale` of its pixels. Bins with fewer than ``min_pixels`` join their
+    neighbour (the next; the last joins the one before), and a bin whose factor exceeds the next
+    one's joins it, until the factors grow with distance. Then, ``refine`` times, each factor is
+    corrected for the linear interpolation between bin centres that applies it
+    (:func:`xdl.uncertainty.distance_factor`), so that each bin's coverage is that of its fit.
+    Returns ``{"distance_bins", "distance_scales", "n_pixels"}`` (lists); one bin without pixels
+    (nothing to fit) gives factor 1.
+
+    >>> rng = np.random.default_rng(0)
+    >>> d = rng.uniform(0, 40, 200_000)
+    >>> z = rng.normal(0, 1, d.size) * np.where(d < 16, 1.0, 2.0)
+    >>> fit = distance_scales(z, d, edges=(0, 16, 32), refine=0)  # the bins' own fits: a step
+    >>> fit["distance_bins"], [round(s, 1) for s in fit["distance_scales"]], fit["n_pixels"]
+    ([0.0, 16.0, 32.0], [1.0, 2.0, 2.0], [80027, 80372, 39601])
+    """
+    from ..uncertainty import distance_factor
+
+    z, d = np.abs(np.asarray(z, np.float64).ravel()), np.asarray(distance, np.float64).ravel()
+    ok = np.isfinite(z) & np.isfinite(d)
+    z, d = z[ok], np.minimum(d[ok], edges[-1])
+    edges = [float(e) for e in edges]
+    edges = _merged(z, d, edges, min_pixels)
+    scales = [best_scale(z[b]) if b.any() else 1.0 for b in _members(d, edges)]
+    for _ in range(refine if len(edges) > 1 else 0):
+        applied = distance_factor(d, edges, scales).astype(np.float64)
+        scales = [s * best_scale(z[b] / applied[b]) for s, b in zip(scales, _members(d, edges))]
+        scales = list(np.maximum.accumulate(scales))  # the correction must not undo the order
+    return {"distance_bins": edges, "distance_scales": [float(s) for s in scales],
+            "n_pixels": [int(b.sum()) for b in _members(d, edges)]}
+
+
+def _members(d, edges):
+    """Boolean masks of the pixels in each bin (the last open-ended)."""
+    index = np.searchsorted(np.asarray(edges[1:]), d, side="right")
+    return [index == i for i in range(len(edges))]
+
+
+def _merged(z, d, edges, min_pixels):
+    """``edges`` after joining bins with too few pixels, then bins whose factor exceeds the next's."""
+    counts = [int(b.sum()) for b in _members(d, edges)]
+    i = 0
+    while len(edges) > 1 and i < len(edges):
+        if counts[i] >= min_pixels:
+            i += 1
+            continue
+        j = i + 1 if i + 1 < len(edges) else i  # join the next bin; the last joins the one before
+        del edges[j]
+        counts[j - 1:j + 1] = [counts[j - 1] + counts[j]]
+        i = max(j - 1, 0) if j == i else i
+    while len(edges) > 1:
+        scales = [best_scale(z[b]) for b in _members(d, edges)]
+        down = [k for k in range(len(edges) - 1) if scales[k] > scales[k + 1]]
+        if not down:
+            break
+        del edges[down[0] + 1]
+    return edges
+
+
+def uncertainty_entry(result: dict, where: str, distance: dict | None = None) -> dict:
+    """The card's ``uncertainty`` entry from a :func:`calibration_scale` result on ``where``'s pixels;
+    with ``distance`` (a :func:`distance_scales` fit of the errors once scaled) of two bins or more,
+    its ``distance_bins`` / ``distance_scales`` too."""
     if result["n"] == 0:
         return {"kind": "gaussian", "scale": 1.0,
                 "calibration": f"none: no hidden pixel with known truth in {where}"}
@@ -84,19 +186,29 @@ def uncertainty_entry(result: dict, where: str) -> dict:
             f"{c['quantile']['coverage_1sigma']:.1%} / {c['quantile']['coverage_2sigma']:.1%}; RMS(z) "
             f"{c['rms']['scale']:.4g}: {c['rms']['coverage_1sigma']:.1%} / {c['rms']['coverage_2sigma']:.1%} "
             f"within 1 / 2 sigma){clamped}")
-    return {"kind": "gaussian", "scale": scale, "calibration": text, "method": result["method"],
-            "n_pixels": result["n"], "coverage_1sigma": result["coverage_1sigma"],
-            "coverage_2sigma": result["coverage_2sigma"], "candidates": c}
+    entry = {"kind": "gaussian", "scale": scale, "calibration": text, "method": result["method"],
+             "n_pixels": result["n"], "coverage_1sigma": result["coverage_1sigma"],
+             "coverage_2sigma": result["coverage_2sigma"], "candidates": c}
+    if distance is not None and len(distance["distance_bins"]) > 1:
+        factors = [min(max(f, SCALE_RANGE[0]), SCALE_RANGE[1]) for f in distance["distance_scales"]]
+        entry.update(distance_bins=list(distance["distance_bins"]), distance_scales=factors)
+        entry["calibration"] += (f"; times a factor by distance to the nearest valid pixel (bins from "
+                                 f"{distance['distance_bins']} px: {distance['n_pixels']} pixels)")
+    return entry
 
 
 def calibrate(task, batches, where: str) -> dict:
     """The card's ``uncertainty`` entry of a gap-filling ``task`` (sigma head) on ``batches``.
 
     The module runs in eval mode on each batch; ``z`` is taken on the hidden pixels whose truth is
-    known (originally valid, not shown to the model).
+    known (originally valid, not shown to the model), with their distance to the nearest pixel
+    shown to the model in the same window (:func:`xdl.uncertainty.gap_distance`): one scale, then
+    factors by distance on top of it (:func:`distance_scales`; none when the windows give one bin).
     """
+    from ..uncertainty import gap_distance
+
     task.module.eval()
-    zs = []
+    zs, ds = [], []
     with torch.no_grad():
         for b in batches:
             b = task.to_device(b)
@@ -104,4 +216,9 @@ def calibrate(task, batches, where: str) -> dict:
             n = mean.shape[1]
             hidden = b["valid"][:, :n] & ~seen
             zs.append(standardized_errors(mean, sigma, b["x"][:, :n], hidden))
-    return uncertainty_entry(calibration_scale(np.concatenate(zs) if zs else np.zeros(0)), where)
+            distance = gap_distance(seen.detach().to("cpu").numpy(), DISTANCE_EDGES[-1])
+            ds.append(distance[hidden.detach().to("cpu").numpy()].astype(np.float64))
+    z = np.concatenate(zs) if zs else np.zeros(0)
+    result = calibration_scale(z)
+    distance = distance_scales(z / result["scale"], np.concatenate(ds)) if result["n"] else None
+    return uncertainty_entry(result, where, distance)
