@@ -17,6 +17,7 @@ shared with other work, load then falls on all three alike instead of on whichev
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -102,7 +103,7 @@ def main() -> None:
     rates = {name: pixels / s / 1e6 for name, s in seconds.items()}
     print(f"# xdl {xdl.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
           f"device {args.device}; array {tuple(args.shape)} float32 in chunks of {args.chunk}, best of "
-          f"{args.repeats} rounds in turns")
+          f"{args.repeats} rounds in turns; load average {os.getloadavg()[0]:.2f}")
     print("| path | Mpix/s |\n|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.0f} |")

@@ -13,7 +13,7 @@ from . import normalize, uncertainty
 from .conventions import cf, layout
 from .engine import tiling
 from .errors import InputError
-from .engine.graph import TILES_ALL, apply_model, payload_for
+from .engine.graph import TILES_ALL, apply_model, insert_axis, payload_for, take_index
 from .engine.options import RunOptions, check_halo
 from .engine.spec import EngineSpec, engine_spec
 from .models.resolve import model_key, model_label, resolve_model
@@ -135,10 +135,14 @@ def spatial_dims_for(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[st
 def stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.DataArray:
     arrays = [_as_float(a) for a in arrays]
     arrays = list(xr.broadcast(*arrays)) if len(arrays) > 1 else arrays
-    stacked = (xr.Variable.concat([a.variable for a in arrays], dim=CHANNEL) if len(arrays) > 1
-               else arrays[0].variable.expand_dims(CHANNEL))
     batch = [d for d in arrays[0].dims if d not in spatial]
-    stacked = stacked.transpose(*batch, CHANNEL, *spatial)
+    if len(arrays) == 1 and isinstance(arrays[0].data, da.Array) and arrays[0].dims == (*batch, *spatial):
+        # The channel axis in place, in one layer that dask fuses into the model's.
+        stacked = xr.Variable((*batch, CHANNEL, *spatial), insert_axis(arrays[0].data, len(batch)))
+    else:
+        stacked = (xr.Variable.concat([a.variable for a in arrays], dim=CHANNEL) if len(arrays) > 1
+                   else arrays[0].variable.expand_dims(CHANNEL))
+        stacked = stacked.transpose(*batch, CHANNEL, *spatial)
     coords = {k: v for k, v in arrays[0].coords.items() if set(v.dims) <= set(stacked.dims)}
     return xr.DataArray(stacked, coords=coords)
 
@@ -230,7 +234,7 @@ def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec:
     arrays = []
     keys = card_names(spec.outputs, out_names)
     for i, name in enumerate(out_names):
-        data = out[(slice(None),) * channel_axis + (i,)]
+        data = take_index(out, i, channel_axis)  # one layer of views, fused into the model's
         arr = xr.DataArray(data, dims=base.dims, coords=base.coords, name=name)
         attrs = {}
         if keys[i] in spec.output_units:

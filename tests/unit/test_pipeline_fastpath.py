@@ -6,6 +6,7 @@ model; ``target_channels`` lets only the target channels' gaps decide which tile
 """
 
 import threading
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -218,3 +219,116 @@ def test_no_gather_layer_when_the_source_blocks_are_the_tiles_input():
     plans = [AxisPlan(length=32, stride=16, halo=0), AxisPlan(length=48, stride=48, halo=0)]
     gathered, _ = graph.gather_padded(x, plans, first_axis=2)
     assert gathered is x
+
+
+# --- a near-free CPU model runs a block as one batch where that was checked to give the same bytes --
+
+class SampleCoupled(Times2):
+    """Each sample minus the batch's mean: one batch gives other numbers than batches of one."""
+
+    def forward(self, x):
+        return x - x.mean(0, keepdim=True)
+
+
+def _block(resident, x, threads):
+    return resident.run(x, None, None, batch_size=1, out_channels=1, threads=threads)
+
+
+def test_one_batch_only_after_the_first_block_of_its_shape_gave_the_same_bytes(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    clear_cache()
+    calls = []
+
+    class Counted(Times2):
+        def forward(self, x):
+            calls.append(len(x))
+            return x * 2
+
+    resident = ResidentModel.get(ModelPayload(Counted(), "one-batch"), CPU, False)
+    x = np.random.default_rng(8).normal(size=(4, 1, 8, 8)).astype("f4")
+    threads = torch.get_num_threads()
+    for _ in range(3):
+        np.testing.assert_array_equal(_block(resident, x, threads), 2 * x)
+    # first block: batches of one (and timed); second: batches of one, then the check; third: one batch
+    assert calls == [1, 1, 1, 1] + [1, 1, 1, 1, 4] + [4]
+    assert resident.one_batch == {((4, 1, 8, 8), "<f4", None, 1, 1, threads): True}
+    _block(resident, x[:3], threads)  # another shape: checked afresh (the model is known near-free)
+    assert calls[-4:] == [1, 1, 1, 3] and len(resident.one_batch) == 2
+
+
+def test_a_model_that_couples_its_samples_keeps_its_batches(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    clear_cache()
+    resident = ResidentModel.get(ModelPayload(SampleCoupled(), "coupled"), CPU, False)
+    x = np.random.default_rng(9).normal(size=(4, 1, 8, 8)).astype("f4")
+    threads = torch.get_num_threads()
+    outs = [_block(resident, x, threads) for _ in range(4)]
+    assert list(resident.one_batch.values()) == [False]
+    for out in outs:
+        np.testing.assert_array_equal(out, np.zeros_like(x))  # each sample alone: minus itself
+
+
+def test_a_model_that_fails_on_a_batch_keeps_its_batches(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    clear_cache()
+
+    class OneAtATime(Times2):
+        def forward(self, x):
+            assert len(x) == 1, "one sample at a time"
+            return x * 2
+
+    resident = ResidentModel.get(ModelPayload(OneAtATime(), "one-at-a-time"), CPU, False)
+    x = np.ones((3, 1, 8, 8), "f4")
+    for _ in range(3):
+        np.testing.assert_array_equal(_block(resident, x, torch.get_num_threads()), 2 * x)
+    assert list(resident.one_batch.values()) == [False]
+
+
+def test_masks_and_slow_models_never_run_as_one_batch(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    clear_cache()
+    resident = ResidentModel.get(ModelPayload(MaskConv(), "masked"), CPU, True)
+    x, mask = np.ones((3, 1, 8, 8), "f4"), np.ones((3, 1, 8, 8), "f4")
+    for _ in range(3):
+        resident.run(x, mask, None, 1, 1, threads=torch.get_num_threads())
+    assert resident.one_batch == {}
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 0.0)
+    slow = ResidentModel.get(ModelPayload(Times2(), "slow"), CPU, False)
+    for _ in range(3):
+        _block(slow, x, torch.get_num_threads())
+    assert slow.one_batch == {}
+
+
+ONE_BATCH_CASES = [  # near-free models, with and without gaps; a conv under nan_policy="fill"
+    (Times2(), _spec(0), 64, {}),
+    (SampleCoupled(), _spec(0), 64, {}),
+    (torch.nn.Conv2d(1, 1, 5, padding=2), _spec(4), 24, {}),
+    (torch.nn.Conv2d(1, 1, 5, padding=2), _spec(4), 24, {"nan_policy": "fill"}),
+    (MaskConv(), _spec(4, takes_mask=True, fills_gaps=True), 24, {}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ONE_BATCH_CASES)))
+def test_outputs_are_the_batches_of_ones_bytes_for_any_chunks(case, monkeypatch):
+    module, spec, tile, options = ONE_BATCH_CASES[case]
+    values = np.random.default_rng(10 + case).normal(size=(8, 1, 50, 60)).astype("f4")
+    values[2, 0, 10:20, 5:30] = np.nan
+    values[5, 0, ::7] = np.nan
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 0.0)  # never near-free: batches of one throughout
+    clear_cache()
+    reference = _run(values, module, spec, tile, (8, 1, 50, 60), key=f"ones-{case}", **options)
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)  # near-free: one batch wherever checked
+    for chunks in ((1, 1, 50, 60), (2, 1, 50, 60), (4, 1, 25, 60), (8, 1, 50, 60), (3, 1, 50, 30)):
+        clear_cache()
+        out = _run(values, module, spec, tile, chunks, key=f"ones-{case}", **options)
+        assert out.tobytes() == reference.tobytes(), chunks
+
+
+def test_all_finite_of_a_read_only_block_warns_nothing():
+    a = np.ones((4, 5), "f4")
+    b = a.copy()
+    b[1, 1] = np.nan
+    a.flags.writeable = b.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert graph.all_finite(a) and not graph.all_finite(b)

@@ -21,6 +21,7 @@ from dask.delayed import delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from . import tiling
+from .checks import all_finite
 from .runner import ModelPayload, ResidentModel
 from .spec import EngineSpec
 
@@ -134,6 +135,30 @@ def _gather(sources, positions) -> np.ndarray:
     return block
 
 
+def insert_axis(x: da.Array, axis: int) -> da.Array:
+    """``x`` with a new axis of length 1 at ``axis``: one blockwise layer of views, which dask
+    fuses into the model's (``expand_dims`` and ``transpose`` make two more tasks a block)."""
+    index = tuple(range(x.ndim))
+    out_index = index[:axis] + (x.ndim,) + index[axis:]
+    return da.blockwise(np.expand_dims, out_index, x, index, new_axes={x.ndim: 1}, axis=axis,
+                        name=f"xdl-channels-{tokenize(x.name, axis)}", dtype=x.dtype, align_arrays=False,
+                        meta=np.empty((0,) * (x.ndim + 1), x.dtype))
+
+
+def take_index(x: da.Array, index: int, axis: int) -> da.Array:
+    """``x[..., index, ...]`` along ``axis`` (held in one chunk): one blockwise layer of views,
+    which dask fuses into the model's where it is the model's only reader."""
+    x_index = tuple(range(x.ndim))
+    return da.blockwise(_take_index, x_index[:axis] + x_index[axis + 1:], x, x_index, index=index, axis=axis,
+                        name=f"xdl-channel-{tokenize(x.name, index, axis)}", dtype=x.dtype, align_arrays=False,
+                        meta=np.empty((0,) * (x.ndim - 1), x.dtype))
+
+
+def _take_index(blocks, index: int, axis: int) -> np.ndarray:
+    block = blocks[0]  # the one chunk along ``axis`` (dask hands contracted axes over as a list)
+    return block[(slice(None),) * axis + (index,)]
+
+
 def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, ...]:
     """The user's chunk sizes along an axis (empty chunks dropped), which the engine's chunks
     stay close to; read before padding, as the pads would drag the median down."""
@@ -193,20 +218,6 @@ def _spatial_block(block, payload, *, plans, spec, device, autocast, batch_size,
     if valid is not None:
         out = _blank_unsupported(out, valid, plans, out_spatial, spec, nan_policy)
     return out.reshape(lead + out.shape[1:])
-
-
-def all_finite(values: np.ndarray) -> bool:
-    """Whether every value is finite, in one read pass and no mask: a finite sum proves it (NaN
-    and inf propagate through sums); a sum that overflows falls back to the exact test.
-
-    >>> all_finite(np.ones(5, "f4")), all_finite(np.array([1, np.inf], "f4")), all_finite(np.full(3, 3e38, "f4"))
-    (True, False, True)
-    """
-    if values.size == 0:
-        return True
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(values, axis=None)
-    return bool(np.isfinite(total)) or bool(np.isfinite(values).all())
 
 
 def needed_tiles(v_tiles, n_tiles: int, plans, tiles: str, target_channels: int | None = None) -> np.ndarray:

@@ -10,6 +10,10 @@
   trip to the feeder; a near-free uncompiled model (last block under ``INLINE_SECONDS``) runs in
   the calling thread if it has the run's torch thread count (a trip is two thread wake-ups).
   Either way a per-device lock keeps one model call at a time on the device.
+* Such a near-free model, given a block without a mask, runs it as one batch where that was
+  checked on the first block of its shape to give the batches' bytes (both ways; the batches'
+  result is the one returned): no batch outputs copied into the block. A model whose samples
+  interact, or that fails on a batch, keeps its batches.
 * On CUDA, host-to-device copies go through pinned memory on a side stream in the calling
   thread, so the copy of one batch overlaps the compute of another; bf16 autocast by default.
 * A CUDA out-of-memory error halves the batch and carries on.
@@ -26,18 +30,20 @@ import pickle
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cloudpickle
 import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
+from .checks import finite_or_nan, same_bits
+from .feeding import copy_stream, device_feeder, device_lock, host_tensors
 
 _LOCKS_GUARD = threading.Lock()
 INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
+ONE_BATCH_VALUES = 2 ** 22  # the largest block (values) a near-free CPU model may run as one batch
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
@@ -147,6 +153,8 @@ class ResidentModel:
     compiled: torch.nn.Module | None = None  # torch.compile'd view of module, when asked for
     label: str = "model"  # the model's name, for errors
     block_seconds: float | None = None  # how long the model took on the last CPU block
+    # Per block shape and batch size: whether one batch of the block gave the batches' bytes.
+    one_batch: dict = field(default_factory=dict)
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
@@ -189,13 +197,40 @@ class ResidentModel:
         cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
         return cheap and self.compiled is None and (threads is None or torch.get_num_threads() == threads)
 
-    def _cpu_batches(self, *args) -> np.ndarray:
-        """A CPU block's batches, one model call at a time on the device, timed."""
+    def _cpu_batches(self, x, mask, autocast, batch_size, *rest) -> np.ndarray:
+        """A CPU block's batches, one model call at a time on the device, timed. A near-free
+        model runs a block as one batch where that gave the batches' bytes on the first block of
+        its shape (checked then: both ways, the batches' result returned): its results stay
+        those of ``batch_size``, without copying batch outputs into the block."""
+        key = self._one_batch_key(x, mask, autocast, batch_size, *rest)
         with device_lock(self.device):
+            one = key is not None and self.one_batch.get(key, False)
             start = time.perf_counter()
-            out = self._batches(*args, self._run_batch_here)
+            out = self._batches(x, mask, autocast, len(x) if one else batch_size, *rest, self._run_batch_here)
             self.block_seconds = time.perf_counter() - start
+            if key is not None and key not in self.one_batch:
+                self.one_batch[key] = self._gives_same_bits(out, x, mask, autocast, *rest)
         return out
+
+    def _one_batch_key(self, x, mask, autocast, batch_size, out_channels, prefill, threads):
+        """What a check of one batch holds for, or None where one batch is not on offer: a
+        compiled or not near-free model, one batch already, a block over ``ONE_BATCH_VALUES``,
+        or a mask (a model's work on gaps can couple its samples by their data, not only by the
+        shapes a check covers: the harmonic first guess's relaxation did, on later blocks)."""
+        cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
+        if (not cheap or self.compiled is not None or mask is not None or prefill or batch_size >= len(x)
+                or x.size > ONE_BATCH_VALUES):
+            return None
+        return x.shape, x.dtype.str, autocast, batch_size, out_channels, threads
+
+    def _gives_same_bits(self, reference, x, mask, autocast, out_channels, prefill, threads) -> bool:
+        """Whether the block as one batch gives ``reference`` (its batches' result) bit for bit; a
+        model that fails on a batch, or returns another shape, keeps its batches."""
+        try:
+            trial = self._run_batch_here(x, mask, autocast, None, prefill, threads)
+        except Exception:  # noqa: BLE001 - e.g. a model that takes one sample at a time
+            return False
+        return same_bits(reference, trial)
 
     def _batches(self, x, mask, autocast, batch_size, out_channels, prefill, threads, run_batch) -> np.ndarray:
         """``run_batch`` over ``x`` in batches (halved on out-of-memory); each batch's output copied
@@ -235,18 +270,18 @@ class ResidentModel:
 
     def _run_batch_here(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
         """One CPU batch, in the calling thread (the feeder's, or a dask thread's: see :meth:`run`)."""
-        out, _ = self._forward(_host_tensors(x, mask, pad_to), None, autocast, prefill, threads)
+        out, _ = self._forward(host_tensors(x, mask, pad_to), None, autocast, prefill, threads)
         return out.numpy()[:len(x)]
 
     def _run_batch(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
         cuda = self.device.type == "cuda"
         n = len(x)
-        hosts = _host_tensors(x, mask, pad_to)
+        hosts = host_tensors(x, mask, pad_to)
         ready = None
         if cuda:
             # Pinned memory + a side stream, in the calling thread: this copy overlaps the compute
             # of the batch the device's feeder thread is running.
-            stream = _copy_stream(self.device)
+            stream = copy_stream(self.device)
             with torch.cuda.stream(stream):
                 tensors = [h.pin_memory().to(self.device, non_blocking=True) for h in hosts]
             ready = torch.cuda.Event()
@@ -326,28 +361,6 @@ class ResidentModel:
                              f"{tuple(x_dev.shape)}: {str(error)[:300]}") from error
 
 
-def finite_or_nan(out: torch.Tensor) -> torch.Tensor:
-    """``out`` with NaN wherever it is not finite. CPU: a finite sum proves the common case (NaN and
-    inf propagate; an overflow takes the exact path); GPU: replaced on the device, no sync.
-
-    >>> finite_or_nan(torch.tensor([1.0, float("inf"), -2.0])).tolist()
-    [1.0, nan, -2.0]
-    """
-    if out.device.type == "cpu" and bool(torch.isfinite(out.sum())):
-        return out
-    return torch.where(torch.isfinite(out), out, torch.full((), float("nan"), dtype=out.dtype, device=out.device))
-
-
-def _host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None) -> list[torch.Tensor]:
-    """``x`` (and ``mask``) as float32 CPU tensors (no copy where they are already), padded with zero
-    samples up to ``pad_to``: a compiled model sees one batch shape, not a new one to compile."""
-    arrays = [x] if mask is None else [x, mask]
-    n = len(x)
-    if pad_to is not None and n < pad_to:
-        arrays = [np.concatenate([a, np.zeros((pad_to - n,) + a.shape[1:], a.dtype)]) for a in arrays]
-    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
-
-
 def first_guess(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` with its masked-out pixels (``mask`` 0) replaced by a harmonic fill, per sample and
     channel (a volume ``(N, C, T, H, W)`` is filled slice by slice): what ``nan_policy="fill"``
@@ -360,37 +373,6 @@ def first_guess(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     planes = x.reshape(shape[0], -1, shape[-2], shape[-1])
     filled = harmonic_fill(planes, mask.reshape(planes.shape))
     return filled.reshape(shape).to(x.dtype)
-
-
-_FEEDERS: dict[str, ThreadPoolExecutor] = {}
-
-
-def device_feeder(device: torch.device) -> ThreadPoolExecutor:
-    """The one thread that drives ``device`` (a queue of model calls), created on first use."""
-    key = str(device)
-    with _LOCKS_GUARD:
-        if key not in _FEEDERS:
-            _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}")
-        return _FEEDERS[key]
-
-
-_DEVICE_LOCKS: dict[str, threading.Lock] = {}
-
-
-def device_lock(device: torch.device) -> threading.Lock:
-    """The lock held around every CPU model call on ``device``, wherever it runs."""
-    with _LOCKS_GUARD:
-        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
-
-
-_COPY_STREAMS: dict[str, "torch.cuda.Stream"] = {}
-
-
-def _copy_stream(device: torch.device):
-    with _LOCKS_GUARD:
-        if str(device) not in _COPY_STREAMS:
-            _COPY_STREAMS[str(device)] = torch.cuda.Stream(device=device)
-        return _COPY_STREAMS[str(device)]
 
 
 def clear_cache() -> None:

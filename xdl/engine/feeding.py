@@ -1,0 +1,54 @@
+"""Host-side plumbing of the runner: the one feeder thread and the lock per device, the CUDA
+copy stream, and numpy blocks as the float32 tensors a model takes."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+_GUARD = threading.Lock()
+
+
+def host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None) -> list[torch.Tensor]:
+    """``x`` (and ``mask``) as float32 CPU tensors (no copy where they are already), padded with zero
+    samples up to ``pad_to``: a compiled model sees one batch shape, not a new one to compile."""
+    arrays = [x] if mask is None else [x, mask]
+    n = len(x)
+    if pad_to is not None and n < pad_to:
+        arrays = [np.concatenate([a, np.zeros((pad_to - n,) + a.shape[1:], a.dtype)]) for a in arrays]
+    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
+
+
+_FEEDERS: dict[str, ThreadPoolExecutor] = {}
+
+
+def device_feeder(device: torch.device) -> ThreadPoolExecutor:
+    """The one thread that drives ``device`` (a queue of model calls), created on first use."""
+    key = str(device)
+    with _GUARD:
+        if key not in _FEEDERS:
+            _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}")
+        return _FEEDERS[key]
+
+
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """The lock held around every CPU model call on ``device``, wherever it runs."""
+    with _GUARD:
+        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
+
+
+_COPY_STREAMS: dict[str, "torch.cuda.Stream"] = {}
+
+
+def copy_stream(device: torch.device):
+    """The side stream of ``device`` that host-to-device copies run on."""
+    with _GUARD:
+        if str(device) not in _COPY_STREAMS:
+            _COPY_STREAMS[str(device)] = torch.cuda.Stream(device=device)
+        return _COPY_STREAMS[str(device)]
