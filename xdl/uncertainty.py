@@ -134,11 +134,9 @@ def _capped_distance(valid: np.ndarray, cap: float) -> np.ndarray:
         return np.minimum(ndimage.distance_transform_edt(gaps), cap).astype(np.float32)
     limit = int(math.ceil(cap)) + 1  # a row further than this, or this far along it, only gives >= cap
     ny, nx = valid.shape
-    col = np.arange(nx, dtype=np.int32)
-    left = np.maximum.accumulate(np.where(valid, col, -2 * limit - nx), axis=1)
-    right = np.minimum.accumulate(np.where(valid, col, 2 * limit + 2 * nx)[:, ::-1], axis=1)[:, ::-1]
-    row2 = np.minimum(np.minimum(col - left, right - col), limit).astype(np.int64) ** 2
-    ys, xs = np.nonzero(gaps)
+    ys, xs, along = _row_distance(gaps, limit)
+    row2 = np.zeros(valid.shape, np.int32)  # squared distance along the row: 0 on valid pixels
+    row2[ys, xs] = along * along
     best = row2[ys, xs]
     todo = np.arange(ys.size)
     for k in range(1, limit + 1):
@@ -154,6 +152,23 @@ def _capped_distance(valid: np.ndarray, cap: float) -> np.ndarray:
     return out
 
 
+def _row_distance(gaps: np.ndarray, limit: int):
+    """Row, column and distance along the row to the nearest valid pixel (at most ``limit``) of
+    every gap pixel, in row-major order, from the runs of gaps in each row."""
+    ny, nx = gaps.shape
+    padded = np.zeros((ny, nx + 2), np.int8)
+    padded[:, 1:-1] = gaps
+    rows, cols = np.nonzero(np.diff(padded, axis=1))  # each row: a run's first gap column, then the column after it
+    rows, starts, ends = rows[0::2], cols[0::2], cols[1::2]
+    length = ends - starts
+    start, end = np.repeat(starts, length), np.repeat(ends, length)
+    xs = start + (np.arange(start.size) - np.repeat(np.cumsum(length) - length, length))
+    left = np.where(start > 0, xs - start + 1, limit)   # the valid pixel before the run, if any
+    right = np.where(end < nx, end - xs, limit)         # the one after it
+    along = np.minimum(np.minimum(left, right), limit).astype(np.int32)
+    return np.repeat(rows, length), xs, along
+
+
 def distance_factor(distance, bins, scales) -> np.ndarray:
     """The factor on sigma at ``distance`` pixels (float32): ``scales`` interpolated linearly between
     the bin centres (midpoints of the edges ``bins``; the last bin's centre is its edge).
@@ -166,10 +181,11 @@ def distance_factor(distance, bins, scales) -> np.ndarray:
     return np.interp(np.asarray(distance, np.float64), centres, np.asarray(scales, np.float64)).astype(np.float32)
 
 
-def lazy_gap_distance(valid: xr.DataArray, spatial, cap: float) -> xr.DataArray:
+def lazy_gap_distance(valid: xr.DataArray, spatial, cap: float, factors=None) -> xr.DataArray:
     """:func:`gap_distance` of ``valid`` over its ``spatial`` dims, lazily: each block with a halo of
     ``cap`` pixels, so every pixel is exact and the result the same for any chunking. Works on
-    blocks of at least 2048 pixels (or 4 x the cap) a side, that the halo stays a small share."""
+    blocks of at least 2048 pixels (or 4 x the cap) a side, that the halo stays a small share.
+    ``factors`` (``(bins, scales)``): the :func:`distance_factor` of the distances instead."""
     axes = tuple(valid.get_axis_num(d) for d in spatial)
     data = valid.data if isinstance(valid.data, da.Array) else da.from_array(np.asarray(valid.data), chunks=-1,
                                                                              name=False)
@@ -177,14 +193,24 @@ def lazy_gap_distance(valid: xr.DataArray, spatial, cap: float) -> xr.DataArray:
     side = max(2048, 4 * halo)
     work = data.rechunk({a: max(side, max(data.chunks[a])) for a in axes})
     depth = {a: (min(halo, data.shape[a] - 1) if a in axes else 0) for a in range(data.ndim)}
-    dist = da.map_overlap(gap_distance, work, depth=depth, boundary="none", trim=True, dtype=np.float32,
-                          meta=np.empty((0,) * data.ndim, np.float32), cap=cap, axes=axes)
+    fn, extra = (gap_distance, {}) if factors is None else (_factor_block, dict(bins=factors[0], scales=factors[1]))
+    dist = da.map_overlap(fn, work, depth=depth, boundary="none", trim=True, dtype=np.float32,
+                          meta=np.empty((0,) * data.ndim, np.float32), cap=cap, axes=axes, **extra)
     return valid.copy(data=dist.rechunk(data.chunks))
 
 
 def distance_scaled(sigma: xr.DataArray, valid: xr.DataArray, spatial, calibration) -> xr.DataArray:
     """``sigma`` times the distance factor of each pixel (see the module doc), lazily."""
     bins, scales = calibration
-    distance = lazy_gap_distance(valid.transpose(*sigma.dims), spatial, bins[-1])
-    factor = distance.copy(data=distance.data.map_blocks(distance_factor, bins, scales, dtype=np.float32))
+    factor = lazy_gap_distance(valid.transpose(*sigma.dims), spatial, bins[-1], (bins, scales))
     return sigma * factor.astype(sigma.dtype)
+
+
+def _factor_block(valid, cap, axes, bins, scales):
+    """:func:`distance_factor` of :func:`gap_distance`, interpolated on the gap pixels only (the
+    factor on valid pixels, whose sigma is 0, is that of distance 0)."""
+    distance = gap_distance(valid, cap, axes)
+    out = np.full(distance.shape, distance_factor(np.zeros(1), bins, scales)[0], np.float32)
+    gaps = distance > 0
+    out[gaps] = distance_factor(distance[gaps], bins, scales)
+    return out
