@@ -27,11 +27,21 @@ Loss: the gap-filling L1 terms on the mean plus the Gaussian beta-NLL (beta 1) o
 (mean detached in it, so the mean is trained by the L1 terms alone; beta 1 keeps the sigma head's
 gradient from spoiling the layers it shares with the mean, see xdl.training.losses.gaussian_nll). Warm start: the previous single-field default.
 
+Half the batches draw their target gaps on a canvas up to four times the window's side and crop
+the window from it, so the model also sees the inside of gaps larger than its window (benchmark
+blocks are 3-30% of a scene's side). The context first guess is the "presence" regression with
+the correction and sigma in units of its local misfit (``FillUNet(regression="presence",
+correction_scale="fit")``: see xdl/models/fill_unet.py).
+
     python scripts/train_default.py prepare fields.npz
     python scripts/train_default.py train fields.npz [--minutes 40] [--device cuda]
     # then, from that model, larger windows (large gaps):
     python scripts/train_default.py train fields.npz --minutes 19 --tile 256 --batch-size 4 --lr 2e-4 \
         --seed 1 --warm-start xdl/weights/fill-context.safetensors
+    # the bundled weights: a third stage with the presence regression and large gaps, then the
+    # sigma's distance calibration (scripts/calibrate_sigma.py):
+    OMP_NUM_THREADS=1 python scripts/train_default.py train fields.npz --minutes 35 --tile 256 \
+        --batch-size 4 --lr 2e-4 --seed 2 --warm-start xdl/weights/fill-context.safetensors
 """
 
 from __future__ import annotations
@@ -53,9 +63,11 @@ WARM_START = ROOT / "xdl" / "weights" / "fill-default.safetensors"
 HELD_OUT = ["goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc", "goes/OR_ABI-L1b-RadC-M6C16_G16_*.nc",
             "reanalysis/merra2_M2T1NXSLV_ps.nc4", "reanalysis/era40_tcw.nc"]
 ARCH = {"depth": 3, "base_channels": 32, "max_channels": 128, "patch": 4, "biharmonic_iterations": 10,
-        "context_features": 16, "sigma": True}
+        "context_features": 16, "sigma": True, "regression": "presence", "correction_scale": "fit"}
 TILE = 128
 VAL_SHARE = 0.2  # the right fifth of every field: validation and calibration only
+LARGE_GAPS = 0.5  # share of batches whose gaps are drawn for a scene larger than the window
+MAX_CANVAS = 1024
 LOSS = {"valid": 1.0, "hole": 6.0, "tv": 0.0, "hole_mse": 0.0, "nll": 1.0, "nll_beta": 1.0}
 
 
@@ -216,7 +228,7 @@ class Batches:
         valid = np.isfinite(x)
         kind = lambda: gapmasks.KINDS[int(rng.integers(len(gapmasks.KINDS)))]  # noqa: E731
         kept = np.ones_like(valid)
-        kept[:, :1] = gapmasks.make(kind(), (batch, th, tw), None, rng)[:, None]
+        kept[:, :1] = _target_gaps(kind(), batch, th, tw, rng)[:, None]
         mode = rng.random()
         if x.shape[1] > 1 and mode < 0.25:      # target and context hidden together
             kept[:, 1:] = kept[:, :1]
@@ -226,6 +238,28 @@ class Batches:
         return {"x": np.where(valid, x, 0.0).astype(np.float32), "valid": valid, "kept": kept,
                 "info": np.array(info, np.float32).reshape(-1, 2), "group": name,
                 "n_context": len(context), "window": window}
+
+
+def _target_gaps(kind, batch, th, tw, rng):
+    """Kept-pixel masks (batch, th, tw) of one gap kind. Half the time drawn on a canvas up to 4
+    times the window's side and cropped: gap sizes scale with the scene (blocks up to 30% of its
+    side, clouds a tenth of it), so a window also sees the inside of gaps larger than itself, as
+    on full-size scenes."""
+    from xdl import masks as gapmasks
+
+    zoom = int(rng.choice([1, 2, 4])) if rng.random() < LARGE_GAPS else 1
+    if zoom == 1:
+        return gapmasks.make(kind, (batch, th, tw), None, rng)
+    ch, cw = min(th * zoom, MAX_CANVAS), min(tw * zoom, MAX_CANVAS)
+    out = np.empty((batch, th, tw), bool)
+    for i in range(batch):
+        canvas = gapmasks.make(kind, (ch, cw), None, rng)
+        for _ in range(8):  # a window with some data left: an all-gap window teaches nothing
+            y, x = int(rng.integers(0, ch - th + 1)), int(rng.integers(0, cw - tw + 1))
+            out[i] = canvas[y:y + th, x:x + tw]
+            if out[i].mean() > 0.05:
+                break
+    return out
 
 
 # ============================================================================ model and loss
@@ -348,6 +382,7 @@ def train(fields, minutes, device, batch_size, out, seed, lr, warm_start, tile=T
             "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),
                          "groups": [g for g, _ in train_batches.groups], "held_out": HELD_OUT,
                          "steps": step, "batch_size": batch_size, "tile": tile, "lr": lr, "loss_weights": LOSS,
+                         "large_gap_share": LARGE_GAPS, "max_canvas": MAX_CANVAS,
                          "wall_seconds": round(seconds, 1), "device": str(dev), "start": start, "log": log[-10:]},
             "metrics": {"validation": {k: round(v, 5) for k, v in val.items()},
                         "calibration": {"all": scale, **per_kind}}}

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .context import ContextEncoder, check_info, sigma_from_raw
+from .context import SIGMA_FLOOR, ContextEncoder, check_info, sigma_from_raw
 from .harmonic import harmonic_fill
-from .regression import local_regression
+from .regression import local_regression, presence_regression
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .unet import UNet
 
@@ -17,6 +17,20 @@ __all__ = ["FillUNet"]
 MAX_ITERATIONS = 10_000  # harmonic / biharmonic relaxation steps per level (defaults 8 and 10)
 MAX_PATCH = 16
 MAX_SIZE_MULTIPLE = 4096
+# The context first guess: "local" (one window of 7 x 7 cells of 16 pixels, else the tile's fit, on
+# the context completed by a coarse interpolation); "presence" (a 25 x 25-cell window before the
+# tile's deep inside large gaps, and where a context field has a gap of its own, the regression on
+# the best field present there, or the target's own interpolation: see presence_regression).
+REGRESSIONS = ("local", "presence")
+# The UNet's correction and sigma in units of: "none" the field's standard deviation; "fit" the
+# local residual standard deviation of the context regression used at the pixel (1 where none
+# is): where another field predicts the target almost exactly, the correction cannot spoil it.
+CORRECTION_SCALES = ("none", "fit")
+FIT_VARIANCE_FLOOR = 1e-6  # standardised units: scale >= 1e-3
+# With correction_scale="fit", sigma is also capped at this many standard deviations of the field:
+# an error bar wider than the field's own spread says nothing (a few such sigmas, 1000x the error,
+# made the RMS of sigma meaningless on a held-out scene).
+SIGMA_CAP = 4.0
 
 
 @register("fill-unet")
@@ -44,7 +58,12 @@ class FillUNet(nn.Module):
     each target then also gets a local regression on the (harmonically completed) context
     (:func:`~xdl.models.regression.local_regression`) as its first guess, and the UNet sees, beside
     the harmonic fill and the mask, the regression's departure from it, the fit's residual
-    variance and the context features pooled over the fields. ``sigma=True`` adds a per-pixel
+    variance and the context features pooled over the fields. ``regression="presence"`` makes that
+    regression reach 25 cells deep into large gaps and keeps it off pixels where no context field
+    is present (there: the target's own fill, joined to the regression around it);
+    ``correction_scale="fit"`` expresses the UNet's correction and sigma in units of the
+    regression's local residual standard deviation, so a context that predicts the target almost
+    exactly (the next hour of a slow field) cannot be spoilt by it. ``sigma=True`` adds a per-pixel
     standard deviation head: the output is then the means followed by the sigmas (normalised
     units), trained with a Gaussian likelihood.
 
@@ -62,7 +81,7 @@ class FillUNet(nn.Module):
 
     def __init__(self, in_channels=1, out_channels=None, depth=3, base_channels=32, max_channels=128,
                  residual=False, iterations=8, patch=4, biharmonic_iterations=10, context_features=0,
-                 sigma=False):
+                 sigma=False, regression="local", correction_scale="none"):
         super().__init__()
         # Bounds first, before anything is allocated (the config may come from a hostile file):
         # the iterations are per tile and level, unbounded they would hang inference.
@@ -72,6 +91,11 @@ class FillUNet(nn.Module):
         patch = check_int("patch", patch, 1, MAX_PATCH)
         depth, base_channels, max_channels = check_levels(depth, base_channels, max_channels)
         context_features = check_int("context_features", context_features, 0, 512)
+        if regression not in REGRESSIONS:
+            raise ValueError(f"regression must be one of {', '.join(REGRESSIONS)}, got {regression!r}")
+        if correction_scale not in CORRECTION_SCALES or (correction_scale == "fit" and regression != "presence"):
+            raise ValueError(f"correction_scale must be one of {', '.join(CORRECTION_SCALES)} ('fit' with "
+                             f"regression='presence'), got {correction_scale!r}")
         if in_channels * patch ** 2 > MAX_IO_CHANNELS:
             raise ValueError(f"in_channels * patch**2 = {in_channels * patch ** 2} folded channels, more than "
                              f"{MAX_IO_CHANNELS}; lower patch ({patch}) or in_channels ({in_channels})")
@@ -88,6 +112,9 @@ class FillUNet(nn.Module):
                            biharmonic_iterations=int(biharmonic_iterations))
         if context_features or sigma:  # absent from older cards: their models load as they were
             self.config.update(context_features=context_features, sigma=bool(sigma))
+        if regression != "local":  # absent from older cards: "local" and "none", as they were trained
+            self.config.update(regression=regression, correction_scale=correction_scale)
+        self.regression, self.correction_scale = regression, correction_scale
         self.in_channels = in_channels
         self.sigma = bool(sigma)
         self.out_channels = in_channels * (2 if self.sigma else 1)
@@ -135,17 +162,21 @@ class FillUNet(nn.Module):
         first_guess = harmonic_fill(xt, mt, self.iterations, self.biharmonic_iterations)
         p = self.patch
         folded = [F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mt, p)]
-        base = first_guess
+        base, scale = first_guess, None
         if self.takes_context:
-            base, extra = self._context_inputs(x[:, n:], mask[:, n:], info, xt, mt, first_guess)
+            base, extra, scale = self._context_inputs(x[:, n:], mask[:, n:], info, xt, mt, first_guess)
             folded = [torch.cat(folded + extra, 1)]
         if x.device.type == "cpu":  # oneDNN's convolutions run 20-30% faster on channels-last input
             folded = [t.contiguous(memory_format=torch.channels_last) for t in folded]
         correction = F.pixel_shuffle(self.correction(*folded).float(), p)
-        mean = torch.where(mt > 0.5, xt.float(), base + correction[:, :n]).to(x.dtype)
-        if not self.sigma:
+        change, sigma = correction[:, :n], (sigma_from_raw(correction[:, n:]) if self.sigma else None)
+        if scale is not None and self.correction_scale == "fit":
+            change = change * scale
+            sigma = None if sigma is None else torch.clamp(sigma * scale, SIGMA_FLOOR, SIGMA_CAP)
+        mean = torch.where(mt > 0.5, xt.float(), base + change).to(x.dtype)
+        if sigma is None:
             return mean
-        return torch.cat([mean, sigma_from_raw(correction[:, n:]).to(x.dtype)], 1)
+        return torch.cat([mean, sigma.to(x.dtype)], 1)
 
     def _context_inputs(self, xc, mc, info, xt, mt, first_guess):
         """The context first guess per target and the UNet's extra inputs (all folded by the patch)."""
@@ -157,7 +188,7 @@ class FillUNet(nn.Module):
             h, w = first_guess.shape[-2] // p, first_guess.shape[-1] // p
             extra = [zeros((xt.shape[0], 2 * n * p * p, h, w)), zeros((xt.shape[0], n, h, w)),
                      zeros((xt.shape[0], 2 * self.context.features, h, w))]
-            return first_guess, extra
+            return first_guess, extra, None
         # Context fields complete (most have no gap: then as they are) so the regression exists
         # everywhere; their gaps get a coarse smooth fill (the model sees their masks anyway).
         complete = xc if bool((mc > 0.5).all()) else _smooth_fill(xc.float(), mc, p)
@@ -165,9 +196,17 @@ class FillUNet(nn.Module):
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
         absent = (mc > 0.5).flatten(2).any(-1)[..., None, None].logical_not()
         fit_mask = torch.where(absent, torch.ones_like(mc), mc)
-        estimates, spreads = [], []
+        estimates, spreads, variances = [], [], []
         for i in range(n):
-            estimate, residual, _ = local_regression(xt[:, i:i + 1], mt[:, i:i + 1], complete, fit_mask)
+            target, known = xt[:, i:i + 1], mt[:, i:i + 1]
+            if self.regression == "presence":
+                fit = presence_regression(target, known, complete, fit_mask, mc)
+                estimate, residual = _where_unfitted(fit.estimate, known, first_guess[:, i:i + 1]), fit.residual
+                # Where some context value is interpolated the fit's residual says little: the
+                # correction keeps the field's own scale there.
+                variances.append(torch.where(fit.exact, fit.variance, torch.ones_like(fit.variance)))
+            else:
+                estimate, residual, _ = local_regression(target, known, complete, fit_mask)
             estimates.append(estimate)
             # Per regression cell (16 pixels, four patches): to the patch grid, nearest.
             spreads.append(F.interpolate(torch.log(residual.clamp(min=0) + 1e-4),
@@ -180,7 +219,21 @@ class FillUNet(nn.Module):
         extra = [F.pixel_unshuffle((estimate - first_guess).to(xt.dtype), p),
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  torch.cat(spreads, 1).to(xt.dtype), pooled]
-        return corrected, extra
+        scale = torch.sqrt(torch.cat(variances, 1).clamp(min=0) + FIT_VARIANCE_FLOOR) if variances else None
+        return corrected, extra, scale
+
+
+def _where_unfitted(estimate, known, first_guess):
+    """Where no context field is present (``estimate`` NaN): the target's own interpolation, moved
+    by the regression's departure from it at the fitted pixels around, interpolated (harmonic,
+    biharmonic-refined): a stretch of scan line missing in both fields then joins the regression
+    on either side rather than the field's own interpolation."""
+    fitted = torch.isfinite(estimate)
+    if bool(fitted.all()):
+        return estimate
+    departure = torch.where(known > 0.5, 0.0, torch.where(fitted, estimate - first_guess.float(), 0.0))
+    moved = first_guess.float() + harmonic_fill(departure, ((known > 0.5) | fitted).float(), 8, 10)
+    return torch.where(fitted, estimate, moved)
 
 
 def _smooth_fill(values: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:

@@ -15,10 +15,12 @@ linear in the pixels and quadratic in the number of context fields.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["local_regression"]
+__all__ = ["local_regression", "presence_regression", "ContextFit"]
 
 # Ridge penalty per coefficient: a share of the context field's local variance (scale-free, so a
 # 0.01% shrink at most) plus a floor for a field that is flat in the window.
@@ -66,15 +68,42 @@ def _solve(moments):
     return beta.permute(0, 3, 1, 2), residual[:, None], count[:, None]
 
 
+def _fits(moments, radii, k2):
+    """Per cell, the fit of the finest window (``2 * r + 1`` cells, ``r`` in ``radii``) whose pixels
+    support it, else the whole tile's: coefficients (N, K+1, Hc, Wc), residual variance and the
+    finest window's pixel count (N, 1, Hc, Wc)."""
+    n, hc, wc = moments.shape[:3]
+    flat = moments.reshape(n, hc, wc, k2 * k2).permute(0, 3, 1, 2)
+    beta, residual, _ = _solve(moments.sum((1, 2), keepdim=True))
+    beta, residual = beta.expand(n, k2 - 1, hc, wc), residual.expand(n, 1, hc, wc)
+    count = None
+    for r in sorted(radii, reverse=True):  # the finest supported window wins
+        box = 2 * r + 1
+        local = F.avg_pool2d(flat, box, stride=1, padding=r, count_include_pad=True) * (box * box)
+        b, res, count = _solve(local.permute(0, 2, 3, 1).reshape(n, hc, wc, k2, k2))
+        supported = count >= MIN_SUPPORT * (k2 - 1)
+        beta, residual = torch.where(supported, b, beta), torch.where(supported, res, residual)
+    return beta, residual, count
+
+
+def _apply(beta, c, size):
+    # Coefficients vary smoothly between cell centres (bilinear): no blocky seams at cell borders.
+    beta_px = F.interpolate(beta.float(), size=size, mode="bilinear", align_corners=False)
+    return beta_px[:, :1] + (beta_px[:, 1:] * c).sum(1, keepdim=True)
+
+
 @torch.no_grad()
-def local_regression(target, target_mask, context, context_mask, cell: int = 16, radius: int = 3):
+def local_regression(target, target_mask, context, context_mask, cell: int = 16, radius: int = 3,
+                     wide_radius: int | None = None):
     """Estimate of ``target`` (N, 1, H, W) from ``context`` (N, K, H, W) by local least squares.
 
     ``target_mask`` / ``context_mask``: 1 where valid; the fit uses pixels where the target and
     every context field are valid. ``context`` should be complete (gaps already filled by some
-    first guess) so the estimate exists at every pixel. Returns ``(estimate, residual_variance,
-    support)``: the estimate (N, 1, H, W), and per ``cell x cell`` cell (N, 1, ceil(H / cell),
-    ceil(W / cell)) the local fit's residual variance and its number of valid pixels.
+    first guess) so the estimate exists at every pixel. ``wide_radius``: cells whose window of
+    ``radius`` has too few pixels (deep inside a large gap) take the fit of a window of this many
+    cells before the whole tile's. Returns ``(estimate, residual_variance, support)``: the estimate
+    (N, 1, H, W), and per ``cell x cell`` cell (N, 1, ceil(H / cell), ceil(W / cell)) the local fit's
+    residual variance and its number of valid pixels.
 
     >>> y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     >>> c = torch.sin(x / 5)[None, None] + y[None, None] / 64
@@ -87,17 +116,49 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 16,
     t, c = target.float(), context.float()
     w = (target_mask * context_mask.prod(1, keepdim=True)).float()
     moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
-    n, hc, wc, k2, _ = moments.shape
-    box = 2 * radius + 1
-    flat = moments.reshape(n, hc, wc, k2 * k2).permute(0, 3, 1, 2)
-    local = F.avg_pool2d(flat, box, stride=1, padding=radius, count_include_pad=True) * (box * box)
-    beta, residual, count = _solve(local.permute(0, 2, 3, 1).reshape(n, hc, wc, k2, k2))
-    beta_all, residual_all, _ = _solve(moments.sum((1, 2), keepdim=True))
-    thin = count < MIN_SUPPORT * (k2 - 1)
-    beta = torch.where(thin, beta_all, beta)
-    residual = torch.where(thin, residual_all, residual)
-    size = target.shape[-2:]
-    # Coefficients vary smoothly between cell centres (bilinear): no blocky seams at cell borders.
-    beta_px = F.interpolate(beta.float(), size=size, mode="bilinear", align_corners=False)
-    estimate = beta_px[:, :1] + (beta_px[:, 1:] * c).sum(1, keepdim=True)
-    return estimate.to(dtype), residual.to(dtype), count.to(dtype)
+    radii = (radius,) if wide_radius is None else (radius, wide_radius)
+    beta, residual, count = _fits(moments, radii, moments.shape[-1])
+    return _apply(beta, c, target.shape[-2:]).to(dtype), residual.to(dtype), count.to(dtype)
+
+
+class ContextFit(NamedTuple):
+    """What :func:`presence_regression` gives: ``estimate`` (N, 1, H, W), NaN where no context field
+    is present; ``residual`` per cell as in :func:`local_regression`; ``variance`` (N, 1, H, W) the
+    fit's residual variance at each pixel; ``exact`` (N, 1, H, W) bool, True where every context
+    field is present (elsewhere the estimate rests on interpolated context values)."""
+
+    estimate: torch.Tensor
+    residual: torch.Tensor
+    variance: torch.Tensor
+    exact: torch.Tensor
+
+
+@torch.no_grad()
+def presence_regression(target, target_mask, context, context_mask, present, cell: int = 16,
+                        radius: int = 3, wide_radius: int = 12) -> ContextFit:
+    """:func:`local_regression` with a wider window deep inside large gaps, told where each context
+    field really is.
+
+    ``context`` is complete (its own gaps interpolated); ``present`` (N, K, H, W) says where it is
+    real: 1 where a field has a value, 0 in its own gaps. A field absent from a whole sample (a
+    time step beyond the series' end) is ignored (give it 1 in ``context_mask``: it enters the fit
+    with coefficient 0). The estimate is NaN where no field is present (a regression on context
+    values that are all interpolated is no better than interpolating the target) and flagged
+    inexact where only some are (the fill then should not be trusted as the regression's).
+
+    >>> y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    >>> c = torch.sin(x / 5)[None, None]
+    >>> t = 2 * c - 1; m = torch.ones_like(t); m[..., 20:30, :] = 0
+    >>> p = torch.ones_like(c); p[..., 20:25, :] = 0     # the context misses rows 20-24
+    >>> fit = presence_regression(t * m, m, c, torch.ones_like(c), p)
+    >>> bool(fit.estimate[..., 20:25, :].isnan().all()), bool((fit.estimate - t)[..., 25:30, :].abs().max() < 1e-3)
+    (True, True)
+    """
+    estimate, residual, _ = local_regression(target, target_mask, context, context_mask, cell, radius, wide_radius)
+    variance = F.interpolate(residual.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    here = present > 0.5
+    absent = ~here.flatten(2).any(-1)[..., None, None]  # missing from the whole sample: ignored
+    exact = (here | absent).all(1, keepdim=True)
+    some = here.any(1, keepdim=True)
+    estimate = torch.where(some, estimate, torch.full_like(estimate, float("nan")))
+    return ContextFit(estimate, residual, variance, exact)
