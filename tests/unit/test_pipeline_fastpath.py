@@ -332,3 +332,18 @@ def test_all_finite_of_a_read_only_block_warns_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert graph.all_finite(a) and not graph.all_finite(b)
+
+
+def test_points_are_never_checked_and_checks_stop_after_a_few_shapes(monkeypatch):
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    monkeypatch.setattr(runner, "ONE_BATCH_CHECKS", 2)
+    clear_cache()
+    resident = ResidentModel.get(ModelPayload(torch.nn.Linear(3, 1), "points"), CPU, False)
+    for n in (10, 11, 12):  # points: a count that changes with every block's gaps
+        resident.run(np.ones((n, 3), "f4"), None, None, 4, 1, threads=torch.get_num_threads())
+    assert resident.one_batch == {}
+    tiles = ResidentModel.get(ModelPayload(Times2(), "few-shapes"), CPU, False)
+    for n in (2, 2, 3, 4, 5, 5):
+        x = np.ones((n, 1, 8, 8), "f4")
+        np.testing.assert_array_equal(_block(tiles, x, torch.get_num_threads()), 2 * x)
+    assert [key[0][0] for key in tiles.one_batch] == [2, 3]  # the first block only timed it

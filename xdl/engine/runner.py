@@ -44,6 +44,7 @@ from .feeding import copy_stream, device_feeder, device_lock, host_tensors
 _LOCKS_GUARD = threading.Lock()
 INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
 ONE_BATCH_VALUES = 2 ** 22  # the largest block (values) a near-free CPU model may run as one batch
+ONE_BATCH_CHECKS = 16  # block shapes checked per resident model (each check is one more model call)
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
@@ -215,13 +216,15 @@ class ResidentModel:
     def _one_batch_key(self, x, mask, autocast, batch_size, out_channels, prefill, threads):
         """What a check of one batch holds for, or None where one batch is not on offer: a
         compiled or not near-free model, one batch already, a block over ``ONE_BATCH_VALUES``,
-        or a mask (a model's work on gaps can couple its samples by their data, not only by the
-        shapes a check covers: the harmonic first guess's relaxation did, on later blocks)."""
+        points (their count changes block by block: a check would never be used again), past
+        ``ONE_BATCH_CHECKS`` shapes, or a mask (a model's work on gaps can couple its samples by
+        their data, not only by the shapes a check covers: the harmonic first guess did)."""
         cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
         if (not cheap or self.compiled is not None or mask is not None or prefill or batch_size >= len(x)
-                or x.size > ONE_BATCH_VALUES):
+                or x.size > ONE_BATCH_VALUES or x.ndim < 3):
             return None
-        return x.shape, x.dtype.str, autocast, batch_size, out_channels, threads
+        key = x.shape, x.dtype.str, autocast, batch_size, out_channels, threads
+        return key if key in self.one_batch or len(self.one_batch) < ONE_BATCH_CHECKS else None
 
     def _gives_same_bits(self, reference, x, mask, autocast, out_channels, prefill, threads) -> bool:
         """Whether the block as one batch gives ``reference`` (its batches' result) bit for bit; a
