@@ -347,3 +347,11 @@ def test_points_are_never_checked_and_checks_stop_after_a_few_shapes(monkeypatch
         x = np.ones((n, 1, 8, 8), "f4")
         np.testing.assert_array_equal(_block(tiles, x, torch.get_num_threads()), 2 * x)
     assert [key[0][0] for key in tiles.one_batch] == [2, 3]  # the first block only timed it
+
+
+@pytest.mark.parametrize("chunks", [(2, 3, 4, 5), (2, 1, 4, 5), (1, 2, 4, 5)])
+def test_channel_layers_are_getitem_and_expand_dims(chunks):
+    x = da.from_array(np.random.default_rng(11).normal(size=(2, 3, 4, 5)).astype("f4"), chunks=chunks)
+    for i in range(3):
+        np.testing.assert_array_equal(graph.take_index(x, i, 1).compute(), x[:, i].compute())
+    np.testing.assert_array_equal(graph.insert_axis(x, 2).compute(), x.compute()[:, :, None])

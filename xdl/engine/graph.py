@@ -146,8 +146,10 @@ def insert_axis(x: da.Array, axis: int) -> da.Array:
 
 
 def take_index(x: da.Array, index: int, axis: int) -> da.Array:
-    """``x[..., index, ...]`` along ``axis`` (held in one chunk): one blockwise layer of views,
-    which dask fuses into the model's where it is the model's only reader."""
+    """``x[..., index, ...]`` along ``axis``: where ``axis`` is one chunk, one blockwise layer of
+    views, which dask fuses into the model's where it is the model's only reader."""
+    if x.numblocks[axis] > 1:  # e.g. outputs joined from per-channel pieces
+        return x[(slice(None),) * axis + (index,)]
     x_index = tuple(range(x.ndim))
     return da.blockwise(_take_index, x_index[:axis] + x_index[axis + 1:], x, x_index, index=index, axis=axis,
                         name=f"xdl-channel-{tokenize(x.name, index, axis)}", dtype=x.dtype, align_arrays=False,
