@@ -136,13 +136,14 @@ def scores(err, sigma):
     return s
 
 
-def table(rows, fit):
+def table(rows, fit, by_kind):
     """Before / after per case and gap kind (right-fifth pixels)."""
     lines = ["| case | gaps | pixels | within 1 sigma | within 2 sigma | RMS(sigma)/RMSE | CRPS / CRPS const |",
              "|---|---|---|---|---|---|---|"]
-    for label, gap, (err, sigma, dist) in rows:
+    for label, gap, kind, (err, sigma, dist) in rows:
         before = scores(err, sigma)
-        after = scores(err, sigma * uncertainty.distance_factor(dist, fit["distance_bins"], fit["distance_scales"]))
+        factor = by_kind[kind] * uncertainty.distance_factor(dist, fit["distance_bins"], fit["distance_scales"])
+        after = scores(err, sigma * factor)
         cell = lambda k, f: f"{f.format(before[k])} -> {f.format(after[k])}"  # noqa: E731
         lines.append(f"| {label} | {gap} | {err.size} | {cell('coverage1', '{:.1%}')} | "
                      f"{cell('coverage2', '{:.1%}')} | "
@@ -152,20 +153,37 @@ def table(rows, fit):
 
 
 def collect(model, seeds, only=None):
-    rows, fit_z, fit_d = [], [], []
+    rows, fit_z, fit_d, fit_k = [], [], [], []
     rng = np.random.default_rng(0)
     for label, ds, target, context, window in cases():
         if only and not any(o in label for o in only):
             continue
         t0 = time.perf_counter()
+        kind = uncertainty.input_kind(context, window)
         for gap, (err, sigma, dist, right) in run_case(model, ds, target, context, window, seeds).items():
             err, sigma, dist = err[right], sigma[right], dist[right]
-            rows.append((label, gap, (err, sigma, dist)))
+            rows.append((label, gap, kind, (err, sigma, dist)))
             take = rng.permutation(err.size)[:PER_DRAW * len(seeds)]  # each case about alike in the fit
             fit_z.append(err[take] / sigma[take])
             fit_d.append(dist[take])
+            fit_k.append(np.full(take.size, kind))
         print(f"# {label}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return rows, np.concatenate(fit_z), np.concatenate(fit_d)
+    return rows, np.concatenate(fit_z), np.concatenate(fit_d), np.concatenate(fit_k)
+
+
+def joint_fit(z, d, kinds, rounds=4):
+    """Factors by distance shared by every input kind, and one factor per kind on top of the card's
+    ``scale_by_input``: within a scene the best factor grows with distance alike, while its level
+    differs with what the model is given. Fitted in turns (distance factors on z / kind factor,
+    kind factors on z / distance factor)."""
+    by_kind = {k: 1.0 for k in np.unique(kinds)}
+    fit = None
+    for _ in range(rounds):
+        level = np.array([by_kind[k] for k in kinds])
+        fit = distance_scales(z / level, d)
+        f = uncertainty.distance_factor(d, fit["distance_bins"], fit["distance_scales"])
+        by_kind = {k: float(best_scale(z[kinds == k] / f[kinds == k])) for k in by_kind}
+    return fit, by_kind
 
 
 def main(argv=None):
@@ -179,18 +197,23 @@ def main(argv=None):
     if not (model.card.get("uncertainty") or {}).get("kind"):
         raise SystemExit(f"{args.model}: its card has no 'uncertainty': the model gives no sigma")
     base = without_distance(model)
-    rows, z, d = collect(base, list(range(args.seeds)), args.only)
-    fit = distance_scales(z, d)
+    rows, z, d, kinds = collect(base, list(range(args.seeds)), args.only)
+    fit, by_kind = joint_fit(z, d, kinds)
     overall = best_scale(z)
-    entry = {**base.card["uncertainty"], "distance_bins": fit["distance_bins"],
+    entry = dict(base.card["uncertainty"])
+    scales = {k: float(uncertainty.sigma_scale(base, k)) for k in uncertainty.INPUT_KINDS}
+    entry["scale_by_input"] = {k: round(scales[k] * by_kind.get(k, 1.0), 4) for k in uncertainty.INPUT_KINDS}
+    entry = {**entry, "distance_bins": fit["distance_bins"],
              "distance_scales": [round(s, 4) for s in fit["distance_scales"]],
              "distance_calibration": (
                  f"scripts/calibrate_sigma.py: {z.size} hidden pixels in the right fifth of full-size training "
                  f"scenes ({len({r[0] for r in rows})} cases x {', '.join(GAPS)} at 10% x {args.seeds} seeds; "
                  f"at most {PER_DRAW} pixels a draw); factors on top of 'scale' by distance (pixels) to the "
-                 f"nearest valid pixel, per bin {fit['n_pixels']} pixels; one factor for all would be {overall:.3f}")}
+                 f"nearest valid pixel, per bin {fit['n_pixels']} pixels, fitted in turns with one factor per input "
+                 f"kind on scale_by_input ({', '.join(f'{k} {v:.3f}' for k, v in by_kind.items())}); one factor "
+                 f"for all would be {overall:.3f}")}
     fit["distance_scales"] = entry["distance_scales"]
-    print(table(rows, fit))
+    print(table(rows, fit, by_kind))
     print(json.dumps({"uncertainty": entry}, indent=1))
     if args.out:
         xdl.Model(model.module, {**model.card, "uncertainty": entry}).save(args.out)

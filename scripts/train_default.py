@@ -372,6 +372,9 @@ def train(fields, minutes, device, batch_size, out, seed, lr, warm_start, tile=T
     card = {"name": "fill-context", "normalization": {"kind": "per_sample"},
             "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
             "uncertainty": {"kind": "gaussian", "scale": float(scale["scale"]),
+                            # per input kind: fits from other fields (and the fit-scaled sigma)
+                            # need other factors than fills from the field alone (0.28 vs 1.8-2.8)
+                            "scale_by_input": {k: float(v["scale"]) for k, v in per_kind.items()},
                             "calibration": f"{scale['method']} on {sum(v.size for v in zs.values())} hidden "
                                            "pixels of the validation split (right fifth of every field)"},
             "description": ("xdl's default gap filler with context and sigma: harmonic interpolation of the gaps refined towards a "

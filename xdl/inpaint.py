@@ -220,6 +220,8 @@ def _make_job(obj, model, spec, context, time_window, want_sigma, options) -> _J
                          f"channel(s) for {spec.in_channels} variable(s); a sigma model returns the means, then the "
                          "sigmas. Fix its card.")
     names, k = check_request(model, label, context, time_window, spec.in_channels)
+    if scale is not None:  # the calibration for what the model is given, where the card has one
+        scale = uncertainty.sigma_scale(model, uncertainty.input_kind(names, k))
     distances = uncertainty.distance_calibration(model) if want_sigma else None
     if not names and not k:
         return _Job(model, spec, RunOptions.build(spec, *options), label, sigma_scale=scale, uncertainty=bool(want_sigma),

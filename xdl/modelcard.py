@@ -114,13 +114,17 @@ MAX_DISTANCE = 4096         # pixels: the last bin edge is inpaint's halo for th
 
 def _check_uncertainty(v, fail) -> None:
     """``{"kind": "gaussian", "scale": s > 0, ...}``: the model's second half of outputs are sigmas;
-    optional ``distance_bins`` (increasing pixel edges in [0, 4096]) with as many ``distance_scales``
+    optional ``scale_by_input`` ({"single" / "context" / "time": s > 0}) and ``distance_bins`` (increasing pixel edges in [0, 4096]) with as many ``distance_scales``
     (factors in (0, 1e6)), at most 64."""
     if v is None:
         return
     scale = v.get("scale", 1.0) if isinstance(v, dict) else None
     if (not isinstance(v, dict) or v.get("kind") != "gaussian" or not _positive(scale)):
         fail("uncertainty", "an object {'kind': 'gaussian', 'scale': a number > 0}", v)
+    by_input = v.get("scale_by_input")
+    if by_input is not None and not (isinstance(by_input, dict) and set(by_input) <= {"single", "context", "time"}
+                                     and all(_positive(x) for x in by_input.values())):
+        fail("uncertainty scale_by_input", "an object {'single' / 'context' / 'time': a number > 0}", by_input)
     bins, scales = v.get("distance_bins"), v.get("distance_scales")
     if bins is None and scales is None:
         return

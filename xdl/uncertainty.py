@@ -33,20 +33,36 @@ from scipy import ndimage
 
 from .errors import InputError
 
-__all__ = ["sigma_scale", "require_sigma", "sigma_block", "sigma_attrs", "sigma_name", "FILLED",
+__all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "sigma_attrs", "sigma_name", "FILLED",
            "distance_calibration", "gap_distance", "distance_factor", "lazy_gap_distance", "distance_scaled"]
 
 SCIPY_SHARE = 0.05  # gap share above which scipy's transform is faster than visiting gap pixels (same numbers)
 FILLED = 1  # the flag of a pixel the model filled (xdl.inpaint.FLAG_FILLED)
 
 
-def sigma_scale(model) -> float | None:
-    """The factor on the model's sigma output, or None when the model gives no sigma."""
+INPUT_KINDS = ("single", "context", "time")
+
+
+def input_kind(context_names, time_window: int) -> str:
+    """What the model is given beside the targets, as a card's ``scale_by_input`` names it:
+    "time" (neighbouring time steps, with or without other variables), "context" (other
+    variables only) or "single"."""
+    return "time" if time_window else ("context" if context_names else "single")
+
+
+def sigma_scale(model, kind: str | None = None) -> float | None:
+    """The factor on the model's sigma output, or None when the model gives no sigma. A card may
+    calibrate by what the model is given (``"scale_by_input": {"single": s1, "context": s2,
+    "time": s3}``: a fill from another band can be trusted differently from one from the field
+    alone): ``kind`` (see :func:`input_kind`) picks it, else ``scale``."""
     card = getattr(model, "card", None) or {}
     spec = card.get("uncertainty")
     if spec is None:
         return 1.0 if getattr(getattr(model, "module", model), "sigma", False) is True else None
+    by_input = spec.get("scale_by_input") if isinstance(spec, dict) else None
     scale = spec.get("scale", 1.0) if isinstance(spec, dict) else None
+    if kind is not None and isinstance(by_input, dict) and kind in by_input:
+        scale = by_input[kind]
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
         raise InputError(f"the model card's uncertainty {spec!r} is not understood: it needs a 'scale' > 0 "
                          "(the factor on the model's sigma), e.g. {'kind': 'gaussian', 'scale': 1.0}.")
