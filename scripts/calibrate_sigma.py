@@ -7,10 +7,12 @@ GOES-16 CONUS C07/C16, MERRA-2 PS, ERA-40 TCW), hides gaps of the benchmark's ki
 (``xdl.hiding``: scan lines, blocks, clouds, 10% of the valid pixels, several seeds) over each whole
 scene, and scores the hidden pixels in the right fifth of each field (the columns training never
 saw: scripts/train_default.py keeps them for validation). From their errors, their sigmas before
-any distance scaling (the card's single ``scale`` only) and their distance to the nearest valid
-pixel it fits per-distance factors (``xdl.training.calibration.distance_scales``) and writes them
-into the card's ``uncertainty`` (``distance_bins`` / ``distance_scales``, applied by ``inpaint``:
-see ``xdl.uncertainty``). Prints the per-case and gap-kind coverage before and after.
+any distance scaling (the card's ``scale``, or its ``scale_by_input`` for the case's input kind)
+and their distance to the nearest valid pixel it fits, in turns, per-distance factors shared by
+all cases (``xdl.training.calibration.distance_scales``) and one factor per input kind (single
+field, other variables, time steps), and writes them into the card's ``uncertainty``
+(``distance_bins`` / ``distance_scales`` / ``scale_by_input``, applied by ``inpaint``: see
+``xdl.uncertainty``). Prints the per-case and gap-kind coverage before and after.
 
     python scripts/calibrate_sigma.py                       # print the card entry only
     python scripts/calibrate_sigma.py --model xdl/weights/fill-context.safetensors \\

@@ -19,8 +19,8 @@ MAX_PATCH = 16
 MAX_SIZE_MULTIPLE = 4096
 # The context first guess: "local" (one window of 7 x 7 cells of 16 pixels, else the tile's fit, on
 # the context completed by a coarse interpolation); "presence" (a 25 x 25-cell window before the
-# tile's deep inside large gaps, and where a context field has a gap of its own, the regression on
-# the best field present there, or the target's own interpolation: see presence_regression).
+# tile's deep inside large gaps, and where no context field is present, the target's own
+# interpolation moved by the regression around it instead: see presence_regression).
 REGRESSIONS = ("local", "presence")
 # The UNet's correction and sigma in units of: "none" the field's standard deviation; "fit" the
 # local residual standard deviation of the context regression used at the pixel (1 where none
