@@ -26,6 +26,7 @@ __all__ = ["local_regression", "presence_regression", "ContextFit"]
 # 0.01% shrink at most) plus a floor for a field that is flat in the window.
 RIDGE_RELATIVE, RIDGE_FLOOR = 1e-4, 1e-6
 MIN_SUPPORT = 4   # valid pixels per coefficient below which a cell takes the whole tile's fit
+WIDE_BY_TABLE = 4  # windows of more than 2 * 4 + 1 cells are summed from a summed-area table
 
 
 def _cell_moments(t, c, w, cell):
@@ -78,12 +79,22 @@ def _fits(moments, radii, k2):
     beta, residual = beta.expand(n, k2 - 1, hc, wc), residual.expand(n, 1, hc, wc)
     count = None
     for r in sorted(radii, reverse=True):  # the finest supported window wins
-        box = 2 * r + 1
-        local = F.avg_pool2d(flat, box, stride=1, padding=r, count_include_pad=True) * (box * box)
+        local = _box_sums(flat, r)
         b, res, count = _solve(local.permute(0, 2, 3, 1).reshape(n, hc, wc, k2, k2))
         supported = count >= MIN_SUPPORT * (k2 - 1)
         beta, residual = torch.where(supported, b, beta), torch.where(supported, res, residual)
     return beta, residual, count
+
+
+def _box_sums(flat, r):
+    """Sums over ``2r+1`` x ``2r+1`` cells around each cell (zero beyond the edges) of (N, C, Hc, Wc).
+    Small windows by pooling; wide ones from a summed-area table (float64 here), whose cost does
+    not grow with the window (a 25-cell pool cost 12% of a two-field CONUS fill)."""
+    box = 2 * r + 1
+    if r <= WIDE_BY_TABLE:
+        return F.avg_pool2d(flat, box, stride=1, padding=r, count_include_pad=True) * (box * box)
+    sat = F.pad(flat, (r + 1, r, r + 1, r)).cumsum(-1).cumsum(-2)
+    return sat[..., box:, box:] - sat[..., :-box, box:] - sat[..., box:, :-box] + sat[..., :-box, :-box]
 
 
 def _apply(beta, c, size):
