@@ -150,3 +150,14 @@ def test_fit_scaled_sigma_is_capped_at_a_few_field_deviations():
         out = net(torch.cat([c * m, c * present], 1), torch.cat([m, present], 1), torch.zeros(1, 2))
     sigma = out[:, 1:][m == 0]
     assert float(sigma.max()) <= SIGMA_CAP and float(sigma.min()) > 0
+
+
+def test_wide_windows_from_a_summed_area_table_equal_pooling():
+    import torch.nn.functional as F
+
+    from xdl.models.regression import _box_sums
+
+    x = torch.rand(2, 9, 40, 33, dtype=torch.float64)
+    for r in (3, 12):
+        ref = F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=True) * (2 * r + 1) ** 2
+        assert torch.allclose(_box_sums(x, r), ref, rtol=1e-10, atol=1e-10)
