@@ -69,11 +69,11 @@ def _solve(moments):
     return beta.permute(0, 3, 1, 2), residual[:, None], count[:, None]
 
 
-def _fits(moments, radii, k2):
+def _fits(moments, radii):
     """Per cell, the fit of the finest window (``2 * r + 1`` cells, ``r`` in ``radii``) whose pixels
     support it, else the whole tile's: coefficients (N, K+1, Hc, Wc), residual variance and the
     finest window's pixel count (N, 1, Hc, Wc)."""
-    n, hc, wc = moments.shape[:3]
+    n, hc, wc, k2, _ = moments.shape
     flat = moments.reshape(n, hc, wc, k2 * k2).permute(0, 3, 1, 2)
     beta, residual, _ = _solve(moments.sum((1, 2), keepdim=True))
     beta, residual = beta.expand(n, k2 - 1, hc, wc), residual.expand(n, 1, hc, wc)
@@ -128,7 +128,7 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 16,
     w = (target_mask * context_mask.prod(1, keepdim=True)).float()
     moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
     radii = (radius,) if wide_radius is None else (radius, wide_radius)
-    beta, residual, count = _fits(moments, radii, moments.shape[-1])
+    beta, residual, count = _fits(moments, radii)
     return _apply(beta, c, target.shape[-2:]).to(dtype), residual.to(dtype), count.to(dtype)
 
 

@@ -44,6 +44,11 @@ def standardized_errors(mean, sigma, truth, where) -> np.ndarray:
     return ((m[w] - y[w]) / s[w]).numpy()
 
 
+def off_gaussian(c1: float, c2: float) -> float:
+    """How far 1- and 2-sigma coverages are from a Gaussian's (sum of absolute differences)."""
+    return abs(c1 - ONE_SIGMA) + abs(c2 - TWO_SIGMA)
+
+
 def coverage(z: np.ndarray, scale: float) -> tuple[float, float]:
     """Shares of ``|z| / scale`` within 1 and within 2."""
     a = np.abs(np.asarray(z, np.float64)) / scale
@@ -68,7 +73,7 @@ def calibration_scale(z: np.ndarray) -> dict:
         s = s if s > 0 and math.isfinite(s) else 1.0  # all errors zero: nothing to scale
         c1, c2 = coverage(a, s)
         candidates[method] = {"scale": s, "coverage_1sigma": c1, "coverage_2sigma": c2,
-                              "deviation": abs(c1 - ONE_SIGMA) + abs(c2 - TWO_SIGMA)}
+                              "deviation": off_gaussian(c1, c2)}
     method = min(candidates, key=lambda k: candidates[k]["deviation"])
     best = candidates[method]
     return {"scale": best["scale"], "method": method, "coverage_1sigma": best["coverage_1sigma"],
@@ -77,12 +82,6 @@ def calibration_scale(z: np.ndarray) -> dict:
 
 DISTANCE_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)  # pixels; the last is the cap
 MIN_BIN_PIXELS = 2000  # a bin with fewer hidden pixels joins its neighbour
-
-
-def deviation(a: np.ndarray, s: float) -> float:
-    """How far ``|z| / s`` is from a Gaussian's 1- and 2-sigma coverage (sum of absolute differences)."""
-    c1, c2 = coverage(a, s)
-    return abs(c1 - ONE_SIGMA) + abs(c2 - TWO_SIGMA)
 
 
 def best_scale(a: np.ndarray) -> float:
@@ -102,8 +101,7 @@ def best_scale(a: np.ndarray) -> float:
 
     def dev(s):  # on the sorted values: two binary searches
         n = a.size
-        c1, c2 = np.searchsorted(a, s, "right") / n, np.searchsorted(a, 2 * s, "right") / n
-        return abs(c1 - ONE_SIGMA) + abs(c2 - TWO_SIGMA)
+        return off_gaussian(np.searchsorted(a, s, "right") / n, np.searchsorted(a, 2 * s, "right") / n)
 
     return float(min(candidates, key=dev))
 
