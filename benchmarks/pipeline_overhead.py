@@ -7,11 +7,13 @@ From one run, on the same array and the same threads (dask's threaded scheduler)
 and their ratios; then ``inpaint()`` with the default model against the model alone on the same
 tiles (the harmonic-plus-UNet forward on each tile, called directly).
 
-The three paths run in turns, round after round, and each keeps its best round: on a machine
-shared with other work, load then falls on all three alike instead of on whichever ran last.
+The three paths run in turns, round after round, and the ratios are given for each path's best
+round and for its median round: on a machine shared with other work, load then falls on all
+three alike instead of on whichever ran last (on this 2-core VM one path's best round varies by
+about 10% from run to run, its median less).
 ``--device cuda`` runs the model of both torch paths there (each block copied over and back).
 
-    python benchmarks/pipeline_overhead.py [--shape 64 512 512] [--chunk 4] [--repeats 5] [--device cpu]
+    python benchmarks/pipeline_overhead.py [--shape 64 512 512] [--chunk 4] [--repeats 25] [--device cpu]
 """
 
 from __future__ import annotations
@@ -52,24 +54,24 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
-def best_in_turns(paths: dict, repeats: int) -> dict:
-    """Seconds of each path's best run; the paths take turns, ``repeats`` rounds, after a warm-up."""
+def in_turns(paths: dict, repeats: int) -> dict:
+    """Seconds of every run of each path; the paths take turns, ``repeats`` rounds, after a warm-up."""
     for fn in paths.values():
         fn()  # warm-up: model residency, graph caches, CUDA context
-    best = {name: float("inf") for name in paths}
+    seconds = {name: [] for name in paths}
     for _ in range(repeats):
         for name, fn in paths.items():
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", type=int, nargs=3, default=(64, 512, 512))
     parser.add_argument("--chunk", type=int, default=4, help="samples per dask chunk")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--device", default="cpu", help="where both torch paths run the model")
     parser.add_argument("--inpaint-shape", type=int, nargs=2, default=(1500, 2500))
     parser.add_argument("--skip-inpaint", action="store_true")
@@ -98,17 +100,19 @@ def main() -> None:
     def elementwise():
         (arr * 2).compute()
 
-    seconds = best_in_turns({"xdl predict": xdl_predict, "naive apply_ufunc": naive,
-                             "dask elementwise": elementwise}, args.repeats)
-    rates = {name: pixels / s / 1e6 for name, s in seconds.items()}
+    runs = in_turns({"xdl predict": xdl_predict, "naive apply_ufunc": naive, "dask elementwise": elementwise},
+                    args.repeats)
+    best = {name: pixels / min(s) / 1e6 for name, s in runs.items()}
+    typical = {name: pixels / float(np.median(s)) / 1e6 for name, s in runs.items()}
     print(f"# xdl {xdl.__version__}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-          f"device {args.device}; array {tuple(args.shape)} float32 in chunks of {args.chunk}, best of "
+          f"device {args.device}; array {tuple(args.shape)} float32 in chunks of {args.chunk}, "
           f"{args.repeats} rounds in turns; load average {os.getloadavg()[0]:.2f}")
-    print("| path | Mpix/s |\n|---|---|")
-    for name, rate in rates.items():
-        print(f"| {name} | {rate:.0f} |")
-    print(f"\nxdl / naive = {rates['xdl predict'] / rates['naive apply_ufunc']:.2f} (target >= 1.0); "
-          f"xdl / elementwise = {rates['xdl predict'] / rates['dask elementwise']:.2f} (target >= 0.5)")
+    print("| path | Mpix/s, best round | Mpix/s, median round |\n|---|---|---|")
+    for name in runs:
+        print(f"| {name} | {best[name]:.0f} | {typical[name]:.0f} |")
+    for label, rates in (("best rounds", best), ("median rounds", typical)):
+        print(f"\n{label}: xdl / naive = {rates['xdl predict'] / rates['naive apply_ufunc']:.2f} (target >= 1.0); "
+              f"xdl / elementwise = {rates['xdl predict'] / rates['dask elementwise']:.2f} (target >= 0.5)")
     if args.skip_inpaint:
         return
 
@@ -120,7 +124,7 @@ def main() -> None:
     field[::23] = np.nan  # scan lines
     scene = xr.DataArray(field, dims=("y", "x"), name="t")
     model = xdl.pretrained.load()
-    t_inpaint = best_of(lambda: scene.dl.inpaint(model, device=args.device), args.repeats)
+    t_inpaint = best_of(lambda: scene.dl.inpaint(model, device=args.device), min(args.repeats, 5))
     spec = xdl.engine.spec.engine_spec(model)
     run = xdl.engine.options.RunOptions.build(spec, args.device, "auto", None, None, None)
     plans = [xdl.engine.tiling.AxisPlan.build(n, halo=spec.halo, tile=run.tile, size_multiple=spec.size_multiple)
@@ -141,7 +145,7 @@ def main() -> None:
                            torch.from_numpy(np.ascontiguousarray(m[None])).to(args.device))
         sync(args.device)
 
-    t_model = best_of(model_alone, args.repeats)
+    t_model = best_of(model_alone, min(args.repeats, 5))
     print(f"\ninpaint {ny} x {nx} (scan-line gaps, default model, {len(tiles)} tiles of "
           f"{plans[0].tile_size} x {plans[1].tile_size}): inpaint {t_inpaint:.2f} s, model alone on the same "
           f"tiles {t_model:.2f} s (inpaint / model = {t_inpaint / t_model:.2f})")

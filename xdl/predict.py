@@ -232,13 +232,15 @@ def card_names(card: list, given: list) -> list:
 
 def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec: EngineSpec,
                    source_for_attrs: xr.DataArray) -> list[xr.DataArray]:
-    base = template.isel({CHANNEL: 0}, drop=True)
+    # The template's dims and coordinates without the channel axis (isel would index its data too).
+    dims = tuple(d for d in template.dims if d != CHANNEL)
+    coords = {k: v for k, v in template.coords.items() if CHANNEL not in v.dims}
     channel_axis = template.get_axis_num(CHANNEL)
     arrays = []
     keys = card_names(spec.outputs, out_names)
     for i, name in enumerate(out_names):
         data = take_index(out, i, channel_axis)  # one layer of views, fused into the model's
-        arr = xr.DataArray(data, dims=base.dims, coords=base.coords, name=name)
+        arr = xr.DataArray(data, dims=dims, coords=coords, name=name)
         attrs = {}
         if keys[i] in spec.output_units:
             attrs["units"] = spec.output_units[keys[i]]

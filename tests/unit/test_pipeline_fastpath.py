@@ -355,3 +355,86 @@ def test_channel_layers_are_getitem_and_expand_dims(chunks):
     for i in range(3):
         np.testing.assert_array_equal(graph.take_index(x, i, 1).compute(), x[:, i].compute())
     np.testing.assert_array_equal(graph.insert_axis(x, 2).compute(), x.compute()[:, :, None])
+
+
+def _near_free(module, key, monkeypatch):
+    """A resident copy known near-free (its first block timed), as after a first block."""
+    monkeypatch.setattr(runner, "INLINE_SECONDS", 1e9)
+    clear_cache()
+    resident = ResidentModel.get(ModelPayload(module, key), CPU, False)
+    resident.block_seconds = 0.0
+    return resident
+
+
+def test_a_complete_block_is_checked_with_its_output_after_the_call(monkeypatch):
+    calls = []
+
+    class Counted(Times2):
+        def forward(self, x):
+            calls.append(len(x))
+            return x * 2
+
+    resident = _near_free(Counted(), "complete", monkeypatch)
+    threads = torch.get_num_threads()
+    x = np.random.default_rng(12).normal(size=(3, 1, 8, 8)).astype("f4")
+    np.testing.assert_array_equal(resident.run_complete(x, None, 1, 1, threads), 2 * x)
+    gappy = x.copy()
+    gappy[1, 0, 2, 3] = np.nan
+    calls.clear()
+    assert resident.run_complete(gappy, None, 1, 1, threads) is None  # the caller masks it
+    assert calls == [3]  # called before the check (one batch, as the complete block showed it may)
+    huge = np.full((3, 1, 8, 8), 3e38, "f4")  # finite input, inf output
+    out = resident.run_complete(huge, None, 1, 1, threads)
+    assert np.isnan(out).all()  # inf is no value: NaN, as on the checked path
+
+
+def test_a_block_with_gaps_decides_nothing_about_batching(monkeypatch):
+    resident = _near_free(SampleCoupled(), "coupled-gaps", monkeypatch)
+    threads = torch.get_num_threads()
+    nan = np.full((4, 1, 8, 8), np.nan, "f4")  # both ways all NaN: the same bytes, proving nothing
+    for _ in range(2):
+        assert resident.run_complete(nan, None, 1, 1, threads) is None
+    assert resident.one_batch == {}
+    x = np.random.default_rng(13).normal(size=(4, 1, 8, 8)).astype("f4")
+    for _ in range(2):
+        np.testing.assert_array_equal(resident.run_complete(x, None, 1, 1, threads), np.zeros_like(x))
+    assert list(resident.one_batch.values()) == [False]
+
+
+def test_a_model_that_fails_on_nan_gets_its_gaps_masked(monkeypatch):
+    class NoNaN(Times2):
+        def forward(self, x):
+            if torch.isnan(x).any():
+                raise ValueError("NaN in the input")
+            return x * 2
+
+    resident = _near_free(NoNaN(), "no-nan", monkeypatch)
+    threads = torch.get_num_threads()
+    gappy = np.ones((2, 1, 8, 8), "f4")
+    gappy[0, 0, 0, 0] = np.nan
+    assert resident.run_complete(gappy, None, 1, 1, threads) is None
+    values = np.random.default_rng(14).normal(size=(2, 1, 8, 8)).astype("f4")
+    values[0, 0, :, 0] = np.nan
+    out = _run(values, NoNaN(), _spec(0), 8, (1, 1, 8, 8), key="no-nan-graph")
+    np.testing.assert_array_equal(out[1], 2 * values[1])
+    assert np.isnan(out[0, 0, :, 0]).all() and np.array_equal(out[0, 0, :, 1:], 2 * values[0, 0, :, 1:])
+
+
+def test_one_task_a_block_around_a_one_channel_model():
+    """The channel axis put in before a one-variable model and taken out after it are views in the
+    model's own task: no layers that dask would fuse (and order again in every task)."""
+    import dask
+
+    values = np.random.default_rng(15).normal(size=(6, 16, 16)).astype("f4")
+    x = da.from_array(values, chunks=(2, 16, 16))
+    plans = [AxisPlan.build(16, halo=0, tile=16) for _ in range(2)]
+    stacked = graph.insert_axis(x, 1)
+    out = graph.apply_model(stacked, graph.payload_for(Times2(), "one-task"), _spec(0), plans, device=CPU,
+                            autocast=None, batch_size=1, threads=torch.get_num_threads())
+    assert out.shape == (6, 1, 16, 16)
+    field = graph.take_index(out, 0, 1)
+    (optimized,) = dask.optimize(field)
+    tasks = dict(optimized.__dask_graph__())
+    assert len(tasks) == 3 + 3 + 1  # source blocks, model blocks, the model
+    np.testing.assert_array_equal(field.compute(), 2 * values)
+    np.testing.assert_array_equal(out.compute(), 2 * values[:, None])  # the channel-ful output too

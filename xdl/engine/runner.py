@@ -13,7 +13,9 @@
 * Such a near-free model, given a block without a mask, runs it as one batch where that was
   checked on the first block of its shape to give the batches' bytes (both ways; the batches'
   result is the one returned): no batch outputs copied into the block. A model whose samples
-  interact, or that fails on a batch, keeps its batches.
+  interact, or that fails on a batch, keeps its batches. It also gets a block before the block
+  is known complete (:meth:`ResidentModel.run_complete`): input and output are then checked in
+  one pass, and a block with gaps goes back to be masked.
 * On CUDA, host-to-device copies go through pinned memory on a side stream in the calling
   thread, so the copy of one batch overlaps the compute of another; bf16 autocast by default.
 * A CUDA out-of-memory error halves the batch and carries on.
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
-from .checks import finite_or_nan, same_bits
+from .checks import all_finite, finite_or_nan, jointly_finite, same_bits
 from .feeding import copy_stream, device_feeder, device_lock, host_tensors
 
 _LOCKS_GUARD = threading.Lock()
@@ -193,23 +195,49 @@ class ResidentModel:
         # feeder thread's compute of the previous batch.
         return self._batches(*args, self._run_batch)
 
+    def run_complete(self, x: np.ndarray, autocast: torch.dtype | None, batch_size: int,
+                     out_channels: int | None = None, threads: int | None = None) -> np.ndarray | None:
+        """:meth:`run` without a mask for a block ``x`` that may hold NaN or inf: the output where every
+        value of ``x`` is finite, else None (the caller then masks the gaps and calls :meth:`run`).
+
+        A near-free CPU model is called first and ``x`` checked after, with the output, in one read
+        pass while both are in cache: two passes less a block. A block with gaps then costs one more
+        near-free call, which decides nothing (batching is checked on complete blocks only). Any
+        other model gets the check first."""
+        if not (self.device.type == "cpu" and self._runs_inline(threads)):
+            return self.run(x, None, autocast, batch_size, out_channels, threads=threads) if all_finite(x) else None
+        try:
+            out = self._cpu_batches(x, None, autocast, batch_size, out_channels, False, threads, checked=False)
+        except Exception:  # noqa: BLE001 - a model may fail on NaN: the checked path says what it does
+            if not all_finite(x):
+                return None
+            raise
+        if jointly_finite(x, out):
+            return out
+        if not all_finite(x):
+            return None
+        return finite_or_nan(torch.from_numpy(out)).numpy()
+
     def _runs_inline(self, threads) -> bool:
         """A near-free uncompiled model, and a thread with the run's count (only the feeder sets it)."""
         cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
         return cheap and self.compiled is None and (threads is None or torch.get_num_threads() == threads)
 
-    def _cpu_batches(self, x, mask, autocast, batch_size, *rest) -> np.ndarray:
+    def _cpu_batches(self, x, mask, autocast, batch_size, *rest, checked: bool = True) -> np.ndarray:
         """A CPU block's batches, one model call at a time on the device, timed. A near-free
         model runs a block as one batch where that gave the batches' bytes on the first block of
-        its shape (checked then: both ways, the batches' result returned): its results stay
-        those of ``batch_size``, without copying batch outputs into the block."""
+        its shape (checked then, on a complete block: both ways, the batches' result returned):
+        its results stay those of ``batch_size``, without copying batch outputs into the block.
+        ``checked=False``: the output's inf left as the model gave it (see :meth:`run_complete`)."""
         key = self._one_batch_key(x, mask, autocast, batch_size, *rest)
+        run_batch = self._run_batch_here if checked else functools.partial(self._run_batch_here, checked=False)
         with device_lock(self.device):
             one = key is not None and self.one_batch.get(key, False)
             start = time.perf_counter()
-            out = self._batches(x, mask, autocast, len(x) if one else batch_size, *rest, self._run_batch_here)
+            out = self._batches(x, mask, autocast, len(x) if one else batch_size, *rest, run_batch)
             self.block_seconds = time.perf_counter() - start
-            if key is not None and key not in self.one_batch:
+            # NaN in every output both ways would prove nothing (e.g. of a per-batch mean)
+            if key is not None and key not in self.one_batch and (checked or all_finite(x)):
                 self.one_batch[key] = self._gives_same_bits(out, x, mask, autocast, *rest)
         return out
 
@@ -271,9 +299,9 @@ class ResidentModel:
                              "as its card or probe says, the input's spatial size). Fix the model's padding or "
                              "its out_channels.")
 
-    def _run_batch_here(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
+    def _run_batch_here(self, x, mask, autocast, pad_to=None, prefill=False, threads=None, checked=True) -> np.ndarray:
         """One CPU batch, in the calling thread (the feeder's, or a dask thread's: see :meth:`run`)."""
-        out, _ = self._forward(host_tensors(x, mask, pad_to), None, autocast, prefill, threads)
+        out, _ = self._forward(host_tensors(x, mask, pad_to), None, autocast, prefill, threads, checked)
         return out.numpy()[:len(x)]
 
     def _run_batch(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
@@ -297,9 +325,10 @@ class ResidentModel:
             done.synchronize()
         return out.numpy()[:n]
 
-    def _forward(self, tensors, ready, autocast, prefill=False, threads=None):
+    def _forward(self, tensors, ready, autocast, prefill=False, threads=None, checked=True):
         """In the device's feeder thread (a near-free CPU model: the caller's, under the device
-        lock): CUDA calls all come from one thread, so cuDNN autotunes (per thread) once."""
+        lock): CUDA calls all come from one thread, so cuDNN autotunes (per thread) once.
+        ``checked``: inf in the output made NaN (else the caller sees to it)."""
         cuda = self.device.type == "cuda"
         if threads is not None and torch.get_num_threads() != threads:
             # The caller's thread count, in every process: oneDNN's CPU kernels split their sums
@@ -327,7 +356,9 @@ class ResidentModel:
                                  "(or a tuple whose first item is one).")
             if out.is_complex():
                 raise ModelError(f"model {self.label!r} returned a {out.dtype} tensor; xdl needs real numbers.")
-            out = finite_or_nan(out.float())  # inf is no value either: NaN says the model failed there
+            out = out.float()
+            if checked:
+                out = finite_or_nan(out)  # inf is no value either: NaN says the model failed there
             if not cuda:
                 # A model may hand back (a view of) its input, which can be the caller's array.
                 if any(out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr() for t in tensors):

@@ -119,16 +119,20 @@ def tile_starts(block_len: int, plan: AxisPlan) -> list[int]:
     return [k * plan.stride for k in range(n)]
 
 
+def is_one_tile(spatial: tuple[int, ...], plans: list[AxisPlan]) -> bool:
+    """Whether a padded block of this spatial shape is one tile, the whole block."""
+    return all(length == p.tile_size and len(tile_starts(length, p)) == 1 for length, p in zip(spatial, plans))
+
+
 def cut_tiles(block: np.ndarray, plans: list[AxisPlan]) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """Cut a padded block ``(B, C, *S)`` into tiles ``(B * n_tiles, C, *tile)``.
 
     Returns the tiles and, per tile, the start of its core in the block's output.
     """
     spatial = block.shape[2:]
+    if is_one_tile(spatial, plans):
+        return block, [(0,) * len(plans)]  # no copy
     starts_per_axis = [tile_starts(length, p) for length, p in zip(spatial, plans)]
-    if all(len(s) == 1 for s in starts_per_axis) and all(
-            length == p.tile_size for length, p in zip(spatial, plans)):
-        return block, [(0,) * len(plans)]  # one tile that is the whole block: no copy
     grids = np.meshgrid(*[np.arange(len(s)) for s in starts_per_axis], indexing="ij")
     combos = list(zip(*[g.ravel() for g in grids]))
     tiles, origins = [], []
