@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import xdl  # noqa: E402
 from xdl import hiding, metrics, uncertainty  # noqa: E402
-from xdl.conventions import domains  # noqa: E402
+from xdl.conventions import cf, domains  # noqa: E402
 from xdl.conventions.validity import valid_mask  # noqa: E402
 from xdl.training.calibration import DISTANCE_EDGES, best_scale, distance_scales  # noqa: E402
 
@@ -49,7 +49,6 @@ MODEL = ROOT / "xdl" / "weights" / "fill-context.safetensors"
 GAPS = ("scanlines", "blocks", "clouds")
 VAL_SHARE = 0.2          # the right fifth of every field, as in scripts/train_default.py
 PER_DRAW = 20_000        # hidden pixels of one (scene, gap kind, seed) in the fit: small scenes count too
-VALIDITY_ATTRS = ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max")
 
 
 def _open(path, variables, **sel):
@@ -117,7 +116,7 @@ def run_case(model, ds, target, context, window, seeds):
             keep = valid & ~hidden
             kw = dict(uncertainty=True, domain=dom, time_window=window)
             if context:  # as evaluate does: the target's hidden pixels NaN, its validity attributes dropped
-                attrs = {k: v for k, v in arr.attrs.items() if k not in VALIDITY_ATTRS}
+                attrs = {k: v for k, v in arr.attrs.items() if k not in cf.VALIDITY_ATTRS}
                 gappy = ds.assign({target: xr.DataArray(np.where(keep, truth, np.nan), dims=arr.dims,
                                                         coords=arr.coords, attrs=attrs)})
                 res = gappy.dl.inpaint(model, variables=[target], context=context, **kw)

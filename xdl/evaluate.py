@@ -33,7 +33,7 @@ import xarray as xr
 from . import baselines as _baselines
 from . import context_fields, hiding, metrics
 from . import regression_baselines as _regression
-from .conventions import domains
+from .conventions import cf, domains
 from .errors import InputError
 
 __all__ = ["evaluate", "METRICS", "UNCERTAINTY_METRICS", "MODEL_METHOD"]
@@ -92,7 +92,7 @@ def _fill_model(truth, keep, dom, model, arr, dims, run, case):
         # A Dataset with the context variables; the target's hidden pixels are NaN and its own
         # validity attributes dropped, so CF rules see exactly ``keep`` (the context keeps its rules).
         target = xr.DataArray(np.where(keep, truth, np.nan), dims=arr.dims, coords=arr.coords,
-                              attrs={k: v for k, v in arr.attrs.items() if k not in _VALIDITY_ATTRS},
+                              attrs={k: v for k, v in arr.attrs.items() if k not in cf.VALIDITY_ATTRS},
                               name=arr.name)
         gappy = case.context_ds.assign({arr.name: target})
         out = inpaint(gappy, model, variables=[arr.name], domain=dom_da, dims=dims, **extra, **run)
@@ -106,9 +106,6 @@ def _fill_model(truth, keep, dom, model, arr, dims, run, case):
             sigma = np.asarray(out[f"{arr.name}_sigma"].transpose(*arr.dims).values)
         out = out[arr.name]
     return np.asarray(out.transpose(*arr.dims).values), sigma, seconds
-
-
-_VALIDITY_ATTRS = ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max")
 
 
 def _fill_baseline(name, truth, keep, dom, context):

@@ -212,16 +212,15 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
 def _make_job(obj, model, spec, context, time_window, want_sigma, options) -> _Job:
     """The model the engine runs, wrapped with the context channels' ``info`` when there are any."""
     label = model_label(model)
-    scale = uncertainty.sigma_scale(model)
+    names, k = check_request(model, label, context, time_window, spec.in_channels)
+    # The calibration for what the model is given, where the card has one (None: no sigma).
+    scale = uncertainty.sigma_scale(model, uncertainty.input_kind(names, k))
     if want_sigma:
-        uncertainty.require_sigma(model, label)
+        uncertainty.require_sigma(scale, label)
     if scale is not None and spec.out_channels != 2 * spec.in_channels:
         raise ModelError(f"model {label!r} gives a sigma (its card has 'uncertainty') but returns {spec.out_channels} "
                          f"channel(s) for {spec.in_channels} variable(s); a sigma model returns the means, then the "
                          "sigmas. Fix its card.")
-    names, k = check_request(model, label, context, time_window, spec.in_channels)
-    if scale is not None:  # the calibration for what the model is given, where the card has one
-        scale = uncertainty.sigma_scale(model, uncertainty.input_kind(names, k))
     distances = uncertainty.distance_calibration(model) if want_sigma else None
     if not names and not k:
         return _Job(model, spec, RunOptions.build(spec, *options), label, sigma_scale=scale, uncertainty=bool(want_sigma),

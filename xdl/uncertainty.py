@@ -69,9 +69,9 @@ def sigma_scale(model, kind: str | None = None) -> float | None:
     return float(scale)
 
 
-def require_sigma(model, label: str) -> float:
-    """:func:`sigma_scale`, or an :class:`InputError` for a model without a sigma output."""
-    scale = sigma_scale(model)
+def require_sigma(scale: float | None, label: str) -> float:
+    """``scale`` (a :func:`sigma_scale`), or an :class:`InputError` naming model ``label`` where it
+    is None (the model gives no sigma)."""
     if scale is None:
         raise InputError(f"uncertainty=True but model {label!r} gives no sigma (its card has no "
                          "'uncertainty'); use a model with a sigma head (e.g. fill-unet with sigma=True, "

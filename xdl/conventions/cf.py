@@ -180,6 +180,7 @@ def out_of_range_message(name, outside: int, finite: int) -> str | None:
 
 _RANGE_KEYS = ("valid_range", "valid_min", "valid_max")
 _FILL_KEYS = ("_FillValue", "missing_value")
+VALIDITY_ATTRS = _FILL_KEYS + _RANGE_KEYS  # the attributes by which CF says a value is no value
 _COMPRESSION_KEYS = ("zlib", "complevel", "shuffle", "compression", "fletcher32")
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .context import SIGMA_FLOOR, ContextEncoder, check_info, sigma_from_raw
 from .harmonic import harmonic_fill
-from .regression import local_regression, presence_regression
+from .regression import absent_fields, local_regression, presence_regression
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .unet import UNet
 
@@ -194,8 +194,7 @@ class FillUNet(nn.Module):
         complete = xc if bool((mc > 0.5).all()) else _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
-        absent = (mc > 0.5).flatten(2).any(-1)[..., None, None].logical_not()
-        fit_mask = torch.where(absent, torch.ones_like(mc), mc)
+        fit_mask = torch.where(absent_fields(mc), torch.ones_like(mc), mc)
         estimates, spreads, variances = [], [], []
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]

@@ -145,6 +145,17 @@ class ContextFit(NamedTuple):
 
 
 @torch.no_grad()
+def absent_fields(mask: torch.Tensor) -> torch.Tensor:
+    """``(N, K, 1, 1)``: True for each field of ``mask`` ``(N, K, H, W)`` (1 = value) without any value
+    in its sample, e.g. a time step beyond a series' end.
+
+    >>> m = torch.ones(1, 2, 3, 3); m[:, 1] = 0
+    >>> absent_fields(m).flatten().tolist()
+    [False, True]
+    """
+    return (mask > 0.5).flatten(2).any(-1)[..., None, None].logical_not()
+
+
 def presence_regression(target, target_mask, context, context_mask, present, cell: int = 16,
                         radius: int = 3, wide_radius: int = 12) -> ContextFit:
     """:func:`local_regression` with a wider window deep inside large gaps, told where each context
@@ -168,8 +179,7 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
     estimate, residual, _ = local_regression(target, target_mask, context, context_mask, cell, radius, wide_radius)
     variance = F.interpolate(residual.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     here = present > 0.5
-    absent = ~here.flatten(2).any(-1)[..., None, None]  # missing from the whole sample: ignored
-    exact = (here | absent).all(1, keepdim=True)
+    exact = (here | absent_fields(present)).all(1, keepdim=True)  # a field missing everywhere is ignored
     some = here.any(1, keepdim=True)
     estimate = torch.where(some, estimate, torch.full_like(estimate, float("nan")))
     return ContextFit(estimate, residual, variance, exact)
