@@ -26,7 +26,7 @@ from .context import ContextRequest, check_request, context_model
 from .conventions import cf, domains
 from .conventions.validity import as_mask, valid_mask
 from .errors import InputError, ModelError, XdlWarning
-from .engine.graph import TILES_GAPS
+from .engine.graph import TILES_GAPS, take_index
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
 from .engine.options import RunOptions, check_halo
@@ -91,7 +91,8 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     channel_axis = x.get_axis_num("__xdl_channel__")
 
     def channel(i, arr):
-        values = xr.DataArray(out[(slice(None),) * channel_axis + (i,)], dims=base.dims, coords=base.coords)
+        # A one-channel output is the model's own layer (take_index sees through the channel axis).
+        values = xr.DataArray(take_index(out, i, channel_axis), dims=base.dims, coords=base.coords)
         return values.transpose(*arr.dims)
 
     filled_list, flag_list, sigma_list = [], [], []
