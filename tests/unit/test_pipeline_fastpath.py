@@ -438,3 +438,41 @@ def test_one_task_a_block_around_a_one_channel_model():
     assert len(tasks) == 3 + 3 + 1  # source blocks, model blocks, the model
     np.testing.assert_array_equal(field.compute(), 2 * values)
     np.testing.assert_array_equal(out.compute(), 2 * values[:, None])  # the channel-ful output too
+
+
+class DoublesInPlace(Times2):
+    """Writes into its input (as ReLU(inplace=True) as a first layer would)."""
+
+    def forward(self, x):
+        return x.mul_(2)
+
+
+def test_a_model_that_writes_into_its_input_never_changes_the_users_array():
+    clear_cache()
+    values = np.random.default_rng(16).normal(size=(6, 16, 16)).astype("f4")
+    values[2, 3:5] = np.nan
+    kept = values.copy()
+    for _ in range(2):  # the first call sees copies and finds out; later ones get copies too
+        out = _run(values[:, None], DoublesInPlace(), _spec(0), 16, (2, 1, 16, 16), key="in-place")
+        np.testing.assert_array_equal(values, kept)
+        np.testing.assert_array_equal(out[:, 0], 2 * kept)
+    resident = ResidentModel.get(ModelPayload(DoublesInPlace(), "in-place"), CPU, False)
+    assert resident.writes_input is True
+
+
+def test_a_write_into_the_input_after_the_first_call_is_an_error(monkeypatch):
+    class ZeroesNaNInPlace(Times2):
+        def forward(self, x):
+            if torch.isnan(x).any():
+                x.nan_to_num_(0.0)  # writes only on some blocks: the first one is no proof
+            return x * 2
+
+    resident = _near_free(ZeroesNaNInPlace(), "writes-later", monkeypatch)
+    threads = torch.get_num_threads()
+    x = np.ones((2, 1, 8, 8), "f4")
+    np.testing.assert_array_equal(resident.run(x, None, None, 1, 1, threads=threads), 2 * x)
+    assert resident.writes_input is False
+    gappy = x.copy()
+    gappy[0, 0, 0, 0] = np.nan
+    with pytest.raises(ModelError, match="wrote into its input"):
+        resident.run_complete(gappy, None, 1, 1, threads)  # never masked and run again from changed data

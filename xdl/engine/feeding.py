@@ -12,13 +12,16 @@ import torch
 _GUARD = threading.Lock()
 
 
-def host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None) -> list[torch.Tensor]:
-    """``x`` (and ``mask``) as float32 CPU tensors (no copy where they are already), padded with zero
-    samples up to ``pad_to``: a compiled model sees one batch shape, not a new one to compile."""
+def host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None, copy: bool = False) -> list[torch.Tensor]:
+    """``x`` (and ``mask``) as float32 CPU tensors (no copy where they are already, unless ``copy``),
+    padded with zero samples up to ``pad_to``: a compiled model sees one batch shape, not a new one
+    to compile."""
     arrays = [x] if mask is None else [x, mask]
     n = len(x)
     if pad_to is not None and n < pad_to:
         arrays = [np.concatenate([a, np.zeros((pad_to - n,) + a.shape[1:], a.dtype)]) for a in arrays]
+    if copy:
+        return [torch.from_numpy(np.array(a, dtype=np.float32, order="C")) for a in arrays]
     return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays]
 
 

@@ -190,10 +190,10 @@ def _core_chunks(chunks: tuple[int, ...], plan: tiling.AxisPlan) -> tuple[int, .
     return tuple(inner) if inner else (plan.length,)
 
 
-def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisPlan], **run) -> da.Array:
-    """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily; ``run``:
-    ``device``, ``autocast``, ``batch_size``, and optionally ``tiles`` (default :data:`TILES_ALL`),
-    ``compiled``, ``nan_policy`` (default "propagate"), ``threads``.
+def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisPlan], *,
+                device, autocast, batch_size: int, tiles: str = TILES_ALL, compiled: bool = False,
+                nan_policy: str = "propagate", threads: int | None = None) -> da.Array:
+    """Run the model over ``x`` (``(*batch, C, *spatial)``, float, NaN = invalid) lazily.
 
     The output is NaN where the model gave NaN or inf (a model failure, kept visible for the
     caller), where no tile input was valid and, for a model that takes no mask, as
@@ -206,21 +206,21 @@ def apply_model(x: da.Array, payload, spec: EngineSpec, plans: list[tiling.AxisP
     if not expand:
         source = x.rechunk({channel_axis: -1})
     drop = spec.out_channels == 1
-    out = _model_layer(source, payload, spec, plans, channel_axis, expand, drop, run)
+    options = dict(spec=spec, device=device, autocast=autocast, batch_size=batch_size, n_lead=channel_axis,
+                   tiles=tiles, compiled=compiled, nan_policy=nan_policy, threads=threads)
+    out = _model_layer(source, payload, plans, channel_axis, expand, drop, options)
     return insert_axis(out, channel_axis) if drop else out
 
 
-def _model_layer(source, payload, spec, plans, channel_axis, expand: bool, drop: bool, run: dict) -> da.Array:
+def _model_layer(source, payload, plans, channel_axis, expand: bool, drop: bool, options: dict) -> da.Array:
     """The model's one layer over ``source``: ``(*batch, C, *spatial)``, or without the channel
-    axis where ``expand``; the output without it where ``drop``."""
-    options = dict(spec=spec, device=run["device"], autocast=run["autocast"], batch_size=run["batch_size"],
-                   n_lead=channel_axis, tiles=run.get("tiles", TILES_ALL), compiled=run.get("compiled", False),
-                   nan_policy=run.get("nan_policy", "propagate"), threads=run.get("threads"))
+    axis where ``expand``; the output without it where ``drop``. ``options``: the block kernel's."""
+    spec = options["spec"]
     first = channel_axis + (0 if expand else 1)  # the first spatial axis of the source
     if spec.mode == "pointwise":
         kernel, blocks, spatial_chunks = _pointwise_block, source, source.chunks[first:]
     else:
-        kernel, options["plans"] = _spatial_block, plans
+        kernel, options = _spatial_block, dict(options, plans=plans)
         blocks, spatial_chunks = gather_padded(source, plans, first)
     out_chunks = (source.chunks[:channel_axis] + (() if drop else ((spec.out_channels,),))
                   + tuple(spatial_chunks))
@@ -261,7 +261,7 @@ def _spatial_block(block, payload, *, out_shape, plans, spec, device, autocast, 
     lead = block.shape[:n_lead]
     data = block.reshape((-1,) + block.shape[n_lead:])  # (B, C, *padded)
     out_spatial = out_shape[n_lead + 1:]
-    gaps = None  # not known yet
+    known_gaps = False
     if (tiles == TILES_ALL and not spec.takes_mask and data.dtype == np.float32
             and tiling.is_one_tile(data.shape[2:], plans)):
         # A complete block as it is, checked with the output (None: it has gaps, masked below).
@@ -270,9 +270,9 @@ def _spatial_block(block, payload, *, out_shape, plans, spec, device, autocast, 
         if out is not None:
             out = tiling.assemble(out, [(0,) * len(plans)], plans, data.shape[0], out_spatial)  # a view
             return out.reshape(lead + out.shape[1:])
-        gaps = True
+        known_gaps = True
     # One read pass proves the common complete block complete; only other blocks get a mask.
-    valid = None if not gaps and all_finite(data) else np.isfinite(data)
+    valid = None if not known_gaps and all_finite(data) else np.isfinite(data)
     if valid is None:
         inputs = data.astype(np.float32, copy=False)  # as it is: no copy, no zeroing pass
     else:

@@ -50,6 +50,10 @@ ONE_BATCH_CHECKS = 16  # block shapes checked per resident model (each check is 
 _RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
 
 
+class WroteInput(ModelError):
+    """A model wrote into an input tensor that xdl handed over without a copy."""
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """The torch device for ``device`` ("auto", "cpu", "cuda", "cuda:1", or a ``torch.device``);
     an :class:`InputError` for anything xdl cannot compute on here."""
@@ -158,6 +162,9 @@ class ResidentModel:
     block_seconds: float | None = None  # how long the model took on the last CPU block
     # Per block shape and batch size: whether one batch of the block gave the batches' bytes.
     one_batch: dict = field(default_factory=dict)
+    # Whether the model writes into its input tensors (an in-place op on them), seen on its first
+    # CPU call, which gets copies: None until then. Then copies for one that does, else none.
+    writes_input: bool | None = None
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
@@ -208,6 +215,8 @@ class ResidentModel:
             return self.run(x, None, autocast, batch_size, out_channels, threads=threads) if all_finite(x) else None
         try:
             out = self._cpu_batches(x, None, autocast, batch_size, out_channels, False, threads, checked=False)
+        except WroteInput:
+            raise  # the block is no longer what was read: never masked and run again from it
         except Exception:  # noqa: BLE001 - a model may fail on NaN: the checked path says what it does
             if not all_finite(x):
                 return None
@@ -300,8 +309,20 @@ class ResidentModel:
                              "its out_channels.")
 
     def _run_batch_here(self, x, mask, autocast, pad_to=None, prefill=False, threads=None, checked=True) -> np.ndarray:
-        """One CPU batch, in the calling thread (the feeder's, or a dask thread's: see :meth:`run`)."""
-        out, _ = self._forward(host_tensors(x, mask, pad_to), None, autocast, prefill, threads, checked)
+        """One CPU batch, in the calling thread (the feeder's, or a dask thread's: see :meth:`run`).
+        The batch's arrays are handed over without a copy, so valid input (possibly the user's own
+        array) must not be written: torch's version counters tell whether the model did."""
+        copied = self.writes_input is not False
+        hosts = host_tensors(x, mask, pad_to, copy=copied)
+        out, _ = self._forward(hosts, None, autocast, prefill, threads, checked)
+        wrote = any(h._version for h in hosts)  # each in-place op on a tensor (or a view) bumps it
+        if wrote and not copied:
+            raise WroteInput(f"model {self.label!r} wrote into its input tensor (an in-place operation such as "
+                             "ReLU(inplace=True) or x[...] = ... on it) on a call after its first, which did not: xdl "
+                             "hands inputs over without a copy, so the data this block was read from may have "
+                             "changed. Make that operation out-of-place (e.g. x = x.clone() first).")
+        if self.writes_input is None:
+            self.writes_input = wrote
         return out.numpy()[:len(x)]
 
     def _run_batch(self, x, mask, autocast, pad_to=None, prefill=False, threads=None) -> np.ndarray:
