@@ -8,7 +8,11 @@ output:
   * xdl: ``da.dl.predict(model).compute()`` from host memory (defaults: bf16 autocast, compiled
     resident model), and with ``compile=False``;
   * naive: ``xr.apply_ufunc(dask="parallelized")`` + a torch closure, under dask's default
-    threaded scheduler and the synchronous one.
+    threaded scheduler and the synchronous one;
+  * xdl under a dask-cuda ``LocalCUDACluster`` (where dask-cuda is installed): its throughput
+    and whether its output is the threaded run's, bit for bit.
+Ratios printed against issue 17's targets: xdl steady state >= 0.8x and first full run >= 0.6x
+the compiled model alone on data already on the GPU.
 
     python benchmarks/predict_gpu.py [--n 128] [--size 1024] [--no-compile]
 """
@@ -54,6 +58,7 @@ def main():
     parser.add_argument("--xdl-batch-sizes", default="",
                         help="also time xdl with these batch_size= values (comma-separated), eager and compiled")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-cluster", action="store_true", help="no dask-cuda LocalCUDACluster run")
     args = parser.parse_args()
     if args.smoke:
         dev = torch.device("cpu")
@@ -159,6 +164,11 @@ def main():
             naive_threads_note = f"naive apply_ufunc, default threads: CUDA out of memory ({str(error)[:60]}...)"
             torch.cuda.empty_cache()
 
+    cluster_values = None
+    if not args.skip_cluster:
+        rows_cluster, cluster_values = cluster_run(arr, model, run, chunk, args.smoke)
+        rows.update(rows_cluster)
+
     for name, seconds in rows.items():
         print(f"  {name:48s} {seconds:7.2f} s  {pixels / seconds / 1e6:8.1f} Mpix/s")
     if naive_threads_note:
@@ -169,6 +179,11 @@ def main():
     print(f"  tiles: {tiles_per_image} per image of {plan.tile_size}px (halo {plan.halo})")
     print(f"  xdl / model-only bf16 (raw images, on GPU): {eager / t_xdl:.2f}   (target >= 0.8)")
     print(f"  xdl / model-only bf16 (same tiles, on GPU): {same_tiles / t_xdl:.2f}")
+    compiled_only = rows.get("model-only bf16 + torch.compile, raw images")
+    if compiled_only is not None:  # issue 17's GPU targets
+        print(f"  xdl / model-only compiled (raw images, on GPU): {compiled_only / t_xdl:.2f}   (target >= 0.8)")
+        print(f"  xdl first full run / model-only compiled:       "
+              f"{compiled_only / rows['xdl predict(), first full run (cold)']:.2f}   (target >= 0.6)")
     t_e = rows["xdl predict(compile=False), host memory"]
     print(f"  xdl compile=False / model-only eager bf16 (raw images, on GPU): {eager / t_e:.2f}")
     if "naive apply_ufunc, default threads" in rows:
@@ -179,6 +194,38 @@ def main():
     inner = (slice(None), slice(b, -b), slice(b, -b))
     diff = np.abs(out.values[inner] - naive_values.values[inner])
     print(f"  |xdl - naive| away from borders (both bf16): median {np.median(diff):.2e}, max {diff.max():.2e}")
+    if cluster_values is not None:
+        t_cluster = rows[CLUSTER_ROW]
+        same = cluster_values.values.tobytes() == out.values.tobytes()
+        print(f"  cluster / threaded xdl throughput: {t_xdl / t_cluster:.2f}; outputs "
+              f"{'bit-identical' if same else 'differ: max |diff| %.2e' % np.nanmax(np.abs(cluster_values.values - out.values))}")
+
+
+CLUSTER_ROW = "xdl predict(), dask-cuda LocalCUDACluster"
+
+
+def cluster_run(arr, model, run, chunk, smoke):
+    """``predict`` under a dask-cuda ``LocalCUDACluster`` (one worker per GPU; ``--smoke``: a
+    distributed ``LocalCluster`` on the CPU), timed after a warm-up that makes the worker's resident
+    copy; the output, to compare with the threaded run's. Skipped, saying why, without the packages."""
+    try:
+        from distributed import Client
+        if smoke:
+            from distributed import LocalCluster as Cluster
+            options = dict(n_workers=1, threads_per_worker=2, dashboard_address=None)
+        else:
+            from dask_cuda import LocalCUDACluster as Cluster
+            options = dict(dashboard_address=None)
+    except ImportError as error:
+        print(f"  (cluster run skipped: {error}; carry the distributed and dask-cuda wheels)")
+        return {}, None
+    with Cluster(**options) as cluster, Client(cluster):
+        arr = arr.persist()  # in the workers' memory first, as the threaded run's is in this process's
+        arr.isel(time=slice(0, chunk)).dl.predict(model, **run).compute()  # the worker's resident copy
+        t0 = time.perf_counter()
+        values = arr.dl.predict(model, **run).compute()
+        seconds = time.perf_counter() - t0
+    return {CLUSTER_ROW: seconds}, values
 
 
 if __name__ == "__main__":

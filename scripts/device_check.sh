@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One GPU session, run through the workplace's device tool from the repo root, with .whl (dask,
-# toolz, partd, locket, xarray wheels) and .devdata/fields.npz (scripts/train_default.py prepare)
-# carried along. In order: GPU tests (each compiles its model: allow minutes), the predict
+# toolz, partd, locket, xarray wheels; for predict_gpu.py's LocalCUDACluster run also distributed,
+# dask-cuda and their dependencies, else that run says it is skipped) and .devdata/fields.npz
+# (scripts/train_default.py prepare) carried along. In order: GPU tests (each compiles its model: allow minutes), the predict
 # benchmark (issue 2), the pipeline's own cost with a near-free model on the GPU (issue 17), zoo
 # forward figures; TRAIN=1 also retrains fill-unet sizes side by side.
 set -u
