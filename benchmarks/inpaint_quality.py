@@ -19,7 +19,10 @@ those pixels only:
 
 When the model gives a sigma (card "uncertainty", issue #16), every case also reports its
 coverage within 1 and 2 sigma (targets 63-73% and 91-98%), RMS(sigma)/RMSE (0.8-1.25) and its
-CRPS against the CRPS of a constant sigma equal to the case's RMSE (must be lower). Also times
+CRPS against the CRPS of a constant sigma equal to the case's RMSE (must be lower), and two
+diagnostics: ``sigma_skill`` (correlation of log sigma with log |error|) and ``tail_ratio``
+(95% over 68% quantile of |error| / sigma; 1.96 for Gaussian errors: no single factor meets
+both coverage targets when it is far above). Also times
 the default model against biharmonic inpainting on the whole CONUS scene (and with context).
 
     python benchmarks/inpaint_quality.py [--quick] [--finetune-steps 300] [--model PATH] [--seeds N] [--context-only]
@@ -51,7 +54,7 @@ GAPS = ["scanlines", "blocks", "clouds"]
 QUICK_GAPS = ["scanlines", "blocks"]
 SPEED_REPEATS = 7
 CONTEXT_BASELINES = ("linear", "biharmonic", "regression", "local_regression")
-SIGMA = ("coverage1", "coverage2", "spread_skill", "crps", "crps_const")
+SIGMA = ("coverage1", "coverage2", "spread_skill", "crps", "crps_const", "sigma_skill", "tail_ratio")
 
 
 def goes_conus(quick: bool) -> xr.Dataset:
@@ -98,11 +101,13 @@ def sigma_table(report: xr.Dataset) -> str:
     if "coverage1" not in report.data_vars or "model" not in report.method.values:
         return ""
     lines = ["", "| gaps | within 1 sigma (63-73%) | within 2 sigma (91-98%) | RMS(sigma)/RMSE (0.8-1.25) | "
-             "CRPS | CRPS, constant sigma = RMSE |", "|---|---|---|---|---|---|"]
+             "CRPS | CRPS, constant sigma = RMSE | sigma_skill | tail_ratio (Gaussian 1.96) |",
+             "|---|---|---|---|---|---|---|---|"]
     for g in report.gaps.values:
         r = report.sel({"gaps": g, "method": "model"}).squeeze()
         lines.append(f"| {g} | {float(r.coverage1):.1%} | {float(r.coverage2):.1%} | {float(r.spread_skill):.2f} | "
-                     f"{float(r.crps):.4g} | {float(r.crps_const):.4g} |")
+                     f"{float(r.crps):.4g} | {float(r.crps_const):.4g} | {float(r.sigma_skill):.2f} | "
+                     f"{float(r.tail_ratio):.2f} |")
     return "\n".join(lines)
 
 

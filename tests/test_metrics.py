@@ -134,3 +134,24 @@ def test_reliability_is_the_coverage_at_each_level():
     observed = metrics.reliability(np.zeros_like(err), err, sigma, levels=levels)
     np.testing.assert_allclose(observed, levels, atol=0.005)
     assert observed[3] == pytest.approx(metrics.coverage(np.zeros_like(err), err, sigma, k=0.5244005127080407))
+
+
+def test_sigma_skill_and_tail_ratio_by_hand_and_for_gaussian_errors():
+    # by hand: errors 1, 2, 4 with sigmas 4, 2, 1 -> log sigma = -log error: correlation -1
+    t, e, s = np.zeros(3), np.array([1.0, -2.0, 4.0]), np.array([4.0, 2.0, 1.0])
+    assert metrics.sigma_skill(t, e, s) == pytest.approx(-1.0)
+    z = np.abs(e) / s  # 0.25, 1, 4: linear quantiles 1 + 0.9 * 3 = 3.7 (95%) and 1 + 0.3654 * 3 (68.27%)
+    assert metrics.tail_ratio(t, e, s) == pytest.approx(np.quantile(z, 0.95) / np.quantile(z, 0.6827))
+    assert metrics.tail_ratio(t, e, s) == pytest.approx(3.7 / 2.0962, rel=1e-6)
+    # Gaussian errors of a sigma whose log spreads by 1: tail ratio 1.96; skill 1 / sqrt(1 + pi^2 / 8)
+    rng = np.random.default_rng(3)
+    sigma = np.exp(rng.standard_normal(400_000))
+    err = sigma * rng.standard_normal(sigma.size)
+    zeros = np.zeros_like(err)
+    assert metrics.tail_ratio(zeros, err, sigma) == pytest.approx(metrics.GAUSSIAN_TAIL_RATIO, rel=0.01)
+    assert metrics.sigma_skill(zeros, err, sigma) == pytest.approx(1 / math.sqrt(1 + math.pi ** 2 / 8), abs=0.01)
+    # a sigma that knows nothing of where the errors are: skill near 0; heavy tails: ratio above 1.96
+    assert abs(metrics.sigma_skill(zeros, err, rng.permutation(sigma))) < 0.01
+    assert metrics.tail_ratio(zeros, err, np.ones_like(err)) > 3
+    u = metrics.uncertainty_scores(zeros, err, sigma)
+    assert u["sigma_skill"] == metrics.sigma_skill(zeros, err, sigma) and u["tail_ratio"] == metrics.tail_ratio(zeros, err, sigma)

@@ -56,6 +56,10 @@ _METRIC_ATTRS = {
     "spread_skill": "RMS(sigma) / RMSE on the hidden pixels (1 if calibrated)",
     "crps": "mean CRPS of the Gaussian N(fill, sigma) on the hidden pixels (units of the variable)",
     "crps_const": "mean CRPS with one sigma equal to the RMSE everywhere (the bar for crps)",
+    "sigma_skill": "correlation of log sigma with log |error| on the hidden pixels (where the sigma "
+                   "knows the errors are large; below 1 even for a perfect Gaussian sigma)",
+    "tail_ratio": "95% over 68.27% quantile of |error| / sigma (1.96 for Gaussian errors; larger: "
+                  "heavier tails than the sigma says)",
 }
 
 
@@ -183,7 +187,8 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     xr.Dataset with dims ``(variable, gaps, method)`` (``method`` = ``"model"`` then the baselines)
     and variables ``rmse``, ``mae``, ``bias``, ``corr``, ``std_ratio``, ``n`` and ``seconds``;
     when the model gives a sigma (card ``"uncertainty"``) also ``coverage1``, ``coverage2``,
-    ``spread_skill``, ``crps`` and ``crps_const`` (:func:`xdl.metrics.uncertainty_scores`; NaN for
+    ``spread_skill``, ``crps``, ``crps_const``, ``sigma_skill`` and ``tail_ratio``
+    (:func:`xdl.metrics.uncertainty_scores`; NaN for
     the baselines); coordinates ``units`` (per variable) and ``hidden_share``; attrs ``model``,
     ``seed``, ``fraction``. All but ``seconds`` are identical for the same inputs and ``seed``.
 

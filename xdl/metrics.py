@@ -11,7 +11,9 @@ sums are taken in float64 whatever the input dtype.
 
 A filler that gives a standard error ``sigma`` per pixel is scored as a Gaussian forecast
 N(estimate, sigma) too: :func:`coverage`, :func:`spread_skill`, :func:`gaussian_crps` and
-:func:`reliability` (finite triples only; ``sigma <= 0`` is a point forecast).
+:func:`reliability` (finite triples only; ``sigma <= 0`` is a point forecast), and its
+:func:`sigma_skill` and :func:`tail_ratio` say how much it knows of where errors are large and
+how heavy their tails are beside it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["scores", "std_ratio", "coverage", "spread_skill", "gaussian_crps", "reliability",
+__all__ = ["scores", "std_ratio", "coverage", "spread_skill", "gaussian_crps", "reliability", "sigma_skill", "tail_ratio",
            "uncertainty_scores", "UNCERTAINTY"]
 
 
@@ -96,7 +98,8 @@ def scores(truth, estimate, where=None) -> dict:
     }
 
 
-UNCERTAINTY = ("coverage1", "coverage2", "spread_skill", "crps", "crps_const")
+UNCERTAINTY = ("coverage1", "coverage2", "spread_skill", "crps", "crps_const", "sigma_skill", "tail_ratio")
+GAUSSIAN_TAIL_RATIO = 1.959964  # the 95% quantile of |z| over its 68.27% quantile (1), for z ~ N(0, 1)
 
 
 def _triples(truth, estimate, sigma, where):
@@ -184,10 +187,48 @@ def reliability(truth, estimate, sigma, where=None, levels=np.arange(1, 10) / 10
     return (np.abs(e - t)[None, :] <= z[:, None] * s[None, :]).mean(axis=1)
 
 
+def sigma_skill(truth, estimate, sigma, where=None) -> float:
+    """Correlation of ``log sigma`` with ``log |estimate - truth|`` (pixels with an error and a
+    sigma > 0): how much a sigma knows of where the errors are large, whatever its scale. 0 for a
+    sigma that knows nothing; even a perfect Gaussian sigma stays below 1, at
+    ``sd(log sigma) / sqrt(var(log sigma) + pi^2 / 8)`` (``log |z|`` has variance pi^2 / 8).
+
+    >>> round(sigma_skill(np.zeros(4), np.array([1., -2, 4, 8]), np.array([1., 2, 4, 8])), 6)
+    1.0
+    """
+    t, e, s = _triples(truth, estimate, sigma, where)
+    d = np.abs(e - t)
+    keep = (d > 0) & (s > 0)
+    if keep.sum() < 3:
+        return np.nan
+    a, b = np.log(s[keep]), np.log(d[keep])
+    return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else np.nan
+
+
+def tail_ratio(truth, estimate, sigma, where=None) -> float:
+    """The 95% quantile of ``|z| = |estimate - truth| / sigma`` over its 68.27% quantile:
+    :data:`GAUSSIAN_TAIL_RATIO` (1.96) for Gaussian errors of the sigma's size, larger where the
+    errors have heavier tails than the sigma says. Then no single factor on the sigma gives 1- and
+    2-sigma coverage near 68% and 95% together.
+
+    >>> # |z| sorted 0.5, 1, 1, 2, 4: quantiles (linear) 3.6 at 95%, 1.7308 at 68.27%
+    >>> round(tail_ratio(np.zeros(5), np.array([0.5, 1, 1, 2, 4]), np.ones(5)), 4)
+    2.08
+    """
+    t, e, s = _triples(truth, estimate, sigma, where)
+    keep = s > 0
+    if keep.sum() < 2:
+        return np.nan
+    z = np.abs(e - t)[keep] / s[keep]
+    q68 = np.quantile(z, 0.6827)
+    return float(np.quantile(z, 0.95) / q68) if q68 > 0 else np.nan
+
+
 def uncertainty_scores(truth, estimate, sigma, where=None) -> dict:
     """The scores of a sigma: ``coverage1`` / ``coverage2`` (share within 1 and 2 sigma),
     ``spread_skill``, ``crps`` and ``crps_const`` (the CRPS with one sigma equal to the RMSE
-    everywhere: a sigma that knows where the errors are large beats it).
+    everywhere: a sigma that knows where the errors are large beats it), ``sigma_skill``
+    (:func:`sigma_skill`) and ``tail_ratio`` (:func:`tail_ratio`).
 
     >>> u = uncertainty_scores(np.zeros(2), np.array([1., -1]), np.array([1., 1]))
     >>> u["coverage1"], u["spread_skill"], u["crps"] == u["crps_const"]
@@ -204,4 +245,6 @@ def uncertainty_scores(truth, estimate, sigma, where=None) -> dict:
         "spread_skill": float(np.sqrt(np.mean(s * s)) / rmse) if rmse > 0 else np.nan,
         "crps": float(np.mean(_crps(t, e, s))),
         "crps_const": float(np.mean(_crps(t, e, np.full_like(s, rmse)))),
+        "sigma_skill": sigma_skill(t, e, s),
+        "tail_ratio": tail_ratio(t, e, s),
     }

@@ -14,7 +14,7 @@ def _uncertainty_columns(report) -> list[str]:
 def format_report(report) -> str:
     """A plain-text table of an :func:`xdl.evaluate.evaluate` report, one block per variable/gaps;
     with the sigma scores (coverage within 1 and 2 sigma, spread/skill, CRPS and the CRPS of a
-    constant sigma) when the model gives one."""
+    constant sigma, sigma_skill and tail_ratio) when the model gives one."""
     context = report.attrs.get("context") or ""
     window = report.attrs.get("time_window") or 0
     extra = f"   context: {context or '-'}   time_window: {window}" if context or window else ""
@@ -24,6 +24,7 @@ def format_report(report) -> str:
     head = f"  {'method':<17}{'rmse':>11}{'mae':>11}{'bias':>11}{'corr':>8}{'std_ratio':>10}{'n':>10}{'seconds':>9}"
     if sig:
         head += f"{'cov1':>7}{'cov2':>7}{'spread':>8}{'crps':>10}{'crps_c':>10}"
+        head += f"{'skill':>7}{'tails':>7}" if "sigma_skill" in sig else ""
     for v in report["variable"].values:
         units = str(report["units"].sel(variable=v).item()) if "units" in report.coords else ""
         for g in report["gaps"].values:
@@ -39,6 +40,8 @@ def format_report(report) -> str:
                 if sig and m == "model":
                     row += (f"{float(r.coverage1):>7.3f}{float(r.coverage2):>7.3f}{float(r.spread_skill):>8.3f}"
                             f"{float(r.crps):>10.4g}{float(r.crps_const):>10.4g}")
+                    if "sigma_skill" in sig:  # reports saved before these scores existed lack them
+                        row += f"{float(r.sigma_skill):>7.2f}{float(r.tail_ratio):>7.2f}"
                 lines.append(row)
     return "\n".join(lines)
 
