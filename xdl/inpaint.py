@@ -26,11 +26,11 @@ from .context import ContextRequest, check_request, context_model
 from .conventions import cf, domains
 from .conventions.validity import as_mask, valid_mask
 from .errors import InputError, ModelError, XdlWarning
-from .engine.graph import TILES_GAPS, take_index
+from .engine.graph import TILES_GAPS
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
 from .engine.options import RunOptions, check_halo
-from .predict import eligible_variables, finish, run_engine, spatial_dims_for, stack_channels
+from .predict import eligible_variables, finish, output_channel, run_engine, spatial_dims_for, stack_channels
 from .engine.spec import engine_spec
 
 def _check_units(arr: xr.DataArray, spec) -> None:
@@ -87,13 +87,9 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     arrays, valids, masked = ([unhashed(a) for a in group] for group in (arrays, valids, masked))
     domain = None if domain is None else unhashed(domain)
     near_any = near_valid(functools.reduce(operator.or_, valids), spatial, spec.halo)
-    base = x.isel({"__xdl_channel__": 0}, drop=True)
-    channel_axis = x.get_axis_num("__xdl_channel__")
 
     def channel(i, arr):
-        # A one-channel output is the model's own layer (take_index sees through the channel axis).
-        values = xr.DataArray(take_index(out, i, channel_axis), dims=base.dims, coords=base.coords)
-        return values.transpose(*arr.dims)
+        return output_channel(out, x, i).transpose(*arr.dims)
 
     filled_list, flag_list, sigma_list = [], [], []
     for i, (arr, valid, known) in enumerate(zip(arrays, valids, masked)):

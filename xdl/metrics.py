@@ -197,7 +197,11 @@ def sigma_skill(truth, estimate, sigma, where=None) -> float:
     1.0
     """
     t, e, s = _triples(truth, estimate, sigma, where)
-    d = np.abs(e - t)
+    return _sigma_skill(np.abs(e - t), s)
+
+
+def _sigma_skill(d, s) -> float:
+    """:func:`sigma_skill` of absolute errors ``d`` and sigmas ``s`` (finite, 1-D)."""
     keep = (d > 0) & (s > 0)
     if keep.sum() < 3:
         return np.nan
@@ -216,10 +220,15 @@ def tail_ratio(truth, estimate, sigma, where=None) -> float:
     2.08
     """
     t, e, s = _triples(truth, estimate, sigma, where)
+    return _tail_ratio(np.abs(e - t), s)
+
+
+def _tail_ratio(d, s) -> float:
+    """:func:`tail_ratio` of absolute errors ``d`` and sigmas ``s`` (finite, 1-D)."""
     keep = s > 0
     if keep.sum() < 2:
         return np.nan
-    z = np.abs(e - t)[keep] / s[keep]
+    z = d[keep] / s[keep]
     q68 = np.quantile(z, 0.6827)
     return float(np.quantile(z, 0.95) / q68) if q68 > 0 else np.nan
 
@@ -245,6 +254,6 @@ def uncertainty_scores(truth, estimate, sigma, where=None) -> dict:
         "spread_skill": float(np.sqrt(np.mean(s * s)) / rmse) if rmse > 0 else np.nan,
         "crps": float(np.mean(_crps(t, e, s))),
         "crps_const": float(np.mean(_crps(t, e, np.full_like(s, rmse)))),
-        "sigma_skill": sigma_skill(t, e, s),
-        "tail_ratio": tail_ratio(t, e, s),
+        "sigma_skill": _sigma_skill(d, s),
+        "tail_ratio": _tail_ratio(d, s),
     }

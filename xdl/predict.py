@@ -230,17 +230,21 @@ def card_names(card: list, given: list) -> list:
     return list(card) if card and len(card) == len(given) else list(given)
 
 
-def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec: EngineSpec,
-                   source_for_attrs: xr.DataArray) -> list[xr.DataArray]:
-    # The template's dims and coordinates without the channel axis (isel would index its data too).
+def output_channel(out: da.Array, template: xr.DataArray, i: int, name=None) -> xr.DataArray:
+    """Channel ``i`` of the engine's output ``out`` on the dims and coordinates of ``template``
+    (the stacked input) without its channel axis: a one-channel output is the model's own dask
+    layer (:func:`~xdl.engine.graph.take_index`), and the template's data are never indexed."""
     dims = tuple(d for d in template.dims if d != CHANNEL)
     coords = {k: v for k, v in template.coords.items() if CHANNEL not in v.dims}
-    channel_axis = template.get_axis_num(CHANNEL)
+    return xr.DataArray(take_index(out, i, template.get_axis_num(CHANNEL)), dims=dims, coords=coords, name=name)
+
+
+def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec: EngineSpec,
+                   source_for_attrs: xr.DataArray) -> list[xr.DataArray]:
     arrays = []
     keys = card_names(spec.outputs, out_names)
     for i, name in enumerate(out_names):
-        data = take_index(out, i, channel_axis)  # one layer of views, fused into the model's
-        arr = xr.DataArray(data, dims=dims, coords=coords, name=name)
+        arr = output_channel(out, template, i, name)
         attrs = {}
         if keys[i] in spec.output_units:
             attrs["units"] = spec.output_units[keys[i]]
