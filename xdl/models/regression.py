@@ -124,12 +124,17 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 16,
     True
     """
     dtype = target.dtype
-    t, c = target.float(), context.float()
-    w = (target_mask * context_mask.prod(1, keepdim=True)).float()
-    moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
-    radii = (radius,) if wide_radius is None else (radius, wide_radius)
-    beta, residual, count = _fits(moments, radii)
-    return _apply(beta, c, target.shape[-2:]).to(dtype), residual.to(dtype), count.to(dtype)
+    # Never under autocast: moments summed by a bf16 matrix product lose the fit (on a held-out
+    # GOES scene with bf16 autocast, the default on GPUs and bf16-capable CPUs, a kriged context
+    # fill's RMSE rose from 0.052 to 0.072).
+    with torch.autocast(target.device.type, enabled=False):
+        t, c = target.float(), context.float()
+        w = (target_mask * context_mask.prod(1, keepdim=True)).float()
+        moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
+        radii = (radius,) if wide_radius is None else (radius, wide_radius)
+        beta, residual, count = _fits(moments, radii)
+        estimate = _apply(beta, c, target.shape[-2:])
+    return estimate.to(dtype), residual.to(dtype), count.to(dtype)
 
 
 class ContextFit(NamedTuple):
