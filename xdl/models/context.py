@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .registry import check_int
 
-__all__ = ["ContextEncoder", "with_context", "MAX_CONTEXT_FIELDS", "sigma_from_raw", "SIGMA_FLOOR"]
+__all__ = ["ContextEncoder", "with_context", "MAX_CONTEXT_FIELDS", "sigma_from_raw", "factor_from_raw", "SIGMA_FLOOR"]
 
 MAX_CONTEXT_FIELDS = 64
 MAX_OFFSET = 64.0     # time offsets beyond this many steps are refused (a mistake, not context)
@@ -29,6 +29,19 @@ def sigma_from_raw(raw: torch.Tensor) -> torch.Tensor:
     """A sigma head's raw output to a positive sigma: softplus, floored; raw 0 gives SIGMA_INIT."""
     shift = float(torch.log(torch.expm1(torch.tensor(SIGMA_INIT))))
     return F.softplus(raw.float() + shift) + SIGMA_FLOOR
+
+
+FACTOR_RANGE = 2.0  # a factor head's output stays within exp(-2)..exp(2) of its prior
+
+
+def factor_from_raw(raw: torch.Tensor) -> torch.Tensor:
+    """A factor head's raw output to a positive factor on a prior sigma: 1 at raw 0, bounded to
+    exp(+-FACTOR_RANGE), so a head trained on a few scenes can adjust the prior, never replace it.
+
+    >>> factor_from_raw(torch.tensor([0.0, 100.0])).tolist()[0], round(factor_from_raw(torch.tensor([100.0])).item(), 3)
+    (1.0, 7.389)
+    """
+    return torch.exp(FACTOR_RANGE * torch.tanh(raw.float() / FACTOR_RANGE))
 
 
 def check_info(info, k: int, device, dtype) -> torch.Tensor:

@@ -6,10 +6,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .context import SIGMA_FLOOR, ContextEncoder, check_info, sigma_from_raw
+from .context import SIGMA_FLOOR, ContextEncoder, check_info, factor_from_raw, sigma_from_raw
 from .harmonic import harmonic_fill
-from .regression import absent_fields, local_regression, presence_regression
+from .kriging import krige, spatial_std
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
+from .regression import absent_fields, local_regression, presence_regression
 from .unet import UNet
 
 __all__ = ["FillUNet"]
@@ -24,8 +25,10 @@ MAX_SIZE_MULTIPLE = 4096
 REGRESSIONS = ("local", "presence")
 # The UNet's correction and sigma in units of: "none" the field's standard deviation; "fit" the
 # local residual standard deviation of the context regression used at the pixel (1 where none
-# is): where another field predicts the target almost exactly, the correction cannot spoil it.
-CORRECTION_SCALES = ("none", "fit")
+# is): where another field predicts the target almost exactly, the correction cannot spoil it;
+# "kriged" the standard error of a first guess whose regression residual is kriged into the gaps
+# (xdl.models.kriging; the sigma head then gives a factor on that standard error, 1 untrained).
+CORRECTION_SCALES = ("none", "fit", "kriged")
 FIT_VARIANCE_FLOOR = 1e-6  # standardised units: scale >= 1e-3
 # With correction_scale="fit", sigma is also capped at this many standard deviations of the field:
 # an error bar wider than the field's own spread says nothing (a few such sigmas, 1000x the error,
@@ -63,9 +66,15 @@ class FillUNet(nn.Module):
     is present (there: the target's own fill, joined to the regression around it);
     ``correction_scale="fit"`` expresses the UNet's correction and sigma in units of the
     regression's local residual standard deviation, so a context that predicts the target almost
-    exactly (the next hour of a slow field) cannot be spoilt by it. ``sigma=True`` adds a per-pixel
-    standard deviation head: the output is then the means followed by the sigmas (normalised
-    units), trained with a Gaussian likelihood.
+    exactly (the next hour of a slow field) cannot be spoilt by it. ``correction_scale="kriged"``
+    instead kriges the regression's residual into the gaps (:func:`~xdl.models.kriging.krige`:
+    ``rho(d)`` of its harmonic interpolation, ``rho`` the residual's autocorrelation measured on
+    the tile, ``d`` the distance to data) and expresses the correction and sigma in units of that
+    first guess's kriging standard error; its sigma head gives a bounded factor on that error (1
+    when untrained), and without context fields the error is the field's own structure function
+    at the distance to data. ``sigma=True`` adds a per-pixel standard deviation head: the output
+    is then the means followed by the sigmas (normalised units), trained with a Gaussian
+    likelihood.
 
     Example:
         >>> net = FillUNet(in_channels=1, depth=2, base_channels=8).eval()
@@ -81,7 +90,7 @@ class FillUNet(nn.Module):
 
     def __init__(self, in_channels=1, out_channels=None, depth=3, base_channels=32, max_channels=128,
                  residual=False, iterations=8, patch=4, biharmonic_iterations=10, context_features=0,
-                 sigma=False, regression="local", correction_scale="none"):
+                 sigma=False, regression="local", correction_scale="none", correction=True):
         super().__init__()
         # Bounds first, before anything is allocated (the config may come from a hostile file):
         # the iterations are per tile and level, unbounded they would hang inference.
@@ -93,9 +102,15 @@ class FillUNet(nn.Module):
         context_features = check_int("context_features", context_features, 0, 512)
         if regression not in REGRESSIONS:
             raise ValueError(f"regression must be one of {', '.join(REGRESSIONS)}, got {regression!r}")
-        if correction_scale not in CORRECTION_SCALES or (correction_scale == "fit" and regression != "presence"):
-            raise ValueError(f"correction_scale must be one of {', '.join(CORRECTION_SCALES)} ('fit' with "
+        if correction_scale not in CORRECTION_SCALES or (correction_scale != "none" and regression != "presence"):
+            raise ValueError(f"correction_scale must be one of {', '.join(CORRECTION_SCALES)} ('fit' and 'kriged' with "
                              f"regression='presence'), got {correction_scale!r}")
+        if correction_scale == "kriged" and not context_features:
+            raise ValueError("correction_scale='kriged' is for context models: give context_features > 0")
+        if correction is not True and (correction is not False or correction_scale != "kriged"):
+            raise ValueError(f"correction must be True or False (False: no learned correction, the kriged "
+                             f"first guess and its standard error as they are; with correction_scale='kriged'), "
+                             f"got {correction!r}")
         if in_channels * patch ** 2 > MAX_IO_CHANNELS:
             raise ValueError(f"in_channels * patch**2 = {in_channels * patch ** 2} folded channels, more than "
                              f"{MAX_IO_CHANNELS}; lower patch ({patch}) or in_channels ({in_channels})")
@@ -114,6 +129,9 @@ class FillUNet(nn.Module):
             self.config.update(context_features=context_features, sigma=bool(sigma))
         if regression != "local":  # absent from older cards: "local" and "none", as they were trained
             self.config.update(regression=regression, correction_scale=correction_scale)
+        if not correction:  # absent from older cards: they all have one
+            self.config.update(correction=False)
+        self.has_correction = correction
         self.regression, self.correction_scale = regression, correction_scale
         self.in_channels = in_channels
         self.sigma = bool(sigma)
@@ -125,19 +143,20 @@ class FillUNet(nn.Module):
         self.biharmonic_iterations = int(biharmonic_iterations)
         folded = in_channels * self.patch ** 2
         out = folded * (2 if self.sigma else 1)
-        if self.takes_context:
+        self.size_multiple = 2 ** depth * self.patch  # the UNet's levels on patches (kept without one)
+        if correction and self.takes_context:
             self.context = ContextEncoder(self.patch ** 2, context_features)
             # harmonic fill and mask; per target: regression - fill, (regression + interpolated
             # residual) - fill, log residual variance; the pooled context features
             cin = 4 * folded + in_channels + 2 * context_features
             self.correction = UNet(cin, out, depth=depth, base_channels=base_channels,
                                    max_channels=max_channels, residual=residual, with_mask=False)
-        else:
+        elif correction:
             self.correction = UNet(folded, out, depth=depth, base_channels=base_channels,
                                    max_channels=max_channels, residual=residual, with_mask=True)
-        nn.init.zeros_(self.correction.head.weight)
-        nn.init.zeros_(self.correction.head.bias)
-        self.size_multiple = self.correction.size_multiple * self.patch
+        if correction:
+            nn.init.zeros_(self.correction.head.weight)
+            nn.init.zeros_(self.correction.head.bias)
         # Context for the correction net (one coarsest-level pixel, as for the UNet); the harmonic
         # fill itself reaches across the whole tile. Twice that scored the same on held-out scenes.
         # A context model's local regression reads about 56 pixels around each cell: give it that.
@@ -147,7 +166,7 @@ class FillUNet(nn.Module):
         self.min_tile = 1536
         # Only the correction runs in bf16 under autocast (harmonic_fill stays fp32): on held-out
         # scenes its RMSE moved by < 0.1%, while a CPU with native bf16 runs it 1.5x faster.
-        self.cpu_bf16 = True
+        self.cpu_bf16 = bool(correction)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, info=None) -> torch.Tensor:
         n = self.in_channels
@@ -159,18 +178,18 @@ class FillUNet(nn.Module):
         if not self.takes_context and x.shape[1] != n:
             raise ValueError(f"FillUNet(in_channels={n}) takes no context fields; got {x.shape[1]} channels")
         xt, mt = x[:, :n], mask[:, :n]
-        first_guess = harmonic_fill(xt, mt, self.iterations, self.biharmonic_iterations)
-        p = self.patch
-        folded = [F.pixel_unshuffle(first_guess.to(x.dtype), p), F.pixel_unshuffle(mt, p)]
-        base, scale = first_guess, None
+        # The target's own fill: the first guess, and the UNet's input. A kriged context model
+        # without a correction fills from the regression and never needs it.
+        own_fill = not (self.correction_scale == "kriged" and not self.has_correction and x.shape[1] > n)
+        first_guess = harmonic_fill(xt, mt, self.iterations, self.biharmonic_iterations) if own_fill else None
+        base, scale, extra = first_guess, None, []
         if self.takes_context:
             base, extra, scale = self._context_inputs(x[:, n:], mask[:, n:], info, xt, mt, first_guess)
-            folded = [torch.cat(folded + extra, 1)]
-        if x.device.type == "cpu":  # oneDNN's convolutions run 20-30% faster on channels-last input
-            folded = [t.contiguous(memory_format=torch.channels_last) for t in folded]
-        correction = F.pixel_shuffle(self.correction(*folded).float(), p)
-        change, sigma = correction[:, :n], (sigma_from_raw(correction[:, n:]) if self.sigma else None)
-        if scale is not None and self.correction_scale == "fit":
+        if self.has_correction:
+            change, sigma = self._correction(first_guess.to(x.dtype), mt, extra)
+        else:  # the kriged first guess and its standard error as they are
+            change, sigma = torch.zeros_like(base), (torch.ones_like(base) if self.sigma else None)
+        if scale is not None and self.correction_scale != "none":
             change = change * scale
             sigma = None if sigma is None else torch.clamp(sigma * scale, SIGMA_FLOOR, SIGMA_CAP)
         mean = torch.where(mt > 0.5, xt.float(), base + change).to(x.dtype)
@@ -178,47 +197,76 @@ class FillUNet(nn.Module):
             return mean
         return torch.cat([mean, sigma.to(x.dtype)], 1)
 
+    def _correction(self, first_guess, mt, extra):
+        """The UNet's correction (N, n, H, W) and sigma (a factor with correction_scale="kriged"),
+        from the folded first guess, mask and context inputs."""
+        n, p = self.in_channels, self.patch
+        folded = [F.pixel_unshuffle(first_guess, p), F.pixel_unshuffle(mt, p)]
+        if self.takes_context:
+            folded = [torch.cat(folded + extra, 1)]
+        if first_guess.device.type == "cpu":  # oneDNN's convolutions run 20-30% faster on channels-last input
+            folded = [t.contiguous(memory_format=torch.channels_last) for t in folded]
+        correction = F.pixel_shuffle(self.correction(*folded).float(), p)
+        change, raw = correction[:, :n], (correction[:, n:] if self.sigma else None)
+        if raw is None:
+            return change, None
+        return change, (factor_from_raw(raw) if self.correction_scale == "kriged" else sigma_from_raw(raw))
+
     def _context_inputs(self, xc, mc, info, xt, mt, first_guess):
         """The context first guess per target and the UNet's extra inputs (all folded by the patch)."""
         p, n = self.patch, self.in_channels
         k = xc.shape[1]
         info = check_info(info, k, xc.device, torch.float32)
         if k == 0:
+            scale = torch.sqrt(spatial_std(xt, mt) ** 2 + FIT_VARIANCE_FLOOR) if self.correction_scale == "kriged" else None
+            if not self.has_correction:
+                return first_guess, [], scale
             zeros = first_guess.new_zeros
             h, w = first_guess.shape[-2] // p, first_guess.shape[-1] // p
             extra = [zeros((xt.shape[0], 2 * n * p * p, h, w)), zeros((xt.shape[0], n, h, w)),
                      zeros((xt.shape[0], 2 * self.context.features, h, w))]
-            return first_guess, extra, None
+            return first_guess, extra, scale
         # Context fields complete (most have no gap: then as they are) so the regression exists
         # everywhere; their gaps get a coarse smooth fill (the model sees their masks anyway).
         complete = xc if bool((mc > 0.5).all()) else _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
         fit_mask = torch.where(absent_fields(mc), torch.ones_like(mc), mc)
-        estimates, spreads, variances = [], [], []
+        estimates, spreads, variances, kriged = [], [], [], []
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
             if self.regression == "presence":
                 fit = presence_regression(target, known, complete, fit_mask, mc)
-                estimate, residual = _where_unfitted(fit.estimate, known, first_guess[:, i:i + 1]), fit.residual
-                # Where some context value is interpolated the fit's residual says little: the
-                # correction keeps the field's own scale there.
-                variances.append(torch.where(fit.exact, fit.variance, torch.ones_like(fit.variance)))
+                residual = fit.residual
+                if self.correction_scale == "kriged":
+                    kriged.append(krige(target, known, fit.estimate, fit.variance))
+                    estimate = torch.where(torch.isfinite(fit.estimate), fit.estimate, kriged[-1].value)
+                else:
+                    estimate = _where_unfitted(fit.estimate, known, first_guess[:, i:i + 1])
+                    # Where some context value is interpolated the fit's residual says little: the
+                    # correction keeps the field's own scale there.
+                    variances.append(torch.where(fit.exact, fit.variance, torch.ones_like(fit.variance)))
             else:
                 estimate, residual, _ = local_regression(target, known, complete, fit_mask)
             estimates.append(estimate)
-            # Per regression cell (16 pixels, four patches): to the patch grid, nearest.
-            spreads.append(F.interpolate(torch.log(residual.clamp(min=0) + 1e-4),
-                                         size=[n // p for n in xt.shape[-2:]], mode="nearest"))
+            if self.has_correction:  # per regression cell (16 pixels, four patches): to the patch grid, nearest
+                spreads.append(F.interpolate(torch.log(residual.clamp(min=0) + 1e-4),
+                                             size=[n // p for n in xt.shape[-2:]], mode="nearest"))
         estimate = torch.cat(estimates, 1)
-        # The regression's misfit at the valid pixels, interpolated into the gaps and added back:
-        # the first guess (equal to the target where valid); the UNet sees both versions.
-        corrected = estimate + _smooth_fill(torch.where(mt > 0.5, xt.float() - estimate, 0.0), mt, p)
+        if kriged:  # the misfit kriged into the gaps (xdl.models.kriging), in units of its standard error
+            corrected = torch.cat([k.value for k in kriged], 1)
+            scale = torch.sqrt(torch.cat([k.std for k in kriged], 1) ** 2 + FIT_VARIANCE_FLOOR)
+        else:
+            # The regression's misfit at the valid pixels, interpolated into the gaps (4x coarser)
+            # and added back: the first guess (the target where valid); the UNet sees both versions.
+            corrected = estimate + _smooth_fill(torch.where(mt > 0.5, xt.float() - estimate, 0.0), mt, p)
+            scale = torch.sqrt(torch.cat(variances, 1).clamp(min=0) + FIT_VARIANCE_FLOOR) if variances else None
+        if not self.has_correction:
+            return corrected, [], scale
         pooled = self.context(F.pixel_unshuffle(complete.to(xt.dtype), p), F.pixel_unshuffle(mc, p), info)
         extra = [F.pixel_unshuffle((estimate - first_guess).to(xt.dtype), p),
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  torch.cat(spreads, 1).to(xt.dtype), pooled]
-        scale = torch.sqrt(torch.cat(variances, 1).clamp(min=0) + FIT_VARIANCE_FLOOR) if variances else None
         return corrected, extra, scale
 
 

@@ -1,0 +1,137 @@
+"""The kriged context first guess and its standard error (xdl.models.kriging, FillUNet
+correction_scale="kriged")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from xdl.models import kriging
+from xdl.models.fill_unet import FillUNet
+from xdl.models.regression import local_regression
+
+
+def _smooth_noise(shape, length, seed):
+    """A stationary Gaussian field with correlation length ``length`` pixels, unit variance."""
+    rng = np.random.default_rng(seed)
+    f = ndimage.gaussian_filter(rng.standard_normal(shape), length, mode="wrap")
+    return f / f.std()
+
+
+def test_capped_distance_matches_scipy():
+    rng = np.random.default_rng(0)
+    known = rng.random((3, 1, 120, 170)) > 0.25
+    known[0, 0, 20:80, 30:150] = False          # deep inside: the coarse estimate
+    known[1, 0, :, 60:64] = False               # columns
+    known[2] = False                            # nothing known: the cap
+    got = kriging.capped_distance(torch.tensor(known), 32).numpy()
+    for i in range(2):
+        ref = np.minimum(ndimage.distance_transform_edt(~known[i, 0]), 32)
+        near = ref <= kriging.EXACT_DISTANCE
+        assert np.abs(got[i, 0][near] - ref[near]).max() < 1e-5            # exact near data
+        assert np.abs(got[i, 0] - ref).max() <= kriging.COARSEN            # within a cell beyond
+    assert np.all(got[2] == 32)
+    assert np.all(got[known] == 0)
+
+
+def test_lag_correlation_of_a_known_field():
+    """A Gaussian-filtered field with sigma s has correlation exp(-h^2 / (4 s^2)) at lag h."""
+    f = torch.tensor(_smooth_noise((512, 512), 3.0, 1))[None, None]
+    known = torch.rand(f.shape, generator=torch.Generator().manual_seed(2)) > 0.3
+    rho = kriging.lag_correlation(f - f[known].mean(), known, lags=(1, 2, 4, 8))[0, 0]
+    expected = torch.exp(-torch.tensor([0.0, 1, 2, 4, 8]) ** 2 / 36)
+    assert torch.allclose(rho, expected.float(), atol=0.05)
+    assert bool((rho[1:] <= rho[:-1]).all())
+
+
+def test_structure_function_of_a_ramp():
+    f = torch.arange(20.0).reshape(1, 1, 1, 20).expand(1, 1, 5, 20) * 2
+    sf = kriging.structure_function(f, torch.ones_like(f), lags=(1, 2, 3))[0, 0]
+    # along x the ramp gives (2h)^2, along y 0: the mean over both weighs them by their pairs
+    nx, ny = [5 * (20 - h) for h in (1, 2, 3)], [(5 - h) * 20 for h in (1, 2, 3)]
+    want = [0.0] + [(2 * h) ** 2 * a / (a + b) for h, a, b in zip((1, 2, 3), nx, ny)]
+    assert torch.allclose(sf, torch.tensor(want), rtol=1e-5)
+
+
+def _context_scene(seed=0, size=256):
+    """A target = 2 x context + a smooth residual: what the regression misses is spatially correlated."""
+    c = _smooth_noise((size, size), 6.0, seed)
+    residual = 0.5 * _smooth_noise((size, size), 2.0, seed + 1)
+    t = 2 * c + residual
+    known = np.ones((size, size), bool)
+    known[100:103, :] = False           # a scan line
+    known[150:190, 40:90] = False       # a block
+    return (torch.tensor(t, dtype=torch.float32)[None, None], torch.tensor(known)[None, None],
+            torch.tensor(c, dtype=torch.float32)[None, None])
+
+
+def test_kriged_residual_beats_the_regression_alone_and_keeps_valid_pixels():
+    t, known, c = _context_scene()
+    m = known.float()
+    est, _, _ = local_regression(t * m, m, c, torch.ones_like(c))
+    var = torch.full_like(t, float((t - est)[known].var()))
+    k = kriging.krige(t * m, m, est, var)
+    gaps = ~known
+    err = lambda e: float((e - t)[gaps].pow(2).mean().sqrt())  # noqa: E731
+    assert err(k.value) < 0.8 * err(est)
+    assert torch.equal(k.value[known], t[known])
+    assert bool((k.std[gaps] > 0).all()) and bool((k.std[known] == 0).all())
+    # next to data the residual is nearly known, deep in the block it is not
+    assert float(k.std[0, 0, 100, 5]) < float(k.std[0, 0, 170, 65])
+
+
+def test_kriging_std_is_calibrated_on_a_stationary_field():
+    """On a field that is what kriging assumes (a regression plus a stationary residual), the
+    standard error it gives holds: about 68% of the errors within 1 sigma, 95% within 2."""
+    z = []
+    for seed in range(4):
+        t, known, c = _context_scene(seed * 10)
+        m = known.float()
+        est, _, _ = local_regression(t * m, m, c, torch.ones_like(c))
+        var = torch.full_like(t, float((t - est)[known].var()))
+        k = kriging.krige(t * m, m, est, var)
+        z.append(((k.value - t) / k.std)[~known])
+    z = torch.cat(z).abs()
+    within1, within2 = float((z <= 1).float().mean()), float((z <= 2).float().mean())
+    assert 0.6 < within1 < 0.85 and 0.88 < within2 < 0.995, (within1, within2)
+
+
+def _kriged_net(zero=True):
+    net = FillUNet(in_channels=1, depth=2, base_channels=8, context_features=4, sigma=True,
+                   regression="presence", correction_scale="kriged").eval()
+    if not zero:
+        torch.nn.init.normal_(net.correction.head.weight, std=0.1)
+    return net
+
+
+def test_fill_unet_kriged_untrained_is_the_kriged_first_guess_and_its_std():
+    t, known, c = _context_scene(size=128)
+    x = torch.cat([t, c], 1)
+    mask = torch.cat([known, torch.ones_like(known)], 1).float()
+    with torch.no_grad():
+        out = _kriged_net()(x * mask, mask, torch.zeros(1, 2))
+    mean, sigma = out[:, :1], out[:, 1:]
+    assert torch.equal(mean[known], t[known])
+    gaps = ~known
+    err = float((mean - t)[gaps].pow(2).mean().sqrt())
+    assert err < 0.25  # the residual's std is 0.5: kriging recovers most of it
+    assert bool((sigma[gaps] > 0).all())
+    assert float(sigma[gaps].pow(2).mean().sqrt()) == pytest.approx(err, rel=0.6)
+
+
+def test_fill_unet_kriged_without_context_gives_a_spatial_sigma():
+    t, known, _ = _context_scene(size=128)
+    mask = known.float()
+    with torch.no_grad():
+        out = _kriged_net()(t * mask, mask, torch.zeros(0, 2))
+    assert torch.equal(out[:, :1][known], t[known])
+    assert bool((out[:, 1:][~known] > 0).all())
+
+
+def test_kriged_config_is_opt_in():
+    net = _kriged_net()
+    assert net.config["correction_scale"] == "kriged"
+    with pytest.raises(ValueError, match="correction_scale"):
+        FillUNet(context_features=4, correction_scale="kriged")  # needs the presence regression
