@@ -84,7 +84,7 @@ def test_kriged_residual_beats_the_regression_alone_and_keeps_valid_pixels():
 
 def test_kriging_std_is_calibrated_on_a_stationary_field():
     """On a field that is what kriging assumes (a regression plus a stationary residual), the
-    standard error it gives holds: about 68% of the errors within 1 sigma, 95% within 2."""
+    standard error it gives holds: 70% of the errors within 1 sigma, 96% within 2 (Gaussian: 68, 95)."""
     z = []
     for seed in range(4):
         t, known, c = _context_scene(seed * 10)
@@ -95,7 +95,7 @@ def test_kriging_std_is_calibrated_on_a_stationary_field():
         z.append(((k.value - t) / k.std)[~known])
     z = torch.cat(z).abs()
     within1, within2 = float((z <= 1).float().mean()), float((z <= 2).float().mean())
-    assert 0.6 < within1 < 0.85 and 0.88 < within2 < 0.995, (within1, within2)
+    assert 0.63 < within1 < 0.76 and 0.91 < within2 < 0.98, (within1, within2)  # measured 0.70, 0.96
 
 
 def _kriged_net(zero=True):
