@@ -172,6 +172,12 @@ def collect(model, seeds, only=None):
     return rows, np.concatenate(fit_z), np.concatenate(fit_d), np.concatenate(fit_k)
 
 
+def kind_fit(z, kinds):
+    """One factor per input kind, no distance factors (a sigma that already grows with distance
+    to data, as a kriged one does)."""
+    return {k: float(best_scale(z[kinds == k])) for k in np.unique(kinds)}
+
+
 def joint_fit(z, d, kinds, rounds=4):
     """Factors by distance shared by every input kind, and one factor per kind on top of the card's
     ``scale_by_input``: within a scene the best factor grows with distance alike, while its level
@@ -193,27 +199,39 @@ def main(argv=None):
     parser.add_argument("--out", help="write the model with the calibrated card here (may be --model itself)")
     parser.add_argument("--seeds", type=int, default=3, help="gap draws per scene and kind (default 3)")
     parser.add_argument("--only", nargs="*", help="cases whose label contains one of these (a quick look)")
+    parser.add_argument("--no-distance", action="store_true",
+                        help="one factor per input kind only (for a sigma that already grows with distance)")
     args = parser.parse_args(argv)
     model = xdl.load_model(args.model)
     if not (model.card.get("uncertainty") or {}).get("kind"):
         raise SystemExit(f"{args.model}: its card has no 'uncertainty': the model gives no sigma")
     base = without_distance(model)
     rows, z, d, kinds = collect(base, list(range(args.seeds)), args.only)
-    fit, by_kind = joint_fit(z, d, kinds)
     overall = best_scale(z)
     entry = dict(base.card["uncertainty"])
     scales = {k: float(uncertainty.sigma_scale(base, k)) for k in uncertainty.INPUT_KINDS}
-    entry["scale_by_input"] = {k: round(scales[k] * by_kind.get(k, 1.0), 4) for k in uncertainty.INPUT_KINDS}
-    entry = {**entry, "distance_bins": fit["distance_bins"],
-             "distance_scales": [round(s, 4) for s in fit["distance_scales"]],
-             "distance_calibration": (
-                 f"scripts/calibrate_sigma.py: {z.size} hidden pixels in the right fifth of full-size training "
-                 f"scenes ({len({r[0] for r in rows})} cases x {', '.join(GAPS)} at 10% x {args.seeds} seeds; "
-                 f"at most {PER_DRAW} pixels a draw); factors on top of 'scale' by distance (pixels) to the "
-                 f"nearest valid pixel, per bin {fit['n_pixels']} pixels, fitted in turns with one factor per input "
-                 f"kind on scale_by_input ({', '.join(f'{k} {v:.3f}' for k, v in by_kind.items())}); one factor "
-                 f"for all would be {overall:.3f}")}
-    fit["distance_scales"] = entry["distance_scales"]
+    if args.no_distance:
+        by_kind = kind_fit(z, kinds)
+        fit = {"distance_bins": [0.0], "distance_scales": [1.0]}  # a factor of 1 everywhere, for the table
+        note = (f"scripts/calibrate_sigma.py --no-distance: {z.size} hidden pixels in the right fifth of full-size "
+                f"training scenes ({len({r[0] for r in rows})} cases x {', '.join(GAPS)} at 10% x {args.seeds} "
+                f"seeds; at most {PER_DRAW} pixels a draw); one factor per input kind on scale_by_input "
+                f"({', '.join(f'{k} {v:.3f}' for k, v in by_kind.items())}); one factor for all would be {overall:.3f}")
+        entry["scale_by_input"] = {k: round(scales[k] * by_kind.get(k, 1.0), 4) for k in uncertainty.INPUT_KINDS}
+        entry["calibration"] = note
+    else:
+        fit, by_kind = joint_fit(z, d, kinds)
+        entry["scale_by_input"] = {k: round(scales[k] * by_kind.get(k, 1.0), 4) for k in uncertainty.INPUT_KINDS}
+        entry = {**entry, "distance_bins": fit["distance_bins"],
+                 "distance_scales": [round(s, 4) for s in fit["distance_scales"]],
+                 "distance_calibration": (
+                     f"scripts/calibrate_sigma.py: {z.size} hidden pixels in the right fifth of full-size training "
+                     f"scenes ({len({r[0] for r in rows})} cases x {', '.join(GAPS)} at 10% x {args.seeds} seeds; "
+                     f"at most {PER_DRAW} pixels a draw); factors on top of 'scale' by distance (pixels) to the "
+                     f"nearest valid pixel, per bin {fit['n_pixels']} pixels, fitted in turns with one factor per "
+                     f"input kind on scale_by_input ({', '.join(f'{k} {v:.3f}' for k, v in by_kind.items())}); one "
+                     f"factor for all would be {overall:.3f}")}
+        fit["distance_scales"] = entry["distance_scales"]
     print(table(rows, fit, by_kind))
     print(json.dumps({"uncertainty": entry}, indent=1))
     if args.out:

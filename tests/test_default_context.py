@@ -69,3 +69,14 @@ def test_default_sigma_is_zero_on_valid_positive_in_gaps_and_chunk_invariant(sce
     np.testing.assert_array_equal(whole.t.values, chunked.t.values)
     np.testing.assert_array_equal(sigma, chunked.t_sigma.values)
     np.testing.assert_array_equal(whole.t.values[~hidden], ds.t.values[~hidden])  # valid bit for bit
+
+
+def test_default_sigma_without_context(scene):
+    """uncertainty=True alone takes fill-context too: the field's own fill and its spatial sigma."""
+    ds, truth, hidden = scene
+    out = ds[["t"]].dl.inpaint(uncertainty=True, domain=None)
+    sigma = out.t_sigma.values
+    assert np.all(sigma[~hidden] == 0) and np.all(sigma[hidden] > 0) and np.all(np.isfinite(sigma[hidden]))
+    np.testing.assert_array_equal(out.t.values[~hidden], ds.t.values[~hidden])
+    err = np.abs(out.t.values - truth)[hidden]
+    assert 0.5 < np.mean(err <= sigma[hidden]) < 0.95  # a sigma of the right size, not just positive

@@ -6,9 +6,10 @@ from pathlib import Path
 
 WEIGHTS = Path(__file__).parent.parent / "weights"  # package data of xdl itself
 DEFAULT_INPAINT = "fill-default"
-# With context fields, neighbouring time steps or a sigma asked for: the bundled context model,
-# which has both (its single-field means are a little worse than fill-default's, which stays
-# the default of a plain inpaint so that its results do not change).
+# With context fields, neighbouring time steps or a sigma asked for: the bundled context model
+# (a regression on the context with its residual kriged into the gaps, and the kriging standard
+# error; alone it is a harmonic fill, worse than fill-default's learned one, which stays the
+# default of a plain inpaint).
 DEFAULT_CONTEXT = "fill-context"
 
 
