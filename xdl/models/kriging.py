@@ -12,10 +12,11 @@ present the target's own interpolation is used, whose error at distance ``d`` is
 structure function ``E[(x(p + d) - x(p))**2]``, also measured on the tile, times how rough the
 field is around the pixel compared with the whole tile (:func:`local_variability`).
 
-Measured on the held-out scenes of benchmarks/inpaint_quality.py (2026-12-05, session 22): this
-first guess alone (no learned correction) took the fills with context from 0.90-1.44 x the best
-classical baseline to 0.58-1.11, and the factor that calibrates its standard error varied
-0.68-1.01 across the twelve cases (the learned sigma before it: 0.31-2.18).
+Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
+2026-12-05): this first guess alone, with no learned correction (the bundled fill-context), scored
+0.57-1.12 x the best classical baseline on the twelve context cases (mean of 3 gap draws; the
+learned model before it: 0.67-1.08), and the factor that would calibrate its standard error
+varied about 0.7-1.0 across them (the learned sigma before it: 0.31-2.18).
 
 Pure torch, per sample and channel; everything is computed on the tile, so the engine's fixed
 tile grid keeps results independent of the dask chunking.
@@ -29,14 +30,12 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LAGS", "lag_correlation", "structure_function", "capped_distance", "at_distance", "krige",
-           "spatial_std", "Kriged"]
+__all__ = ["LAGS", "lag_correlation", "structure_function", "capped_distance", "at_distance",
+           "local_variability", "krige", "spatial_std", "Kriged"]
 
 # Lags (pixels) at which correlations are measured; between them they are interpolated linearly,
 # beyond the last one held. A few lags, not all: each costs two passes over the tile.
 LAGS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
-
-
 SAMPLE = 2 ** 18  # pixels: on larger tiles the lag statistics read every k-th row (column), k = size / SAMPLE
 
 
