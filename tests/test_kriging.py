@@ -98,6 +98,17 @@ def test_kriging_std_is_calibrated_on_a_stationary_field():
     assert 0.63 < within1 < 0.76 and 0.91 < within2 < 0.98, (within1, within2)  # measured 0.70, 0.96
 
 
+def test_kriging_is_the_same_under_bf16_autocast():
+    t, known, c = _context_scene(size=128)
+    m = known.float()
+    est, _, _ = local_regression(t * m, m, c, torch.ones_like(c))
+    var = torch.full_like(t, 0.25)
+    ref = kriging.krige(t * m, m, est, var)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = kriging.krige(t * m, m, est, var)
+    assert torch.equal(ref.value, got.value) and torch.equal(ref.std, got.std)
+
+
 def _kriged_net(zero=True):
     net = FillUNet(in_channels=1, depth=2, base_channels=8, context_features=4, sigma=True,
                    regression="presence", correction_scale="kriged").eval()

@@ -254,6 +254,11 @@ def krige(target, known, estimate, variance) -> Kriged:
     >>> bool(torch.equal(k.value[m > 0], t[m > 0])), bool((k.std[m == 0] > 0).all())
     (True, True)
     """
+    with torch.autocast(target.device.type, enabled=False):  # statistics and fills in fp32, always
+        return _krige(target, known, estimate, variance)
+
+
+def _krige(target, known, estimate, variance) -> Kriged:
     from .harmonic import harmonic_fill
 
     known = known > 0.5
@@ -288,5 +293,6 @@ def spatial_std(target, known) -> torch.Tensor:
     [0.0, 1.0, 2.0, 2.0, 1.0, 0.0]
     """
     known = known > 0.5
-    own = at_distance(structure_function(target, known), capped_distance(known, max_lag()), where=~known)
-    return torch.sqrt(own * local_variability(target, known))
+    with torch.autocast(target.device.type, enabled=False):
+        own = at_distance(structure_function(target, known), capped_distance(known, max_lag()), where=~known)
+        return torch.sqrt(own * local_variability(target, known))
