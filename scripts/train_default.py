@@ -434,17 +434,18 @@ def kriged(out: Path) -> None:
             "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
             "uncertainty": {"kind": "gaussian", "scale": 1.0,
                             "calibration": ("none: the kriging standard error as it is. scripts/calibrate_sigma.py "
-                                            "--no-distance on full-size training scenes would scale it by 0.56 "
+                                            "--no-distance on full-size training scenes would scale it by 0.80 "
                                             "(field alone), 0.73 (other variables), 0.65 (time steps), which on "
-                                            "the held-out scenes met fewer targets (47 of 144 against 88)")},
+                                            "the held-out scenes met fewer targets (47 of 144 against 91)")},
             "description": ("xdl's default gap filler with context and sigma, without learned weights: harmonic "
                             "interpolation of the gaps refined towards a biharmonic fill; with context fields (other "
                             "bands or variables, neighbouring time steps) a local least-squares regression of the "
                             "target on them whose residual is kriged into the gaps (rho(d) times its harmonic "
                             "interpolation; rho the residual's autocorrelation measured on each tile, d the distance "
                             "to data); sigma is the kriging standard error (the regression's local residual variance "
-                            "times 1 - rho(d)^2; with no context present, the field's structure function at the "
-                            "distance to data times its local roughness). See xdl/models/kriging.py."),
+                            "times 1 - rho(d)^2; with no context present, half the field's structure function "
+                            "(its semivariogram) at the distance to data times its local roughness). See "
+                            "xdl/models/kriging.py."),
             "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),
                          "learned_weights": "none", "held_out": HELD_OUT, "dropped": DROPPED}}
     model = xdl.Model(net, card)

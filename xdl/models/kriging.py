@@ -8,9 +8,11 @@ neighbour at distance ``d`` puts ``rho(d)`` of that neighbour's residual into th
 ``var * (1 - rho(d)**2)``. Here the neighbour is the harmonic interpolation of the residual
 (so both sides of a gap count), ``rho`` is measured on each tile's own residual at a few lags
 along x and y, and ``var`` is the regression's local residual variance. Where no context field is
-present the target's own interpolation is used, whose error at distance ``d`` is the field's
-structure function ``E[(x(p + d) - x(p))**2]``, also measured on the tile, times how rough the
-field is around the pixel compared with the whole tile (:func:`local_variability`).
+present the target's own interpolation is used, whose error variance at distance ``d`` is half
+the field's structure function ``E[(x(p + d) - x(p))**2]`` (the semivariogram: a gap is filled
+from more than one side; for a field with linear variogram, the midpoint of two data points),
+also measured on the tile, times how rough the field is around the pixel compared with the whole
+tile (:func:`local_variability`).
 
 Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
 2026-12-05): this first guess alone, with no learned correction (the bundled fill-context), scored
@@ -275,10 +277,10 @@ def _krige(target, known, estimate, variance) -> Kriged:
     value = torch.where(known, target, torch.where(fitted, estimate.float() + weight * spread, 0.0))
     var = variance.float().clamp(min=0.0) * (1.0 - weight * weight)
     unfitted = gaps & ~fitted
-    if bool(unfitted.any()):  # the target's own interpolation: its structure function at the distance
+    if bool(unfitted.any()):  # the target's own interpolation, joined to the kriged values around
         value = harmonic_fill(value, (~unfitted).float(), 8, 10)
         to_data = distance if torch.equal(base, known) else capped_distance(known, cap)
-        own = at_distance(structure_function(target, known), to_data, where=unfitted)
+        own = at_distance(structure_function(target, known), to_data, where=unfitted) / 2
         var = torch.where(fitted, var, own * local_variability(target, known))
     return Kriged(value, torch.sqrt(torch.where(known, 0.0, var)))
 
@@ -286,13 +288,14 @@ def _krige(target, known, estimate, variance) -> Kriged:
 @torch.no_grad()
 def spatial_std(target, known) -> torch.Tensor:
     """Standard error (N, C, H, W) of interpolating ``target`` into its gaps from its own known
-    pixels: the root of its structure function at each pixel's distance to data (0 where known).
+    pixels: the root of half its structure function (the semivariogram: a gap is filled from more
+    than one side) at each pixel's distance to data, times its local roughness (0 where known).
 
     >>> t = torch.arange(16.0).reshape(1, 1, 1, 16); m = torch.ones_like(t); m[..., 5:9] = 0
-    >>> spatial_std(t * m, m)[0, 0, 0, 4:10].tolist()
-    [0.0, 1.0, 2.0, 2.0, 1.0, 0.0]
+    >>> (spatial_std(t * m, m)[0, 0, 0, 4:10] ** 2 * 2).round().tolist()
+    [0.0, 1.0, 4.0, 4.0, 1.0, 0.0]
     """
     known = known > 0.5
     with torch.autocast(target.device.type, enabled=False):
         own = at_distance(structure_function(target, known), capped_distance(known, max_lag()), where=~known)
-        return torch.sqrt(own * local_variability(target, known))
+        return torch.sqrt(own / 2 * local_variability(target, known))
