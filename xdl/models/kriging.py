@@ -280,8 +280,7 @@ def _krige(target, known, estimate, variance) -> Kriged:
     if bool(unfitted.any()):  # the target's own interpolation, joined to the kriged values around
         value = harmonic_fill(value, (~unfitted).float(), 8, 10)
         to_data = distance if torch.equal(base, known) else capped_distance(known, cap)
-        own = at_distance(structure_function(target, known), to_data, where=unfitted) / 2
-        var = torch.where(fitted, var, own * local_variability(target, known))
+        var = torch.where(fitted, var, _own_variance(target, known, to_data, unfitted))
     return Kriged(value, torch.sqrt(torch.where(known, 0.0, var)))
 
 
@@ -297,5 +296,11 @@ def spatial_std(target, known) -> torch.Tensor:
     """
     known = known > 0.5
     with torch.autocast(target.device.type, enabled=False):
-        own = at_distance(structure_function(target, known), capped_distance(known, max_lag()), where=~known)
-        return torch.sqrt(own / 2 * local_variability(target, known))
+        return torch.sqrt(_own_variance(target, known, capped_distance(known, max_lag()), ~known))
+
+
+def _own_variance(target, known, distance, where):
+    """The error variance of the target's own interpolation at ``distance`` (``where`` only, 0
+    elsewhere): half its structure function, the semivariogram, times its local roughness."""
+    own = at_distance(structure_function(target, known), distance, where=where) / 2
+    return own * local_variability(target, known)
