@@ -72,10 +72,7 @@ def lag_correlation(residual: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     count = m.sum((-2, -1)).clamp(min=1.0)
     var = (r * r).sum((-2, -1)) / count
     out = [torch.ones_like(var)]
-    for lag in lags:
-        if lag >= max(r.shape[-2:]):
-            out.append(torch.zeros_like(var))
-            continue
+    for lag in lags:  # a lag longer than the tile has no pair: 0
         sx, nx = _pairs(r, m, lag, -1, torch.mul)
         sy, ny = _pairs(r, m, lag, -2, torch.mul)
         s, pairs = sx + sy, torch.as_tensor(nx + ny)
@@ -97,10 +94,7 @@ def structure_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     f, m = field.float(), (known > 0.5).float()
     f = f * m
     out = [torch.zeros(f.shape[:-2], dtype=f.dtype, device=f.device)]
-    for lag in lags:
-        if lag >= max(f.shape[-2:]):
-            out.append(out[-1])
-            continue
+    for lag in lags:  # a lag longer than the tile has no pair: the value before it
         sx, nx = _pairs(f, m, lag, -1, lambda a, b: (a - b) ** 2)
         sy, ny = _pairs(f, m, lag, -2, lambda a, b: (a - b) ** 2)
         sq, pairs = torch.as_tensor(sx + sy), torch.as_tensor(nx + ny)
