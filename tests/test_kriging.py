@@ -146,3 +146,49 @@ def test_kriged_config_is_opt_in():
     assert net.config["correction_scale"] == "kriged"
     with pytest.raises(ValueError, match="correction_scale"):
         FillUNet(context_features=4, correction_scale="kriged")  # needs the presence regression
+
+
+def test_thin_plate_fill_is_skimage_biharmonic_and_keeps_valid_pixels():
+    from skimage.restoration import inpaint_biharmonic
+
+    from xdl.models.harmonic import harmonic_fill, thin_plate_fill
+
+    field = _smooth_noise((2, 70, 90), 6, 3) * 500 + 1e5      # large offset: float32 output rounding
+    known = np.ones(field.shape, bool)
+    known[0, 20:45, 30:70] = False
+    known[0, 0, :] = False                                      # a gap along the edge
+    known[1, :, 40:43] = False
+    x = torch.tensor(np.where(known, field, 0.0), dtype=torch.float32)[:, None]
+    m = torch.tensor(known, dtype=torch.float32)[:, None]
+    got = thin_plate_fill(x, m)
+    assert torch.equal(got[m > 0], x[m > 0])                    # valid pixels bit-identical
+    for i in range(2):
+        ref = inpaint_biharmonic(np.where(known[i], field[i], 0.0), ~known[i])
+        assert np.abs(got[i, 0].double().numpy() - ref)[~known[i]].max() < 0.02
+    # The whole gap solved: closer to the field than the multilevel harmonic fill.
+    gap = m == 0
+    err_tp = (got - torch.tensor(field, dtype=torch.float32)[:, None])[gap].pow(2).mean()
+    err_h = (harmonic_fill(x, m, 8, 10) - torch.tensor(field, dtype=torch.float32)[:, None])[gap].pow(2).mean()
+    assert err_tp < err_h
+    empty = thin_plate_fill(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))
+    assert torch.equal(empty, torch.zeros(1, 1, 8, 8))
+    full = torch.randn(1, 1, 8, 8)
+    assert torch.equal(thin_plate_fill(full, torch.ones_like(full)), full)
+
+
+def test_krige_fills_pixels_without_context_by_thin_plate():
+    """Where the regression has no estimate (no context field present), the kriged value is the
+    thin-plate interpolation of everything around: the target's known pixels and the kriged ones."""
+    from xdl.models.harmonic import thin_plate_fill
+
+    field = torch.tensor(_smooth_noise((64, 64), 5, 4), dtype=torch.float32)[None, None]
+    known = torch.ones_like(field)
+    known[..., 10:40, 10:40] = 0
+    estimate = field + 0.1 * torch.tensor(_smooth_noise((64, 64), 8, 5), dtype=torch.float32)[None, None]
+    estimate[..., 20:30, 20:30] = float("nan")                  # the context misses these too
+    k = kriging.krige(field * known, known, estimate, torch.full_like(field, 0.01))
+    fitted = torch.isfinite(estimate)
+    around = torch.where(fitted | (known > 0), k.value, 0.0)
+    expected = thin_plate_fill(around, (fitted | (known > 0)).float())
+    assert torch.equal(k.value, expected)
+    assert bool((k.std[..., 20:30, 20:30] > 0).all())

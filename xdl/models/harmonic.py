@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["harmonic_fill"]
+__all__ = ["harmonic_fill", "thin_plate_fill"]
 
 
 # Jacobi updates as weighted sums of a pixel's neighbours, {(dy, dx): weight}:
@@ -117,3 +117,42 @@ def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
                 # finest level's small gaps, a quarter as many pixels each time): cost stays < 2x.
                 f = _relax(f, fixed, biharmonic_iterations << min(level, 3), _BIHARMONIC)
         return f
+
+
+
+@torch.compiler.disable
+@torch.no_grad()
+def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) with the pixels where ``mask`` is 0 replaced by the thin-plate (biharmonic)
+    interpolation of the valid ones: :func:`skimage.restoration.inpaint_biharmonic`, a sparse direct
+    solve in float64 on the CPU, plane by plane (GPU tensors make the round trip).
+
+    Unlike :func:`harmonic_fill`'s biharmonic refinement (damped steps near the gap borders only),
+    this solves the whole gap; its cost grows with the number of gap pixels, not the tile's (about
+    30 ms for 4,000 gap pixels in a 361 x 576 plane), so it is meant for the pixels no other field
+    covers. Planes without any valid pixel come back as zeros, like :func:`harmonic_fill`'s.
+
+    >>> y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    >>> t = (x * x / 20 + y)[None, None]; m = torch.ones_like(t); m[..., 8:16, 8:16] = 0
+    >>> bool((thin_plate_fill(t * m, m) - t).abs().max() < 0.01)    # a quadratic: a thin plate is exact
+    True
+    >>> bool((harmonic_fill(t * m, m, 8, 10) - t).abs().max() > 0.2)
+    True
+    """
+    import numpy as np
+    from skimage.restoration import inpaint_biharmonic  # heavy import; only when used
+
+    with torch.autocast(x.device.type, enabled=False):
+        known = (mask.float().expand_as(x) > 0.5)
+        out = torch.where(known, x.float(), 0.0)
+        flat_known = known.reshape(-1, *x.shape[-2:])
+        flat_out = out.reshape(-1, *x.shape[-2:])
+        for i in range(flat_out.shape[0]):
+            gaps = ~flat_known[i]
+            if not bool(gaps.any()) or bool(gaps.all()):
+                continue
+            plane = flat_out[i].double().cpu().numpy()
+            holes = gaps.cpu().numpy()
+            solved = inpaint_biharmonic(plane, holes)
+            flat_out[i] = torch.from_numpy(np.where(holes, solved, plane)).to(out)
+        return out

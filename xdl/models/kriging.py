@@ -255,7 +255,7 @@ def krige(target, known, estimate, variance) -> Kriged:
 
 
 def _krige(target, known, estimate, variance) -> Kriged:
-    from .harmonic import harmonic_fill
+    from .harmonic import harmonic_fill, thin_plate_fill
 
     known = known > 0.5
     fitted = torch.isfinite(estimate)
@@ -272,7 +272,7 @@ def _krige(target, known, estimate, variance) -> Kriged:
     var = variance.float().clamp(min=0.0) * (1.0 - weight * weight)
     unfitted = gaps & ~fitted
     if bool(unfitted.any()):  # the target's own interpolation, joined to the kriged values around
-        value = harmonic_fill(value, (~unfitted).float(), 8, 10)
+        value = thin_plate_fill(value, (~unfitted).float())
         to_data = distance if torch.equal(base, known) else capped_distance(known, cap)
         var = torch.where(fitted, var, _own_variance(target, known, to_data, unfitted))
     return Kriged(value, torch.sqrt(torch.where(known, 0.0, var)))
