@@ -192,3 +192,18 @@ def test_krige_fills_pixels_without_context_by_thin_plate():
     expected = thin_plate_fill(around, (fitted | (known > 0)).float())
     assert torch.equal(k.value, expected)
     assert bool((k.std[..., 20:30, 20:30] > 0).all())
+
+
+def test_thin_plate_fill_leaves_large_gaps_to_the_harmonic_fill(monkeypatch):
+    from xdl.models import harmonic
+
+    monkeypatch.setattr(harmonic, "THIN_PLATE_MAX_REGION", 50)
+    field = torch.tensor(_smooth_noise((40, 40), 4, 6), dtype=torch.float32)[None, None]
+    m = torch.ones_like(field)
+    m[..., 5:25, 5:25] = 0      # 400 pixels: above the cap
+    m[..., 30:35, 30:35] = 0    # 25 pixels: solved
+    got = harmonic.thin_plate_fill(field * m, m)
+    ref = harmonic.harmonic_fill(field * m, m, 8, 10)
+    assert torch.equal(got[..., 5:25, 5:25], ref[..., 5:25, 5:25])
+    assert not torch.equal(got[..., 30:35, 30:35], ref[..., 30:35, 30:35])
+    assert torch.equal(got[m > 0], (field * m)[m > 0])

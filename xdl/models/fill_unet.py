@@ -227,8 +227,16 @@ class FillUNet(nn.Module):
                      zeros((xt.shape[0], 2 * self.context.features, h, w))]
             return first_guess, extra, scale
         # Context fields complete (most have no gap: then as they are) so the regression exists
-        # everywhere; their gaps get a coarse smooth fill (the model sees their masks anyway).
-        complete = xc if bool((mc > 0.5).all()) else _smooth_fill(xc.float(), mc, p)
+        # everywhere. A kriged model fills their gaps at full resolution: where the day before is
+        # missing, the fit on its interpolation beat a fit on the day after alone, and the finer
+        # fill cut the training time series' errors by 3-26% (benchmarks/RESULTS.md, 2026-12-06).
+        # Learned corrections were trained on the coarse fill, so they keep it.
+        if bool((mc > 0.5).all()):
+            complete = xc
+        elif self.correction_scale == "kriged" and not self.has_correction:
+            complete = harmonic_fill(xc.float(), mc, 8, 10)
+        else:
+            complete = _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
         fit_mask = torch.where(absent_fields(mc), torch.ones_like(mc), mc)
