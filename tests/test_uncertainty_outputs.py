@@ -60,6 +60,21 @@ def test_sigma_values_and_attrs():
     np.testing.assert_array_equal(plain.sst.values, out.sst.values)
 
 
+
+def test_dataarray_sigma_output_names_only_variables_it_holds():
+    """GOES Rad names its quality flag DQF in ancillary_variables; the Dataset that
+    da.dl.inpaint(uncertainty=True) returns does not hold DQF, so it must not name it (CF)."""
+    arr, _ = field()
+    arr.attrs["ancillary_variables"] = "DQF"
+    model = xdl.Model(ConstantSigma(0.5), card={"normalization": {"kind": "none"}})
+    out = arr.dl.inpaint(model, domain=None, uncertainty=True)
+    assert out.sst.attrs["ancillary_variables"] == "sst_inpainted sst_sigma"
+    # a Dataset that holds the flag keeps naming it
+    ds = arr.to_dataset().assign(DQF=arr.isnull().astype("i1"))
+    kept = ds.dl.inpaint(model, variables=["sst"], domain=None, uncertainty=True)
+    assert kept.sst.attrs["ancillary_variables"] == "DQF sst_inpainted sst_sigma"
+
+
 def test_sigma_is_unnormalised_by_the_targets_std_only():
     arr, values = field(1)
     model = xdl.Model(ConstantSigma(0.25), card={"normalization": {"kind": "per_sample"}})

@@ -283,6 +283,7 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     flag_arrays[0].name = f"{arr.name}_inpainted"
     out = xr.Dataset()
     _attach(out, filled[0], flag_arrays[0], sigmas[0], True)
+    cf.drop_absent_ancillaries(out)  # the input's own flag (GOES DQF) is not in this Dataset
     out.attrs = cf.append_history({}, _history(model, job, [str(arr.name)]))
     return finish(out, lazy, progress)
 

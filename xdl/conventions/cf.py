@@ -57,6 +57,29 @@ def append_history(attrs: dict, action: str) -> dict:
     return attrs
 
 
+
+def drop_absent_ancillaries(ds: xr.Dataset) -> xr.Dataset:
+    """Remove from each variable's ``ancillary_variables`` the names that are not in ``ds`` (in place;
+    returns ``ds``): a DataArray's attribute can name a quality flag of the file it came from (GOES
+    ``Rad`` names ``DQF``), which a new Dataset built from it does not hold, and CF asks that the
+    names exist.
+
+    >>> ds = xr.Dataset({"Rad": ((), 1.0, {"ancillary_variables": "DQF Rad_sigma"}), "Rad_sigma": ((), 0.1)})
+    >>> drop_absent_ancillaries(ds).Rad.attrs["ancillary_variables"]
+    'Rad_sigma'
+    """
+    for var in ds.variables.values():
+        names = str(var.attrs.get("ancillary_variables", "")).split()
+        if not names:
+            continue
+        kept = [n for n in names if n in ds.variables]
+        if kept:
+            var.attrs["ancillary_variables"] = " ".join(kept)
+        else:
+            del var.attrs["ancillary_variables"]
+    return ds
+
+
 def _encoding_or_attr(da: xr.DataArray, key: str):
     if key in da.attrs:
         return da.attrs[key], "attrs"
