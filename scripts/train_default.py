@@ -442,7 +442,9 @@ def kriged(out: Path) -> None:
                             "bands or variables, neighbouring time steps) a local least-squares regression of the "
                             "target on them whose residual is kriged into the gaps (rho(d) times its harmonic "
                             "interpolation; rho the residual's autocorrelation measured on each tile, d the distance "
-                            "to data); sigma is the kriging standard error (the regression's local residual variance "
+                            "to data), the context fields' own gaps harmonically interpolated for it, and a "
+                            "thin-plate (biharmonic) fill where the target and every context field are missing; "
+                            "sigma is the kriging standard error (the regression's local residual variance "
                             "times 1 - rho(d)^2; with no context present, half the field's structure function "
                             "(its semivariogram) at the distance to data times its local roughness). See "
                             "xdl/models/kriging.py."),

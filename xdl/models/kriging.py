@@ -8,16 +8,16 @@ neighbour at distance ``d`` puts ``rho(d)`` of that neighbour's residual into th
 ``var * (1 - rho(d)**2)``. Here the neighbour is the harmonic interpolation of the residual
 (so both sides of a gap count), ``rho`` is measured on each tile's own residual at a few lags
 along x and y, and ``var`` is the regression's local residual variance. Where no context field is
-present the target's own interpolation is used, whose error variance at distance ``d`` is half
+present the target's own thin-plate interpolation is used, whose error variance at distance ``d`` is half
 the field's structure function ``E[(x(p + d) - x(p))**2]`` (the semivariogram: a gap is filled
 from more than one side; for a field with linear variogram, the midpoint of two data points),
 also measured on the tile, times how rough the field is around the pixel compared with the whole
 tile (:func:`local_variability`).
 
 Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
-2026-12-05): this first guess alone, with no learned correction (the bundled fill-context), scored
-0.57-1.12 x the best classical baseline on the twelve context cases (mean of 3 gap draws; the
-learned model before it: 0.67-1.08), and the factor that would calibrate its standard error
+2026-12-05 and 2026-12-06): this first guess alone, with no learned correction (the bundled
+fill-context), scored 0.57-0.99 x the best classical baseline on the twelve context cases (mean of
+3 gap draws; the learned model before it: 0.67-1.08), and the factor that would calibrate its standard error
 varied about 0.7-1.0 across them (the learned sigma before it: 0.31-2.18).
 
 Pure torch, per sample and channel; everything is computed on the tile, so the engine's fixed
@@ -236,9 +236,9 @@ class Kriged(NamedTuple):
 @torch.no_grad()
 def krige(target, known, estimate, variance) -> Kriged:
     """The regression ``estimate`` (N, 1, H, W; NaN where no context field is present) with its
-    residual kriged into the gaps; where it is NaN, the target's own harmonic interpolation
-    (biharmonic-refined) from its known pixels and the kriged values around, as a classical fill
-    with regression would do. ``variance``: the fit's local residual variance at each pixel. See
+    residual kriged into the gaps; where it is NaN, the target's own thin-plate interpolation
+    (:func:`~xdl.models.harmonic.thin_plate_fill`) from its known pixels and the kriged values
+    around, as a classical fill with regression would do. ``variance``: the fit's local residual variance at each pixel. See
     the module docstring.
 
     >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
