@@ -207,3 +207,28 @@ def test_thin_plate_fill_leaves_large_gaps_to_the_harmonic_fill(monkeypatch):
     assert torch.equal(got[..., 5:25, 5:25], ref[..., 5:25, 5:25])
     assert not torch.equal(got[..., 30:35, 30:35], ref[..., 30:35, 30:35])
     assert torch.equal(got[m > 0], (field * m)[m > 0])
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_context_completion_only_where_the_fit_reads_it(monkeypatch, partial):
+    """The kriged model interpolates a context field's gaps only when some of them lie where another
+    field is present (the fit reads them there); its output equals that of completing every field."""
+    from xdl.models import fill_unet
+    from xdl.models.harmonic import harmonic_fill
+
+    t, known, c = _context_scene(size=128)
+    c2 = 0.5 * c + 0.1 * torch.tensor(_smooth_noise((128, 128), 3, 9), dtype=torch.float32)[None, None]
+    x = torch.cat([t, c, c2], 1)
+    mc = torch.ones(1, 2, 128, 128)
+    mc[..., 155:170, 50:70] = 0              # both fields missing inside the target's block
+    if partial:
+        mc[:, :1, 175:185, 60:80] = 0        # the first alone: the fit reads its interpolation
+    mask = torch.cat([known.float(), mc], 1)
+    net = FillUNet(in_channels=1, context_features=4, sigma=True, regression="presence",
+                   correction_scale="kriged", correction=False).eval()
+    with torch.no_grad():
+        got = net(x * mask, mask, torch.zeros(2, 2))
+        monkeypatch.setattr(fill_unet, "_complete_for_fit", lambda xc, m: harmonic_fill(xc.float(), m, 8, 10))
+        full = net(x * mask, mask, torch.zeros(2, 2))
+    assert torch.equal(got, full)
+    assert torch.equal(got[:, :1][known], t[known])

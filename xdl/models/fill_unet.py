@@ -234,7 +234,7 @@ class FillUNet(nn.Module):
         if bool((mc > 0.5).all()):
             complete = xc
         elif self.correction_scale == "kriged" and not self.has_correction:
-            complete = harmonic_fill(xc.float(), mc, 8, 10)
+            complete = _complete_for_fit(xc, mc)
         else:
             complete = _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
@@ -289,6 +289,23 @@ def _where_unfitted(estimate, known, first_guess):
     departure = torch.where(known > 0.5, 0.0, torch.where(fitted, estimate - first_guess.float(), 0.0))
     moved = first_guess.float() + harmonic_fill(departure, ((known > 0.5) | fitted).float(), 8, 10)
     return torch.where(fitted, estimate, moved)
+
+
+
+def _complete_for_fit(xc: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
+    """The context fields with their gaps interpolated (harmonic, biharmonic-refined) where the
+    regression reads them: at pixels where another field is present. A field's value where no field
+    is present is never used (no estimate there), nor where the fit's weight is 0, so a field whose
+    gaps lie only there (GOES bands missing off the Earth together) is left as it is (0 in its gaps):
+    the same estimates, without a full-tile fill per field."""
+    here = mc > 0.5
+    some = here.any(1, keepdim=True)
+    needed = ((~here & some).flatten(2).any(-1) & ~absent_fields(mc).flatten(1)).any(0)  # (K,): read in a gap
+    out = torch.where(here, xc.float(), 0.0)
+    if bool(needed.any()):
+        k = torch.nonzero(needed).squeeze(1)
+        out[:, k] = harmonic_fill(xc[:, k].float(), mc[:, k], 8, 10)
+    return out
 
 
 def _smooth_fill(values: torch.Tensor, mask: torch.Tensor, factor: int) -> torch.Tensor:
