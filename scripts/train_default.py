@@ -434,18 +434,19 @@ def kriged(out: Path) -> None:
             "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
             "uncertainty": {"kind": "gaussian", "scale": 1.0,
                             "calibration": ("none: the kriging standard error as it is. scripts/calibrate_sigma.py "
-                                            "--no-distance on full-size training scenes would scale it by 0.80 "
-                                            "(field alone), 0.73 (other variables), 0.65 (time steps), which on "
-                                            "the held-out scenes met fewer targets (47 of 144 against 91)")},
+                                            "--no-distance on full-size training scenes would scale it by 0.83 "
+                                            "(field alone), 0.85 (other variables), 0.69 (time steps) (2026-12-06; "
+                                            "2026-12-05: 0.80, 0.73, 0.65, which on the held-out scenes met fewer "
+                                            "targets, 47 of 144 against 91)")},
             "description": ("xdl's default gap filler with context and sigma, without learned weights: harmonic "
                             "interpolation of the gaps refined towards a biharmonic fill; with context fields (other "
                             "bands or variables, neighbouring time steps) a local least-squares regression of the "
-                            "target on them whose residual is kriged into the gaps (rho(d) times its harmonic "
-                            "interpolation; rho the residual's autocorrelation measured on each tile, d the distance "
-                            "to data), the context fields' own gaps harmonically interpolated for it, and a "
+                            "target on them whose residual is kriged into the gaps (2 rho(d) / (1 + rho(2d)), at most 1, "
+                            "times its harmonic interpolation; rho the residual's autocorrelation measured on each "
+                            "tile, d the distance to data), the context fields' own gaps harmonically interpolated for it, and a "
                             "thin-plate (biharmonic) fill where the target and every context field are missing; "
                             "sigma is the kriging standard error (the regression's local residual variance "
-                            "times 1 - rho(d)^2; with no context present, half the field's structure function "
+                            "times 1 - weight * rho(d); with no context present, half the field's structure function "
                             "(its semivariogram) at the distance to data times its local roughness). See "
                             "xdl/models/kriging.py."),
             "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),

@@ -18,7 +18,7 @@ tile (:func:`local_variability`).
 
 Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
 2026-12-05 and 2026-12-06): this first guess alone, with no learned correction (the bundled
-fill-context), scored 0.57-0.99 x the best classical baseline on the twelve context cases (mean of
+fill-context), scored 0.54-0.99 x the best classical baseline on the twelve context cases (mean of
 3 gap draws; the learned model before it: 0.67-1.08), and the factor that would calibrate its standard error
 varied about 0.7-1.0 across them (the learned sigma before it: 0.31-2.18).
 
