@@ -232,3 +232,20 @@ def test_context_completion_only_where_the_fit_reads_it(monkeypatch, partial):
         full = net(x * mask, mask, torch.zeros(2, 2))
     assert torch.equal(got, full)
     assert torch.equal(got[:, :1][known], t[known])
+
+
+def test_sigma_where_nothing_is_known_follows_the_thin_plate():
+    """Pixels no field covers are filled by a thin plate, exact on a plane: their sigma (a quarter
+    of the second-order structure function) vanishes there, while the harmonic fill's sigma without
+    context (half the structure function) does not."""
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    t = (0.3 * x - 0.2 * y)[None, None]
+    known = torch.ones_like(t)
+    known[..., 20:40, 20:40] = 0
+    estimate = t.clone()
+    estimate[..., 25:35, 25:35] = float("nan")            # no context field there
+    k = kriging.krige(t * known, known, estimate, torch.full_like(t, 0.01))
+    hole = torch.isnan(estimate)
+    assert float((k.value - t)[hole].abs().max()) < 1e-3
+    assert float(k.std[hole].max()) < 1e-3
+    assert float(kriging.spatial_std(t * known, known)[hole].min()) > 0.5

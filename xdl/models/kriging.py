@@ -9,12 +9,14 @@ neighbour at distance ``d`` puts ``rho(d)`` of that neighbour's residual into th
 both sides of a gap count: as for a pixel midway between two data points ``2 d`` apart, it gets
 the weight ``2 rho(d) / (1 + rho(2 d))`` (at most 1) and leaves ``var * (1 - weight * rho(d))``.
 ``rho`` is measured on each tile's own residual at a few lags along x and y, and ``var`` is the
-regression's local residual variance. Where no context field is
-present the target's own thin-plate interpolation is used, whose error variance at distance ``d`` is half
-the field's structure function ``E[(x(p + d) - x(p))**2]`` (the semivariogram: a gap is filled
-from more than one side; for a field with linear variogram, the midpoint of two data points),
-also measured on the tile, times how rough the field is around the pixel compared with the whole
-tile (:func:`local_variability`).
+regression's local residual variance. Where no context field is present the target's own
+thin-plate interpolation is used, whose error variance at distance ``d`` is a quarter of the
+field's second-order structure function ``E[(x(p + d) - 2 x(p) + x(p - d))**2]`` (the error of a
+linear interpolant midway between two data points; for a field with independent steps, half its
+structure function, the semivariogram; for a smooth field much less), also measured on the tile,
+times how rough the field is around the pixel compared with the whole tile
+(:func:`local_variability`). Without context (:func:`spatial_std`, the harmonic fill's sigma) it
+is half the structure function itself.
 
 Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
 2026-12-05 and 2026-12-06): this first guess alone, with no learned correction (the bundled
@@ -34,7 +36,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LAGS", "lag_correlation", "structure_function", "capped_distance", "at_distance",
+__all__ = ["LAGS", "lag_correlation", "structure_function", "curvature_function", "capped_distance", "at_distance",
            "local_variability", "krige", "spatial_std", "Kriged"]
 
 # Lags (pixels) at which correlations are measured; between them they are interpolated linearly,
@@ -101,6 +103,40 @@ def structure_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
         sy, ny = _pairs(f, m, lag, -2, lambda a, b: (a - b) ** 2)
         sq, pairs = torch.as_tensor(sx + sy), torch.as_tensor(nx + ny)
         out.append(torch.where(pairs > 0, sq / pairs.clamp(min=1.0), out[-1]))
+    return torch.cummax(torch.stack(out, -1), -1).values
+
+
+
+@torch.no_grad()
+def curvature_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS) -> torch.Tensor:
+    """The second-order structure function ``E[(f(p + h) - 2 f(p) + f(p - h))**2]`` over triples of
+    ``known`` pixels ``h`` apart along x and y, at lag 0 and ``lags``: (N, C, 1 + len(lags)), 0 at
+    lag 0, non-decreasing; a lag without triples takes the value of the lag before it. A quarter of
+    it is the error variance of a linear interpolant at the midpoint of two data points ``2 h``
+    apart: for a field with independent steps half the structure function, for a smooth one much
+    less.
+
+    >>> f = torch.arange(8.0).reshape(1, 1, 1, 8) ** 2
+    >>> curvature_function(f, torch.ones_like(f), lags=(1, 2)).flatten().tolist()
+    [0.0, 4.0, 64.0]
+    """
+    f, m = field.float(), (known > 0.5).float()
+    f = f * m
+    out = [torch.zeros(f.shape[:-2], dtype=f.dtype, device=f.device)]
+    step = max(1, math.ceil(f.shape[-2] * f.shape[-1] / SAMPLE))
+    for lag in lags:
+        total, count = f.new_zeros(f.shape[:-2]), f.new_zeros(f.shape[:-2])
+        for dim in (-1, -2):
+            size = f.shape[dim] - 2 * lag
+            if size <= 0:
+                continue
+            lines = (..., slice(None, None, step), slice(None)) if dim == -1 else (..., slice(None), slice(None, None, step))
+            a, w = f[lines], m[lines]
+            x0, x1, x2 = (a.narrow(dim, k * lag, size) for k in range(3))
+            both = w.narrow(dim, 0, size) * w.narrow(dim, lag, size) * w.narrow(dim, 2 * lag, size)
+            total = total + ((x2 - 2 * x1 + x0) ** 2 * both).sum((-2, -1))
+            count = count + both.sum((-2, -1))
+        out.append(torch.where(count > 0, total / count.clamp(min=1.0), out[-1]))
     return torch.cummax(torch.stack(out, -1), -1).values
 
 
@@ -277,7 +313,7 @@ def _krige(target, known, estimate, variance) -> Kriged:
     if bool(unfitted.any()):  # the target's own interpolation, joined to the kriged values around
         value = thin_plate_fill(value, (~unfitted).float())
         to_data = distance if torch.equal(base, known) else capped_distance(known, cap)
-        var = torch.where(fitted, var, _own_variance(target, known, to_data, unfitted))
+        var = torch.where(fitted, var, _own_variance(target, known, to_data, unfitted, thin_plate=True))
     return Kriged(value, torch.sqrt(torch.where(known, 0.0, var)))
 
 
@@ -307,8 +343,13 @@ def spatial_std(target, known) -> torch.Tensor:
         return torch.sqrt(_own_variance(target, known, capped_distance(known, max_lag()), ~known))
 
 
-def _own_variance(target, known, distance, where):
+def _own_variance(target, known, distance, where, thin_plate=False):
     """The error variance of the target's own interpolation at ``distance`` (``where`` only, 0
-    elsewhere): half its structure function, the semivariogram, times its local roughness."""
-    own = at_distance(structure_function(target, known), distance, where=where) / 2
+    elsewhere): half its structure function, the semivariogram, times its local roughness; for a
+    thin-plate fill (``thin_plate``), which follows the field's slopes, a quarter of its
+    second-order structure function (:func:`curvature_function`) instead."""
+    if thin_plate:
+        own = at_distance(curvature_function(target, known), distance, where=where) / 4
+    else:
+        own = at_distance(structure_function(target, known), distance, where=where) / 2
     return own * local_variability(target, known)
