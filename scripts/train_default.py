@@ -446,8 +446,9 @@ def kriged(out: Path) -> None:
                             "tile, d the distance to data), the context fields' own gaps harmonically interpolated for it, and a "
                             "thin-plate (biharmonic) fill where the target and every context field are missing; "
                             "sigma is the kriging standard error (the regression's local residual variance "
-                            "times 1 - weight * rho(d); with no context present, half the field's structure function "
-                            "(its semivariogram) at the distance to data times its local roughness). See "
+                            "times 1 - weight * rho(d); where no field is present, a quarter of the field's second-order "
+                            "structure function at the distance to data times its local roughness; with no context "
+                            "at all, half its structure function (its semivariogram) instead). See "
                             "xdl/models/kriging.py."),
             "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),
                          "learned_weights": "none", "held_out": HELD_OUT, "dropped": DROPPED}}
