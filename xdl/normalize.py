@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 
 import dask.array as da
 import numpy as np
@@ -184,9 +183,13 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     q_stride = stats_stride(x.shape[x.ndim - n_spatial:], QUANTILE_PIXELS)
     step = (Ellipsis,) + (slice(None, None, q_stride),) * n_spatial
     few = x[step] if all_finite else np.where(finite[step], x[step], np.nan)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN samples: handled just below
-        q_lo, q_hi = np.nanpercentile(few, STATS_QUANTILES, axis=axes, keepdims=True)
+    # A sample without any finite value takes its percentiles from zeros and then NaN (handled just
+    # below), so nanpercentile never warns: silencing it with warnings.catch_warnings is not
+    # thread-safe, and under dask's threads the "All-NaN slice" warning leaked to users.
+    some = np.isfinite(few).any(axis=axes, keepdims=True)
+    with np.errstate(all="ignore"):
+        q_lo, q_hi = np.nanpercentile(np.where(some, few, 0.0), STATS_QUANTILES, axis=axes, keepdims=True)
+    q_lo, q_hi = np.where(some, q_lo, np.nan), np.where(some, q_hi, np.nan)
     spread = q_hi - q_lo
     # No fences where the percentiles are undefined or equal (a mostly constant field such as
     # rain: its few other values are the signal, not outliers).
