@@ -100,7 +100,6 @@ def without_distance(model):
 def run_case(model, ds, target, context, window, seeds):
     """Per gap kind: (err, sigma, distance, in the right fifth) of every hidden pixel, over ``seeds``."""
     arr = ds[target]
-    spatial = arr.dims[-2:]
     valid = np.asarray(valid_mask(arr, None).values, bool)
     truth = np.where(valid, arr.values, np.nan).astype(arr.dtype)
     dom = domains.auto_domain(ds, arr, valid=valid_mask(arr, None))

@@ -16,7 +16,6 @@ import pytest
 import torch
 import xarray as xr
 
-import xdl
 from xdl.conventions import cf
 from xdl.cli import main
 from xdl.errors import XdlWarning

@@ -1,7 +1,6 @@
 """The xdl command line, run in-process through main(): files in, files out, exit codes."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

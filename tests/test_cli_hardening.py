@@ -14,7 +14,7 @@ import xarray as xr
 import xdl
 import xdl.io.zarr
 from xdl.cli import main
-from xdl.errors import InputError, OutputExistsError, OutputWriteError
+from xdl.errors import InputError, OutputWriteError
 from xdl.io import JOB_NAME, LOG_NAME, STATUS_ATTR, store_status, to_zarr_resumable
 from xdl.io.expr import mask_expression
 from xdl.io.write import write_output

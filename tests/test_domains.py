@@ -5,10 +5,8 @@ space filled through the DataArray path and from raw integer coordinates, and la
 outside-swath pixels filled on six non-geostationary files.
 """
 
-import glob
 import warnings
 
-import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr

@@ -520,7 +520,6 @@ def test_auto_precision_uses_cpu_bf16_only_for_models_that_declare_it(monkeypatc
     from xdl.engine.options import RunOptions
     from xdl.engine.spec import engine_spec
 
-    cpu = torch.device("cpu")
     fill = xdl.zoo.create("fill-unet", in_channels=1, depth=1, base_channels=4, patch=2)
     plain = xdl.zoo.create("unet", in_channels=1, out_channels=1, depth=1, base_channels=4)
     assert engine_spec(fill).cpu_bf16 and not engine_spec(plain).cpu_bf16

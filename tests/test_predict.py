@@ -1,13 +1,11 @@
 """The streaming engine: ds.dl.predict against direct model calls, chunkings, borders, NaN, modes."""
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
-import xdl
 from xdl.errors import InputError
 
 from conftest import shared_file
