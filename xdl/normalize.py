@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-
 import dask.array as da
 import numpy as np
 

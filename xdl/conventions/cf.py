@@ -57,7 +57,6 @@ def append_history(attrs: dict, action: str) -> dict:
     return attrs
 
 
-
 def drop_absent_ancillaries(ds: xr.Dataset) -> xr.Dataset:
     """Remove from each variable's ``ancillary_variables`` the names that are not in ``ds`` (in place;
     returns ``ds``): a DataArray's attribute can name a quality flag of the file it came from (GOES

@@ -68,11 +68,12 @@ class FillUNet(nn.Module):
     regression's local residual standard deviation, so a context that predicts the target almost
     exactly (the next hour of a slow field) cannot be spoilt by it. ``correction_scale="kriged"``
     instead kriges the regression's residual into the gaps (:func:`~xdl.models.kriging.krige`:
-    ``rho(d)`` of its harmonic interpolation, ``rho`` the residual's autocorrelation measured on
-    the tile, ``d`` the distance to data) and expresses the correction and sigma in units of that
-    first guess's kriging standard error; its sigma head gives a bounded factor on that error (1
-    when untrained), and without context fields the error is the field's own structure function
-    at the distance to data. ``sigma=True`` adds a per-pixel standard deviation head: the output
+    ``2 rho(d) / (1 + rho(2d))`` of its harmonic interpolation, ``rho`` the residual's
+    autocorrelation measured on the tile, ``d`` the distance to data) and expresses the correction
+    and sigma in units of that first guess's kriging standard error; its sigma head gives a bounded
+    factor on that error (1 when untrained), and without context fields the error is
+    :func:`~xdl.models.kriging.spatial_std` (half the field's structure function at the distance
+    to data, times its local roughness). ``sigma=True`` adds a per-pixel standard deviation head: the output
     is then the means followed by the sigmas (normalised units), trained with a Gaussian
     likelihood.
 
@@ -289,7 +290,6 @@ def _where_unfitted(estimate, known, first_guess):
     departure = torch.where(known > 0.5, 0.0, torch.where(fitted, estimate - first_guess.float(), 0.0))
     moved = first_guess.float() + harmonic_fill(departure, ((known > 0.5) | fitted).float(), 8, 10)
     return torch.where(fitted, estimate, moved)
-
 
 
 def _complete_for_fit(xc: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,6 @@ def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
         return f
 
 
-
 # Gaps (connected regions) larger than this many pixels get harmonic_fill's solution: the sparse
 # direct solve grows faster than their size (a 100 x 100 hole: 0.13 s; 200 x 200: 0.65 s and 230 MB;
 # 450 x 450: 7 s and 1 GB). At 40,000 a 1536 x 1408 tile under 10% cloud-shaped gaps took 1.5 s
@@ -155,8 +154,8 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     this solves the whole gap. Its cost grows with the gap pixels, not the tile's (about 30 ms for
     4,000 gap pixels in a 361 x 576 plane), faster than linearly with each gap's size: a connected
     gap of more than :data:`THIN_PLATE_MAX_REGION` pixels gets :func:`harmonic_fill`'s solution (10
-    biharmonic steps) instead, computed on the box around it. Planes without any valid pixel come back as zeros, like
-    :func:`harmonic_fill`'s.
+    biharmonic steps) instead, computed on the box around it. Planes without any valid pixel come
+    back as zeros, like :func:`harmonic_fill`'s.
 
     >>> y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
     >>> t = (x * x / 20 + y)[None, None]; m = torch.ones_like(t); m[..., 8:16, 8:16] = 0

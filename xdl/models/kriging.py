@@ -21,8 +21,9 @@ is half the structure function itself.
 Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
 2026-12-05 and 2026-12-06): this first guess alone, with no learned correction (the bundled
 fill-context), scored 0.54-0.99 x the best classical baseline on the twelve context cases (mean of
-3 gap draws; the learned model before it: 0.67-1.08), and the factor that would calibrate its standard error
-varied about 0.7-1.0 across them (the learned sigma before it: 0.31-2.18).
+3 gap draws; the learned model before it: 0.67-1.08), and the factor that would calibrate its
+standard error varied about 0.7-1.0 across them on 2026-12-05 (the learned sigma before it:
+0.31-2.18).
 
 Pure torch, per sample and channel; everything is computed on the tile, so the engine's fixed
 tile grid keeps results independent of the dask chunking.
@@ -45,15 +46,21 @@ LAGS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 SAMPLE = 2 ** 18  # pixels: on larger tiles the lag statistics read every k-th row (column), k = size / SAMPLE
 
 
+def _sampled(a, m, dim):
+    """``a`` and ``m`` on every k-th line across ``dim``, k = tile size / :data:`SAMPLE` (every line
+    on smaller tiles): the lag statistics of a large tile from a sample of its lines."""
+    step = max(1, math.ceil(a.shape[-2] * a.shape[-1] / SAMPLE))
+    lines = (..., slice(None, None, step), slice(None)) if dim == -1 else (..., slice(None), slice(None, None, step))
+    return a[lines], m[lines]
+
+
 def _pairs(a, m, lag, dim, pair):
     """Sum of ``pair(a[p + lag], a[p])`` over pixel pairs ``lag`` apart along ``dim`` whose pixels are
     both in ``m``, and their number; on a large tile over every k-th line across ``dim`` only."""
     size = a.shape[dim] - lag
     if size <= 0:
         return 0.0, 0.0
-    step = max(1, math.ceil(a.shape[-2] * a.shape[-1] / SAMPLE))
-    lines = (..., slice(None, None, step), slice(None)) if dim == -1 else (..., slice(None), slice(None, None, step))
-    a, m = a[lines], m[lines]
+    a, m = _sampled(a, m, dim)
     both = m.narrow(dim, lag, size) * m.narrow(dim, 0, size)
     return (pair(a.narrow(dim, lag, size), a.narrow(dim, 0, size)) * both).sum((-2, -1)), both.sum((-2, -1))
 
@@ -106,7 +113,6 @@ def structure_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     return torch.cummax(torch.stack(out, -1), -1).values
 
 
-
 @torch.no_grad()
 def curvature_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS) -> torch.Tensor:
     """The second-order structure function ``E[(f(p + h) - 2 f(p) + f(p - h))**2]`` over triples of
@@ -123,15 +129,13 @@ def curvature_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     f, m = field.float(), (known > 0.5).float()
     f = f * m
     out = [torch.zeros(f.shape[:-2], dtype=f.dtype, device=f.device)]
-    step = max(1, math.ceil(f.shape[-2] * f.shape[-1] / SAMPLE))
     for lag in lags:
         total, count = f.new_zeros(f.shape[:-2]), f.new_zeros(f.shape[:-2])
         for dim in (-1, -2):
             size = f.shape[dim] - 2 * lag
             if size <= 0:
                 continue
-            lines = (..., slice(None, None, step), slice(None)) if dim == -1 else (..., slice(None), slice(None, None, step))
-            a, w = f[lines], m[lines]
+            a, w = _sampled(f, m, dim)
             x0, x1, x2 = (a.narrow(dim, k * lag, size) for k in range(3))
             both = w.narrow(dim, 0, size) * w.narrow(dim, lag, size) * w.narrow(dim, 2 * lag, size)
             total = total + ((x2 - 2 * x1 + x0) ** 2 * both).sum((-2, -1))
@@ -276,8 +280,8 @@ def krige(target, known, estimate, variance) -> Kriged:
     """The regression ``estimate`` (N, 1, H, W; NaN where no context field is present) with its
     residual kriged into the gaps; where it is NaN, the target's own thin-plate interpolation
     (:func:`~xdl.models.harmonic.thin_plate_fill`) from its known pixels and the kriged values
-    around, as a classical fill with regression would do. ``variance``: the fit's local residual variance at each pixel. See
-    the module docstring.
+    around, as a classical fill with regression would do. ``variance``: the fit's local residual
+    variance at each pixel. See the module docstring.
 
     >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     >>> t = (torch.sin(x / 4) + torch.cos(y / 5))[None, None]; m = torch.ones_like(t); m[..., 20:23, :] = 0
@@ -315,7 +319,6 @@ def _krige(target, known, estimate, variance) -> Kriged:
         to_data = distance if torch.equal(base, known) else capped_distance(known, cap)
         var = torch.where(fitted, var, _own_variance(target, known, to_data, unfitted, thin_plate=True))
     return Kriged(value, torch.sqrt(torch.where(known, 0.0, var)))
-
 
 
 def _two_sided(near, across):
