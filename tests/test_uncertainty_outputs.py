@@ -75,6 +75,23 @@ def test_dataarray_sigma_output_names_only_variables_it_holds():
     assert kept.sst.attrs["ancillary_variables"] == "DQF sst_inpainted sst_sigma"
 
 
+def test_dataset_output_names_only_variables_it_holds():
+    """A user's Dataset of the variable alone (its flag left behind) still names the flag; the
+    filled variable's ancillary_variables then names only what the output holds. Another
+    variable's attributes are the user's business and stay as they were."""
+    arr, _ = field()
+    arr.attrs["ancillary_variables"] = "DQF"
+    other = xr.zeros_like(arr).rename("other").assign_attrs(ancillary_variables="gone")
+    ds = xr.merge([arr, other])
+    model = xdl.Model(ConstantSigma(0.5), card={"normalization": {"kind": "none"}})
+    out = ds.dl.inpaint(model, variables=["sst"], domain=None, uncertainty=True)
+    assert out.sst.attrs["ancillary_variables"] == "sst_inpainted sst_sigma"
+    assert out.other.attrs["ancillary_variables"] == "gone"
+    assert ds.sst.attrs["ancillary_variables"] == "DQF"  # the input is not touched
+    plain = ds.dl.inpaint(model, variables=["sst"], domain=None, flags=False)
+    assert "ancillary_variables" not in plain.sst.attrs
+
+
 def test_sigma_is_unnormalised_by_the_targets_std_only():
     arr, values = field(1)
     model = xdl.Model(ConstantSigma(0.25), card={"normalization": {"kind": "per_sample"}})

@@ -317,5 +317,6 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         for i, (name, result, flag) in enumerate(zip(group, filled, flag_arrays)):
             flag.name = f"{name}_inpainted"
             _attach(out, result, flag, None if sigmas is None else sigmas[i], flags)
+    cf.drop_absent_ancillaries(out, names)  # a filled variable names only what the output holds
     out.attrs = cf.append_history(ds.attrs, _history(model, job, names))
     return finish(out, lazy, progress)

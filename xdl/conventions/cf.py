@@ -57,21 +57,21 @@ def append_history(attrs: dict, action: str) -> dict:
     return attrs
 
 
-def drop_absent_ancillaries(ds: xr.Dataset) -> xr.Dataset:
-    """Remove from each variable's ``ancillary_variables`` the names that are not in ``ds`` (in place;
-    returns ``ds``): a DataArray's attribute can name a quality flag of the file it came from (GOES
-    ``Rad`` names ``DQF``), which a new Dataset built from it does not hold, and CF asks that the
-    names exist.
+def drop_absent_ancillaries(ds: xr.Dataset, names=None) -> xr.Dataset:
+    """Remove from each variable's ``ancillary_variables`` (of the variables ``names`` only, if given)
+    the names that are not in ``ds`` (in place; returns ``ds``): a DataArray's attribute can name a
+    quality flag of the file it came from (GOES ``Rad`` names ``DQF``), which a new Dataset built
+    from it, or a user's Dataset of ``Rad`` alone, does not hold, and CF asks that the names exist.
 
     >>> ds = xr.Dataset({"Rad": ((), 1.0, {"ancillary_variables": "DQF Rad_sigma"}), "Rad_sigma": ((), 0.1)})
     >>> drop_absent_ancillaries(ds).Rad.attrs["ancillary_variables"]
     'Rad_sigma'
     """
-    for var in ds.variables.values():
-        names = str(var.attrs.get("ancillary_variables", "")).split()
-        if not names:
+    for var in (ds.variables.values() if names is None else (ds.variables[n] for n in names)):
+        listed = str(var.attrs.get("ancillary_variables", "")).split()
+        if not listed:
             continue
-        kept = [n for n in names if n in ds.variables]
+        kept = [n for n in listed if n in ds.variables]
         if kept:
             var.attrs["ancillary_variables"] = " ".join(kept)
         else:
