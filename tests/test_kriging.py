@@ -249,3 +249,25 @@ def test_sigma_where_nothing_is_known_follows_the_thin_plate():
     assert float((k.value - t)[hole].abs().max()) < 1e-3
     assert float(k.std[hole].max()) < 1e-3
     assert float(kriging.spatial_std(t * known, known)[hole].min()) > 0.5
+
+
+def test_sigma_carries_the_error_of_an_interpolated_context_value():
+    """Where the target's gap meets a gap of one context field (another is present), the
+    regression reads that field's interpolation: the sigma there adds beta**2 times the
+    interpolation's error variance (a target of exactly 2 x the field: beta 2, so 4 x), and only
+    there."""
+    t, known, c = _context_scene(size=256)
+    t = 2 * c                                   # the regression is exact where the context is known
+    other = c + 0.3 * torch.tensor(_smooth_noise((256, 256), 3, 9), dtype=torch.float32)[None, None]
+    mc = torch.ones(1, 2, 256, 256)
+    mc[:, :1, 150:190, 40:60] = 0               # the first field misses the left of the target's block
+    x, mask = torch.cat([t, c, other], 1), torch.cat([known.float(), mc], 1)
+    net = FillUNet(in_channels=1, context_features=4, sigma=True, regression="presence",
+                   correction_scale="kriged", correction=False).eval()
+    with torch.no_grad():
+        sigma = net(x * mask, mask, torch.zeros(2, 2))[:, 1:]
+        expected = 4 * kriging.interpolation_variance(c * mc[:, :1], mc[:, :1], mc[:, :1] < 0.5, thin_plate=True)
+    left, right = mc[:, :1] < 0.5, ~known & (mc[:, :1] > 0.5)
+    assert float(sigma[right].max()) < 0.01     # exact fit: only the floor remains
+    np.testing.assert_allclose(sigma[left] ** 2, expected[left], rtol=0.02, atol=1e-5)
+    assert float(sigma[left].mean()) > 10 * float(sigma[right].mean())

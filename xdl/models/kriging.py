@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["LAGS", "lag_correlation", "structure_function", "curvature_function", "capped_distance", "at_distance",
-           "local_variability", "krige", "spatial_std", "Kriged"]
+           "local_variability", "krige", "spatial_std", "interpolation_variance", "Kriged"]
 
 # Lags (pixels) at which correlations are measured; between them they are interpolated linearly,
 # beyond the last one held. A few lags, not all: each costs two passes over the tile.
@@ -276,12 +276,14 @@ class Kriged(NamedTuple):
 
 
 @torch.no_grad()
-def krige(target, known, estimate, variance) -> Kriged:
+def krige(target, known, estimate, variance, added_variance=None) -> Kriged:
     """The regression ``estimate`` (N, 1, H, W; NaN where no context field is present) with its
     residual kriged into the gaps; where it is NaN, the target's own thin-plate interpolation
     (:func:`~xdl.models.harmonic.thin_plate_fill`) from its known pixels and the kriged values
     around, as a classical fill with regression would do. ``variance``: the fit's local residual
-    variance at each pixel. See the module docstring.
+    variance at each pixel; ``added_variance`` (optional, like it): error variance the estimate
+    carries besides the residual (from context values that were themselves interpolated), added
+    to the kriging variance. See the module docstring.
 
     >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     >>> t = (torch.sin(x / 4) + torch.cos(y / 5))[None, None]; m = torch.ones_like(t); m[..., 20:23, :] = 0
@@ -293,10 +295,10 @@ def krige(target, known, estimate, variance) -> Kriged:
     (True, True)
     """
     with torch.autocast(target.device.type, enabled=False):  # statistics and fills in fp32, always
-        return _krige(target, known, estimate, variance)
+        return _krige(target, known, estimate, variance, added_variance)
 
 
-def _krige(target, known, estimate, variance) -> Kriged:
+def _krige(target, known, estimate, variance, added_variance) -> Kriged:
     from .harmonic import harmonic_fill, thin_plate_fill
 
     known = known > 0.5
@@ -313,6 +315,8 @@ def _krige(target, known, estimate, variance) -> Kriged:
     spread = harmonic_fill(residual, base.float(), 8, 10)
     value = torch.where(known, target, torch.where(fitted, estimate.float() + weight * spread, 0.0))
     var = variance.float().clamp(min=0.0) * (1.0 - weight * near)
+    if added_variance is not None:
+        var = var + added_variance.float()
     unfitted = gaps & ~fitted
     if bool(unfitted.any()):  # the target's own interpolation, joined to the kriged values around
         value = thin_plate_fill(value, (~unfitted).float())
@@ -341,9 +345,25 @@ def spatial_std(target, known) -> torch.Tensor:
     >>> (spatial_std(t * m, m)[0, 0, 0, 4:10] ** 2 * 2).round().tolist()
     [0.0, 1.0, 4.0, 4.0, 1.0, 0.0]
     """
+    return torch.sqrt(interpolation_variance(target, known, known < 0.5))
+
+
+@torch.no_grad()
+def interpolation_variance(field, known, where, thin_plate=False) -> torch.Tensor:
+    """Error variance (N, C, H, W) of interpolating ``field`` from its ``known`` pixels, computed only
+    at the gap pixels ``where`` (bool; 0 elsewhere): :func:`spatial_std` squared, or with
+    ``thin_plate`` a quarter of the second-order structure function at the distance to data
+    (times the local roughness), for a fill that follows the field's slopes.
+
+    >>> t = torch.arange(16.0).reshape(1, 1, 1, 16); m = torch.ones_like(t); m[..., 5:9] = 0
+    >>> interpolation_variance(t * m, m, m == 0)[0, 0, 0, 4:10].tolist()  # half the structure function
+    [0.0, 0.5, 2.0, 2.0, 0.5, 0.0]
+    >>> interpolation_variance(t * m, m, m == 0, thin_plate=True).abs().max().item()  # a line: no curvature
+    0.0
+    """
     known = known > 0.5
-    with torch.autocast(target.device.type, enabled=False):
-        return torch.sqrt(_own_variance(target, known, capped_distance(known, max_lag()), ~known))
+    with torch.autocast(field.device.type, enabled=False):
+        return _own_variance(field, known, capped_distance(known, max_lag()), where & ~known, thin_plate)
 
 
 def _own_variance(target, known, distance, where, thin_plate=False):

@@ -97,9 +97,12 @@ def _box_sums(flat, r):
     return sat[..., box:, box:] - sat[..., :-box, box:] - sat[..., box:, :-box] + sat[..., :-box, :-box]
 
 
-def _apply(beta, c, size):
+def _coefficients(beta, size):
     # Coefficients vary smoothly between cell centres (bilinear): no blocky seams at cell borders.
-    beta_px = F.interpolate(beta.float(), size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(beta.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def _apply(beta_px, c):
     return beta_px[:, :1] + (beta_px[:, 1:] * c).sum(1, keepdim=True)
 
 
@@ -123,6 +126,12 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 16,
     >>> bool((est - t).abs().max() < 1e-3)
     True
     """
+    estimate, residual, count, _ = _local_fit(target, target_mask, context, context_mask, cell, radius, wide_radius)
+    return estimate, residual, count
+
+
+def _local_fit(target, target_mask, context, context_mask, cell, radius, wide_radius):
+    """:func:`local_regression`'s results and the per-pixel coefficients on the context fields (N, K, H, W)."""
     dtype = target.dtype
     # Never under autocast: moments summed by a bf16 matrix product lose the fit (on a held-out
     # GOES scene with bf16 autocast, the default on GPUs and bf16-capable CPUs, a kriged context
@@ -133,20 +142,23 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 16,
         moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
         radii = (radius,) if wide_radius is None else (radius, wide_radius)
         beta, residual, count = _fits(moments, radii)
-        estimate = _apply(beta, c, target.shape[-2:])
-    return estimate.to(dtype), residual.to(dtype), count.to(dtype)
+        beta_px = _coefficients(beta, target.shape[-2:])
+        estimate = _apply(beta_px, c)
+    return estimate.to(dtype), residual.to(dtype), count.to(dtype), beta_px[:, 1:]
 
 
 class ContextFit(NamedTuple):
     """What :func:`presence_regression` gives: ``estimate`` (N, 1, H, W), NaN where no context field
     is present; ``residual`` per cell as in :func:`local_regression`; ``variance`` (N, 1, H, W) the
     fit's residual variance at each pixel; ``exact`` (N, 1, H, W) bool, True where every context
-    field is present (elsewhere the estimate rests on interpolated context values)."""
+    field is present (elsewhere the estimate rests on interpolated context values);
+    ``coefficients`` (N, K, H, W) the fit's coefficient on each context field at each pixel."""
 
     estimate: torch.Tensor
     residual: torch.Tensor
     variance: torch.Tensor
     exact: torch.Tensor
+    coefficients: torch.Tensor
 
 
 @torch.no_grad()
@@ -181,10 +193,11 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
     >>> bool(fit.estimate[..., 20:25, :].isnan().all()), bool((fit.estimate - t)[..., 25:30, :].abs().max() < 1e-3)
     (True, True)
     """
-    estimate, residual, _ = local_regression(target, target_mask, context, context_mask, cell, radius, wide_radius)
+    estimate, residual, _, coefficients = _local_fit(target, target_mask, context, context_mask, cell, radius,
+                                                     wide_radius)
     variance = F.interpolate(residual.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     here = present > 0.5
     exact = (here | absent_fields(present)).all(1, keepdim=True)  # a field missing everywhere is ignored
     some = here.any(1, keepdim=True)
     estimate = torch.where(some, estimate, torch.full_like(estimate, float("nan")))
-    return ContextFit(estimate, residual, variance, exact)
+    return ContextFit(estimate, residual, variance, exact, coefficients)
