@@ -271,3 +271,38 @@ def test_sigma_carries_the_error_of_an_interpolated_context_value():
     assert float(sigma[right].max()) < 0.01     # exact fit: only the floor remains
     np.testing.assert_allclose(sigma[left] ** 2, expected[left], rtol=0.02, atol=1e-5)
     assert float(sigma[left].mean()) > 10 * float(sigma[right].mean())
+
+
+def test_a_smooth_residual_is_interpolated_by_a_thin_plate():
+    """A residual that the regression leaves smooth (a bowl) is continued along its slopes into a
+    block (a thin plate is exact on a quadratic), where a harmonic fill would flatten it."""
+    from xdl.models.harmonic import harmonic_fill
+
+    y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    residual = (((x - 40) ** 2 + (y - 56) ** 2) / 400)[None, None]
+    c = torch.tensor(_smooth_noise((96, 96), 4.0, 3), dtype=torch.float32)[None, None]
+    t = 2 * c + residual
+    known = torch.ones_like(t)
+    known[..., 30:60, 25:55] = 0
+    k = kriging.krige(t * known, known, 2 * c, torch.full_like(t, 0.1))
+    gaps = known == 0
+    harmonic = 2 * c + harmonic_fill(residual * known, known, 8, 10)
+    err = lambda e: float((e - t)[gaps].abs().max())  # noqa: E731
+    assert err(k.value) < 0.1 * err(harmonic)  # measured 0.04 against 0.56 (the bowl spans 2.25)
+    assert torch.equal(k.value[~gaps], t[~gaps]) and bool((k.std[gaps] > 0).all())
+
+
+def test_a_rough_residual_keeps_the_harmonic_fill(monkeypatch):
+    """A residual like a satellite band's (noise at the pixel scale) is interpolated by the harmonic
+    fill: the thin plate, which would follow its pixel-to-pixel slopes, is not even computed."""
+    from xdl.models import harmonic
+
+    def refuse(*args):
+        raise AssertionError("thin_plate_fill called for a rough residual")
+
+    monkeypatch.setattr(harmonic, "thin_plate_fill", refuse)
+    t, known, c = _context_scene(size=256)
+    noise = torch.randn(t.shape, generator=torch.Generator().manual_seed(0))
+    m = known.float()
+    k = kriging.krige((2 * c + noise) * m, m, 2 * c, torch.ones_like(t))
+    assert bool(torch.isfinite(k.value).all()) and bool((k.std[~known] > 0).all())

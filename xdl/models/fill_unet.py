@@ -68,7 +68,8 @@ class FillUNet(nn.Module):
     regression's local residual standard deviation, so a context that predicts the target almost
     exactly (the next hour of a slow field) cannot be spoilt by it. ``correction_scale="kriged"``
     instead kriges the regression's residual into the gaps (:func:`~xdl.models.kriging.krige`:
-    ``2 rho(d) / (1 + rho(2d))`` of its harmonic interpolation, ``rho`` the residual's
+    ``2 rho(d) / (1 + rho(2d))`` of its interpolation (harmonic, or a thin plate for a smooth
+    residual), ``rho`` the residual's
     autocorrelation measured on the tile, ``d`` the distance to data) and expresses the correction
     and sigma in units of that first guess's kriging standard error; its sigma head gives a bounded
     factor on that error (1 when untrained), and without context fields the error is
