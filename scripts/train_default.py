@@ -434,10 +434,10 @@ def kriged(out: Path) -> None:
             "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
             "uncertainty": {"kind": "gaussian", "scale": 1.0,
                             "calibration": ("none: the kriging standard error as it is. scripts/calibrate_sigma.py "
-                                            "--no-distance on full-size training scenes would scale it by 0.83 "
-                                            "(field alone), 0.85 (other variables), 0.69 (time steps) (2026-12-06; "
-                                            "2026-12-05: 0.80, 0.73, 0.65, which on the held-out scenes met fewer "
-                                            "targets, 47 of 144 against 91)")},
+                                            "--no-distance on full-size training scenes would scale it by 0.85 "
+                                            "(field alone), 0.75 (other variables), 0.66 (time steps) (2026-12-06, "
+                                            "session 24; 2026-12-05: 0.80, 0.73, 0.65, which on the held-out scenes "
+                                            "met fewer targets, 47 of 144 against 91)")},
             "description": ("xdl's default gap filler with context and sigma, without learned weights: harmonic "
                             "interpolation of the gaps refined towards a biharmonic fill; with context fields (other "
                             "bands or variables, neighbouring time steps) a local least-squares regression of the "
@@ -451,7 +451,9 @@ def kriged(out: Path) -> None:
                             "error to the harmonic fill's, plus beta_k^2 times the interpolation error variance of "
                             "each context field the regression reads interpolated; where no field is present, a quarter of the field's second-order "
                             "structure function at the distance to data times its local roughness; with no context "
-                            "at all, half its structure function (its semivariogram) instead). See "
+                            "at all, the target's own harmonic fill with half its structure function (its "
+                            "semivariogram), or for a smooth field a thin plate with a quarter of the second-order "
+                            "one, chosen as for the residual). See "
                             "xdl/models/kriging.py."),
             "training": {"script": "scripts/train_default.py", "command": "python " + " ".join(sys.argv),
                          "learned_weights": "none", "held_out": HELD_OUT, "dropped": DROPPED}}

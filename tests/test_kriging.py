@@ -306,3 +306,43 @@ def test_a_rough_residual_keeps_the_harmonic_fill(monkeypatch):
     m = known.float()
     k = kriging.krige((2 * c + noise) * m, m, 2 * c, torch.ones_like(t))
     assert bool(torch.isfinite(k.value).all()) and bool((k.std[~known] > 0).all())
+
+
+def test_without_context_a_smooth_field_gets_a_thin_plate_and_its_sigma():
+    """The bundled kriged model without context: a smooth field's block is filled by a thin plate
+    (exact on a quadratic, where the harmonic fill is not), and its sigma is the thin plate's
+    (smaller than the harmonic fill's spatial_std); valid pixels bit for bit."""
+    from xdl.models.harmonic import harmonic_fill
+
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    t = ((x - 20) ** 2 / 50 + (y - 30) ** 2 / 80 + 0.1 * x)[None, None]
+    m = torch.ones_like(t)
+    m[..., 24:40, 20:44] = 0
+    net = FillUNet(in_channels=1, context_features=4, sigma=True, regression="presence",
+                   correction_scale="kriged", correction=False).eval()
+    with torch.no_grad():
+        out = net(t * m, m, torch.zeros(0, 2))
+    mean, sigma = out[:, :1], out[:, 1:]
+    gaps = m == 0
+    assert float((mean - t)[gaps].abs().max()) < 0.02 < 0.2 < float((harmonic_fill(t * m, m, 8, 10) - t)[gaps].abs().max())
+    assert torch.equal(mean[~gaps], t[~gaps])
+    assert float(sigma[gaps].max()) < 0.5 * float(kriging.spatial_std(t * m, m)[gaps].max())
+
+
+def test_a_gap_too_large_for_the_thin_plate_keeps_the_harmonic_sigma(monkeypatch):
+    """Where thin_plate_fill leaves a large gap to the harmonic fill, the sigma there is the
+    harmonic fill's (spatial_std), not the thin plate's smaller one."""
+    from xdl.models import harmonic
+
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    t = ((x - 20) ** 2 / 50 + (y - 30) ** 2 / 80)[None, None]
+    m = torch.ones_like(t)
+    m[..., 10:14, 10:14] = 0       # 16 pixels: a thin plate
+    m[..., 30:50, 20:50] = 0       # 600 pixels: over the cap set below
+    monkeypatch.setattr(harmonic, "THIN_PLATE_MAX_REGION", 100)
+    own = kriging.own_interpolation(t * m, m, harmonic.harmonic_fill(t * m, m, 8, 10))
+    spatial = kriging.spatial_std(t * m, m)
+    big, small = torch.zeros_like(m, dtype=torch.bool), torch.zeros_like(m, dtype=torch.bool)
+    big[..., 30:50, 20:50], small[..., 10:14, 10:14] = True, True
+    assert torch.equal(own.std[big], spatial[big])
+    assert bool((own.std[small] < spatial[small]).all())

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .context import SIGMA_FLOOR, ContextEncoder, check_info, factor_from_raw, sigma_from_raw
 from .harmonic import harmonic_fill
-from .kriging import interpolation_variance, krige, spatial_std
+from .kriging import interpolation_variance, krige, own_interpolation, spatial_std
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .regression import absent_fields, local_regression, presence_regression
 from .unet import UNet
@@ -72,9 +72,11 @@ class FillUNet(nn.Module):
     residual), ``rho`` the residual's
     autocorrelation measured on the tile, ``d`` the distance to data) and expresses the correction
     and sigma in units of that first guess's kriging standard error; its sigma head gives a bounded
-    factor on that error (1 when untrained), and without context fields the error is
+    factor on that error (1 when untrained). Without context fields the error is
     :func:`~xdl.models.kriging.spatial_std` (half the field's structure function at the distance
-    to data, times its local roughness). ``sigma=True`` adds a per-pixel standard deviation head: the output
+    to data, times its local roughness); without a correction either, the fill and its error are
+    :func:`~xdl.models.kriging.own_interpolation`'s (the harmonic fill or, for a smooth field, a
+    thin plate). ``sigma=True`` adds a per-pixel standard deviation head: the output
     is then the means followed by the sigmas (normalised units), trained with a Gaussian
     likelihood.
 
@@ -220,6 +222,9 @@ class FillUNet(nn.Module):
         k = xc.shape[1]
         info = check_info(info, k, xc.device, torch.float32)
         if k == 0:
+            if self.correction_scale == "kriged" and not self.has_correction:  # harmonic or thin plate
+                own = own_interpolation(xt, mt, first_guess)
+                return own.value, [], torch.sqrt(own.std ** 2 + FIT_VARIANCE_FLOOR)
             scale = torch.sqrt(spatial_std(xt, mt) ** 2 + FIT_VARIANCE_FLOOR) if self.correction_scale == "kriged" else None
             if not self.has_correction:
                 return first_guess, [], scale

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["harmonic_fill", "thin_plate_fill"]
+__all__ = ["harmonic_fill", "thin_plate_fill", "thin_plate_regions"]
 
 
 # Jacobi updates as weighted sums of a pixel's neighbours, {(dy, dx): weight}:
@@ -165,7 +165,6 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     True
     """
     import numpy as np
-    from scipy import ndimage
     from skimage.restoration import inpaint_biharmonic  # heavy import; only when used
 
     with torch.autocast(x.device.type, enabled=False):
@@ -177,9 +176,7 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             if not bool(gaps.any()) or bool(gaps.all()):
                 continue
             holes = gaps.cpu().numpy()
-            labels, count = ndimage.label(holes)
-            sizes = np.bincount(labels.ravel(), minlength=count + 1)
-            small = holes & (sizes <= THIN_PLATE_MAX_REGION)[labels]
+            small = _small_holes(holes)
             big = holes & ~small
             if big.any():
                 planes[i] = _harmonic_around(planes[i], planes_known[i], torch.from_numpy(big).to(gaps.device))
@@ -188,3 +185,33 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
                 solved = inpaint_biharmonic(plane, small)
                 planes[i] = torch.from_numpy(np.where(small, solved, plane)).to(out)
         return out
+
+
+def _small_holes(holes):
+    """The pixels of ``holes`` (H, W numpy bool) in connected gaps of at most
+    :data:`THIN_PLATE_MAX_REGION` pixels."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels, count = ndimage.label(holes)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    return holes & (sizes <= THIN_PLATE_MAX_REGION)[labels]
+
+
+@torch.no_grad()
+def thin_plate_regions(mask: torch.Tensor) -> torch.Tensor:
+    """Where :func:`thin_plate_fill` solves a thin plate: the gap pixels (``mask`` 0; N, C, H, W) in
+    connected gaps of at most :data:`THIN_PLATE_MAX_REGION` pixels, in planes with some valid
+    pixel (the larger gaps get the harmonic fill).
+
+    >>> m = torch.ones(1, 1, 4, 4); m[..., 1, 1] = 0
+    >>> thin_plate_regions(m).sum().item(), thin_plate_regions(torch.zeros(1, 1, 4, 4)).sum().item()
+    (1, 0)
+    """
+    gaps = mask.float() < 0.5
+    out = torch.zeros_like(gaps)
+    planes, solved = gaps.reshape(-1, *gaps.shape[-2:]), out.reshape(-1, *gaps.shape[-2:])
+    for i in range(planes.shape[0]):
+        if bool(planes[i].any()) and not bool(planes[i].all()):
+            solved[i] = torch.from_numpy(_small_holes(planes[i].cpu().numpy())).to(solved.device)
+    return out

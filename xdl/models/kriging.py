@@ -9,7 +9,7 @@ neighbour at distance ``d`` puts ``rho(d)`` of that neighbour's residual into th
 sides of a gap count: as for a pixel midway between two data points ``2 d`` apart, it gets the
 weight ``2 rho(d) / (1 + rho(2 d))`` (at most 1) and leaves ``var * (1 - weight * rho(d))``. The
 interpolation is the harmonic fill, or a thin plate when the residual is smooth enough for one to
-err less (:func:`_interpolate_residual`; its variance then scaled by the ratio of their errors).
+err less (:func:`_interpolate`; its variance then scaled by the ratio of their errors).
 ``rho`` is measured on each tile's own residual at a few lags along x and y, and ``var`` is the
 regression's local residual variance. Where no context field is present the target's own
 thin-plate interpolation is used, whose error variance at distance ``d`` is a quarter of the
@@ -17,8 +17,10 @@ field's second-order structure function ``E[(x(p + d) - 2 x(p) + x(p - d))**2]``
 linear interpolant midway between two data points; for a field with independent steps, half its
 structure function, the semivariogram; for a smooth field much less), also measured on the tile,
 times how rough the field is around the pixel compared with the whole tile
-(:func:`local_variability`). Without context (:func:`spatial_std`, the harmonic fill's sigma) it
-is half the structure function itself.
+(:func:`local_variability`). Without context (:func:`own_interpolation`) the target's own harmonic
+fill or thin plate, chosen as for the residual, with half the structure function as the harmonic
+fill's error variance (:func:`spatial_std`) and a quarter of the second-order one as the thin
+plate's.
 
 Measured on the held-out scenes of benchmarks/inpaint_quality.py (benchmarks/RESULTS.md,
 2026-12-05 and 2026-12-06): this first guess alone, with no learned correction (the bundled
@@ -40,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["LAGS", "lag_correlation", "structure_function", "curvature_function", "capped_distance", "at_distance",
-           "local_variability", "krige", "spatial_std", "interpolation_variance", "Kriged"]
+           "local_variability", "krige", "own_interpolation", "spatial_std", "interpolation_variance",
+           "Kriged"]
 
 # Lags (pixels) at which correlations are measured; between them they are interpolated linearly,
 # beyond the last one held. A few lags, not all: each costs two passes over the tile.
@@ -315,7 +318,7 @@ def _krige(target, known, estimate, variance, added_variance) -> Kriged:
     distance = capped_distance(base, cap)
     near = at_distance(rho, distance, where=gaps)
     weight = _two_sided(near, at_distance(rho, 2 * distance, where=gaps))
-    spread, factor = _interpolate_residual(residual, base, distance, gaps)
+    spread, factor = _interpolate(residual, base, distance, gaps)
     value = torch.where(known, target, torch.where(fitted, estimate.float() + weight * spread, 0.0))
     var = variance.float().clamp(min=0.0) * (1.0 - weight * near) * factor
     if added_variance is not None:
@@ -331,18 +334,19 @@ def _krige(target, known, estimate, variance, added_variance) -> Kriged:
 CHOICE_SAMPLE = 2 ** 16  # pixels: the statistics that choose the interpolant, from fewer lines (cost)
 
 
-def _interpolate_residual(residual, base, distance, gaps):
-    """The residual's interpolation into the gaps from the pixels ``base``, and a factor on its
-    kriging variance. Per sample, the interpolant whose error the residual's own statistics
-    predict to be smaller at the gap pixels' distances: the harmonic fill (biharmonic-refined; a
-    linear interpolant's error, half the structure function) or the thin plate, which follows the
-    residual's slopes (a quarter of the second-order structure function). A smooth residual (a
-    reanalysis field regressed on another) takes the thin plate, with its kriging variance scaled
-    by the ratio of the two (at most 1); a rough one (a satellite band) the harmonic fill.
-    On full-size training scenes (benchmarks/RESULTS.md, 2026-12-06): RMSE 0.48-0.98x in 14 of 21
-    case x gap kinds, the others unchanged; the thin plate everywhere was up to 13% worse on
-    GOES bands."""
-    from .harmonic import harmonic_fill, thin_plate_fill
+def _interpolate(residual, base, distance, gaps, harmonic=None):
+    """The interpolation of ``residual`` (a regression's residual, or a field itself) into the gaps
+    from the pixels ``base``, and a factor on its error variance. Per sample, the interpolant whose
+    error the field's own statistics predict to be smaller at the gap pixels' distances: the
+    harmonic fill (biharmonic-refined; ``harmonic`` if given; a linear interpolant's error, half
+    the structure function) or the thin plate, which follows the field's slopes (a quarter of the
+    second-order structure function). A smooth field (a reanalysis variable regressed on another)
+    takes the thin plate, with its variance scaled by the ratio of the two (at most 1) where the
+    thin plate was solved; a rough one (a satellite band) the harmonic fill. On full-size training
+    scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills 0.48-0.98x the RMSE in
+    14 of 21 case x gap kinds, the others unchanged (the thin plate everywhere was up to 13% worse
+    on GOES bands); without context, surface pressure 0.81-0.94x, the others unchanged."""
+    from .harmonic import harmonic_fill, thin_plate_fill, thin_plate_regions
 
     linear_curve = structure_function(residual, base, sample=CHOICE_SAMPLE) / 2
     curved_curve = curvature_function(residual, base, sample=CHOICE_SAMPLE) / 4
@@ -352,12 +356,14 @@ def _interpolate_residual(residual, base, distance, gaps):
     n, c, h, w = residual.shape
     planes, known = residual.reshape(n * c, 1, h, w), base.reshape(n * c, 1, h, w).float()
     spread = torch.empty_like(planes)
-    for pick, fill in ((~thin, lambda r, m: harmonic_fill(r, m, 8, 10)), (thin, thin_plate_fill)):
+    given = None if harmonic is None else harmonic.float().reshape(n * c, 1, h, w)
+    smooth = (lambda r, m: harmonic_fill(r, m, 8, 10)) if given is None else (lambda r, m: given[~thin])
+    for pick, fill in ((~thin, smooth), (thin, thin_plate_fill)):
         if bool(pick.any()):
             spread[pick] = fill(planes[pick], known[pick])
     factor = torch.ones_like(residual)
-    if bool(thin.any()):  # the thin plate's variance factor, on its planes' gaps only
-        where = gaps & thin.reshape(n, c, 1, 1)
+    if bool(thin.any()):  # the thin plate's variance factor, where it solved one (not in larger gaps)
+        where = gaps & thin.reshape(n, c, 1, 1) & thin_plate_regions(base)
         linear = at_distance(linear_curve, distance, where=where)
         curved = at_distance(curved_curve, distance, where=where)
         factor = torch.where(where, torch.clamp(curved / linear.clamp(min=1e-30), max=1.0), factor)
@@ -385,6 +391,30 @@ def _two_sided(near, across):
     ``rho(d)`` shrank the interpolation too much: on full-size training scenes the two-sided one
     cut the error of the kriged pixels by 1-19% in every case tried (benchmarks/RESULTS.md, 2026-12-06)."""
     return torch.clamp(2.0 * near / (1.0 + across), max=1.0)
+
+
+@torch.no_grad()
+def own_interpolation(target, known, harmonic) -> Kriged:
+    """Without context: ``target`` (N, C, H, W) interpolated into its gaps from its ``known`` pixels
+    and the standard error of that. Per sample the ``harmonic`` fill given (the target's
+    :func:`~xdl.models.harmonic.harmonic_fill`, biharmonic-refined) or a thin plate, whichever the
+    field's own statistics predict to err less (:func:`_interpolate`); the error is
+    :func:`spatial_std`'s, scaled for a thin plate by the ratio of their predicted errors.
+
+    >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    >>> t = (x * x / 40 + y)[None, None]; m = torch.ones_like(t); m[..., 16:32, 16:32] = 0
+    >>> from xdl.models.harmonic import harmonic_fill
+    >>> k = own_interpolation(t * m, m, harmonic_fill(t * m, m, 8, 10))  # smooth: a thin plate, exact
+    >>> bool((k.value - t).abs().max() < 0.01), bool(torch.equal(k.value[m > 0], t[m > 0]))
+    (True, True)
+    """
+    with torch.autocast(target.device.type, enabled=False):
+        known = known > 0.5
+        gaps = ~known
+        distance = capped_distance(known, max_lag())
+        fill, factor = _interpolate(torch.where(known, target.float(), 0.0), known, distance, gaps, harmonic)
+        var = _own_variance(target, known, distance, gaps) * factor
+        return Kriged(torch.where(known, target.float(), fill), torch.sqrt(var))
 
 
 @torch.no_grad()
