@@ -343,8 +343,8 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
     second-order structure function). A smooth field (a reanalysis variable regressed on another)
     takes the thin plate, with its variance scaled by the ratio of the two (at most 1) where the
     thin plate was solved; a rough one (a satellite band) the harmonic fill. On full-size training
-    scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills 0.48-0.98x the RMSE in
-    14 of 21 case x gap kinds, the others unchanged (the thin plate everywhere was up to 13% worse
+    scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills 0.50-0.98x the RMSE in
+    14 of 21 case x gap kinds (means of 3 draws), the others unchanged (the thin plate everywhere was up to 13% worse
     on GOES bands); without context, surface pressure 0.81-0.94x, the others unchanged."""
     from .harmonic import harmonic_fill, thin_plate_fill, thin_plate_regions
 
@@ -356,11 +356,12 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
     n, c, h, w = residual.shape
     planes, known = residual.reshape(n * c, 1, h, w), base.reshape(n * c, 1, h, w).float()
     spread = torch.empty_like(planes)
-    given = None if harmonic is None else harmonic.float().reshape(n * c, 1, h, w)
-    smooth = (lambda r, m: harmonic_fill(r, m, 8, 10)) if given is None else (lambda r, m: given[~thin])
-    for pick, fill in ((~thin, smooth), (thin, thin_plate_fill)):
-        if bool(pick.any()):
-            spread[pick] = fill(planes[pick], known[pick])
+    rough = ~thin
+    if bool(rough.any()):
+        spread[rough] = (harmonic_fill(planes[rough], known[rough], 8, 10) if harmonic is None
+                         else harmonic.float().reshape(n * c, 1, h, w)[rough])
+    if bool(thin.any()):
+        spread[thin] = thin_plate_fill(planes[thin], known[thin])
     factor = torch.ones_like(residual)
     if bool(thin.any()):  # the thin plate's variance factor, where it solved one (not in larger gaps)
         where = gaps & thin.reshape(n, c, 1, 1) & thin_plate_regions(base)
