@@ -346,3 +346,23 @@ def test_a_gap_too_large_for_the_thin_plate_keeps_the_harmonic_sigma(monkeypatch
     big[..., 30:50, 20:50], small[..., 10:14, 10:14] = True, True
     assert torch.equal(own.std[big], spatial[big])
     assert bool((own.std[small] < spatial[small]).all())
+
+
+def test_the_interpolant_is_chosen_per_sample_in_a_batch():
+    """A batch holding a smooth-residual sample and a rough one gives each what it gets alone (a
+    thin plate and the harmonic fill): the choice, and so the result, does not depend on what
+    else the batch holds (time steps of one chunk)."""
+    y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    c = torch.tensor(_smooth_noise((96, 96), 4.0, 3), dtype=torch.float32)[None, None]
+    smooth = 2 * c + (((x - 40) ** 2 + (y - 56) ** 2) / 400)[None, None]
+    rough = 2 * c + torch.randn((1, 1, 96, 96), generator=torch.Generator().manual_seed(1))
+    known = torch.ones_like(c)
+    known[..., 30:60, 25:55] = 0
+    known[..., 10:12, :] = 0
+    t, m, est = torch.cat([smooth, rough]), known.expand(2, 1, 96, 96), torch.cat([2 * c, 2 * c])
+    both = kriging.krige(t * m, m, est, torch.full_like(t, 0.1))
+    for i in range(2):
+        alone = kriging.krige(t[i:i + 1] * known, known, est[i:i + 1], torch.full_like(known, 0.1))
+        assert torch.equal(both.value[i:i + 1], alone.value) and torch.equal(both.std[i:i + 1], alone.std)
+    gaps = known[0, 0] == 0
+    assert float((both.value[0, 0] - smooth[0, 0])[gaps].abs().max()) < 0.1   # the bowl, continued
