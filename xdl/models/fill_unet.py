@@ -286,8 +286,6 @@ class FillUNet(nn.Module):
         return corrected, extra, scale
 
 
-
-
 def _interpolated_context_variance(fit, xc, mc, known):
     """Where the target is a gap and its estimate rests on some interpolated context values (the
     day before missing too): the error those interpolations bring into the regression,

@@ -360,11 +360,13 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
     if bool(rough.any()):
         spread[rough] = (harmonic_fill(planes[rough], known[rough], 8, 10) if harmonic is None
                          else harmonic.float().reshape(n * c, 1, h, w)[rough])
+    factor = torch.ones_like(residual)
     if bool(thin.any()):
         spread[thin] = thin_plate_fill(planes[thin], known[thin])
-    factor = torch.ones_like(residual)
-    if bool(thin.any()):  # the thin plate's variance factor, where it solved one (not in larger gaps)
-        where = gaps & thin.reshape(n, c, 1, 1) & thin_plate_regions(base)
+        # Its variance factor where it solved a thin plate (not in the larger gaps), thin planes only.
+        solved = torch.zeros_like(planes, dtype=torch.bool)
+        solved[thin] = thin_plate_regions(known[thin])
+        where = gaps & solved.reshape(n, c, h, w)
         linear = at_distance(linear_curve, distance, where=where)
         curved = at_distance(curved_curve, distance, where=where)
         factor = torch.where(where, torch.clamp(curved / linear.clamp(min=1e-30), max=1.0), factor)
