@@ -77,7 +77,11 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     _warn_empty(arrays, valids)
     names = [str(a.name) for a in arrays]
     extra = job.request.channels(masked, spatial) if job.request is not None else []
-    x = stack_channels(masked + extra, spatial)
+    targets = masked
+    if spec.takes_domain and domain is not None:
+        # Gaps outside the domain, +inf: the engine tells the model not to spend time on them.
+        targets = [m.where(v | domain, np.inf) for m, v in zip(masked, valids)]
+    x = stack_channels(targets + extra, spatial)
     channel_names = names + (job.request.channel_names(names) if job.request is not None else [])
     out = run_engine(x, job.model, spec, job.run, spatial, channel_names, names, tiles=TILES_GAPS, key=job.key,
                      target_channels=len(names) if extra else None, sigma_scale=job.sigma_scale)

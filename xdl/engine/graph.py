@@ -279,34 +279,43 @@ def _spatial_block(block, payload, *, out_shape, plans, spec, device, autocast, 
         inputs = np.where(valid, data.astype(np.float32, copy=False), np.float32(0))
     x_tiles, origins = tiling.cut_tiles(inputs, plans)  # a view when the block is one tile
     v_tiles = None if valid is None else tiling.cut_tiles(valid, plans)[0]  # bool: 1 byte a pixel
-    needed = needed_tiles(v_tiles, len(x_tiles), plans, tiles, spec.target_channels)
+    # Gaps outside the domain (marked +inf by the caller) for a model that takes them.
+    outside = None
+    if spec.takes_domain and valid is not None:
+        marked = np.isposinf(data)
+        outside = tiling.cut_tiles(marked, plans)[0] if marked.any() else None
+    needed = needed_tiles(v_tiles, len(x_tiles), plans, tiles, spec.target_channels, outside)
     y_tiles = _run_tiles(payload, spec, x_tiles, v_tiles, needed, device=device, autocast=autocast,
-                         batch_size=batch_size, compiled=compiled, nan_policy=nan_policy, threads=threads)
+                         batch_size=batch_size, compiled=compiled, nan_policy=nan_policy, threads=threads,
+                         outside=outside)
     out = tiling.assemble(y_tiles, origins, plans, data.shape[0], out_spatial)  # a view for one tile
     if valid is not None:
         out = _blank_unsupported(out, valid, plans, out_spatial, spec, nan_policy)
     return out.reshape(lead + out.shape[1:])
 
 
-def needed_tiles(v_tiles, n_tiles: int, plans, tiles: str, target_channels: int | None = None) -> np.ndarray:
+def needed_tiles(v_tiles, n_tiles: int, plans, tiles: str, target_channels: int | None = None,
+                 outside=None) -> np.ndarray:
     """Which (sample, tile) pairs need the model: some valid input (any channel) and, for
     inpainting (``TILES_GAPS``), a gap in the core of the first ``target_channels`` channels (all
-    channels when None: context channels that only inform the fill never call for one).
-    ``v_tiles`` None: every input valid."""
+    channels when None: context channels that only inform the fill never call for one) that is
+    not ``outside`` the domain. ``v_tiles`` None: every input valid."""
     if v_tiles is None:
         return np.full(n_tiles, tiles != TILES_GAPS)
     needed = v_tiles.reshape(n_tiles, -1).any(axis=1)
     if tiles == TILES_GAPS:
-        targets = v_tiles if target_channels is None else v_tiles[:, :target_channels]
+        settled = v_tiles if outside is None else v_tiles | outside  # valid, or a gap nobody reads
+        targets = settled if target_channels is None else settled[:, :target_channels]
         core = (slice(None),) + tuple(slice(p.halo, p.halo + p.stride) for p in plans)
         needed &= ~targets.all(axis=1)[core].reshape(n_tiles, -1).all(axis=1)
     return needed
 
 
 def _run_tiles(payload, spec, x_tiles, v_tiles, needed, *, device, autocast, batch_size, compiled,
-               nan_policy, threads) -> np.ndarray:
+               nan_policy, threads, outside=None) -> np.ndarray:
     """The model's output per tile ``(n_tiles, C_out, *tile)``; NaN for the tiles not needed and
-    wherever the model gave NaN or inf (a model failure, kept visible for the caller)."""
+    wherever the model gave NaN or inf (a model failure, kept visible for the caller). ``outside``
+    (bool like ``v_tiles``, or None): gaps outside the domain, -1 in the mask."""
     every = bool(needed.all())  # skip the fancy-index copies in the common case
     y_tiles = None
     if not every:
@@ -323,6 +332,8 @@ def _run_tiles(payload, spec, x_tiles, v_tiles, needed, *, device, autocast, bat
             mask_in = np.ones(x_tiles.shape, np.float32)
         else:
             mask_in = (v_tiles if every else v_tiles[needed]).astype(np.float32)
+            if outside is not None:
+                mask_in -= outside if every else outside[needed]
     # NaN wherever the model gave NaN or inf (the runner sees to it, while the output is in cache).
     result = resident.run(x_tiles if every else x_tiles[needed], mask_in, autocast, batch_size,
                           spec.out_channels, prefill, threads)

@@ -40,6 +40,9 @@ class EngineSpec:
     # The first target_channels input channels are the ones to fill (the rest only inform the
     # fill: context fields); None = every channel. Only gaps there make a tile run (TILES_GAPS).
     target_channels: int | None = None
+    # The model takes a mask of -1 where a gap lies outside the domain (the caller discards the
+    # output there; the model may skip it): the caller marks those input pixels +inf.
+    takes_domain: bool = False
 
     @property
     def n_spatial(self) -> int:
@@ -234,6 +237,7 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         min_tile=int(pick("min_tile", 0) or 0),
         cpu_bf16=bool(pick("cpu_bf16", False)),
         target_channels=_target_channels(pick("target_channels"), int(in_channels), module),
+        takes_domain=takes_mask and bool(pick("takes_domain", False)),
     )
 
 

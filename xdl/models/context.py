@@ -97,7 +97,8 @@ class _WithContext(nn.Module):
         self.target_channels = n
         self.in_channels = n + int(info.shape[0])
         self.out_channels = int(module.out_channels)
-        for name in ("mode", "halo", "size_multiple", "takes_mask", "fills_gaps", "min_tile", "cpu_bf16", "sigma"):
+        for name in ("mode", "halo", "size_multiple", "takes_mask", "takes_domain", "fills_gaps", "min_tile", "cpu_bf16",
+                     "sigma"):
             if hasattr(module, name):
                 setattr(self, name, getattr(module, name))
 

@@ -51,23 +51,23 @@ LAGS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 SAMPLE = 2 ** 18  # pixels: on larger tiles the lag statistics read every k-th row (column), k = size / SAMPLE
 
 
-def _sampled(a, m, dim, sample=SAMPLE):
-    """``a`` and ``m`` on every k-th line across ``dim``, k = tile size / ``sample`` (every line
-    on smaller tiles): the lag statistics of a large tile from a sample of its lines."""
-    step = max(1, math.ceil(a.shape[-2] * a.shape[-1] / sample))
-    lines = (..., slice(None, None, step), slice(None)) if dim == -1 else (..., slice(None), slice(None, None, step))
-    return a[lines], m[lines]
+def _lines(field, known, sample=SAMPLE):
+    """The lines the lag statistics read: ``[(values, mask)]`` along x and along y, each (N, C,
+    lines, pixels) with the pairs' direction last and contiguous, ``mask`` 0/1 and ``values`` 0
+    where it is 0 (float32). Every k-th row and every k-th column, k = tile size / ``sample``
+    (every line on smaller tiles), taken before any arithmetic: a large tile's statistics cost in
+    proportion to the sample."""
+    step = max(1, math.ceil(field.shape[-2] * field.shape[-1] / sample))
+    out = []
+    for take in (lambda a: a[..., ::step, :], lambda a: a[..., :, ::step].transpose(-1, -2)):
+        mask = (take(known) > 0.5).float().contiguous()
+        out.append((take(field).float().contiguous() * mask, mask))
+    return out
 
 
-def _pairs(a, m, lag, dim, pair, sample=SAMPLE):
-    """Sum of ``pair(a[p + lag], a[p])`` over pixel pairs ``lag`` apart along ``dim`` whose pixels are
-    both in ``m``, and their number; on a large tile over every k-th line across ``dim`` only."""
-    size = a.shape[dim] - lag
-    if size <= 0:
-        return 0.0, 0.0
-    a, m = _sampled(a, m, dim, sample)
-    both = m.narrow(dim, lag, size) * m.narrow(dim, 0, size)
-    return (pair(a.narrow(dim, lag, size), a.narrow(dim, 0, size)) * both).sum((-2, -1)), both.sum((-2, -1))
+def _shifted(a, lag, k, size):
+    """``a``'s last dimension from ``k * lag`` on, ``size`` long: the partners ``k * lag`` away."""
+    return a.narrow(-1, k * lag, size)
 
 
 @torch.no_grad()
@@ -83,15 +83,19 @@ def lag_correlation(residual: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     >>> [round(v, 2) for v in rho.flatten().tolist()]
     [1.0, 0.99, 0.97]
     """
-    r, m = residual.float(), (known > 0.5).float()
-    r = r * m
-    count = m.sum((-2, -1)).clamp(min=1.0)
+    m = known > 0.5
+    r = torch.where(m, residual.float(), 0.0)
+    count = m.sum((-2, -1)).clamp(min=1).float()
     var = (r * r).sum((-2, -1)) / count
+    lines = _lines(r, m)
     out = [torch.ones_like(var)]
     for lag in lags:  # a lag longer than the tile has no pair: 0
-        sx, nx = _pairs(r, m, lag, -1, torch.mul)
-        sy, ny = _pairs(r, m, lag, -2, torch.mul)
-        s, pairs = sx + sy, torch.as_tensor(nx + ny)
+        s, pairs = torch.zeros_like(var), torch.zeros_like(var)
+        for values, mask in lines:
+            size = values.shape[-1] - lag
+            if size > 0:  # unknown pixels are 0: their products add nothing
+                s = s + (_shifted(values, lag, 1, size) * _shifted(values, lag, 0, size)).sum((-2, -1))
+                pairs = pairs + (_shifted(mask, lag, 1, size) * _shifted(mask, lag, 0, size)).sum((-2, -1))
         out.append(torch.where(pairs > 0, s / pairs.clamp(min=1.0) / var.clamp(min=1e-30), 0.0))
     rho = torch.stack(out, -1).clamp(0.0, 1.0)
     return torch.cummin(rho, -1).values
@@ -108,13 +112,16 @@ def structure_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS, samp
     >>> structure_function(f, torch.ones_like(f), lags=(1, 3)).flatten().tolist()
     [0.0, 1.0, 9.0]
     """
-    f, m = field.float(), (known > 0.5).float()
-    f = f * m
-    out = [torch.zeros(f.shape[:-2], dtype=f.dtype, device=f.device)]
+    lines = _lines(field, known, sample)
+    out = [torch.zeros(field.shape[:-2], dtype=torch.float32, device=field.device)]
     for lag in lags:  # a lag longer than the tile has no pair: the value before it
-        sx, nx = _pairs(f, m, lag, -1, lambda a, b: (a - b) ** 2, sample)
-        sy, ny = _pairs(f, m, lag, -2, lambda a, b: (a - b) ** 2, sample)
-        sq, pairs = torch.as_tensor(sx + sy), torch.as_tensor(nx + ny)
+        sq, pairs = torch.zeros_like(out[0]), torch.zeros_like(out[0])
+        for values, mask in lines:
+            size = values.shape[-1] - lag
+            if size > 0:
+                both = _shifted(mask, lag, 1, size) * _shifted(mask, lag, 0, size)
+                step = _shifted(values, lag, 1, size) - _shifted(values, lag, 0, size)
+                sq, pairs = sq + (step * step * both).sum((-2, -1)), pairs + both.sum((-2, -1))
         out.append(torch.where(pairs > 0, sq / pairs.clamp(min=1.0), out[-1]))
     return torch.cummax(torch.stack(out, -1), -1).values
 
@@ -132,18 +139,16 @@ def curvature_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS, samp
     >>> curvature_function(f, torch.ones_like(f), lags=(1, 2)).flatten().tolist()
     [0.0, 4.0, 64.0]
     """
-    f, m = field.float(), (known > 0.5).float()
-    f = f * m
-    out = [torch.zeros(f.shape[:-2], dtype=f.dtype, device=f.device)]
+    lines = _lines(field, known, sample)
+    out = [torch.zeros(field.shape[:-2], dtype=torch.float32, device=field.device)]
     for lag in lags:
-        total, count = f.new_zeros(f.shape[:-2]), f.new_zeros(f.shape[:-2])
-        for dim in (-1, -2):
-            size = f.shape[dim] - 2 * lag
+        total, count = torch.zeros_like(out[0]), torch.zeros_like(out[0])
+        for values, mask in lines:
+            size = values.shape[-1] - 2 * lag
             if size <= 0:
                 continue
-            a, w = _sampled(f, m, dim, sample)
-            x0, x1, x2 = (a.narrow(dim, k * lag, size) for k in range(3))
-            both = w.narrow(dim, 0, size) * w.narrow(dim, lag, size) * w.narrow(dim, 2 * lag, size)
+            x0, x1, x2 = (_shifted(values, lag, k, size) for k in range(3))
+            both = _shifted(mask, lag, 0, size) * _shifted(mask, lag, 1, size) * _shifted(mask, lag, 2, size)
             total = total + ((x2 - 2 * x1 + x0) ** 2 * both).sum((-2, -1))
             count = count + both.sum((-2, -1))
         out.append(torch.where(count > 0, total / count.clamp(min=1.0), out[-1]))
@@ -177,25 +182,37 @@ def _distance(known, cap, exact):
     reach = min(cap, exact)
     far = cap + 1
     out = torch.zeros((n, c, h, w), dtype=torch.float32, device=known.device)
-    gaps = torch.nonzero(~known.reshape(-1)).squeeze(1)
+    gaps = torch.nonzero(~known.reshape(-1)).squeeze(1)  # in order: runs along a row are consecutive
     if gaps.numel() == 0:
         return out
+    # Everything below costs in proportion to the gap pixels, not the tile.
+    line, x = gaps // w, gaps % w  # line = plane * h + row
+    y, plane = line % h, line // h
     coarse = None
     if reach < cap:  # cells farther than the reach on the coarse grid skip the exact search
         f = COARSEN
-        cells = F.max_pool2d(known.float(), f, ceil_mode=True) > 0
-        coarse = _distance(cells, -(-cap // f), exact=cap) * f
-        coarse = coarse.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w].reshape(-1)[gaps]
-    # Along the row: running maxima of the known columns' positions, from the left and the right.
-    column = torch.arange(w, device=known.device, dtype=torch.int32).expand(n, c, h, w)
-    none = torch.tensor(-far - w, dtype=torch.int32, device=known.device)
-    left = torch.cummax(torch.where(known, column, none), -1).values
-    right = torch.cummax(torch.where(known, (w - 1) - column, none).flip(-1), -1).values.flip(-1)
-    along = torch.minimum(column - left, (w - 1) - column - right).clamp_(max=far)
-    row2 = (along * along).reshape(-1)
+        hc, wc = -(-h // f), -(-w // f)
+        cell = (plane * hc + y // f) * wc + x // f
+        size = (torch.clamp(h - torch.arange(hc, device=known.device) * f, max=f)[:, None]
+                * torch.clamp(w - torch.arange(wc, device=known.device) * f, max=f)[None, :]).reshape(-1)
+        missing = torch.bincount(cell, minlength=n * c * hc * wc).reshape(n * c, hc * wc)
+        cells = (missing < size).reshape(n, c, hc, wc)  # a cell with any known pixel
+        coarse = (_distance(cells, -(-cap // f), exact=cap) * f).reshape(-1)[cell]
+    # Along the row: each gap pixel's run of gap pixels, from its first to its last column; the
+    # known pixels just outside it (if inside the row) are the nearest ones along the row.
+    first = torch.ones_like(gaps, dtype=torch.bool)
+    first[1:] = (gaps[1:] != gaps[:-1] + 1) | (x[1:] == 0)
+    last = torch.ones_like(first)
+    last[:-1] = first[1:]
+    run = torch.cumsum(first, 0) - 1
+    start, end = x[first][run], x[last][run]
+    left = torch.where(start > 0, x - start + 1, far)
+    right = torch.where(end < w - 1, end - x + 1, far)
+    along = torch.minimum(left, right).clamp_(max=far).to(torch.int32)
+    row2 = torch.zeros(n * c * h * w, dtype=torch.int32, device=known.device)
+    row2[gaps] = along * along
     # Then the best row within the reach, for the gap pixels not yet settled.
     best = row2[gaps].clone()
-    y = (gaps // w) % h
     active = torch.arange(gaps.numel(), device=known.device)
     if coarse is not None:  # a pixel's cell this far from any known cell is deep whatever the rows say
         active = active[coarse[active] <= reach + 2 * COARSEN]
@@ -257,17 +274,22 @@ def local_variability(field: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     >>> r = local_variability(f, torch.ones_like(f)); bool(r[0, 0, 10, 2] < 0.1 < 2 < r[0, 0, 10, 250])
     True
     """
-    m = (known > 0.5).float()
-    f = field.float() * m
-    step = torch.zeros_like(f)
-    pairs = torch.zeros_like(f)
-    step[..., :, 1:] += (f[..., :, 1:] - f[..., :, :-1]) ** 2 * m[..., :, 1:] * m[..., :, :-1]
-    pairs[..., :, 1:] += m[..., :, 1:] * m[..., :, :-1]
-    step[..., 1:, :] += (f[..., 1:, :] - f[..., :-1, :]) ** 2 * m[..., 1:, :] * m[..., :-1, :]
-    pairs[..., 1:, :] += m[..., 1:, :] * m[..., :-1, :]
-    total = step.sum((-2, -1), keepdim=True) / pairs.sum((-2, -1), keepdim=True).clamp(min=1.0)
+    known = known > 0.5 if known.dtype != torch.bool else known
+    f = torch.where(known, field.float(), 0.0)
+    m = known.float()
+    # A step between neighbours counts at the second pixel of the pair (pads keep the cells aligned).
+    sums = {"step": [], "pairs": []}
+    for dim, pad in ((-1, (1, 0, 0, 0)), (-2, (0, 0, 1, 0))):
+        size = f.shape[dim] - 1
+        pairs = m.narrow(dim, 1, size) * m.narrow(dim, 0, size)
+        step = (f.narrow(dim, 1, size) - f.narrow(dim, 0, size)).square_().mul_(pairs)
+        sums["step"].append(F.pad(step, pad))
+        sums["pairs"].append(F.pad(pairs, pad))
+    total = sum(a.sum((-2, -1), keepdim=True) for a in sums["step"]) / \
+        sum(a.sum((-2, -1), keepdim=True) for a in sums["pairs"]).clamp(min=1.0)
     size, box = LOCAL_CELL, 2 * LOCAL_RADIUS + 1
-    cells = [F.avg_pool2d(a, size, ceil_mode=True) for a in (step, pairs)]  # zero-padded at the edge: sums
+    # Zero-padded at the edge: sums (the two arrays alike, so the divisor cancels in the ratio).
+    cells = [sum(F.avg_pool2d(a, size, ceil_mode=True) for a in sums[key]) for key in ("step", "pairs")]
     local = [F.avg_pool2d(c, box, stride=1, padding=LOCAL_RADIUS, count_include_pad=True) for c in cells]
     ratio = torch.where(local[1] > 0, local[0] / local[1].clamp(min=1e-12) / total.clamp(min=1e-30), 1.0)
     return F.interpolate(ratio, size=f.shape[-2:], mode="bilinear", align_corners=False)
@@ -282,14 +304,16 @@ class Kriged(NamedTuple):
 
 
 @torch.no_grad()
-def krige(target, known, estimate, variance, added_variance=None) -> Kriged:
+def krige(target, known, estimate, variance, added_variance=None, wanted=None) -> Kriged:
     """The regression ``estimate`` (N, 1, H, W; NaN where no context field is present) with its
     residual kriged into the gaps; where it is NaN, the target's own thin-plate interpolation
     (:func:`~xdl.models.harmonic.thin_plate_fill`) from its known pixels and the kriged values
     around, as a classical fill with regression would do. ``variance``: the fit's local residual
     variance at each pixel; ``added_variance`` (optional, like it): error variance the estimate
     carries besides the residual (from context values that were themselves interpolated), added
-    to the kriging variance. See the module docstring.
+    to the kriging variance. ``wanted`` (bool, like ``known``; optional): the gaps whose fill is
+    read back (outside it, e.g. off the Earth, the value and error are left unrefined). See the
+    module docstring.
 
     >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     >>> t = (torch.sin(x / 4) + torch.cos(y / 5))[None, None]; m = torch.ones_like(t); m[..., 20:23, :] = 0
@@ -301,10 +325,10 @@ def krige(target, known, estimate, variance, added_variance=None) -> Kriged:
     (True, True)
     """
     with torch.autocast(target.device.type, enabled=False):  # statistics and fills in fp32, always
-        return _krige(target, known, estimate, variance, added_variance)
+        return _krige(target, known, estimate, variance, added_variance, wanted)
 
 
-def _krige(target, known, estimate, variance, added_variance) -> Kriged:
+def _krige(target, known, estimate, variance, added_variance, wanted) -> Kriged:
     from .harmonic import thin_plate_fill
 
     known = known > 0.5
@@ -314,7 +338,7 @@ def _krige(target, known, estimate, variance, added_variance) -> Kriged:
     residual = torch.where(base, target - estimate.float(), 0.0)
     rho = lag_correlation(residual, base)
     cap = max_lag()
-    gaps = ~known
+    gaps = ~known if wanted is None else ~known & wanted
     distance = capped_distance(base, cap)
     near = at_distance(rho, distance, where=gaps)
     weight = _two_sided(near, at_distance(rho, 2 * distance, where=gaps))
@@ -325,7 +349,7 @@ def _krige(target, known, estimate, variance, added_variance) -> Kriged:
         var = var + added_variance.float()
     unfitted = gaps & ~fitted
     if bool(unfitted.any()):  # the target's own interpolation, joined to the kriged values around
-        value = thin_plate_fill(value, (~unfitted).float())
+        value = thin_plate_fill(value, (known | fitted).float())  # all gaps unknown, wanted or not
         to_data = distance if torch.equal(base, known) else capped_distance(known, cap)
         var = torch.where(fitted, var, _own_variance(target, known, to_data, unfitted, thin_plate=True))
     return Kriged(value, torch.sqrt(torch.where(known, 0.0, var)))
@@ -376,11 +400,11 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
 def _sums_at_gaps(curves, distance, gaps):
     """For each of ``curves`` (N, C, 1 + len(LAGS)), its sum over the ``gaps`` pixels at their
     ``distance`` rounded to whole pixels: (N, C) each, from one histogram of the distances."""
-    n, c = distance.shape[:2]
+    n, c, h, w = distance.shape
     cap = max_lag()
-    steps = distance.round().long().clamp(0, cap)
-    plane = torch.arange(n * c, device=distance.device).reshape(n, c, 1, 1)
-    counts = torch.bincount((plane * (cap + 1) + steps)[gaps], minlength=n * c * (cap + 1))
+    pixels = torch.nonzero(gaps.reshape(-1)).squeeze(1)
+    steps = distance.reshape(-1)[pixels].round().long().clamp(0, cap)
+    counts = torch.bincount(pixels // (h * w) * (cap + 1) + steps, minlength=n * c * (cap + 1))
     counts = counts.reshape(n, c, cap + 1).float()
     grid = torch.arange(cap + 1, dtype=torch.float32, device=distance.device).expand(n, c, 1, cap + 1)
     return [(counts * at_distance(curve, grid)[:, :, 0]).sum(-1) for curve in curves]
