@@ -193,7 +193,8 @@ def context_model(model, spec, info: np.ndarray, base_key: str):
     outputs = card.get("outputs") or []
     card.update({"mode": "spatial", "in_channels": n + len(info), "out_channels": spec.out_channels,
                  "target_channels": n, "halo": spec.halo, "size_multiple": spec.size_multiple,
-                 "takes_mask": True, "fills_gaps": True, "min_tile": spec.min_tile, "cpu_bf16": spec.cpu_bf16,
-                 "inputs": [], "outputs": outputs if len(outputs) == spec.out_channels else []})
+                 "takes_mask": True, "takes_domain": spec.takes_domain, "fills_gaps": True,
+                 "min_tile": spec.min_tile, "cpu_bf16": spec.cpu_bf16, "inputs": [],
+                 "outputs": outputs if len(outputs) == spec.out_channels else []})
     digest = hashlib.sha256(base_key.encode() + np.ascontiguousarray(info, np.float32).tobytes()).hexdigest()
     return Model(wrapper, card=card), digest
