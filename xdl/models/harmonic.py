@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["harmonic_fill", "thin_plate_fill", "thin_plate_regions"]
+__all__ = ["harmonic_fill", "thin_plate_fill"]
 
 
 # Jacobi updates as weighted sums of a pixel's neighbours, {(dy, dx): weight}:
@@ -145,7 +145,7 @@ def _harmonic_around(plane, known, where):
 
 @torch.compiler.disable
 @torch.no_grad()
-def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
     """``x`` (N, C, H, W) with the pixels where ``mask`` is 0 replaced by the thin-plate (biharmonic)
     interpolation of the valid ones: :func:`skimage.restoration.inpaint_biharmonic`, a sparse direct
     solve in float64 on the CPU, plane by plane (GPU tensors make the round trip).
@@ -155,7 +155,8 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     4,000 gap pixels in a 361 x 576 plane), faster than linearly with each gap's size: a connected
     gap of more than :data:`THIN_PLATE_MAX_REGION` pixels gets :func:`harmonic_fill`'s solution (10
     biharmonic steps) instead, computed on the box around it. Planes without any valid pixel come
-    back as zeros, like :func:`harmonic_fill`'s.
+    back as zeros, like :func:`harmonic_fill`'s. ``regions=True`` also returns where a thin plate
+    was solved (bool, like ``x``: the gap pixels of the smaller gaps, in planes with a valid pixel).
 
     >>> y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
     >>> t = (x * x / 20 + y)[None, None]; m = torch.ones_like(t); m[..., 8:16, 8:16] = 0
@@ -163,6 +164,8 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     True
     >>> bool((harmonic_fill(t * m, m, 8, 10) - t).abs().max() > 0.2)
     True
+    >>> m[..., 0, 0] = 0; _, solved = thin_plate_fill(t * m, m, regions=True); int(solved.sum())
+    65
     """
     import numpy as np
     from skimage.restoration import inpaint_biharmonic  # heavy import; only when used
@@ -170,6 +173,7 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):
         known = mask.float().expand_as(x) > 0.5
         out = torch.where(known, x.float(), 0.0)
+        solved = torch.zeros_like(known)
         planes, planes_known = out.reshape(-1, *x.shape[-2:]), known.reshape(-1, *x.shape[-2:])
         for i in range(planes.shape[0]):
             gaps = ~planes_known[i]
@@ -177,14 +181,15 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
                 continue
             holes = gaps.cpu().numpy()
             small = _small_holes(holes)
+            solved.view(-1, *x.shape[-2:])[i] = torch.from_numpy(small).to(solved.device)
             big = holes & ~small
             if big.any():
                 planes[i] = _harmonic_around(planes[i], planes_known[i], torch.from_numpy(big).to(gaps.device))
             if small.any():
                 plane = planes[i].double().cpu().numpy()
-                solved = inpaint_biharmonic(plane, small)
-                planes[i] = torch.from_numpy(np.where(small, solved, plane)).to(out)
-        return out
+                result = inpaint_biharmonic(plane, small)
+                planes[i] = torch.from_numpy(np.where(small, result, plane)).to(out)
+        return (out, solved) if regions else out
 
 
 def _small_holes(holes):
@@ -196,22 +201,3 @@ def _small_holes(holes):
     labels, count = ndimage.label(holes)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     return holes & (sizes <= THIN_PLATE_MAX_REGION)[labels]
-
-
-@torch.no_grad()
-def thin_plate_regions(mask: torch.Tensor) -> torch.Tensor:
-    """Where :func:`thin_plate_fill` solves a thin plate: the gap pixels (``mask`` 0; N, C, H, W) in
-    connected gaps of at most :data:`THIN_PLATE_MAX_REGION` pixels, in planes with some valid
-    pixel (the larger gaps get the harmonic fill).
-
-    >>> m = torch.ones(1, 1, 4, 4); m[..., 1, 1] = 0
-    >>> thin_plate_regions(m).sum().item(), thin_plate_regions(torch.zeros(1, 1, 4, 4)).sum().item()
-    (1, 0)
-    """
-    gaps = mask.float() < 0.5
-    out = torch.zeros_like(gaps)
-    planes, solved = gaps.reshape(-1, *gaps.shape[-2:]), out.reshape(-1, *gaps.shape[-2:])
-    for i in range(planes.shape[0]):
-        if bool(planes[i].any()) and not bool(planes[i].all()):
-            solved[i] = torch.from_numpy(_small_holes(planes[i].cpu().numpy())).to(solved.device)
-    return out

@@ -392,7 +392,7 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
     scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills 0.50-0.98x the RMSE in
     14 of 21 case x gap kinds (means of 3 draws), the others unchanged (the thin plate everywhere was up to 13% worse
     on GOES bands); without context, surface pressure 0.81-0.94x, the others unchanged."""
-    from .harmonic import harmonic_fill, thin_plate_fill, thin_plate_regions
+    from .harmonic import harmonic_fill, thin_plate_fill
 
     linear_curve = structure_function(residual, base, sample=CHOICE_SAMPLE) / 2
     curved_curve = curvature_function(residual, base, sample=CHOICE_SAMPLE) / 4
@@ -409,10 +409,9 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
                          else harmonic.float().reshape(n * c, 1, h, w)[rough])
     factor = torch.ones_like(residual)
     if bool(thin.any()):
-        spread[thin] = thin_plate_fill(planes[thin], known[thin])
         # Its variance factor where it solved a thin plate (not in the larger gaps), thin planes only.
         solved = torch.zeros_like(planes, dtype=torch.bool)
-        solved[thin] = thin_plate_regions(known[thin])
+        spread[thin], solved[thin] = thin_plate_fill(planes[thin], known[thin], regions=True)
         where = gaps & solved.reshape(n, c, h, w)
         linear = at_distance(linear_curve, distance, where=where)
         curved = at_distance(curved_curve, distance, where=where)
