@@ -183,7 +183,7 @@ class FillUNet(nn.Module):
         if mask.shape[1] != x.shape[1]:
             mask = mask.expand_as(x)
         wanted = None
-        if bool((mask[:, :n] < -0.5).any()):  # gaps outside the domain (takes_domain): unknown, not read
+        if self.takes_domain and bool((mask[:, :n] < -0.5).any()):  # gaps outside the domain: not read
             wanted = mask[:, :n] > -0.5
             mask = mask.clamp(min=0.0)
         if not self.takes_context and x.shape[1] != n:

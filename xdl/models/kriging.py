@@ -292,19 +292,19 @@ def local_variability(field: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     # A step between neighbours counts at the second pixel of the pair: one pixel of padding before
     # the steps puts each in its pixel's cell. Cell sums (divisor 1), zero beyond the edge: a partial
     # cell at the edge weighs as its pixels (the tiles are whole cells: xdl's fills never have one).
-    sums = {"step": [], "pairs": []}
+    cells = [f.new_zeros(f.shape[:-2] + grid) for _ in range(2)]  # steps, pairs
+    totals = [f.new_zeros(f.shape[:-2] + (1, 1)) for _ in range(2)]
     for dim, pad in ((-1, (0, 1)), (-2, (1, 0))):
         n = f.shape[dim] - 1
         if n <= 0:  # a single row (column): no pair along it
             continue
         pairs = m.narrow(dim, 1, n) * m.narrow(dim, 0, n)
         step = (f.narrow(dim, 1, n) - f.narrow(dim, 0, n)).square_().mul_(pairs)
-        for key, a in (("step", step), ("pairs", pairs)):
+        for i, a in enumerate((step, pairs)):
             cell = F.avg_pool2d(a, size, padding=pad, ceil_mode=True, divisor_override=1)
-            sums[key].append((cell[..., :grid[0], :grid[1]], a.sum((-2, -1), keepdim=True)))
-    zero = (f.new_zeros(f.shape[:-2] + grid), f.new_zeros(f.shape[:-2] + (1, 1)))
-    total = sum(t for _, t in sums["step"] or [zero]) / sum(t for _, t in sums["pairs"] or [zero]).clamp(min=1.0)
-    cells = [sum(c for c, _ in sums[key] or [zero]) for key in ("step", "pairs")]
+            cells[i] = cells[i] + cell[..., :grid[0], :grid[1]]
+            totals[i] = totals[i] + a.sum((-2, -1), keepdim=True)
+    total = totals[0] / totals[1].clamp(min=1.0)
     local = [F.avg_pool2d(c, box, stride=1, padding=LOCAL_RADIUS, count_include_pad=True) for c in cells]
     ratio = torch.where(local[1] > 0, local[0] / local[1].clamp(min=1e-12) / total.clamp(min=1e-30), 1.0)
     return F.interpolate(ratio, size=f.shape[-2:], mode="bilinear", align_corners=False)
@@ -388,10 +388,11 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
     takes the thin plate, with its variance scaled by the ratio of the two (at most 1) where the
     thin plate was solved; a rough one (a satellite band) the harmonic fill. A plane with more
     than :data:`THIN_PLATE_CHEAP` gap pixels takes the thin plate only for a predicted error
-    :data:`THIN_PLATE_GAIN` times the harmonic fill's or less (its solve is the cost there). On full-size training
-    scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills 0.50-0.98x the RMSE in
-    14 of 21 case x gap kinds (means of 3 draws), the others unchanged (the thin plate everywhere was up to 13% worse
-    on GOES bands); without context, surface pressure 0.81-0.94x, the others unchanged."""
+    :data:`THIN_PLATE_GAIN` times the harmonic fill's or less (its solve is the cost there). On
+    full-size training scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills
+    0.50-0.98x the RMSE in 14 of 21 case x gap kinds (means of 3 draws), the others unchanged (the
+    thin plate everywhere was up to 13% worse on GOES bands); without context, surface pressure
+    0.81-0.94x, the others unchanged."""
     from .harmonic import harmonic_fill, thin_plate_fill
 
     linear_curve = structure_function(residual, base, sample=CHOICE_SAMPLE) / 2
