@@ -251,6 +251,42 @@ def test_sigma_where_nothing_is_known_follows_the_thin_plate():
     assert float(kriging.spatial_std(t * known, known)[hole].min()) > 0.5
 
 
+def test_sigma_where_nothing_is_known_grows_from_the_kriged_pixels_around():
+    """A strip no context field covers, deep inside the target's gap, is filled by the thin plate
+    from the kriged pixels beside it: its sigma is that of a thin plate one pixel from its data,
+    not fifteen pixels from the target's own."""
+    field = torch.tensor(_smooth_noise((64, 64), 3, 7), dtype=torch.float32)[None, None]
+    known = torch.ones_like(field)
+    known[..., 10:40, 10:50] = 0
+    estimate = field + 0.1 * torch.tensor(_smooth_noise((64, 64), 8, 5), dtype=torch.float32)[None, None]
+    estimate[..., 24:26, 20:40] = float("nan")
+    k = kriging.krige(field * known, known, estimate, torch.full_like(field, 0.01))
+    strip = torch.isnan(estimate)
+    curve = kriging.curvature_function(field * known, known)
+    roughness = kriging.local_variability(field * known, known)
+    one_away = kriging.at_distance(curve, torch.ones_like(field)) / 4 * roughness
+    assert torch.allclose(k.std[strip] ** 2, one_away[strip], rtol=1e-5)
+    far = kriging.at_distance(curve, kriging.capped_distance(known > 0, kriging.max_lag())) / 4 * roughness
+    assert bool((k.std[strip] ** 2 < 0.5 * far[strip]).all())
+
+
+def test_local_variability_is_local_and_falls_back_deep_inside_a_gap(monkeypatch):
+    """The roughness of a 20-pixel window: a rough strip 24 pixels wide stands out from the smooth
+    field around it; deep inside a gap wider than the window the wide window's value is used."""
+    f = torch.zeros(1, 1, 128, 128)
+    f[..., 52:76] = torch.randn(128, 24, generator=torch.Generator().manual_seed(1))
+    known = torch.ones_like(f)
+    r = kriging.local_variability(f, known)
+    assert float(r[0, 0, 64, 64]) > 3 and float(r[0, 0, 64, 20]) < 0.1
+    known[..., 40:90, 40:90] = 0             # the strip's middle hidden: no pair within 20 pixels
+    r_gap = kriging.local_variability(f * known, known)
+    monkeypatch.setattr(kriging, "LOCAL_PRIOR", 1e12)   # the wide window alone
+    r_wide = kriging.local_variability(f * known, known)
+    assert torch.isclose(r_gap[0, 0, 64, 64], r_wide[0, 0, 64, 64], rtol=1e-4)
+    assert float(r_gap[0, 0, 64, 64]) > 1.05   # the wide window around the strip, not the tile (1)
+    assert torch.isfinite(r_gap).all() and bool((r_gap > 0).all())
+
+
 def test_sigma_carries_the_error_of_an_interpolated_context_value():
     """Where the target's gap meets a gap of one context field (another is present), the
     regression reads that field's interpolation: the sigma there adds beta**2 times the
