@@ -271,14 +271,14 @@ def test_sigma_where_nothing_is_known_grows_from_the_kriged_pixels_around():
 
 
 def test_local_variability_is_local_and_falls_back_deep_inside_a_gap(monkeypatch):
-    """The roughness of a 20-pixel window: a rough strip 24 pixels wide stands out from the smooth
+    """The roughness of a 24-pixel window: a rough strip 24 pixels wide stands out from the smooth
     field around it; deep inside a gap wider than the window the wide window's value is used."""
     f = torch.zeros(1, 1, 128, 128)
     f[..., 52:76] = torch.randn(128, 24, generator=torch.Generator().manual_seed(1))
     known = torch.ones_like(f)
     r = kriging.local_variability(f, known)
     assert float(r[0, 0, 64, 64]) > 3 and float(r[0, 0, 64, 20]) < 0.1
-    known[..., 40:90, 40:90] = 0             # the strip's middle hidden: no pair within 20 pixels
+    known[..., 40:90, 40:90] = 0             # the strip's middle hidden: no pair within 12 pixels
     r_gap = kriging.local_variability(f * known, known)
     monkeypatch.setattr(kriging, "LOCAL_PRIOR", 1e12)   # the wide window alone
     r_wide = kriging.local_variability(f * known, known)

@@ -270,22 +270,23 @@ def max_lag(lags=LAGS) -> int:
     return math.ceil(max(lags))
 
 
-# The local variability: 4-pixel cells, a 5 x 5-cell window (20 px: about a mountain range on a
+# The local variability: 8-pixel cells, a 3 x 3-cell window (24 px: about a mountain range on a
 # reanalysis grid, where the 112-pixel window before spanned half the globe), shrunk towards the
-# 29 x 29-cell window (116 px) around it with the weight of LOCAL_PRIOR pairs, so that deep inside
-# a large gap, where the small window holds few pairs, the wide one speaks. On the full-size
-# training scenes without context (benchmarks/RESULTS.md, 2026-12-06, session 26) it brought ERA5
-# surface pressure's sigma closer (clouds 92% -> 89% within 1 sigma, RMS(sigma)/RMSE 1.44 -> 1.15)
-# and left GOES C16 and sea-surface height within 2 points.
-LOCAL_CELL, LOCAL_RADIUS, WIDE_RADIUS = 4, 2, 14
+# 112-pixel window around it (7 x 7 cells of 2 x 2 cells) with the weight of LOCAL_PRIOR pairs, so
+# that deep inside a large gap, where the small window holds few pairs, the wide one speaks. On the
+# full-size training scenes without context (benchmarks/RESULTS.md, 2026-12-06, session 26) it
+# brought ERA5 surface pressure's sigma closer (clouds 92% -> 90% within 1 sigma, RMS(sigma)/RMSE
+# 1.44 -> 1.23) and left GOES C16 and sea-surface height within 2 points. 4-pixel cells (a 20-pixel
+# window), about as good, added 5% to uncertainty=True on a CONUS scene with 10% gaps.
+LOCAL_CELL, LOCAL_RADIUS, WIDE_CELLS, WIDE_RADIUS = 8, 1, 2, 3
 LOCAL_PRIOR = 20.0
 
 
 @torch.no_grad()
 def local_variability(field: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """How rough ``field`` (N, C, H, W) is around each pixel compared with the whole tile: the mean
-    squared step between neighbouring known pixels (along x and y) in a window of 5 x 5 cells of
-    4 pixels, shrunk towards that of a 29 x 29-cell window as if it held :data:`LOCAL_PRIOR` more
+    squared step between neighbouring known pixels (along x and y) in a window of 3 x 3 cells of
+    8 pixels, shrunk towards that of a 112-pixel window as if it held :data:`LOCAL_PRIOR` more
     pairs of that mean, over the tile's (N, C, H, W; 1 where neither window holds a pair). A
     field's interpolation error follows its roughness: small over the ocean, large over mountains.
 
@@ -315,8 +316,12 @@ def local_variability(field: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
             totals[i] = totals[i] + a.sum((-2, -1), keepdim=True)
     total = totals[0] / totals[1].clamp(min=1.0)
     local = [_window_sums(c, LOCAL_RADIUS) for c in cells]
-    wide = [_window_sums(c, WIDE_RADIUS) for c in cells]
+    # The wide window from cells WIDE_CELLS times coarser (cheap), brought back to the fine cells.
+    wide = [_window_sums(F.avg_pool2d(c, WIDE_CELLS, ceil_mode=True, divisor_override=1), WIDE_RADIUS)
+            for c in cells]
     wide_mean = torch.where(wide[1] > 0, wide[0] / wide[1].clamp(min=1e-12), total)
+    wide_mean = F.interpolate(wide_mean, scale_factor=WIDE_CELLS, mode="bilinear", align_corners=False)
+    wide_mean = wide_mean[..., :grid[0], :grid[1]]
     mean = (local[0] + LOCAL_PRIOR * wide_mean) / (local[1] + LOCAL_PRIOR)
     ratio = torch.where(total > 0, mean / total.clamp(min=1e-30), 1.0)
     return F.interpolate(ratio, size=f.shape[-2:], mode="bilinear", align_corners=False)
