@@ -179,6 +179,34 @@ def test_lazy_input_gives_lazy_output():
     assert isinstance(out.data, da.Array)
 
 
+@pytest.mark.parametrize("uncertainty", [False, True])
+def test_coordinates_chunked_unlike_the_data(uncertainty):
+    """A 2-D lat/lon chunked unlike its variable (netCDF files store them so, and
+    ``open_dataset(chunks={})`` keeps it: xarray's ``chunksizes`` then raises) is no obstacle: the
+    output keeps the variable's own chunks and its valid values."""
+    values = smooth_field((24, 32))
+    values[5:9, 10:20] = np.nan
+    coords = {"lat": (("y", "x"), da.zeros((24, 32), chunks=(24, 32))),
+              "lon": (("y", "x"), da.zeros((24, 32), chunks=(24, 32)))}
+    arr = xr.DataArray(da.from_array(values, chunks=(1, 32)), dims=("y", "x"), coords=coords, name="t")
+    # With a sigma: the bundled default (the test model has no sigma head).
+    out = arr.dl.inpaint(uncertainty=True) if uncertainty else arr.dl.inpaint(model())
+    filled = out if isinstance(out, xr.DataArray) else out["t"]
+    assert filled.data.chunks == arr.data.chunks
+    got = filled.values
+    assert np.array_equal(got[np.isfinite(values)], values[np.isfinite(values)])
+    assert np.isfinite(got).all()
+
+
+def test_a_real_file_with_coordinates_chunked_unlike_the_data():
+    """The SEVIRI stereographic file opened with chunks={}: data in rows, lat/lon whole."""
+    ds = xr.open_dataset(shared_file("projected/msg_toa_bt_10p8_stereographic.nc"), chunks={})
+    out = ds.dl.inpaint(model())
+    assert out["data"].data.chunks == ds["data"].data.chunks
+    src, got = ds["data"].values, out["data"].values
+    assert np.array_equal(got[np.isfinite(src)], src[np.isfinite(src)])
+
+
 def test_goes_space_is_never_filled_and_scan_lines_are():
     path = shared_file("goes/OR_ABI-L1b-RadC-M6C07_G16_*.nc")
     ds = xr.open_dataset(path, chunks={}).isel(y=slice(0, 384), x=slice(0, 448))  # holds the off-earth wedge

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from . import uncertainty
-from .conventions import cf
+from .conventions import cf, layout
 from .engine import tiling
 from .errors import XdlWarning
 
@@ -130,8 +130,9 @@ def chunks_like(obj, arr: xr.DataArray):
     """``obj`` rechunked to ``arr``'s chunks along the dims they share (both dask-backed)."""
     if arr is None or not isinstance(getattr(obj, "data", None), da.Array) or not isinstance(arr.data, da.Array):
         return obj
-    wanted = {d: arr.chunksizes[d] for d in obj.dims if d in arr.chunksizes}
-    if all(obj.chunksizes.get(d) == c for d, c in wanted.items()):
+    target, own = layout.data_chunks(arr), layout.data_chunks(obj)
+    wanted = {d: target[d] for d in obj.dims if d in target}
+    if all(own.get(d) == c for d, c in wanted.items()):
         return obj
     return obj.chunk(wanted)
 

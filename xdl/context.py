@@ -119,7 +119,7 @@ def _like(arr: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
     """``arr`` on ``target``'s dims order and (dask) chunks."""
     arr = arr.transpose(*target.dims)
     if isinstance(target.data, da.Array):
-        return arr.chunk(target.chunksizes)
+        return arr.chunk(layout.data_chunks(target))
     if isinstance(arr.data, da.Array):
         return arr.compute()  # an in-memory target: its context in memory too
     return arr

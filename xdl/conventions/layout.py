@@ -143,3 +143,17 @@ def check_coordinates(da: xr.DataArray, dims) -> None:
             if not ((diff > zero).all() or (diff < zero).all()):
                 raise InputError(f"coordinate {dim!r} of {da.name!r} is not monotonic; sort it "
                                  f"(da.sortby({dim!r})) so neighbouring pixels are neighbours.")
+
+
+def data_chunks(da: xr.DataArray) -> dict:
+    """The dask chunks of ``da``'s own data by dim. Not ``da.chunksizes``: that merges the
+    coordinates' chunks and raises when a 2-D lat/lon is chunked unlike the data (netCDF files
+    store them so; ``open_dataset(chunks={})`` keeps it).
+
+    >>> import dask.array
+    >>> v = xr.DataArray(dask.array.zeros((4, 6), chunks=(1, 6)), dims=("y", "x"))
+    >>> v = v.assign_coords(lat=(("y", "x"), dask.array.zeros((4, 6), chunks=(4, 6))))
+    >>> data_chunks(v)
+    {'y': (1, 1, 1, 1), 'x': (6,)}
+    """
+    return dict(zip(da.dims, da.data.chunks))
