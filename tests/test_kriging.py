@@ -194,18 +194,31 @@ def test_krige_fills_pixels_without_context_by_thin_plate():
     assert bool((k.std[..., 20:30, 20:30] > 0).all())
 
 
-def test_thin_plate_fill_leaves_large_gaps_to_the_harmonic_fill(monkeypatch):
+def test_thin_plate_fill_solves_large_gaps_on_a_coarser_grid(monkeypatch):
+    """A gap over the cap is solved on a coarser grid and joined to the data: on a smooth field
+    within a few percent of the exact thin plate and far better than the harmonic fill, which is
+    all it got before; smaller gaps are still solved exactly; valid pixels untouched."""
+    from skimage.restoration import inpaint_biharmonic
+
     from xdl.models import harmonic
 
-    monkeypatch.setattr(harmonic, "THIN_PLATE_MAX_REGION", 50)
-    field = torch.tensor(_smooth_noise((40, 40), 4, 6), dtype=torch.float32)[None, None]
+    y, x = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    field = ((x - 30) ** 2 / 90 + (y - 60) ** 2 / 150 + x * y / 400)[None, None]
+    field = field + 0.2 * torch.tensor(_smooth_noise((96, 96), 6, 3), dtype=torch.float32)[None, None]
     m = torch.ones_like(field)
-    m[..., 5:25, 5:25] = 0      # 400 pixels: above the cap
-    m[..., 30:35, 30:35] = 0    # 25 pixels: solved
-    got = harmonic.thin_plate_fill(field * m, m)
-    ref = harmonic.harmonic_fill(field * m, m, 8, 10)
-    assert torch.equal(got[..., 5:25, 5:25], ref[..., 5:25, 5:25])
-    assert not torch.equal(got[..., 30:35, 30:35], ref[..., 30:35, 30:35])
+    m[..., 20:70, 25:75] = 0    # 2,500 pixels: over the cap set below
+    m[..., 80:85, 80:85] = 0    # 25 pixels: solved exactly
+    exact = torch.from_numpy(inpaint_biharmonic(field[0, 0].double().numpy(), (m[0, 0] == 0).numpy()))
+    monkeypatch.setattr(harmonic, "THIN_PLATE_MAX_REGION", 500)
+    got, solved = harmonic.thin_plate_fill(field * m, m, regions=True)
+    big = m[0, 0] == 0
+    big[80:, 80:] = False
+    err = lambda a: float(((a - field[0, 0].double())[big] ** 2).mean().sqrt())
+    coarse, thin = err(got[0, 0].double()), err(exact)
+    around = err(harmonic.harmonic_fill(field * m, m, 8, 10)[0, 0].double())
+    assert coarse < 1.5 * thin and coarse < 0.5 * around, (coarse, thin, around)
+    assert float((got[0, 0].double() - exact)[80:85, 80:85].abs().max()) < 1e-3
+    assert int(solved.sum()) == 25 and bool(solved[..., 80:85, 80:85].all())
     assert torch.equal(got[m > 0], (field * m)[m > 0])
 
 
@@ -366,8 +379,10 @@ def test_without_context_a_smooth_field_gets_a_thin_plate_and_its_sigma():
 
 
 def test_a_gap_too_large_for_the_thin_plate_keeps_the_harmonic_sigma(monkeypatch):
-    """Where thin_plate_fill leaves a large gap to the harmonic fill, the sigma there is the
-    harmonic fill's (spatial_std), not the thin plate's smaller one."""
+    """Where thin_plate_fill solves a large gap on a coarser grid, the sigma there is the harmonic
+    fill's (spatial_std), not the exact thin plate's smaller one: the coarse solve joins the data
+    through a harmonic fill of the detail, and on the sea-surface height training scene the thin
+    plate's variance was 0.6-0.85x too small there (benchmarks/RESULTS.md, session 27)."""
     from xdl.models import harmonic
 
     y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")

@@ -11,6 +11,8 @@ plate (cubic across thin gaps, continuing the field's gradient rather than only 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -119,24 +121,62 @@ def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
         return f
 
 
-# Gaps (connected regions) larger than this many pixels get harmonic_fill's solution: the sparse
+# Gaps (connected regions) larger than this many pixels are solved on a coarser grid: the sparse
 # direct solve grows faster than their size (a 100 x 100 hole: 0.13 s; 200 x 200: 0.65 s and 230 MB;
 # 450 x 450: 7 s and 1 GB). At 40,000 a 1536 x 1408 tile under 10% cloud-shaped gaps took 1.5 s
-# (the harmonic fill 0.1 s); at 10,000, 0.45 s. The gaps where the thin plate was measured to help
-# (pixels missing in both hours of MERRA-2) are a few thousand pixels.
+# (the harmonic fill 0.1 s); at 10,000, 0.45 s.
 THIN_PLATE_MAX_REGION = 10_000
-_AROUND = 32  # pixels of data around the large gaps that their harmonic fill is computed from
+_AROUND = 32  # pixels of data around the large gaps that their fill is computed from
+
+
+def _box_around(where, margin):
+    """The slices of the box around the pixels ``where`` (H, W), ``margin`` pixels wider on each side."""
+    ys, xs = torch.nonzero(where, as_tuple=True)
+    h, w = where.shape
+    return (slice(max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, h)),
+            slice(max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, w)))
+
+
+def _coarse_thin_plate(plane, known, where):
+    """``plane`` (H, W) with the large gaps ``where`` filled by a thin plate solved on a grid
+    ``f`` times coarser (``f`` such that the coarse gaps total about half of
+    :data:`THIN_PLATE_MAX_REGION` pixels), upsampled, plus the harmonic fill of what that misses
+    at the known pixels (the detail finer than a coarse cell, so the fill joins the data without a
+    step); None where the coarse grid holds no data. A thin plate varies slowly deep inside a
+    large gap, so the coarse solve loses little there; the cost is that of a gap of the cap's size."""
+    import numpy as np
+    from skimage.restoration import inpaint_biharmonic
+
+    f = max(2, math.ceil(math.sqrt(int(where.sum()) / (THIN_PLATE_MAX_REGION / 2))))
+    box = _box_around(where, max(_AROUND, 3 * f))
+    sub, sub_known, sub_where = plane[box].double(), known[box], where[box]
+    h, w = sub.shape
+    pad = (0, -w % f, 0, -h % f)
+
+    def cells(a):  # sums over f x f cells
+        return F.avg_pool2d(F.pad(a[None, None], pad), f)[0, 0] * (f * f)
+
+    count = cells(sub_known.double())
+    coarse_value = cells(torch.where(sub_known, sub, 0.0)) / count.clamp(min=1.0)
+    # A cell is known when it holds known pixels and none of the large gaps'.
+    coarse_gap = (cells(sub_where.double()) > 0) | (count < 1)
+    if bool(coarse_gap.all()):
+        return None
+    solved = inpaint_biharmonic(coarse_value.cpu().numpy(), coarse_gap.cpu().numpy(), split_into_regions=True)
+    coarse = torch.from_numpy(np.asarray(solved, dtype=np.float64)).to(sub.device)
+    smooth = F.interpolate(coarse[None, None], scale_factor=f, mode="bilinear", align_corners=False)[0, 0, :h, :w]
+    detail = harmonic_fill(torch.where(sub_known, sub - smooth, 0.0).float()[None, None],
+                           sub_known.float()[None, None], 8, 10)[0, 0]
+    out = plane.clone()
+    out[box] = torch.where(sub_where, (smooth + detail.double()).to(plane.dtype), plane[box])
+    return out
 
 
 def _harmonic_around(plane, known, where):
     """``plane`` (H, W) with the pixels ``where`` filled by :func:`harmonic_fill` computed on the box
     around them (plus :data:`_AROUND` pixels), not the whole tile: the off-Earth corner of a GOES
     tile need not cost a fill of all of it."""
-    ys, xs = torch.nonzero(where, as_tuple=True)
-    h, w = plane.shape
-    y0, y1 = max(int(ys.min()) - _AROUND, 0), min(int(ys.max()) + _AROUND + 1, h)
-    x0, x1 = max(int(xs.min()) - _AROUND, 0), min(int(xs.max()) + _AROUND + 1, w)
-    box = (slice(y0, y1), slice(x0, x1))
+    box = _box_around(where, _AROUND)
     filled = harmonic_fill(plane[box][None, None], known[box][None, None].float(), 8, 10)[0, 0]
     out = plane.clone()
     out[box] = torch.where(where[box], filled, plane[box])
@@ -152,11 +192,13 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
 
     Unlike :func:`harmonic_fill`'s biharmonic refinement (damped steps near the gap borders only),
     this solves the whole gap. Its cost grows with the gap pixels, not the tile's (about 30 ms for
-    4,000 gap pixels in a 361 x 576 plane), faster than linearly with each gap's size: a connected
-    gap of more than :data:`THIN_PLATE_MAX_REGION` pixels gets :func:`harmonic_fill`'s solution (10
-    biharmonic steps) instead, computed on the box around it. Planes without any valid pixel come
-    back as zeros, like :func:`harmonic_fill`'s. ``regions=True`` also returns where a thin plate
-    was solved (bool, like ``x``: the gap pixels of the smaller gaps, in planes with a valid pixel).
+    4,000 gap pixels in a 361 x 576 plane), faster than linearly with each gap's size: connected
+    gaps of more than :data:`THIN_PLATE_MAX_REGION` pixels are solved on a coarser grid and joined
+    to the data by a harmonic fill of the finer detail (:func:`_coarse_thin_plate`; where that grid
+    holds no data, :func:`harmonic_fill`'s solution). Planes without any valid pixel come back as
+    zeros, like :func:`harmonic_fill`'s. ``regions=True`` also returns where a thin plate was
+    solved exactly (bool, like ``x``: the gap pixels of the smaller gaps, in planes with a valid
+    pixel).
 
     >>> y, x = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
     >>> t = (x * x / 20 + y)[None, None]; m = torch.ones_like(t); m[..., 8:16, 8:16] = 0
@@ -181,10 +223,11 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
                 continue
             holes = gaps.cpu().numpy()
             small = _small_holes(holes)
+            big = torch.from_numpy(holes & ~small).to(gaps.device)
             solved.view(-1, *x.shape[-2:])[i] = torch.from_numpy(small).to(solved.device)
-            big = holes & ~small
-            if big.any():
-                planes[i] = _harmonic_around(planes[i], planes_known[i], torch.from_numpy(big).to(gaps.device))
+            if bool(big.any()):
+                coarse = _coarse_thin_plate(planes[i], planes_known[i], big)
+                planes[i] = _harmonic_around(planes[i], planes_known[i], big) if coarse is None else coarse
             if small.any():
                 plane = planes[i].double().cpu().numpy()
                 result = inpaint_biharmonic(plane, small)
