@@ -189,9 +189,10 @@ class FillUNet(nn.Module):
         if not self.takes_context and x.shape[1] != n:
             raise ValueError(f"FillUNet(in_channels={n}) takes no context fields; got {x.shape[1]} channels")
         xt, mt = x[:, :n], mask[:, :n]
-        # The target's own fill: the first guess, and the UNet's input. A kriged context model
-        # without a correction fills from the regression and never needs it.
-        own_fill = not (self.correction_scale == "kriged" and not self.has_correction and x.shape[1] > n)
+        # The target's own fill: the first guess, and the UNet's input. A kriged model without a
+        # correction never needs it whole: with context it fills from the regression, without it
+        # computes the harmonic fill only for the planes that do not take a thin plate.
+        own_fill = not (self.correction_scale == "kriged" and not self.has_correction and self.takes_context)
         first_guess = harmonic_fill(xt, mt, self.iterations, self.biharmonic_iterations) if own_fill else None
         base, scale, extra = first_guess, None, []
         if self.takes_context:
@@ -235,7 +236,7 @@ class FillUNet(nn.Module):
                 # Every gap, outside the domain too: the choice between its interpolants was
                 # measured so (counting only the wanted gaps made a GOES tile take the thin plate
                 # for 1% less error at 0.3 s more).
-                own = own_interpolation(xt, mt, first_guess)
+                own = own_interpolation(xt, mt, first_guess, (self.iterations, self.biharmonic_iterations))
                 return own.value, [], torch.sqrt(own.std ** 2 + FIT_VARIANCE_FLOOR)
             scale = torch.sqrt(spatial_std(xt, mt) ** 2 + FIT_VARIANCE_FLOOR) if self.correction_scale == "kriged" else None
             if not self.has_correction:

@@ -145,7 +145,8 @@ def _coarse_thin_plate(plane, known, where):
     step); None where the coarse grid holds no data. A thin plate varies slowly deep inside a
     large gap, so the coarse solve loses little there; the cost is that of a gap of the cap's size."""
     import numpy as np
-    from skimage.restoration import inpaint_biharmonic
+
+    from .biharmonic_solve import biharmonic_fill
 
     f = max(2, math.ceil(math.sqrt(int(where.sum()) / (THIN_PLATE_MAX_REGION / 2))))
     box = _box_around(where, max(_AROUND, 3 * f))
@@ -162,7 +163,7 @@ def _coarse_thin_plate(plane, known, where):
     coarse_gap = (cells(sub_where.double()) > 0) | (count < 1)
     if bool(coarse_gap.all()):
         return None
-    solved = inpaint_biharmonic(coarse_value.cpu().numpy(), coarse_gap.cpu().numpy(), split_into_regions=True)
+    solved = biharmonic_fill(coarse_value.cpu().numpy(), coarse_gap.cpu().numpy())
     coarse = torch.from_numpy(np.asarray(solved, dtype=np.float64)).to(sub.device)
     smooth = F.interpolate(coarse[None, None], scale_factor=f, mode="bilinear", align_corners=False)[0, 0, :h, :w]
     detail = harmonic_fill(torch.where(sub_known, sub - smooth, 0.0).float()[None, None],
@@ -187,8 +188,9 @@ def _harmonic_around(plane, known, where):
 @torch.no_grad()
 def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
     """``x`` (N, C, H, W) with the pixels where ``mask`` is 0 replaced by the thin-plate (biharmonic)
-    interpolation of the valid ones: :func:`skimage.restoration.inpaint_biharmonic`, a sparse direct
-    solve in float64 on the CPU, plane by plane (GPU tensors make the round trip).
+    interpolation of the valid ones: the linear system of :func:`skimage.restoration.inpaint_biharmonic`,
+    solved directly in float64 on the CPU (:func:`~xdl.models.biharmonic_solve.biharmonic_fill`),
+    plane by plane (GPU tensors make the round trip).
 
     Unlike :func:`harmonic_fill`'s biharmonic refinement (damped steps near the gap borders only),
     this solves the whole gap. Its cost grows with the gap pixels, not the tile's (about 30 ms for
@@ -210,7 +212,8 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
     65
     """
     import numpy as np
-    from skimage.restoration import inpaint_biharmonic  # heavy import; only when used
+
+    from .biharmonic_solve import biharmonic_fill
 
     with torch.autocast(x.device.type, enabled=False):
         known = mask.float().expand_as(x) > 0.5
@@ -230,7 +233,7 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
                 planes[i] = _harmonic_around(planes[i], planes_known[i], big) if coarse is None else coarse
             if small.any():
                 plane = planes[i].double().cpu().numpy()
-                result = inpaint_biharmonic(plane, small)
+                result = biharmonic_fill(plane, small)
                 planes[i] = torch.from_numpy(np.where(small, result, plane)).to(out)
         return (out, solved) if regions else out
 

@@ -406,13 +406,13 @@ THIN_PLATE_CHEAP = 40_000
 THIN_PLATE_GAIN = 0.9
 
 
-def _interpolate(residual, base, distance, gaps, harmonic=None):
+def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 10)):
     """The interpolation of ``residual`` (a regression's residual, or a field itself) into the gaps
     from the pixels ``base``, and a factor on its error variance. Per sample, the interpolant whose
     error the field's own statistics predict to be smaller at the gap pixels' distances: the
-    harmonic fill (biharmonic-refined; ``harmonic`` if given; a linear interpolant's error, half
-    the structure function) or the thin plate, which follows the field's slopes (a quarter of the
-    second-order structure function). A smooth field (a reanalysis variable regressed on another)
+    harmonic fill (``harmonic`` if given, else computed with ``iterations`` for the samples that
+    take it; a linear interpolant's error, half the structure function) or the thin plate, which
+    follows the field's slopes (a quarter of the second-order structure function). A smooth field (a reanalysis variable regressed on another)
     takes the thin plate, with its variance scaled by the ratio of the two (at most 1) where the
     thin plate was solved; a rough one (a satellite band) the harmonic fill. A plane with more
     than :data:`THIN_PLATE_CHEAP` gap pixels takes the thin plate only for a predicted error
@@ -434,7 +434,7 @@ def _interpolate(residual, base, distance, gaps, harmonic=None):
     spread = torch.empty_like(planes)
     rough = ~thin
     if bool(rough.any()):
-        spread[rough] = (harmonic_fill(planes[rough], known[rough], 8, 10) if harmonic is None
+        spread[rough] = (harmonic_fill(planes[rough], known[rough], *iterations) if harmonic is None
                          else harmonic.float().reshape(n * c, 1, h, w)[rough])
     factor = torch.ones_like(residual)
     if bool(thin.any()):
@@ -472,11 +472,12 @@ def _two_sided(near, across):
 
 
 @torch.no_grad()
-def own_interpolation(target, known, harmonic) -> Kriged:
+def own_interpolation(target, known, harmonic=None, iterations=(8, 10)) -> Kriged:
     """Without context: ``target`` (N, C, H, W) interpolated into its gaps from its ``known`` pixels
     and the standard error of that. Per sample the ``harmonic`` fill given (the target's
-    :func:`~xdl.models.harmonic.harmonic_fill`, biharmonic-refined) or a thin plate, whichever the
-    field's own statistics predict to err less (:func:`_interpolate`); the error is
+    :func:`~xdl.models.harmonic.harmonic_fill`, biharmonic-refined; None: computed, with
+    ``iterations`` (harmonic, biharmonic), only for the samples that take it) or a thin plate,
+    whichever the field's own statistics predict to err less (:func:`_interpolate`); the error is
     :func:`spatial_std`'s, scaled for a thin plate by the ratio of their predicted errors.
 
     >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
@@ -490,7 +491,8 @@ def own_interpolation(target, known, harmonic) -> Kriged:
         known = known > 0.5
         gaps = ~known
         distance = capped_distance(known, max_lag())
-        fill, factor = _interpolate(torch.where(known, target.float(), 0.0), known, distance, gaps, harmonic)
+        fill, factor = _interpolate(torch.where(known, target.float(), 0.0), known, distance, gaps, harmonic,
+                                    iterations)
         var = _own_variance(target, known, distance, gaps) * factor
         return Kriged(torch.where(known, target.float(), fill), torch.sqrt(var))
 
