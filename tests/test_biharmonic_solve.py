@@ -45,8 +45,12 @@ def test_narrow_and_wide_parts_take_their_solvers(monkeypatch):
     from scipy.sparse import linalg as sparse_linalg
 
     calls = []
-    monkeypatch.setattr(linalg, "solve_banded", lambda *a, _f=linalg.solve_banded, **k: calls.append("band") or _f(*a, **k))
-    monkeypatch.setattr(sparse_linalg, "spsolve", lambda *a, _f=sparse_linalg.spsolve, **k: calls.append("lu") or _f(*a, **k))
+
+    def counted(name, solver):
+        return lambda *a, **k: calls.append(name) or solver(*a, **k)
+
+    monkeypatch.setattr(linalg, "solve_banded", counted("band", linalg.solve_banded))
+    monkeypatch.setattr(sparse_linalg, "spsolve", counted("lu", sparse_linalg.spsolve))
     values = _field((70, 90), 3)
     for kind, expected in (("scan lines", ["band"]), ("blocks", ["lu"]), ("mixed", ["band", "lu"])):
         calls.clear()

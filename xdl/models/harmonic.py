@@ -144,8 +144,6 @@ def _coarse_thin_plate(plane, known, where):
     at the known pixels (the detail finer than a coarse cell, so the fill joins the data without a
     step); None where the coarse grid holds no data. A thin plate varies slowly deep inside a
     large gap, so the coarse solve loses little there; the cost is that of a gap of the cap's size."""
-    import numpy as np
-
     from .biharmonic_solve import biharmonic_fill
 
     f = max(2, math.ceil(math.sqrt(int(where.sum()) / (THIN_PLATE_MAX_REGION / 2))))
@@ -163,8 +161,7 @@ def _coarse_thin_plate(plane, known, where):
     coarse_gap = (cells(sub_where.double()) > 0) | (count < 1)
     if bool(coarse_gap.all()):
         return None
-    solved = biharmonic_fill(coarse_value.cpu().numpy(), coarse_gap.cpu().numpy())
-    coarse = torch.from_numpy(np.asarray(solved, dtype=np.float64)).to(sub.device)
+    coarse = torch.from_numpy(biharmonic_fill(coarse_value.cpu().numpy(), coarse_gap.cpu().numpy())).to(sub.device)
     smooth = F.interpolate(coarse[None, None], scale_factor=f, mode="bilinear", align_corners=False)[0, 0, :h, :w]
     detail = harmonic_fill(torch.where(sub_known, sub - smooth, 0.0).float()[None, None],
                            sub_known.float()[None, None], 8, 10)[0, 0]

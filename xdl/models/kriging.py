@@ -412,11 +412,12 @@ def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 1
     error the field's own statistics predict to be smaller at the gap pixels' distances: the
     harmonic fill (``harmonic`` if given, else computed with ``iterations`` for the samples that
     take it; a linear interpolant's error, half the structure function) or the thin plate, which
-    follows the field's slopes (a quarter of the second-order structure function). A smooth field (a reanalysis variable regressed on another)
-    takes the thin plate, with its variance scaled by the ratio of the two (at most 1) where the
-    thin plate was solved; a rough one (a satellite band) the harmonic fill. A plane with more
-    than :data:`THIN_PLATE_CHEAP` gap pixels takes the thin plate only for a predicted error
-    :data:`THIN_PLATE_GAIN` times the harmonic fill's or less (its solve is the cost there). On
+    follows the field's slopes (a quarter of the second-order structure function). A smooth field
+    (a reanalysis variable regressed on another) takes the thin plate, with its variance scaled by
+    the ratio of the two (at most 1) where the thin plate was solved; a rough one (a satellite
+    band) the harmonic fill. A plane with more than :data:`THIN_PLATE_CHEAP` gap pixels takes the
+    thin plate only for a predicted error :data:`THIN_PLATE_GAIN` times the harmonic fill's or less
+    (its solve is the cost there). On
     full-size training scenes (benchmarks/RESULTS.md, 2026-12-06, session 24): context fills
     0.50-0.98x the RMSE in 14 of 21 case x gap kinds (means of 3 draws), the others unchanged (the
     thin plate everywhere was up to 13% worse on GOES bands); without context, surface pressure
