@@ -59,3 +59,15 @@ def test_narrow_and_wide_parts_take_their_solvers(monkeypatch):
         assert calls == expected, kind
         assert np.abs(out - inpaint_biharmonic(values, holes)).max() < 1e-9 * np.abs(values).max()
     assert biharmonic_solve.NARROW >= 11  # a scan line's band on a GOES tile
+
+
+def test_a_failing_band_solve_falls_back_to_superlu(monkeypatch):
+    from scipy import linalg
+
+    def singular(*args, **kwargs):
+        raise linalg.LinAlgError("singular matrix")
+
+    monkeypatch.setattr(linalg, "solve_banded", singular)
+    values = _field((50, 60), 5)
+    holes = _holes("scan lines", values.shape, 6)
+    assert np.abs(biharmonic_fill(values, holes) - inpaint_biharmonic(values, holes)).max() < 1e-9 * np.abs(values).max()

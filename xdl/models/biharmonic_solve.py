@@ -30,6 +30,7 @@ __all__ = ["biharmonic_fill"]
 
 RADIUS = 2  # the stencil's reach
 NARROW = 32  # band half-width (in reverse Cuthill-McKee order) up to which a part goes to the banded solver
+BAND_BYTES = 2 ** 28  # the banded solver's storage beyond which SuperLU takes the narrow parts too
 
 
 @lru_cache(maxsize=64)
@@ -87,7 +88,7 @@ def _solve(rows, cols, coefs, rhs):
     (scan lines: a band a few pixels wide) are solved together by LAPACK's banded LU, the wide
     ones (compact holes) by SuperLU."""
     from scipy import sparse
-    from scipy.linalg import solve_banded
+    from scipy.linalg import LinAlgError, solve_banded
     from scipy.sparse.csgraph import connected_components, reverse_cuthill_mckee
     from scipy.sparse.linalg import spsolve
 
@@ -110,15 +111,18 @@ def _solve(rows, cols, coefs, rhs):
         sub_rank[sub_order] = np.arange(sub_order.size)
         inside = chosen[rows]
         r, c, v = sub_rank[rows[inside]], sub_rank[cols[inside]], coefs[inside]
-        if chosen is narrow:
-            half = int(np.abs(r - c).max())
+        half = int(np.abs(r - c).max())
+        if chosen is narrow and (3 * half + 1) * sub_order.size * 8 <= BAND_BYTES:  # LAPACK's working copy
             band = np.zeros((2 * half + 1, sub_order.size))
             band[half + r - c, c] = v  # one coefficient per (row, column)
-            solution[sub_order] = solve_banded((half, half), band, rhs[sub_order], overwrite_ab=True,
-                                               check_finite=False)
-        else:
-            matrix = sparse.csc_array((v, (r, c)), shape=(sub_order.size,) * 2)
-            solution[sub_order] = spsolve(matrix, rhs[sub_order], permc_spec="MMD_ATA", use_umfpack=False)
+            try:
+                solution[sub_order] = solve_banded((half, half), band, rhs[sub_order], overwrite_ab=True,
+                                                   check_finite=False)
+                continue
+            except LinAlgError:  # singular (never seen): SuperLU, which gives NaN as skimage does
+                pass
+        matrix = sparse.csc_array((v, (r, c)), shape=(sub_order.size,) * 2)
+        solution[sub_order] = spsolve(matrix, rhs[sub_order], permc_spec="MMD_ATA", use_umfpack=False)
     return solution
 
 
