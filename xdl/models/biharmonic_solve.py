@@ -10,8 +10,8 @@ SuperLU. Here the unknowns are put in reverse Cuthill-McKee order, which makes t
 scan-line gap a narrow band (11 wide on a GOES tile) that LAPACK's banded LU factors in
 milliseconds; compact holes, whose band is wide, still go to SuperLU with skimage's ordering. On
 a GOES-17 CONUS C16 tile: 63,000 pixels under 3% scan lines 0.19 -> 0.10 s, 2% scan lines with 1%
-blocks 0.17 -> 0.10 s, small blocks 0.07 -> 0.02 s, clouds 0.26 -> 0.23 s (benchmarks/RESULTS.md,
-2026-12-06, session 27).
+blocks 0.17 -> 0.10 s, small blocks 0.07 -> 0.02 s, clouds 0.85-1.1x skimage's time
+(benchmarks/RESULTS.md, 2026-12-06, session 27).
 
 >>> import numpy as np
 >>> y, x = np.mgrid[:20, :20].astype(float)
