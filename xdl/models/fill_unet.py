@@ -236,7 +236,8 @@ class FillUNet(nn.Module):
                 # Every gap, outside the domain too: the choice between its interpolants was
                 # measured so (counting only the wanted gaps made a GOES tile take the thin plate
                 # for 1% less error at 0.3 s more).
-                own = own_interpolation(xt, mt, first_guess, (self.iterations, self.biharmonic_iterations))
+                # first_guess is None here (own_fill): the harmonic fill is made for the samples that take it.
+                own = own_interpolation(xt, mt, iterations=(self.iterations, self.biharmonic_iterations))
                 return own.value, [], torch.sqrt(own.std ** 2 + FIT_VARIANCE_FLOOR)
             scale = torch.sqrt(spatial_std(xt, mt) ** 2 + FIT_VARIANCE_FLOOR) if self.correction_scale == "kriged" else None
             if not self.has_correction:
