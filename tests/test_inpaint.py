@@ -158,6 +158,53 @@ def test_cf_valid_range_on_packed_data_excludes_flag_values(tmp_path):
     assert float(out["sst"].values[0, 4:6].max()) < 32
 
 
+def _packed_then_where(tmp_path):
+    """A packed uint16 temperature (GOES LST's packing: valid_range in raw units), opened and
+    masked with .where(), which drops .encoding: its limits are raw numbers on decoded values."""
+    raw = (np.arange(20 * 30, dtype="u2").reshape(1, 20, 30) % 400) * 40 + 36000  # 280-320 K
+    flag = np.zeros((1, 20, 30), "u2")
+    flag[0, 8:12, 5:25] = 2  # e.g. cloudy
+    ds = xr.Dataset({"LST": (("time", "y", "x"), raw, {"scale_factor": 0.0025, "add_offset": 190.0,
+                                                       "_FillValue": np.uint16(65535),
+                                                       "valid_range": np.array([9200, 56000], "u2")}),
+                     "DQF": (("time", "y", "x"), flag, {"_FillValue": np.uint16(65535),
+                                                        "valid_range": np.array([0, 40], "u2")})})
+    ds.to_netcdf(tmp_path / "lst.nc")
+    opened = xr.open_dataset(tmp_path / "lst.nc")
+    return opened, opened.LST.where(opened.DQF == 0)
+
+
+def test_limits_of_a_lost_packing_are_an_error_not_a_field_of_nan(tmp_path):
+    # .where() keeps attrs but drops .encoding: the raw valid_range [9200, 56000] then meets values
+    # of 280-320 K and would make every one a gap (an all-NaN result) without this error.
+    opened, masked = _packed_then_where(tmp_path)
+    assert masked.encoding == {} and float(masked.max()) < 330
+    for form in (masked, masked.chunk({"x": 10})):
+        with pytest.raises(InputError, match=r"'LST': all 520 of its finite values .* packing is gone .*mask="):
+            form.dl.inpaint(model()).compute()
+    with pytest.raises(InputError, match=r"'LST': all 520 of its finite values .* packing is gone"):
+        masked.dl.evaluate(model(), gaps="blocks")
+    # The two ways out the message gives: the variable as opened with mask=, or mask= on the
+    # masked one. Fills stay within the data's own range (the raw limits are no clip).
+    valid = np.isfinite(masked.values)
+    for out in (opened.LST.dl.inpaint(model(), mask=opened.DQF == 0),
+                masked.dl.inpaint(model(), mask=np.isfinite(masked))):
+        assert np.array_equal(out.values[valid], masked.values[valid])
+        fills = out.values[~valid]
+        assert np.isfinite(fills).all() and 275 < fills.min() < fills.max() < 325
+    # An integer-coded flag turned float by its _FillValue (codes within its range) stays fine,
+    # and so does a context variable of that kind; a context with lost packing is an error too.
+    assert not xdl.conventions.validity.range_check(opened.DQF.where(opened.DQF < 100))
+    fixed = masked.copy()
+    fixed.attrs.pop("valid_range")  # the message's other way out
+    gappy = opened.assign(LST=fixed)
+    out = gappy.dl.inpaint(variables=["LST"], context=["DQF"])  # the bundled context model
+    assert np.isfinite(out.LST.values).all()
+    with pytest.raises(InputError, match=r"context variable 'LST2': all 600 .* model would see none"):
+        gappy.assign(LST2=opened.LST.where(opened.LST > 0)).chunk({"x": 10}).dl.inpaint(
+            variables=["LST"], context=["LST2"]).compute()
+
+
 def test_mask_and_domain_shape_errors():
     arr = xr.DataArray(smooth_field((1, 20, 20)), dims=("time", "y", "x"), name="v")
     with pytest.raises(InputError, match="shape"):

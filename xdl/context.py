@@ -34,7 +34,7 @@ import torch
 import xarray as xr
 
 from .conventions import layout
-from .conventions.validity import valid_mask
+from .conventions.validity import range_check, valid_mask
 from .errors import InputError
 from .modelcard import CONTEXT_ANY
 from .models.context import with_context
@@ -153,6 +153,9 @@ class ContextRequest:
                 raise InputError(f"context variable {name!r} has other {d!r} coordinates than {target.name!r}; "
                                  "put it on the same grid first.")
         field = var.where(valid_mask(var, None))  # its own gaps: missing, the model sees its mask
+        checked = range_check(var, context=True)  # none of it data by its CF range: an error, not a blind model
+        if isinstance(checked, da.Array) and isinstance(field.data, da.Array):
+            field = field.copy(data=da.map_blocks(_after_check, field.data, checked, dtype=field.dtype))
         return _like(field.broadcast_like(target), target).rename(name)
 
     def channels(self, masked: list[xr.DataArray], spatial) -> list[xr.DataArray]:
@@ -198,3 +201,8 @@ def context_model(model, spec, info: np.ndarray, base_key: str):
                  "outputs": outputs if len(outputs) == spec.out_channels else []})
     digest = hashlib.sha256(base_key.encode() + np.ascontiguousarray(info, np.float32).tobytes()).hexdigest()
     return Model(wrapper, card=card), digest
+
+
+def _after_check(block, checked):
+    """``block`` as it is, once the lazy ``checked`` (a range check that raises) has run."""
+    return block

@@ -307,7 +307,7 @@ def _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines, seconds)
 
 def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     """Move the spatial dims last and load: (arr, truth, valid, domain) with numpy arrays."""
-    from .conventions.validity import as_mask, valid_mask
+    from .conventions.validity import as_mask, range_check, valid_mask
     from .predict import spatial_dims_for
 
     spatial = spatial_dims_for(raw, spec, dims)
@@ -327,6 +327,8 @@ def _prepare(raw: xr.DataArray, spec, mask, domain, dims):
     if domain is not None:
         dom = np.asarray(as_mask(domain, arr, "domain").broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
     if not valid.any():
+        if mask is None:
+            range_check(arr)  # a CF valid range that no value is in says why (e.g. limits of a lost packing)
         raise InputError(f"variable {arr.name!r} has no valid value at all: nothing to hide and score. "
                          "Check its mask, _FillValue and valid_range.")
     return arr, truth, valid, dom

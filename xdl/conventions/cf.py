@@ -198,6 +198,39 @@ def out_of_range_message(name, outside: int, finite: int) -> str | None:
             "(CLI: --mask EXPR).")
 
 
+def lost_packing(da: xr.DataArray) -> str | None:
+    """The integer type of ``da``'s valid_* attributes when ``da`` holds floats that xarray did not
+    unpack (no scale_factor/add_offset in its encoding), else None. CF gives packed data's limits
+    in the packed type: on floats they are raw units whose packing is gone (``.where()`` and
+    arithmetic drop ``.encoding``), or integer codes that really are the data's (a quality flag
+    that _FillValue turned into floats). Only the data can tell which."""
+    if not np.issubdtype(da.dtype, np.floating) or _packed(da):
+        return None
+    for key in _RANGE_KEYS:
+        value = da.attrs.get(key)
+        if value is not None and np.issubdtype(np.asarray(value).dtype, np.integer):
+            return str(np.asarray(value).dtype)
+    return None
+
+
+def no_value_in_range_message(name, finite: int, limits, packed_type: str | None, context: bool = False) -> str:
+    """The error text when every finite value of a variable is outside its CF valid range
+    ``limits`` (:func:`valid_limits`): none would be data, and every value would be replaced (of a
+    ``context`` variable: the model would see none). ``packed_type``: :func:`lost_packing`'s answer."""
+    lost = "the model would see none of them" if context else "every one would be replaced"
+    text = (f"{'context ' if context else ''}variable {name!r}: all {finite} of its finite values are outside its "
+            f"CF valid range [{limits[0]}, {limits[1]}], so none of them would count as data and {lost}. ")
+    if packed_type:
+        text += (f"The limits are of type {packed_type}, the type of packed data, but the values are floats "
+                 "with no scale_factor/add_offset in .encoding: the limits are in raw units and the packing "
+                 "is gone (.where() and arithmetic drop .encoding). Fill the variable as opened and give "
+                 f"your own rule with mask= (e.g. ds[{str(name)!r}].dl.inpaint(mask=ds.DQF == 0)), or drop "
+                 "the stale attribute (da.attrs.pop('valid_range')).")
+    else:
+        text += (f"Check the attribute, or give your own rule with mask= (e.g. mask=np.isfinite(ds[{str(name)!r}])).")
+    return text
+
+
 # ----------------------------------------------------------------------------- outputs
 
 _RANGE_KEYS = ("valid_range", "valid_min", "valid_max")

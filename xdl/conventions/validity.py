@@ -14,13 +14,16 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
+import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import InputError
+from ..errors import InputError, XdlWarning
 from . import cf
 
-__all__ = ["as_mask", "valid_mask"]
+__all__ = ["as_mask", "valid_mask", "range_check"]
 
 
 def _label_order(value: xr.DataArray, like: xr.DataArray, dim: str, what: str):
@@ -102,3 +105,41 @@ def valid_mask(arr: xr.DataArray, mask) -> xr.DataArray:
                              "valid_range: xdl cannot tell its gaps. Pass mask= (True where valid), or open "
                              "the file with mask_and_scale=True.")
     return cf.cf_valid_mask(arr)
+
+
+def range_check(arr: xr.DataArray, context: bool = False):
+    """What the CF valid range of ``arr`` does to its values, told when the values are read: a
+    warning when it makes gaps of more than 1% of the finite values, an InputError when of all of
+    them (every value would be replaced: limits in the raw units of a packing that ``.where()``
+    dropped, say; see :func:`~xdl.conventions.cf.no_value_in_range_message`). A ``context``
+    variable (read, never replaced) gets the error only. Returns a scalar to make the result
+    depend on: numpy for in-memory data (checked now), else a dask scalar reduced
+    from the chunks the result reads anyway (no second pass).
+
+    >>> import numpy as np, xarray as xr
+    >>> lst = xr.DataArray(np.array([[280.0, np.nan], [300.0, 310.0]], "f4"), name="LST",
+    ...                    attrs={"valid_range": np.array([9200, 56000], "u2")})  # packing lost
+    >>> range_check(lst)
+    Traceback (most recent call last):
+    ...
+    xdl.errors.InputError: variable 'LST': all 3 of its finite values are outside its CF valid range [9200.0, 56000.0], ...
+    """
+    counts = cf.out_of_range_counts(arr)
+    if counts is None:
+        return np.zeros((), bool)
+    name, limits, packed_type = str(arr.name), cf.valid_limits(arr), cf.lost_packing(arr)
+
+    def check(outside, finite):
+        outside, finite = int(outside), int(finite)
+        if finite > 0 and outside == finite:
+            raise InputError(cf.no_value_in_range_message(name, finite, limits, packed_type, context))
+        message = None if context else cf.out_of_range_message(name, outside, finite)
+        if message:
+            warnings.warn(message, XdlWarning, stacklevel=2)  # at compute the caller is a dask task
+        return np.zeros((), bool)
+
+    if not any(isinstance(c, da.Array) for c in counts):
+        return check(*counts)
+    import dask
+
+    return da.from_delayed(dask.delayed(check, pure=True)(*counts), shape=(), dtype=bool)
