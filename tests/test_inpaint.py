@@ -184,6 +184,10 @@ def test_limits_of_a_lost_packing_are_an_error_not_a_field_of_nan(tmp_path):
             form.dl.inpaint(model()).compute()
     with pytest.raises(InputError, match=r"'LST': all 520 of its finite values .* packing is gone"):
         masked.dl.evaluate(model(), gaps="blocks")
+    # Some values inside the raw limits: the warning (values outside become gaps) names the cause.
+    partly = masked.where(masked.x < 20, 20000.0)  # a third of the columns inside the raw limits
+    with pytest.warns(xdl.XdlWarning, match=r"outside its CF valid range .* uint16 .* dropped\?"):
+        partly.dl.inpaint(model())
     # The two ways out the message gives: the variable as opened with mask=, or mask= on the
     # masked one. Fills stay within the data's own range (the raw limits are no clip).
     valid = np.isfinite(masked.values)

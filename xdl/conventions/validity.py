@@ -134,6 +134,9 @@ def range_check(arr: xr.DataArray, context: bool = False):
         if finite > 0 and outside == finite:
             raise InputError(cf.no_value_in_range_message(name, finite, limits, packed_type, context))
         message = None if context else cf.out_of_range_message(name, outside, finite)
+        if message and packed_type:
+            message += (f" Its limits are of type {packed_type} on floats without scale_factor/add_offset in "
+                        ".encoding: raw units of a packing that .where() or arithmetic dropped?")
         if message:
             warnings.warn(message, XdlWarning, stacklevel=2)  # at compute the caller is a dask task
         return np.zeros((), bool)
