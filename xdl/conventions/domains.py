@@ -27,11 +27,13 @@ pixels of a wide region; gaps inside a single scene (clouds, holes) are filled.
 from __future__ import annotations
 
 import re
+import warnings
 
 import dask
 import numpy as np
 import xarray as xr
 
+from ..errors import XdlWarning
 from . import cf
 from .projection import grid_mapping, projection_disk
 
@@ -275,6 +277,12 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         observed = np.asarray(dask.compute(observed.transpose(*spatial).data)[0], dtype=bool)
         samples = int(np.prod([valid.sizes[d] for d in other])) if other else 1
         outside = ~observed if on_model_ocean_grid(arr) else static_missing(observed, samples)
+        if outside.any() and samples < 2 and not on_model_ocean_grid(arr):
+            # A single scene's shape rule is a guess (a saturated cloud at the edge looks like sea): say so.
+            warnings.warn(f"domain='auto': {int(outside.sum())} missing pixels of {arr.name!r} in wide regions that "
+                          "reach the scene's edge are taken for sea or space and stay NaN (flag 3, "
+                          "outside_fill_domain); pass domain=None to fill them, or a domain of your own.",
+                          XdlWarning, stacklevel=2)
         if outside.any():
             coords = {d: arr[d] for d in spatial if d in arr.coords}
             terms.append(xr.DataArray(~outside, dims=spatial, coords=coords, name="observed_region"))

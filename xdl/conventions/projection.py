@@ -112,10 +112,12 @@ def _angles(arr: xr.DataArray, dim: str, height: float) -> np.ndarray:
     """Scan angles (radians) of a geostationary coordinate given in radians or in metres (x = h * angle)."""
     values = coordinate_values(arr, dim)
     units = str(arr[dim].attrs.get("units", "")).lower()
-    if units in ("m", "meter", "meters", "metre", "metres") or (not units.startswith("rad") and np.nanmax(np.abs(values)) > 1.0):
-        return values / height
     if units == "km":
         return values * 1000.0 / height
+    # No scan angle reaches a radian (the Earth spans +-0.152): larger values are metres, whatever
+    # the units say (a GOES GeoTIFF read with rioxarray has metres under the netCDF's "rad").
+    if units in ("m", "meter", "meters", "metre", "metres") or np.nanmax(np.abs(values)) > 1.0:
+        return values / height
     return values
 
 
