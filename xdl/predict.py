@@ -176,7 +176,7 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
     ``key``: the resident copy's key (default: the model's content hash); ``target_channels``,
     ``sigma_scale``: see :func:`xdl.normalize.for_output` (context channels, sigma outputs)."""
     n_spatial = spec.n_spatial
-    layout.check_coordinates(x, spatial)
+    layout.check_coordinates(x, spatial, x.name if x.name is not None else ", ".join(map(str, out_names)))
     lengths = [x.sizes[d] for d in spatial]
     short = [d for d, n in zip(spatial, lengths) if n < 2]
     if short:

@@ -74,10 +74,22 @@ def test_check_coordinates_refuses_broken_coordinates(values, message):
     (np.arange(0, 100, 1.0), {}, "lon", False),                   # regional
     (np.r_[np.arange(0, 180, 1.0), np.arange(181, 361, 1.0)], {}, "lon", False),  # irregular step
     (np.arange(0, 360, 1.0), {}, "x", False),                     # not said to be longitude
+    (np.roll(np.arange(0, 360, 2.5), 72), {}, "lon", True),       # rolled (180..357.5, 0..177.5): wraps
 ])
 def test_periodic_longitude(lon, attrs, dim, expected):
     da = _da(("y", dim), {dim: (dim, lon, attrs)}, (2, lon.size))
     assert is_periodic_longitude(da, dim) is expected
+
+
+def test_longitudes_across_the_dateline_are_monotonic_and_named_in_errors():
+    pacific = np.r_[np.arange(170.0, 180.0), np.arange(-180.0, -169.0)]  # neighbours across 180
+    da = _da(("lat", "lon"), {"lon": pacific}, (3, pacific.size))
+    check_coordinates(da, ("lat", "lon"))
+    assert not is_periodic_longitude(da, "lon")  # regional: mirrored at its edges, not wrapped
+    with pytest.raises(InputError, match="'lon' of 'sst' has duplicated values"):  # 180 and -180: one meridian
+        check_coordinates(_da(("lat", "lon"), {"lon": [179.0, 180.0, -180.0]}, (3, 3)), ("lat", "lon"), "sst")
+    with pytest.raises(InputError, match="'x' of 'sst' is not monotonic"):  # not a longitude: no modulo
+        check_coordinates(_da(("y", "x"), {"x": pacific}, (3, pacific.size)), ("y", "x"), "sst")
 
 
 def test_time_dim_from_axis_datetime_or_name():

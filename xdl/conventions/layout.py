@@ -106,26 +106,41 @@ def _is_time_coordinate(c: xr.DataArray) -> bool:
     return bool(np.issubdtype(c.dtype, np.datetime64) or str(c.attrs.get("axis", "")).upper() == "T")
 
 
+def _is_longitude(da: xr.DataArray, dim: str) -> bool:
+    coord = da.coords[dim]
+    return (_axis_of(da, dim) == "X" and (
+        str(coord.attrs.get("units", "")).lower().startswith("degree")
+        or coord.attrs.get("standard_name") in ("longitude", "grid_longitude")
+    )) or str(dim).lower() in ("lon", "longitude")
+
+
+def _steps(da: xr.DataArray, dim: str) -> np.ndarray:
+    """The steps between neighbours of 1-D coordinate ``dim``; a longitude's taken modulo 360 (into
+    [-180, 180)), so a grid across the dateline (170..180, -179..-170) or rolled steps evenly."""
+    values = np.asarray(da.coords[dim].values)
+    step = np.diff(values)
+    if np.issubdtype(values.dtype, np.number) and _is_longitude(da, dim):
+        step = (step.astype(float) + 180.0) % 360.0 - 180.0
+    return step
+
+
 def is_periodic_longitude(da: xr.DataArray, x_dim: str) -> bool:
     """True when ``x_dim`` is a regular 1-D longitude covering the full circle (last step wraps)."""
     if x_dim not in da.coords or da.coords[x_dim].ndim != 1:
         return False
     coord = da.coords[x_dim]
-    is_lon = (_axis_of(da, x_dim) == "X" and (
-        str(coord.attrs.get("units", "")).lower().startswith("degree")
-        or coord.attrs.get("standard_name") in ("longitude", "grid_longitude")
-    )) or str(x_dim).lower() in ("lon", "longitude")
-    if not is_lon or coord.size < 3 or not np.issubdtype(coord.dtype, np.number):
+    if not _is_longitude(da, x_dim) or coord.size < 3 or not np.issubdtype(coord.dtype, np.number):
         return False
-    values = np.asarray(coord.values, dtype=float)
-    step = np.diff(values)
+    step = _steps(da, x_dim)
     if not np.allclose(step, step[0], rtol=1e-3, atol=1e-6):
         return False
     return bool(np.isclose(abs(step[0]) * coord.size, 360.0, rtol=1e-3))
 
 
-def check_coordinates(da: xr.DataArray, dims) -> None:
-    """Reject NaN, duplicated or non-monotonic 1-D coordinates on the dims the model runs over."""
+def check_coordinates(da: xr.DataArray, dims, name=None) -> None:
+    """Reject NaN, duplicated or non-monotonic 1-D coordinates on the dims the model runs over
+    (a longitude is monotonic modulo 360). ``name``: the variable the errors name (default da's)."""
+    name = da.name if name is None else name
     for dim in dims:
         if dim not in da.coords or da.coords[dim].ndim != 1:
             continue
@@ -133,15 +148,15 @@ def check_coordinates(da: xr.DataArray, dims) -> None:
         if values.size < 2:
             continue
         if np.issubdtype(values.dtype, np.floating) and np.isnan(values).any():
-            raise InputError(f"coordinate {dim!r} of {da.name!r} contains NaN; fix or drop it before running a model.")
+            raise InputError(f"coordinate {dim!r} of {name!r} contains NaN; fix or drop it before running a model.")
         if np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.datetime64):
-            diff = np.diff(values)
+            diff = _steps(da, dim)  # a longitude modulo 360: across the dateline, still monotonic
             zero = np.zeros((), dtype=diff.dtype)
             if (diff == zero).any():
-                raise InputError(f"coordinate {dim!r} of {da.name!r} has duplicated values; "
+                raise InputError(f"coordinate {dim!r} of {name!r} has duplicated values; "
                                  f"drop them (e.g. da.drop_duplicates({dim!r})).")
             if not ((diff > zero).all() or (diff < zero).all()):
-                raise InputError(f"coordinate {dim!r} of {da.name!r} is not monotonic; sort it "
+                raise InputError(f"coordinate {dim!r} of {name!r} is not monotonic; sort it "
                                  f"(da.sortby({dim!r})) so neighbouring pixels are neighbours.")
 
 
