@@ -149,6 +149,34 @@ def test_integer_coordinates_are_unpacked_or_refused():
         domains.auto_domain(no_scale)
 
 
+@pytest.mark.parametrize("sweep", ["x", "y"])
+def test_geostationary_disk_matches_rays_traced_for_either_sweep_axis(sweep):
+    # The disk against an independent ray trace: for each pixel's scan angles, the line of sight
+    # from the satellite (GOES sweeps along x, Meteosat and Himawari along y) meets the ellipsoid.
+    r_eq, r_pol, h = 6378137.0, 6356752.31414, 35786023.0
+    angles = np.linspace(-0.1535, 0.1535, 241)
+    attrs = {"grid_mapping_name": "geostationary", "perspective_point_height": h, "semi_major_axis": r_eq,
+             "semi_minor_axis": r_pol, "sweep_angle_axis": sweep}
+    arr = xr.DataArray(np.zeros((241, 241), "f4"), dims=("y", "x"), name="v",
+                       coords={"y": ("y", angles[::-1], {"units": "rad"}), "x": ("x", angles, {"units": "rad"})})
+    disk = projection.projection_disk(arr, attrs, "y", "x").values
+    y, x = np.meshgrid(angles[::-1], angles, indexing="ij")
+    if sweep == "x":
+        d = np.stack([np.cos(x) * np.cos(y), np.sin(x), np.cos(x) * np.sin(y)])
+    else:
+        d = np.stack([np.cos(x) * np.cos(y), np.sin(x) * np.cos(y), np.sin(y)])
+    big_h = h + r_eq
+    a = d[0] ** 2 + d[1] ** 2 + (r_eq / r_pol) ** 2 * d[2] ** 2
+    traced = (big_h * d[0]) ** 2 >= a * (big_h ** 2 - r_eq ** 2)
+    assert np.array_equal(disk, traced)
+    assert 0.05 < (~disk).mean() < 0.4  # the corners are space
+    # The two sweeps differ only through the Earth's flattening, at the limb: not at this size.
+    other = projection.projection_disk(arr, dict(attrs, sweep_angle_axis="y" if sweep == "x" else "x"), "y", "x").values
+    assert (disk != other).sum() < 0.001 * disk.size
+    assert np.array_equal(projection.projection_disk(arr, {k: v for k, v in attrs.items() if k != "sweep_angle_axis"}
+                                                     | {"fixed_angle_axis": "x" if sweep == "y" else "y"}, "y", "x").values, disk)
+
+
 def test_vertical_perspective_disk():
     r, h = 6371000.0, 35786000.0
     horizon = r * np.sqrt(h / (2 * r + h))  # r sqrt((P-1)/(P+1)), P = (r + h) / r

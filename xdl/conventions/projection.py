@@ -121,6 +121,16 @@ def _angles(arr: xr.DataArray, dim: str, height: float) -> np.ndarray:
     return values
 
 
+def _sweep_axis(attrs: dict) -> str:
+    """The geostationary mapping's sweep-angle axis: CF's ``sweep_angle_axis``, or the other one of
+    ``fixed_angle_axis``; "x" (GOES) when the mapping gives neither."""
+    sweep = str(attrs.get("sweep_angle_axis", "")).strip().lower()
+    if sweep in ("x", "y"):
+        return sweep
+    fixed = str(attrs.get("fixed_angle_axis", "")).strip().lower()
+    return {"x": "y", "y": "x"}.get(fixed, "x")
+
+
 def projection_disk(arr: xr.DataArray, attrs: dict, y: str, x: str) -> xr.DataArray | None:
     """True where a geostationary or vertical-perspective view sees the Earth; None for other mappings."""
     kind = attrs.get("grid_mapping_name")
@@ -135,13 +145,20 @@ def projection_disk(arr: xr.DataArray, attrs: dict, y: str, x: str) -> xr.DataAr
     if kind == "geostationary":
         xs, ys = _angles(arr, x, h), _angles(arr, y, h)
         height = h + r_eq
-        # Ray-ellipsoid quadratic a t^2 + b t + c = 0 with a = sin2x + cos2x * (cos2y + k sin2y),
-        # b = -2 H cosx cosy, c = H^2 - r_eq^2: a real root when b^2 >= 4ac. Divided by c cos2x
-        # (> 0 for scan angles under 90 degrees) that is tan2x <= H^2 cos2y / c - (cos2y + k sin2y):
-        # one threshold per row, so a whole scene is a single comparison.
+        # Ray-ellipsoid quadratic a t^2 + b t + c = 0 for the ray (dx, dy, dz) from the satellite,
+        # H = h + r_eq from the Earth's centre: a = dx2 + dy2 + k dz2 (k = (r_eq / r_pol)^2),
+        # b = -2 H dx, c = H^2 - r_eq^2; a real root when b^2 >= 4ac. Sweeping along x (GOES):
+        # d = (cosx cosy, sinx, cosx siny); divided by c cos2x (> 0 for scan angles under 90
+        # degrees), tan2x <= H^2 cos2y / c - (cos2y + k sin2y). Sweeping along y (Meteosat,
+        # Himawari): d = (cosx cosy, sinx cosy, siny), tan2x <= H^2 cos2y / (c (cos2y + k sin2y)) - 1.
+        # One threshold per row either way, so a whole scene is a single comparison.
         c = height ** 2 - r_eq ** 2
         cos2y = np.cos(ys) ** 2
-        threshold = height ** 2 * cos2y / c - (cos2y + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2)
+        tilt = cos2y + (r_eq / r_pol) ** 2 * np.sin(ys) ** 2
+        if _sweep_axis(attrs) == "y":
+            threshold = height ** 2 * cos2y / (c * tilt) - 1.0
+        else:
+            threshold = height ** 2 * cos2y / c - tilt
         disk = np.tan(xs)[None, :] ** 2 <= threshold[:, None]
     else:
         # Near-sided perspective on a sphere of radius r_eq seen from height h: the horizon is the
