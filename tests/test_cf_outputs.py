@@ -351,8 +351,10 @@ def _high_medium(checker, path, tmp_path):
     return messages
 
 
-@pytest.mark.parametrize("pattern, args", [(LST, ["--var", "LST"]), (CONUS, ["--var", "Rad", "--mask", "DQF == 0"])],
-                         ids=["lst", "conus"])
+@pytest.mark.parametrize("pattern, args", [(LST, ["--var", "LST"]), (CONUS, ["--var", "Rad", "--mask", "DQF == 0"]),
+                                            (LST, ["--var", "LST", "--uncertainty"]),
+                                            (ERA40, ["--var", "tcw", "--time-window", "1", "--uncertainty"])],
+                         ids=["lst", "conus", "lst-sigma", "era40-time-window-sigma"])
 def test_compliance_checker_finds_nothing_new(pattern, args, tmp_path):
     checker = _cchecker()
     src = shared_file(pattern)
