@@ -173,6 +173,8 @@ def test_card_rules():
         ds.dl.inpaint(fitted, variables=["sst"], context=["oro"], time_window=1)
     with pytest.raises(InputError, match="time_window=0"):
         ds.dl.inpaint(fitted, variables=["sst"], context=["wind"])
+    with pytest.raises(InputError, match=r"trained with context=\['wind'\], time_window=1; got none"):
+        ds.dl.inpaint(fitted, variables=["sst"])  # no context at all is another context too
     bounded = picker((1.0, 1.0), card={"context": {"accepts": "any", "max_fields": 3, "max_time_window": 2}})
     with pytest.raises(InputError, match="at most 2 steps"):
         ds.dl.inpaint(bounded, variables=["sst"], time_window=3)

@@ -77,9 +77,14 @@ def check_request(model, label: str, context, time_window, n_targets: int) -> tu
     """``(context names, time_window)`` checked against what ``model`` accepts (its card's
     ``context`` rule): an :class:`InputError` naming both otherwise. ``([], 0)``: no context."""
     names, k = context_names(context), window_steps(time_window)
-    if not names and not k:
-        return [], 0
     given = f"context={names}, time_window={k}"
+    if not names and not k:
+        fitted = (getattr(model, "card", None) or {}).get("context") or {}
+        if fitted.get("variables") or int(fitted.get("time_window", 0) or 0):  # fitted on a context: none is another
+            raise InputError(f"model {label!r} was trained with context={sorted(fitted.get('variables') or [])}, "
+                             f"time_window={int(fitted.get('time_window', 0) or 0)}; got none. Pass those, or "
+                             "fit a model without context.")
+        return [], 0
     if not takes_context(model):
         raise InputError(f"model {label!r} takes no context fields (its card has no 'context'): it fills a "
                          f"variable from that variable alone, so {given} cannot be used. Pass a context "
