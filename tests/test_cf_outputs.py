@@ -102,6 +102,34 @@ def test_packed_netcdf_round_trip_reads_alike_and_twice_gives_the_same(tmp_path)
     np.testing.assert_array_equal(xr.open_dataset(second).lst.values, back.lst.values)
 
 
+def test_a_second_pass_keeps_the_first_passes_flags_and_sigma(tmp_path):
+    # An xdl output filled again (read back from netCDF, flags as float with NaN): the pixels its
+    # flags call filled are not observations. The same model and options give every variable back;
+    # another model refills them, never the observed pixels; sigma and flags are no fields to fill.
+    ds = xr.open_dataset(shared_file(ERA40)).isel(time=slice(0, 6))
+    gappy = ds.tcw.values.copy()
+    gappy[:, 20:30, 40:60] = np.nan
+    observed = np.isfinite(gappy)
+    first = ds.assign(tcw=(ds.tcw.dims, gappy, ds.tcw.attrs)).dl.inpaint(time_window=1, uncertainty=True)
+    write_output(first, str(tmp_path / "first.nc"))
+    back = xr.open_dataset(tmp_path / "first.nc")
+    again = back.dl.inpaint(time_window=1, uncertainty=True)
+    assert sorted(again.data_vars) == ["tcw", "tcw_inpainted", "tcw_sigma"]  # no tcw_sigma_inpainted
+    for name in ("tcw", "tcw_sigma", "tcw_inpainted"):
+        np.testing.assert_array_equal(again[name].values, back[name].values)
+    assert (again.tcw_inpainted.values[~observed] == 1).all() and (again.tcw_sigma.values[~observed] > 0).all()
+    other = back.dl.inpaint(_Const(30.0))
+    assert (other.tcw.values[~observed] == 30.0).all()
+    np.testing.assert_array_equal(other.tcw.values[observed], gappy[observed])
+    np.testing.assert_array_equal(other.tcw_inpainted.values, back.tcw_inpainted.values)
+    # mask= is the user's own rule: taken as given (here: every finite value is data)
+    assert (back.dl.inpaint(_Const(30.0), mask=np.isfinite(back.tcw)).tcw_inpainted.values == 0).all()
+    # evaluate hides and scores observed pixels only, never the first pass's fills
+    n_observed = xr.open_dataset(shared_file(ERA40)).isel(time=slice(0, 6)).assign(tcw=(ds.tcw.dims, gappy)).dl.evaluate(
+        _Const(30.0), variables=["tcw"], gaps="blocks", baselines=[]).n
+    assert int(back.dl.evaluate(_Const(30.0), variables=["tcw"], gaps="blocks", baselines=[]).n.sum()) == int(n_observed.sum())
+
+
 def test_lst_real_file_cli_twice_and_netcdf4_agrees(tmp_path):
     src = shared_file(LST)
     first, second = tmp_path / "lst1.nc", tmp_path / "lst2.nc"

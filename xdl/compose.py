@@ -19,7 +19,7 @@ from .errors import XdlWarning
 
 __all__ = ["FLAG_VALID", "FLAG_FILLED", "FLAG_UNFILLABLE", "FLAG_OUTSIDE", "FLAG_MODEL_FAILED", "FLAG_NOT_WRITTEN",
            "FLAG_ATTRS", "fill_bounds", "compose_block", "near_valid", "chunks_like", "unhashed",
-           "compose_variable", "sigma_variable"]
+           "compose_variable", "sigma_variable", "earlier_fills"]
 
 FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED = 0, 1, 2, 3, 4
 # The flags' _FillValue: what a never-written region of a store reads (zarr's default fill is 0,
@@ -115,6 +115,16 @@ def near_valid(valid: xr.DataArray, spatial, halo: int) -> xr.DataArray:
     depth = {a: (min(int(halo), data.shape[a] - 1) if a in axes else 0) for a in range(data.ndim)}
     near = da.map_overlap(dilate, data, depth=depth, boundary="none", dtype=bool, trim=True)
     return valid.copy(data=near.rechunk(data.chunks))  # dask may rechunk for a deep halo: undo
+
+
+def earlier_fills(ds, name) -> xr.DataArray | None:
+    """Where an earlier fill by xdl wrote variable ``name`` of Dataset ``ds``, as its flags there
+    (``<name>_inpainted``, read back from a file or not) say: True where filled_by_model. None when
+    ``ds`` holds no such flags."""
+    flags = ds.data_vars.get(f"{name}_inpainted") if isinstance(ds, xr.Dataset) else None
+    if flags is None or "filled_by_model" not in str(flags.attrs.get("flag_meanings", "")).split():
+        return None
+    return flags == FLAG_FILLED
 
 
 def chunks_like(obj, arr: xr.DataArray):

@@ -331,9 +331,14 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
 
 def eligible_variables(ds, spec, dims, floats_only=False) -> list:
     """Data variables a one-channel model can run over: numbers with the spatial dims, not CF
-    flag or grid-mapping variables (those are metadata, never data to transform or fill)."""
+    flag, grid-mapping or ancillary variables (those are metadata, never data to transform or fill)."""
     out = []
+    # Ancillary variables (CF: quality flags, standard errors, an xdl fill's <var>_sigma) describe
+    # another variable: they are not fields of their own.
+    ancillary = {n for var in ds.data_vars.values() for n in str(var.attrs.get("ancillary_variables", "")).split()}
     for name, var in ds.data_vars.items():
+        if name in ancillary:
+            continue
         numeric = np.issubdtype(var.dtype, np.floating) or (
             not floats_only and np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)
         if not numeric or var.ndim < 2:
