@@ -151,6 +151,24 @@ def test_lst_real_file_cli_twice_and_netcdf4_agrees(tmp_path):
     assert two.LST.attrs["ancillary_variables"] == "DQF LST_inpainted"
 
 
+def test_dataarray_outputs_carry_their_grid_mapping_variable(tmp_path):
+    # ds.LST holds only the mapping's name: its output written alone had no CRS for GDAL (which then
+    # read the scan angles in radians as the grid). The mapping now comes along from the source file.
+    ds = xr.open_dataset(shared_file(LST))
+    for i, out in enumerate((ds.LST.dl.inpaint(mask=ds.DQF == 0),
+                             ds.LST.dl.inpaint(mask=ds.DQF == 0, uncertainty=True),
+                             xr.open_dataset(shared_file(LST), chunks={}).LST.dl.inpaint(mask=ds.DQF == 0))):
+        path = tmp_path / f"out{i}.nc"
+        out.to_netcdf(path)
+        with netCDF4.Dataset(path) as nc:
+            assert nc["LST"].grid_mapping == "goes_imager_projection"
+            mapping = nc["goes_imager_projection"]
+            assert mapping.grid_mapping_name == "geostationary" and mapping.longitude_of_projection_origin == -75.0
+            assert mapping.perspective_point_height == ds.goes_imager_projection.attrs["perspective_point_height"]
+    # A Dataset's own mapping variable is what it was; no second copy.
+    assert list(ds.dl.inpaint(variables=["LST"], mask=ds.DQF == 0).goes_imager_projection.dims) == []
+
+
 def test_lst_python_api_twice(tmp_path):
     src = xr.open_dataset(shared_file(LST), chunks={})
     first = src.dl.inpaint(variables=["LST"]).compute()

@@ -24,7 +24,7 @@ from .compose import (FLAG_ATTRS, FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITT
                       FLAG_UNFILLABLE, FLAG_VALID, compose_variable, earlier_fills, near_valid, sigma_variable,
                       unhashed)
 from .context import ContextRequest, check_request, context_model
-from .conventions import cf, domains
+from .conventions import cf, domains, projection
 from .conventions.validity import as_mask, valid_mask
 from .errors import InputError, ModelError, XdlWarning
 from .engine.graph import TILES_GAPS
@@ -283,14 +283,14 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     if sigmas is None:
         result = filled[0]
         result.attrs = cf.append_history(result.attrs, _history(model, job))
-        return finish(result, lazy, progress)
+        return finish(projection.with_mapping_variable(result, arr), lazy, progress)
     # uncertainty=True: value, sigma and flags together, as a Dataset.
     flag_arrays[0].name = f"{arr.name}_inpainted"
     out = xr.Dataset()
     _attach(out, filled[0], flag_arrays[0], sigmas[0], True)
     cf.drop_absent_ancillaries(out)  # the input's own flag (GOES DQF) is not in this Dataset
     out.attrs = cf.append_history({}, _history(model, job, [str(arr.name)]))
-    return finish(out, lazy, progress)
+    return finish(projection.with_mapping_variable(out, arr), lazy, progress)
 
 
 def _observed(ds, arr, mask):

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from . import normalize, uncertainty
-from .conventions import cf, layout
+from .conventions import cf, layout, projection
 from .engine import tiling
 from .errors import InputError
 from .engine.graph import TILES_ALL, apply_model, insert_axis, payload_for, take_index
@@ -401,4 +401,4 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
     kept = {k: v for k, v in cf.output_attrs(arr, result.dtype).items() if spec.fills_gaps or k not in _VALUE_ATTRS}
     result.attrs = cf.append_history({**kept, **result.attrs},
                                      f"predict model={model_label(model)} ({model_key(model)[:12]})")
-    return finish(result, lazy, progress)
+    return finish(projection.with_mapping_variable(result, arr), lazy, progress)

@@ -35,6 +35,22 @@ def _read_mapping_from_source(arr: xr.DataArray, name: str) -> dict | None:
     return None
 
 
+def with_mapping_variable(out, arr: xr.DataArray):
+    """``out`` (a DataArray or Dataset made from DataArray ``arr``) with ``arr``'s CF grid-mapping
+    variable as a scalar coordinate, where ``arr`` names one (``grid_mapping``) that is not among
+    its coordinates but is in the file it was read from: ``ds.LST`` holds the name only, so its
+    output written to netCDF had no CRS for GDAL and other GIS tools. ``out`` as it is otherwise
+    (never GOES-R's constants: they lack the satellite's longitude)."""
+    name = cf.grid_mapping_name(arr)
+    if not name or name in arr.coords or name in out.coords or (isinstance(out, xr.Dataset) and name in out.variables):
+        return out
+    attrs = _read_mapping_from_source(arr, name)
+    if not attrs or "grid_mapping_name" not in attrs:
+        return out
+    attrs.pop("_FillValue", None)
+    return out.assign_coords({name: xr.DataArray(np.int32(0), attrs=attrs)})
+
+
 def grid_mapping(obj, arr: xr.DataArray | None = None, *, warn: bool = False) -> dict | None:
     """The attributes of ``arr``'s CF grid mapping (``grid_mapping_name`` and its parameters).
 
