@@ -32,8 +32,8 @@ import xarray as xr
 
 from . import baselines as _baselines
 from . import context_fields, hiding, metrics
-from .compose import earlier_fills
 from . import regression_baselines as _regression
+from .compose import earlier_fills
 from .conventions import cf, domains
 from .errors import InputError
 
