@@ -77,20 +77,16 @@ def check_request(model, label: str, context, time_window, n_targets: int) -> tu
     """``(context names, time_window)`` checked against what ``model`` accepts (its card's
     ``context`` rule): an :class:`InputError` naming both otherwise. ``([], 0)``: no context."""
     names, k = context_names(context), window_steps(time_window)
-    given = f"context={names}, time_window={k}"
-    if not names and not k:
-        fitted = (getattr(model, "card", None) or {}).get("context") or {}
-        if fitted.get("variables") or int(fitted.get("time_window", 0) or 0):  # fitted on a context: none is another
-            raise InputError(f"model {label!r} was trained with context={sorted(fitted.get('variables') or [])}, "
-                             f"time_window={int(fitted.get('time_window', 0) or 0)}; got none. Pass those, or "
-                             "fit a model without context.")
+    card_rule = (getattr(model, "card", None) or {}).get("context") or {}
+    if not names and not k and "variables" not in card_rule:  # a fitted model checks an empty request too
         return [], 0
+    given = f"context={names}, time_window={k}" if names or k else "none"
     if not takes_context(model):
         raise InputError(f"model {label!r} takes no context fields (its card has no 'context'): it fills a "
                          f"variable from that variable alone, so {given} cannot be used. Pass a context "
                          "model (the bundled default, or fill-unet with context_features), or drop context= "
                          "and time_window=.")
-    rule = (getattr(model, "card", None) or {}).get("context") or DEFAULT_RULE
+    rule = card_rule or DEFAULT_RULE
     if "variables" in rule:
         want, want_k = sorted(rule["variables"]), int(rule.get("time_window", 0))
         if set(names) != set(want) or k != want_k:

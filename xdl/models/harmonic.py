@@ -211,8 +211,6 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
     >>> m[..., 0, 0] = 0; _, solved = thin_plate_fill(t * m, m, regions=True); int(solved.sum())
     65
     """
-    import numpy as np
-
     from .biharmonic_solve import biharmonic_fill
 
     with torch.autocast(x.device.type, enabled=False):
@@ -232,9 +230,8 @@ def thin_plate_fill(x: torch.Tensor, mask: torch.Tensor, regions: bool = False):
                 coarse = _coarse_thin_plate(planes[i], planes_known[i], big)
                 planes[i] = _harmonic_around(planes[i], planes_known[i], big) if coarse is None else coarse
             if small.any():
-                plane = planes[i].double().cpu().numpy()
-                result = biharmonic_fill(plane, small)
-                planes[i] = torch.from_numpy(np.where(small, result, plane)).to(out)
+                # The known pixels come back as given (float64: the plane's own values).
+                planes[i] = torch.from_numpy(biharmonic_fill(planes[i].double().cpu().numpy(), small)).to(out)
         return (out, solved) if regions else out
 
 
