@@ -13,13 +13,13 @@ import xarray as xr
 
 from . import uncertainty
 from .conventions import cf, layout
-from .conventions.validity import range_check
+from .conventions.validity import range_check, valid_mask
 from .engine import tiling
 from .errors import XdlWarning
 
 __all__ = ["FLAG_VALID", "FLAG_FILLED", "FLAG_UNFILLABLE", "FLAG_OUTSIDE", "FLAG_MODEL_FAILED", "FLAG_NOT_WRITTEN",
            "FLAG_ATTRS", "fill_bounds", "compose_block", "near_valid", "chunks_like", "unhashed",
-           "compose_variable", "sigma_variable", "earlier_fills"]
+           "compose_variable", "sigma_variable", "observed_mask"]
 
 FLAG_VALID, FLAG_FILLED, FLAG_UNFILLABLE, FLAG_OUTSIDE, FLAG_MODEL_FAILED = 0, 1, 2, 3, 4
 # The flags' _FillValue: what a never-written region of a store reads (zarr's default fill is 0,
@@ -117,14 +117,17 @@ def near_valid(valid: xr.DataArray, spatial, halo: int) -> xr.DataArray:
     return valid.copy(data=near.rechunk(data.chunks))  # dask may rechunk for a deep halo: undo
 
 
-def earlier_fills(ds, name) -> xr.DataArray | None:
-    """Where an earlier fill by xdl wrote variable ``name`` of Dataset ``ds``, as its flags there
-    (``<name>_inpainted``, read back from a file or not) say: True where filled_by_model. None when
-    ``ds`` holds no such flags."""
-    flags = ds.data_vars.get(f"{name}_inpainted") if isinstance(ds, xr.Dataset) else None
+def observed_mask(ds, arr: xr.DataArray, mask) -> xr.DataArray:
+    """``arr``'s valid mask (:func:`~xdl.conventions.validity.valid_mask`); without ``mask=``, less
+    the pixels an earlier fill by xdl wrote, as its flags in Dataset ``ds`` say (``<name>_inpainted``
+    == filled_by_model, read back from a file or not): they are no observations. A second pass then
+    fills them again (the same model and options give every output back) and ``evaluate`` never
+    scores against them; ``mask=`` is the user's own rule, taken as given."""
+    valid = valid_mask(arr, mask)
+    flags = ds.data_vars.get(f"{arr.name}_inpainted") if mask is None and isinstance(ds, xr.Dataset) else None
     if flags is None or "filled_by_model" not in str(flags.attrs.get("flag_meanings", "")).split():
-        return None
-    return flags == FLAG_FILLED
+        return valid
+    return valid & (flags != FLAG_FILLED)
 
 
 def chunks_like(obj, arr: xr.DataArray):

@@ -33,7 +33,7 @@ import xarray as xr
 from . import baselines as _baselines
 from . import context_fields, hiding, metrics
 from . import regression_baselines as _regression
-from .compose import earlier_fills
+from .compose import observed_mask
 from .conventions import cf, domains
 from .errors import InputError
 
@@ -239,9 +239,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
             from .conventions.validity import valid_mask
 
             var_domain = domains.auto_domain(obj, raw, valid=valid_mask(raw, mask), dims=dims)
-        # An earlier xdl fill's values (its flags in obj say where) are no truth to score against.
-        earlier = earlier_fills(obj, raw.name) if mask is None else None
-        arr, truth, valid, dom = _prepare(raw, spec, mask, var_domain, dims, earlier)
+        arr, truth, valid, dom = _prepare(obj, raw, spec, mask, var_domain, dims)
         case = context_fields.Case(obj, arr, context, time_window, sigma, dims)
         eligible = valid if dom is None else valid & dom
         for ig, (label, gspec) in enumerate(gap_specs):
@@ -308,23 +306,18 @@ def _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines, seconds)
     return fills, sigma
 
 
-def _prepare(raw: xr.DataArray, spec, mask, domain, dims, earlier=None):
-    """Move the spatial dims last and load: (arr, truth, valid, domain) with numpy arrays;
-    ``earlier`` (bool DataArray or None): pixels that are not valid whatever the rule says."""
-    from .conventions.validity import as_mask, range_check, valid_mask
+def _prepare(obj, raw: xr.DataArray, spec, mask, domain, dims):
+    """Move the spatial dims last and load: (arr, truth, valid, domain) with numpy arrays. Valid:
+    :func:`~xdl.compose.observed_mask` (an earlier xdl fill's values in ``obj`` are no truth)."""
+    from .conventions.validity import as_mask, range_check
     from .predict import spatial_dims_for
 
     spatial = spatial_dims_for(raw, spec, dims)
     lead = [d for d in raw.dims if d not in spatial]
     arr = raw.transpose(*lead, *spatial)
+    valid = observed_mask(obj, arr, mask)
     if not np.issubdtype(arr.dtype, np.floating):
-        # Integer fields (packed counts) are scored in float; CF rules still say what is valid.
-        valid = valid_mask(arr, mask)
-        arr = arr.astype(np.float32)
-    else:
-        valid = valid_mask(arr, mask)
-    if earlier is not None:
-        valid = valid & ~earlier
+        arr = arr.astype(np.float32)  # integer fields (packed counts) are scored in float; CF rules said what is valid
     arr = arr.compute()
     valid = np.asarray(valid.broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
     truth = np.asarray(arr.values)

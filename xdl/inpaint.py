@@ -21,8 +21,8 @@ import xarray as xr
 
 from . import uncertainty
 from .compose import (FLAG_ATTRS, FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITTEN, FLAG_OUTSIDE,  # noqa: F401
-                      FLAG_UNFILLABLE, FLAG_VALID, compose_variable, earlier_fills, near_valid, sigma_variable,
-                      unhashed)
+                      FLAG_UNFILLABLE, FLAG_VALID, compose_variable, near_valid, observed_mask,
+                      sigma_variable, unhashed)
 from .context import ContextRequest, check_request, context_model
 from .conventions import cf, domains, projection
 from .conventions.validity import as_mask, valid_mask
@@ -293,15 +293,6 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     return finish(projection.with_mapping_variable(out, arr), lazy, progress)
 
 
-def _observed(ds, arr, mask):
-    """``arr``'s valid mask; without ``mask=``, less the pixels an earlier xdl fill wrote (its flags
-    in ``ds``, :func:`~xdl.compose.earlier_fills`): they are no observations, so a second pass fills
-    them again (the same model and options give every output back) and flags them filled."""
-    valid = valid_mask(arr, mask)
-    earlier = earlier_fills(ds, arr.name) if mask is None else None
-    return valid if earlier is None else valid & ~earlier
-
-
 def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags, clip, progress):
     context = job.request.names if job.request is not None else []
     if variables is None:
@@ -324,7 +315,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         for a in arrays:
             _check_units(a, spec)
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
-        valids = [_observed(ds, a, mask) for a in arrays]
+        valids = [observed_mask(ds, a, mask) for a in arrays]
         # One domain per group (a multi-variable model fills its variables on one grid): the first's.
         dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims)
         filled, flag_arrays, sigmas = _fill_one(arrays, valids, dom, job, dims, clip, cf_rule=mask is None)
