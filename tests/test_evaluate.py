@@ -191,3 +191,26 @@ def test_fraction_is_a_share_of_the_valid_pixels_on_gappy_dask_data(model):
     report = first(evaluate(field, model, gaps="clouds", fraction=0.2, baselines=()))
     assert abs(float(report.hidden_share) - 0.2) < 0.02
     assert int(report.n.item()) == pytest.approx(0.2 * np.isfinite(data).sum(), rel=0.1)
+
+
+def test_a_kinds_pattern_does_not_depend_on_the_other_kinds_listed(model):
+    # Each named kind has its own random stream: reordering gaps= or adding a kind leaves it alone.
+    field = xr.DataArray(smooth((40, 48)), dims=("y", "x"), name="v")
+    kw = dict(baselines=("linear",), fraction=0.1, seed=3)
+    alone = evaluate(field, model, gaps="clouds", **kw).drop_vars("seconds").sel(gaps="clouds")
+    for gaps in (["scanlines", "clouds"], ["clouds", "blocks"], ["blocks", "irregular", "clouds"]):
+        listed = evaluate(field, model, gaps=gaps, **kw).drop_vars("seconds").sel(gaps="clouds")
+        xr.testing.assert_identical(listed, alone)
+
+
+def test_clouds_over_a_scene_mostly_missing_still_hide_the_fraction_asked():
+    # A country in its sea (61% of the scene missing): a cloud draw that mostly lies over the sea
+    # once jumped between 5% and 100% of the scene and hid 0.14% of the land for 5% asked.
+    from xdl import hiding
+
+    y, x = np.mgrid[0:290, 0:180]
+    land = ((y - 150) / 120.0) ** 2 + ((x - 90) / 55.0) ** 2 < 1
+    for key in range(12):
+        hidden = hiding.hide("clouds", land.shape, 0.05, (0, 0, key), None, None, land)
+        assert not (hidden & ~land).any()
+        assert 0.025 <= hidden.sum() / land.sum() <= 0.075, key

@@ -236,14 +236,14 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     for iv, raw in enumerate(arrays):
         var_domain = domain
         if isinstance(domain, str):  # "auto": what the file says about where this variable lives
-            from .conventions.validity import valid_mask
-
-            var_domain = domains.auto_domain(obj, raw, valid=valid_mask(raw, mask), dims=dims)
+            # Observed pixels, as inpaint reads them: an earlier xdl fill is not data here either.
+            var_domain = domains.auto_domain(obj, raw, valid=observed_mask(obj, raw, mask), dims=dims)
         arr, truth, valid, dom = _prepare(obj, raw, spec, mask, var_domain, dims)
         case = context_fields.Case(obj, arr, context, time_window, sigma, dims)
         eligible = valid if dom is None else valid & dom
         for ig, (label, gspec) in enumerate(gap_specs):
-            hidden = hiding.hide(gspec, truth.shape, fraction, (int(seed), iv, ig), arr, observed, eligible)
+            hidden = hiding.hide(gspec, truth.shape, fraction, (int(seed), iv, hiding.stream_key(label, ig)), arr,
+                                 observed, eligible)
             share[iv, ig] = hidden.sum() / max(int(eligible.sum()), 1)
             keep = valid & ~hidden
             fills, fill_sigma = _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines,

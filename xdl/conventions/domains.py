@@ -17,11 +17,14 @@
    observes is land, outside.
 
 When none of these is present, a shape rule (``static_missing``) applies: a region that no sample
-ever observes and that is wide (some pixel lies ``WIDE`` = 6 or more pixels from any observed
-pixel) is outside when it reaches the scene's edge (one sample: the sea around a country, the
-space around a reprojected disk) or anywhere (two or more samples: never observed in a whole
-series). Narrow gaps (scan lines, small clouds) are never outside, except within ``REACH`` = 4
-pixels of a wide region; gaps inside a single scene (clouds, holes) are filled.
+ever observes and that is wide is outside: in a scene or a short series (fewer than ``SERIES`` =
+4 samples) when some pixel lies ``WIDE`` = 6 or more pixels from any observed pixel and it
+reaches the scene's edge (the sea around a country, the space around a reprojected disk); in a
+series of 4 or more samples anywhere, from ``SERIES_WIDE`` = 3 pixels (land on a coarse grid;
+a dead detector line or a dropout of up to 4 rows stays fillable). Narrow gaps (scan lines, small clouds) are never outside,
+except within ``REACH`` = 4 pixels of a wide region; gaps inside a single scene or a short
+series (clouds, holes, an outage in both of two months) are filled. Either way a warning says
+how many pixels the rule left NaN.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ WIDE = 6
 REACH = 4
 # A single scene's wide region is "at the edge" within this many pixels of it (through missing pixels).
 EDGE = 16
+# Samples from which a region missing in all of them is outside wherever it is (land in a series
+# of SST fields). Two months that both miss the same interior block are no such evidence.
+SERIES = 4
+# A series' never-observed region is "wide" from this (a 5 x 5 square fits): land of a 5-degree
+# SST grid (Australia, North America: 5-7 pixels across) is outside, while a detector's dead line
+# or a scan-line dropout of up to 4 rows in every scene (the README's example: 3) stays a gap.
+SERIES_WIDE = 3
 # A land/sea mask restricts a variable when at most this share of its valid values lie on the
 # other side (coastal pixels of a coarse mask).
 _OTHER_SIDE_SHARE = 0.01
@@ -164,13 +174,14 @@ def swath_footprint(arr: xr.DataArray, spatial) -> xr.DataArray | None:
     return ok.transpose(*spatial).rename("swath_footprint")
 
 
-def static_missing(observed: np.ndarray, samples: int, wide: int = WIDE, reach: int = REACH) -> np.ndarray:
+def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, reach: int = REACH) -> np.ndarray:
     """True where a 2-D scene's never-observed pixels form a wide outside region (module docstring).
 
     ``observed``: True where any sample has a valid value; ``samples``: how many samples (time
     steps...) it summarises. The wide part of the missing region is the union of the
-    ``(2 wide - 1)``-pixel squares that fit in it. Its pieces are outside when ``samples >= 2``,
-    or else when they lie within ``EDGE`` pixels of the scene's edge through missing pixels (a
+    ``(2 wide - 1)``-pixel squares that fit in it (``wide``: :data:`SERIES_WIDE` for a series of
+    :data:`SERIES` samples or more, else :data:`WIDE`). Its pieces are outside when ``samples >=``
+    :data:`SERIES`, or else when they lie within ``EDGE`` pixels of the scene's edge through missing pixels (a
     coastline reaching the edge of a coarse grid in a thin strip; a scan line that joins an
     interior hole to the edge is too long for that). The outside reaches ``reach`` pixels into
     narrower gaps joined to it (the corners of a coastline): a scan line meeting the sea stays
@@ -179,6 +190,8 @@ def static_missing(observed: np.ndarray, samples: int, wide: int = WIDE, reach: 
     from scipy import ndimage
 
     missing = ~np.asarray(observed, dtype=bool)
+    if wide is None:
+        wide = SERIES_WIDE if samples >= SERIES else WIDE
     if not missing.any() or missing.all():
         return np.zeros(missing.shape, bool)  # nothing observed at all: no evidence of a shape
     # Distances to the nearest observed pixel, the scene's edge counting as observed: a region is
@@ -190,7 +203,7 @@ def static_missing(observed: np.ndarray, samples: int, wide: int = WIDE, reach: 
     square = np.ones((2 * wide - 1, 2 * wide - 1), bool)
     wide_part = ndimage.binary_dilation(core, structure=square) & missing
     eight = np.ones((3, 3), bool)
-    if samples < 2:
+    if samples < SERIES:
         ring = np.zeros(missing.shape, bool)
         ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
         near_edge = ndimage.binary_dilation(ring & missing, structure=eight, iterations=EDGE, mask=missing)
@@ -277,11 +290,13 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         observed = np.asarray(dask.compute(observed.transpose(*spatial).data)[0], dtype=bool)
         samples = int(np.prod([valid.sizes[d] for d in other])) if other else 1
         outside = ~observed if on_model_ocean_grid(arr) else static_missing(observed, samples)
-        if outside.any() and samples < 2 and not on_model_ocean_grid(arr):
-            # A single scene's shape rule is a guess (a saturated cloud at the edge looks like sea): say so.
-            warnings.warn(f"domain='auto': {int(outside.sum())} missing pixels of {arr.name!r} in wide regions that "
-                          "reach the scene's edge are taken for sea or space and stay NaN (flag 3, "
-                          "outside_fill_domain); pass domain=None to fill them, or a domain of your own.",
+        if outside.any() and not on_model_ocean_grid(arr):
+            # The shape rule is a guess (a saturated cloud at the edge looks like sea): say what it did.
+            where = ("in wide regions that reach the scene's edge are taken for sea or space" if samples < SERIES
+                     else f"in wide regions that none of its {samples} samples observes are taken for land, "
+                          "sea or space")
+            warnings.warn(f"domain='auto': {int(outside.sum())} missing pixels of {arr.name!r} {where} and stay "
+                          "NaN (flag 3, outside_fill_domain); pass domain=None to fill them, or a domain of your own.",
                           XdlWarning, stacklevel=2)
         if outside.any():
             coords = {d: arr[d] for d in spatial if d in arr.coords}

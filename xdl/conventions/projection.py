@@ -4,6 +4,8 @@ views, where ``domain="auto"`` never fills (space)."""
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 
 import numpy as np
@@ -23,6 +25,18 @@ def _read_mapping_from_source(arr: xr.DataArray, name: str) -> dict | None:
     source = arr.encoding.get("source")
     if not source or not isinstance(source, str):
         return None
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return None
+    attrs = _file_variable_attrs(source, name, stat.st_mtime_ns, stat.st_size)
+    return None if attrs is None else dict(attrs)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_variable_attrs(source: str, name: str, mtime_ns: int, size: int) -> dict | None:
+    # Cached by path, modification time and size: the auto domain and the output's mapping
+    # variable both ask, and a file rewritten in place is read again. Callers get a copy.
     try:
         import netCDF4
 
