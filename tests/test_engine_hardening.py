@@ -97,6 +97,29 @@ def test_nan_policy_on_generated_data():
     assert np.abs(filled[ring] - ref[ring]).max() > 10  # the old behaviour: zeros in raw units
 
 
+def test_a_model_run_without_gradients_gets_its_real_halo():
+    # A forward wrapped in torch.no_grad() (or detach()) left the gradient probe nothing to read:
+    # halo 0, so a gap's neighbours were computed from raw zeros and tiles disagreed at their seams
+    # (GOES M1 C13 with tile=64: 13,748 pixels off by up to 37).
+    class NoGrad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = box_mean()
+
+        def forward(self, x):
+            with torch.no_grad():
+                return self.conv(x)
+
+    data = smooth((1, 48, 64))
+    data[0, 20:24, 30:33] = np.nan
+    arr = xr.DataArray(data, dims=("time", "y", "x"), name="v")
+    plain = arr.chunk({"y": 16}).dl.predict(box_mean()).values
+    for chunks, tile in (({"y": 16}, None), ({"x": 20}, 32)):
+        out = arr.chunk(chunks).dl.predict(NoGrad(), tile=tile).values
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(plain))  # the gap grown by the halo
+        np.testing.assert_allclose(out, plain, rtol=1e-6)
+
+
 def test_nan_policy_box_mean_on_tos_keeps_kelvin_along_coasts():
     path = shared_file("ocean_land/tos_ocean_bipolar_grid.nc")
     tos = xr.open_dataset(path).tos

@@ -294,3 +294,23 @@ def test_fills_are_clipped_to_the_sample_range_unless_asked_not_to():
         lo, hi = np.nanmin(data[t]), np.nanmax(data[t])
         assert np.allclose(out[t, 5:8], hi + 0.1 * (hi - lo))
     assert (arr.dl.inpaint(_Wild(), clip=None).values[:, 5:8] == 1e6).all()
+
+
+def test_geolocation_kept_as_data_variables_is_not_filled():
+    # ABoVE's Albers grid holds its 2-D lat/lon as data variables (standard_name latitude /
+    # longitude): a default inpaint filled them and added lon_inpainted and lat_inpainted.
+    ny, nx = 24, 32
+    lat = np.linspace(50, 60, ny)[:, None] + np.zeros((1, nx))
+    lon = np.linspace(-100, -80, nx)[None, :] + np.zeros((ny, 1))
+    lat[:3, :3] = lon[:3, :3] = np.nan  # off the projection's valid area
+    data = 280 + np.random.default_rng(0).standard_normal((2, ny, nx)).astype("f4")
+    data[:, 10:12, :] = np.nan
+    ds = xr.Dataset({"nee": (("time", "y", "x"), data, {"coordinates": "xlat xlon"}),
+                     "lat": (("y", "x"), lat, {"standard_name": "latitude"}),
+                     "lon": (("y", "x"), lon, {"standard_name": "longitude"}),
+                     "xlat": (("y", "x"), lat), "xlon": (("y", "x"), lon)})
+    out = ds.dl.inpaint(xdl.zoo.create("fill-unet", depth=2, base_channels=4), domain=None)
+    assert sorted(out.data_vars) == ["lat", "lon", "nee", "nee_inpainted", "xlat", "xlon"]
+    assert np.isfinite(out.nee.values).all()
+    for name in ("lat", "lon", "xlat", "xlon"):
+        np.testing.assert_array_equal(out[name].values, ds[name].values)

@@ -328,3 +328,25 @@ def test_same_numbers_through_a_distributed_cluster():
         loads = client.run(lambda: __import__("xdl.engine.runner", fromlist=["ModelPayload"]).ModelPayload.loads)
     np.testing.assert_array_equal(out.values, threaded.values)
     assert all(count <= 1 for count in loads.values()), loads
+
+
+def test_values_the_cf_attributes_call_missing_never_reach_the_model():
+    # A file opened with mask_and_scale=False keeps _FillValue among the attributes: GOES Rad's
+    # 1023 (space) reached the model as a radiance and came back as finite outputs.
+    import torch
+
+    raw = np.full((1, 16, 20), 300, "i2")
+    raw[0, 4:6, 5:9] = 1023
+    arr = xr.DataArray(raw, dims=("time", "y", "x"), name="Rad", attrs={"_FillValue": 1023, "valid_range": np.array([0, 1022], "i2")})
+    seen = []
+
+    class Spy(torch.nn.Module):
+        in_channels = out_channels = 1
+
+        def forward(self, x):
+            seen.append(float(x.max()))
+            return x * 2
+
+    out = arr.dl.predict(Spy(), halo=0).values
+    assert max(seen) <= 300 and np.isnan(out[0, 4:6, 5:9]).all()
+    assert (out[np.isfinite(out)] == 600).all() and np.isfinite(out).sum() == raw.size - 8

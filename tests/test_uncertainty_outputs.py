@@ -54,6 +54,10 @@ def test_sigma_values_and_attrs():
     assert out.sst_sigma.attrs == {"long_name": "standard error of the gap-filled sst", "units": "K",
                                    "standard_name": "sea_surface_temperature standard_error"}
     assert out.sst.attrs["ancillary_variables"] == "sst_inpainted sst_sigma"
+    # cfgrib's placeholder "unknown", or a name with a modifier already: no "... standard_error"
+    for name in ("unknown", "sea_surface_temperature standard_error"):
+        odd = arr.assign_attrs(standard_name=name).to_dataset().dl.inpaint(model, domain=domain, uncertainty=True)
+        assert "standard_name" not in odd.sst_sigma.attrs and odd.sst_sigma.attrs["units"] == "K"
     # without uncertainty=True the same fills, no sigma
     plain = arr.to_dataset().dl.inpaint(model, domain=domain)
     assert "sst_sigma" not in plain and plain.sst.attrs["ancillary_variables"] == "sst_inpainted"

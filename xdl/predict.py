@@ -121,6 +121,24 @@ def _as_float(da_in: xr.DataArray) -> xr.DataArray:
                      "Convert or drop it (e.g. ds.drop_vars(...)).")
 
 
+_CF_MISSING_RULES = ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max")
+
+
+def cf_masked(arr: xr.DataArray) -> xr.DataArray:
+    """``arr`` in float with NaN where its CF attributes say a value is missing, as ``inpaint``
+    reads it: a file opened with ``mask_and_scale=False`` keeps ``_FillValue`` among the attributes,
+    and GOES Rad's 1023 (space) reached the model as a radiance. ``arr`` as it is without such
+    attributes (xarray has masked the encoding's ``_FillValue`` already).
+
+    >>> raw = xr.DataArray(np.array([5, 1023, 7], "i2"), attrs={"_FillValue": 1023, "valid_range": [0, 1022]})
+    >>> cf_masked(raw).values.tolist()
+    [5.0, nan, 7.0]
+    """
+    if not any(k in arr.attrs for k in _CF_MISSING_RULES):
+        return arr
+    return _as_float(arr).where(cf.cf_valid_mask(arr).data)
+
+
 def spatial_dims_for(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
     if spec.mode == "pointwise":
         return ()  # every dim is a batch of points
@@ -310,7 +328,7 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
     for names_g, out_g in groups:
         arrays = [ds[n] for n in names_g]
         spatial = spatial_dims_for(arrays[0], spec, dims)
-        x = stack_channels(arrays, spatial)
+        x = stack_channels([cf_masked(a) for a in arrays], spatial)
         out = run_engine(x, model, spec, run, spatial, names_g, out_g, sigma_scale=scale)
         sigmas = [uncertainty.sigma_name(n) for n in out_g] if scale is not None else []
         pieces = _output_arrays(out, x, out_g + sigmas, spec, arrays[0])
@@ -329,15 +347,23 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
     return finish(out_ds, lazy, progress)
 
 
+GEOLOCATION_NAMES = ("latitude", "longitude", "grid_latitude", "grid_longitude", "projection_x_coordinate",
+                     "projection_y_coordinate")
+
+
 def eligible_variables(ds, spec, dims, floats_only=False) -> list:
     """Data variables a one-channel model can run over: numbers with the spatial dims, not CF
-    flag, grid-mapping or ancillary variables (those are metadata, never data to transform or fill)."""
+    flag, grid-mapping, ancillary or geolocation variables (those are metadata, never data to
+    transform or fill)."""
     out = []
     # Ancillary variables (CF: quality flags, standard errors, an xdl fill's <var>_sigma) describe
     # another variable: they are not fields of their own.
     ancillary = {n for var in ds.data_vars.values() for n in str(var.attrs.get("ancillary_variables", "")).split()}
+    # Geolocation kept as data variables (2-D lat/lon of a projected grid, read without
+    # decode_coords): named by another's ``coordinates`` or by their standard_name.
+    located = {n for var in ds.data_vars.values() for n in str(var.attrs.get("coordinates", "")).split()}
     for name, var in ds.data_vars.items():
-        if name in ancillary:
+        if name in ancillary or name in located or var.attrs.get("standard_name") in GEOLOCATION_NAMES:
             continue
         numeric = np.issubdtype(var.dtype, np.floating) or (
             not floats_only and np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)
@@ -377,7 +403,7 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         names = [str(name)]
         arrays = [arr]
     spatial = spatial_dims_for(arrays[0], spec, dims)
-    x = stack_channels(arrays, spatial)
+    x = stack_channels([cf_masked(a) for a in arrays], spatial)
     scale = uncertainty.sigma_scale(model)  # sigmas come as more channels: "<name>_sigma"
     out_names = list(outputs) if outputs is not None else list(spec.outputs)
     if not out_names:

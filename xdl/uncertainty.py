@@ -97,8 +97,11 @@ def sigma_attrs(source: xr.DataArray, what: str = "gap-filled") -> dict:
     attrs = {"long_name": f"standard error of the {what} {name}"}
     if "units" in source.attrs:
         attrs["units"] = source.attrs["units"]
-    if source.attrs.get("standard_name"):
-        attrs["standard_name"] = f"{source.attrs['standard_name']} standard_error"
+    standard_name = str(source.attrs.get("standard_name") or "").strip()
+    # A name with a modifier already, or a placeholder (cfgrib writes "unknown"), takes no modifier:
+    # "unknown standard_error" is no CF standard name.
+    if standard_name and standard_name != "unknown" and len(standard_name.split()) == 1:
+        attrs["standard_name"] = f"{standard_name} standard_error"
     return attrs
 
 

@@ -161,8 +161,8 @@ def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, tak
         centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
         if out.requires_grad:
             out[centre].sum().backward()
-    if x.grad is None:  # the output does not depend on the input (constant, or detached)
-        return 0
+    if x.grad is None:  # no gradient: a constant output, or a model run under no_grad / detach()
+        return _probe_halo_by_change(module, x.detach(), out.detach(), side, n_spatial, size_multiple, takes_mask)
     grad = x.grad.detach().abs().sum(dim=(0, 1))
     total = float(grad.sum())
     if total == 0.0:
@@ -175,6 +175,35 @@ def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, tak
             break
     multiple = max(size_multiple, 1)
     return int(math.ceil(radius / multiple) * multiple)
+
+
+def _probe_halo_by_change(module, x, out, side, n_spatial, size_multiple, takes_mask) -> int:
+    """The halo of a model that gives no gradient: the smallest radius (a bisection) beyond which
+    new input values leave the centre output as it was; 0 for a constant output. A model wrapped
+    in ``torch.no_grad()`` once got halo 0 from the gradient probe: missing inputs next to valid
+    pixels reached it unmarked and tiles disagreed at their seams."""
+    generator = torch.Generator().manual_seed(1)
+    other = torch.randn(x.shape, generator=generator)
+    centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
+    coords = torch.meshgrid(*[torch.arange(side) - side // 2] * n_spatial, indexing="ij")
+    dist = torch.stack([c.abs() for c in coords]).amax(dim=0)
+    reference = out[centre]
+    tolerance = 1e-6 * (1.0 + float(reference.abs().max()))
+
+    def unchanged_beyond(radius):
+        changed = torch.where(dist <= radius, x, other)
+        with _evaluating(module), torch.inference_mode():
+            moved = _checked_call(module, changed, takes_mask)[centre]
+        return bool((moved - reference).abs().max() <= tolerance)
+
+    if unchanged_beyond(-1):  # every input replaced: the output does not depend on it
+        return 0
+    low, high = -1, side // 2  # beyond `high` nothing is read (the whole probe: assume so)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if unchanged_beyond(mid) else (mid, high)
+    multiple = max(size_multiple, 1)
+    return int(math.ceil(high / multiple) * multiple)
 
 
 def engine_spec(model, mode: str | None = None, halo: int | None = None) -> EngineSpec:
