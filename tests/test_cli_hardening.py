@@ -409,6 +409,22 @@ def test_evaluate_and_train_never_overwrite_an_input(env, tmp_path, capsys):
     assert src.read_bytes() == before and model.read_bytes() == open(env.m0, "rb").read()
 
 
+def test_evaluate_plot_is_checked_as_out_is(env, tmp_path, capsys):
+    # --plot used to replace an existing picture without --overwrite and to write into an input store.
+    src = tmp_path / "in.nc"
+    shutil.copy(env.a, src)
+    png = tmp_path / "scores.png"
+    png.write_bytes(b"mine")
+    assert main(["evaluate", str(src), "--model", env.m0, "--baselines", "", "--plot", str(png)]) == 1
+    assert "already exists; pass --overwrite" in capsys.readouterr().err and png.read_bytes() == b"mine"
+    assert main(["evaluate", str(src), "--model", env.m0, "--baselines", "", "--plot", str(src)]) == 1
+    assert "is an input" in capsys.readouterr().err
+    store = tmp_path / "in.zarr"
+    store.mkdir()
+    assert main(["evaluate", str(store), "--model", env.m0, "--plot", str(store / "p.png")]) == 1
+    assert "inside an input" in capsys.readouterr().err and not (store / "p.png").exists()
+
+
 def test_resume_on_real_goes_files_refuses_another_band(env, tmp_path, monkeypatch, capsys):
     c13 = shared_file("goes/OR_ABI-L1b-RadM1-M6C13_G17_*.nc")
     c14 = shared_file("goes/OR_ABI-L1b-RadM1-M6C14_G17_*.nc")  # same 500x500 grid, other values

@@ -1,5 +1,6 @@
 """Tests of xdl.train.fit: gap filling, paired UNet and pix2pix, splits, checkpoints/resume, NaN handling."""
 
+import re
 import threading
 
 import dask.array as da
@@ -235,8 +236,8 @@ def test_nan_never_reaches_the_model():
 
 # ============================================================================ checkpoints and resume
 
-def _run(tmp, **kw):
-    ds = gap_dataset(n=8, ny=32, nx=32)
+def _run(tmp, ds=None, **kw):
+    ds = gap_dataset(n=8, ny=32, nx=32) if ds is None else ds
     # CPU: bit-identical resumption is promised there (cuDNN kernels may be nondeterministic).
     args = dict(variables=["sst"], steps_per_epoch=3, batch_size=4, tile=32, val_steps=2, progress=False,
                 checkpoint_dir=str(tmp), seed=5, device="cpu", **TINY_PCONV)
@@ -303,6 +304,47 @@ def test_resume_refuses_a_different_run(tmp_path):
     _run(tmp_path, epochs=1)
     with pytest.raises(InputError, match="different run"):
         _run(tmp_path, epochs=2, resume=True, steps_per_epoch=5)
+    # Other data on the same grid, a shorter series, other gaps: each went on silently before, the
+    # card naming the second run's data and split (its validation days trained on in epoch 1).
+    other = gap_dataset(n=8, ny=32, nx=32)
+    other["sst"] = other.sst * 0.5 + 3
+    for changed, kw in (("data was", dict(ds=other)), ("split was", dict(ds=gap_dataset(n=6, ny=32, nx=32))),
+                        ("masks was", dict(masks="clouds"))):
+        with pytest.raises(InputError, match=changed):
+            _run(tmp_path, epochs=2, resume=True, **kw)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda meta: meta.update(epoch=-5), "epoch=-5"),
+    (lambda meta: meta.update(epoch=float("nan")), "epoch=nan"),
+    (lambda meta: meta.update(epoch="1"), "epoch='1'"),
+    (lambda meta: meta.pop("check"), "no 'check' record"),
+    (lambda meta: meta.update(global_step=10 ** 18), "global_step="),
+    (lambda meta: meta.update(history={"train_loss": [0.0]}), "a history of"),
+    (lambda meta: meta.update(optimizer_scalars=[{"x": 1}]), "optimizer_scalars"),
+    (lambda meta: meta.update(format="9"), "format '9'"),
+    (None, "not a readable xdl training checkpoint"),  # truncated
+])
+def test_resume_refuses_a_checkpoint_no_run_wrote(tmp_path, edit, message):
+    # Edited or truncated checkpoints raised IndexError, TypeError, KeyError or SafetensorError from
+    # deep inside, or were taken (epoch=NaN went into the card; epoch=-5 trained with 0.0 losses).
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    _run(tmp_path, epochs=1)
+    path = tmp_path / train.CHECKPOINT_NAME
+    if edit is None:
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["xdl_checkpoint"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        edit(meta)
+        save_file(tensors, str(path), metadata={"xdl_checkpoint": json.dumps(meta)})
+    with pytest.raises(InputError, match=re.escape(message)):
+        _run(tmp_path, epochs=2, resume=True)
 
 
 # ============================================================================ paired mappings

@@ -168,6 +168,11 @@ def _cmd_evaluate(a) -> int:
         refuse_overlap(a.out, _sources(a))
         if not a.overwrite:
             refuse_existing(a.out, "pass --overwrite to replace it")
+    if a.plot:  # the same checks as --out: never inside an input, never over a file without --overwrite
+        refuse_overlap(a.plot, _sources(a))
+        if not a.overwrite:
+            for existing in _plot_files(a.plot):
+                refuse_existing(existing, "pass --overwrite to replace it")
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
@@ -190,6 +195,15 @@ def _cmd_evaluate(a) -> int:
     for p in report.attrs.get("plots", []):
         _say(f"xdl evaluate: wrote {p}")
     return 0
+
+
+def _plot_files(plot: str) -> list[str]:
+    """The files ``--plot`` may write that exist already: the path itself and, for several
+    variables or gap kinds, ``<stem>_<variable>_<gaps><suffix>`` beside it (xdl.evaluate)."""
+    import glob
+
+    stem, suffix = os.path.splitext(plot)
+    return [plot] + sorted(glob.glob(glob.escape(stem) + "_*" + (suffix or ".png")))
 
 
 def _cmd_zoo(a) -> int:

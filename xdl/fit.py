@@ -268,7 +268,11 @@ def _train(ds, config: TrainConfig, s: _Setup, *, masks, mask_fraction, dims, va
     if config.checkpoint_dir is not None:
         check = {"architecture": s.old_card.get("architecture"), "config": s.old_card.get("config"),
                  "mode": s.mode, "inputs": ins, "outputs": outs, "steps_per_epoch": config.steps_per_epoch,
-                 "batch_size": config.batch_size, "tile": config.tile, "seed": config.seed}
+                 "batch_size": config.batch_size, "tile": config.tile, "seed": config.seed,
+                 # the data, gaps and split too: a resumed fit on other data or with other gaps
+                 # used to go on silently, its card naming the second run's data and split.
+                 "data": src.fingerprint(), "masks": mask_desc, "mask_fraction": mask_fraction,
+                 "split": plan.split}
         if s.context is not None:
             check["context"] = s.context.card()
         checkpointer = Checkpointer(config.checkpoint_dir, check)

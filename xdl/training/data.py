@@ -6,6 +6,9 @@ and the normalisation statistics are dask reductions (one pass for all of them).
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import math
 import warnings
 
@@ -67,6 +70,24 @@ class Source:
         self.attrs = ds.attrs
         if self.n_samples == 0 or self.H == 0 or self.W == 0:
             raise InputError(f"no valid data: {what} is empty ({dict(first.sizes)}).")
+
+    def fingerprint(self) -> str:
+        """A short hash of what the source holds: its sizes, coordinates, and the middle row of its
+        first and last samples (a small read). A resumed fit compares it, so a checkpoint of other
+        data (``tcw * 0.5 + 3`` on the same grid, a shorter series) is refused, not continued."""
+        digest = hashlib.sha256(json.dumps(self.sizes, sort_keys=True).encode())
+        for name, a in self.arrays.items():
+            digest.update(name.encode())
+            for d in a.dims:
+                if d in a.coords:
+                    values = np.asarray(a[d].values)
+                    digest.update(repr(values.tolist()).encode() if values.dtype == object
+                                  else np.ascontiguousarray(values).tobytes())
+            for sample in sorted({0, self.n_samples - 1}):
+                where = {} if name in self.static else self._sel(sample)
+                row = np.asarray(a.isel(where).isel({self.spatial[0]: self.H // 2}).values, np.float64)
+                digest.update(np.ascontiguousarray(row).tobytes())
+        return digest.hexdigest()[:16]
 
     def _sel(self, sample: int) -> dict:
         if not self.sample_shape:
