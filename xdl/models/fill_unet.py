@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .context import SIGMA_FLOOR, ContextEncoder, check_info, factor_from_raw, sigma_from_raw
 from .harmonic import harmonic_fill
-from .kriging import interpolation_variance, krige, own_interpolation, spatial_std
+from .kriging import interpolation_variance, krige, own_interpolation, spatial_std, with_own_interpolation
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .regression import absent_fields, local_regression, presence_regression
 from .unet import UNet
@@ -268,9 +268,12 @@ class FillUNet(nn.Module):
                 fit = presence_regression(target, known, complete, fit_mask, mc)
                 residual = fit.residual
                 if self.correction_scale == "kriged":
-                    kriged.append(krige(target, known, fit.estimate, fit.variance,
-                                        _interpolated_context_variance(fit, xc, mc, known),
-                                        None if wanted is None else wanted[:, i:i + 1]))
+                    wanted_i = None if wanted is None else wanted[:, i:i + 1]
+                    kriged.append(with_own_interpolation(
+                        krige(target, known, fit.estimate, fit.variance,
+                              _interpolated_context_variance(fit, xc, mc, known), wanted_i),
+                        target, known, torch.isfinite(fit.estimate),
+                        (self.iterations, self.biharmonic_iterations), wanted_i))
                     estimate = torch.where(torch.isfinite(fit.estimate), fit.estimate, kriged[-1].value)
                 else:
                     estimate = _where_unfitted(fit.estimate, known, first_guess[:, i:i + 1])
