@@ -587,15 +587,9 @@ def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     curve = torch.where(thin, torch.minimum(curved_curve, linear_curve), linear_curve)
     pixels = torch.nonzero(gaps.reshape(-1)).squeeze(1)
     plane = pixels // (gaps.shape[-2] * gaps.shape[-1])
-    grid = torch.tensor((0.0, *map(float, LAGS)), device=distance.device)
-    d = distance.reshape(-1)[pixels].float().clamp(0.0, float(grid[-1]))
-    upper = torch.bucketize(d, grid).clamp(1, len(grid) - 1)
-    flat = curve.float().reshape(n, -1)
-    a, b = flat[plane, upper - 1], flat[plane, upper]
-    own_var = a + (d - grid[upper - 1]) / (grid[upper] - grid[upper - 1]) * (b - a)
     # Times the local roughness: with the tile's mean instead, a training scene's clouds got 6%
     # worse (ERA-Interim u | v) where the rough part of the tile holds the gaps.
-    own_var = own_var * local_variability(target, known).reshape(-1)[pixels]
+    own_var = (at_distance(curve, distance, where=gaps) * local_variability(target, known)).reshape(-1)[pixels]
     var = std.float().reshape(-1)[pixels] ** 2
     _, mixed = _blend(0.0, own_var, 0.0, var)
     sums = torch.zeros(2, n, dtype=torch.float64, device=var.device)
