@@ -121,9 +121,6 @@ def _as_float(da_in: xr.DataArray) -> xr.DataArray:
                      "Convert or drop it (e.g. ds.drop_vars(...)).")
 
 
-_CF_MISSING_RULES = ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max")
-
-
 def cf_masked(arr: xr.DataArray) -> xr.DataArray:
     """``arr`` in float with NaN where its CF attributes say a value is missing, as ``inpaint``
     reads it: a file opened with ``mask_and_scale=False`` keeps ``_FillValue`` among the attributes,
@@ -134,7 +131,7 @@ def cf_masked(arr: xr.DataArray) -> xr.DataArray:
     >>> cf_masked(raw).values.tolist()
     [5.0, nan, 7.0]
     """
-    if not any(k in arr.attrs for k in _CF_MISSING_RULES):
+    if not any(k in arr.attrs for k in cf.VALIDITY_ATTRS):
         return arr
     return _as_float(arr).where(cf.cf_valid_mask(arr).data)
 

@@ -21,8 +21,8 @@ ever observes and that is wide is outside: in a scene or a short series (fewer t
 4 samples) when some pixel lies ``WIDE`` = 6 or more pixels from any observed pixel and it
 reaches the scene's edge (the sea around a country, the space around a reprojected disk); in a
 series of 4 or more samples anywhere, from ``SERIES_WIDE`` = 3 pixels (land on a coarse grid;
-a dead detector line or a dropout of up to 4 rows stays fillable). Narrow gaps (scan lines, small clouds) are never outside,
-except within ``REACH`` = 4 pixels of a wide region; gaps inside a single scene or a short
+a dead detector line or a dropout of up to 4 rows stays fillable). Narrow gaps (scan lines,
+small clouds) are never outside, except within ``REACH`` = 4 pixels of a wide region; gaps inside a single scene or a short
 series (clouds, holes, an outage in both of two months) are filled. Either way a warning says
 how many pixels the rule left NaN.
 """
@@ -181,8 +181,8 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
     steps...) it summarises. The wide part of the missing region is the union of the
     ``(2 wide - 1)``-pixel squares that fit in it (``wide``: :data:`SERIES_WIDE` for a series of
     :data:`SERIES` samples or more, else :data:`WIDE`). Its pieces are outside when ``samples >=``
-    :data:`SERIES`, or else when they lie within ``EDGE`` pixels of the scene's edge through missing pixels (a
-    coastline reaching the edge of a coarse grid in a thin strip; a scan line that joins an
+    :data:`SERIES`, or else when they lie within ``EDGE`` pixels of the scene's edge through
+    missing pixels (a coastline reaching the edge of a coarse grid in a thin strip; a scan line that joins an
     interior hole to the edge is too long for that). The outside reaches ``reach`` pixels into
     narrower gaps joined to it (the corners of a coastline): a scan line meeting the sea stays
     fillable beyond that.
@@ -289,8 +289,9 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         observed = valid.any(dim=other) if other else valid
         observed = np.asarray(dask.compute(observed.transpose(*spatial).data)[0], dtype=bool)
         samples = int(np.prod([valid.sizes[d] for d in other])) if other else 1
-        outside = ~observed if on_model_ocean_grid(arr) else static_missing(observed, samples)
-        if outside.any() and not on_model_ocean_grid(arr):
+        ocean_model = on_model_ocean_grid(arr)
+        outside = ~observed if ocean_model else static_missing(observed, samples)
+        if outside.any() and not ocean_model:
             # The shape rule is a guess (a saturated cloud at the edge looks like sea): say what it did.
             where = ("in wide regions that reach the scene's edge are taken for sea or space" if samples < SERIES
                      else f"in wide regions that none of its {samples} samples observes are taken for land, "

@@ -167,14 +167,18 @@ def probe_halo(module, in_channels: int, n_spatial: int, size_multiple: int, tak
     total = float(grad.sum())
     if total == 0.0:
         return 0
-    # Chebyshev distance of each input pixel from the centre: the share within radius r.
-    coords = torch.meshgrid(*[torch.arange(side) - side // 2] * n_spatial, indexing="ij")
-    dist = torch.stack([c.abs() for c in coords]).amax(dim=0)
+    dist = _distance_from_centre(side, n_spatial)  # the share within radius r
     for radius in range(side // 2 + 1):
         if float(grad[dist <= radius].sum()) >= share * total:
             break
     multiple = max(size_multiple, 1)
     return int(math.ceil(radius / multiple) * multiple)
+
+
+def _distance_from_centre(side: int, n_spatial: int) -> torch.Tensor:
+    """Chebyshev distance of each pixel of a ``side``-wide probe input from its centre pixel."""
+    coords = torch.meshgrid(*[torch.arange(side) - side // 2] * n_spatial, indexing="ij")
+    return torch.stack([c.abs() for c in coords]).amax(dim=0)
 
 
 def _probe_halo_by_change(module, x, out, side, n_spatial, size_multiple, takes_mask) -> int:
@@ -185,8 +189,7 @@ def _probe_halo_by_change(module, x, out, side, n_spatial, size_multiple, takes_
     generator = torch.Generator().manual_seed(1)
     other = torch.randn(x.shape, generator=generator)
     centre = (slice(None), slice(None)) + (side // 2,) * n_spatial
-    coords = torch.meshgrid(*[torch.arange(side) - side // 2] * n_spatial, indexing="ij")
-    dist = torch.stack([c.abs() for c in coords]).amax(dim=0)
+    dist = _distance_from_centre(side, n_spatial)
     reference = out[centre]
     tolerance = 1e-6 * (1.0 + float(reference.abs().max()))
 
