@@ -53,15 +53,31 @@ class Normalization:
         return cls(mean, std)
 
     def apply(self, x):
-        if self.lo is not None:
-            # The model sees outliers at the fences (winsorised): a few 1e38 values in a field of
-            # 280 K would otherwise enter as 1e37 sigmas and overflow its activations. Identity on
-            # fields with nothing beyond the fences; NaN stays NaN.
-            x = np.minimum(np.maximum(x, self.lo), self.hi)
-        return (x - self.mean) / self.std
+        # The model sees outliers at the fences (winsorised): a few 1e38 values in a field of
+        # 280 K would otherwise enter as 1e37 sigmas and overflow its activations. Identity on
+        # fields with nothing beyond the fences; NaN stays NaN.
+        if self.lo is None:
+            return (x - self.mean) / self.std
+        arrays = (x, self.lo, self.hi, self.mean, self.std)
+        if not any(isinstance(a, da.Array) for a in arrays):
+            return _standardise(*arrays)
+        # One task a block, one output array written in place: the same float32 operations as
+        # four elementwise layers, without their three temporaries (a fifth of the cost of a
+        # three-field GOES CONUS input).
+        dtype = np.result_type(*(getattr(a, "dtype", np.float32) for a in arrays))
+        return da.core.elemwise(_standardise, *arrays, dtype=dtype)
 
     def invert(self, y):
         return y * self.std + self.mean
+
+
+def _standardise(x, lo, hi, mean, std):
+    """``(clip(x, lo, hi) - mean) / std``, in one array after the first operation."""
+    out = np.maximum(x, lo)
+    np.minimum(out, hi, out=out)
+    np.subtract(out, mean, out=out)
+    np.divide(out, std, out=out)
+    return out
 
 
 def card_kind(norm) -> str:

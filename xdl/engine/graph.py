@@ -87,9 +87,10 @@ def gather_padded(x: da.Array, plans: list[tiling.AxisPlan], first_axis: int) ->
     return da.Array(graph, name, chunks, meta=x._meta), out_chunks
 
 
-def _axis_sources(source_chunks, plan: tiling.AxisPlan, out_chunks) -> list[tuple[list[int], object]]:
+def _axis_sources(source_chunks, plan: tiling.AxisPlan, out_chunks) -> list[tuple[list[int], list[tuple]]]:
     """Per output chunk along one axis: the source chunks its padded range touches (in order) and
-    the positions to take from their concatenation (a slice where they are consecutive)."""
+    the runs that make it up, ``(i, slice)``: a slice (step 1, or -1 where mirrored) of the
+    ``i``-th touched chunk, in order."""
     bounds = np.cumsum((0,) + tuple(source_chunks))
     index = plan.padded_index()
     found, start = [], 0
@@ -98,13 +99,27 @@ def _axis_sources(source_chunks, plan: tiling.AxisPlan, out_chunks) -> list[tupl
         wanted = index[start:stop]
         chunk_of = np.searchsorted(bounds, wanted, side="right") - 1
         touched = sorted(set(chunk_of.tolist()))
-        offset = np.cumsum([0] + [int(bounds[j + 1] - bounds[j]) for j in touched])
-        position = offset[np.searchsorted(touched, chunk_of)] + (wanted - bounds[chunk_of])
-        if np.array_equal(position, np.arange(position[0], position[0] + len(position))):
-            position = slice(int(position[0]), int(position[0]) + len(position))
-        found.append((touched, position))
+        local, chunk_of = (wanted - bounds[chunk_of]).tolist(), chunk_of.tolist()
+        runs, i = [], 0
+        while i < len(local):  # a run: one source chunk, steps of +1 (or -1 where mirrored)
+            j, step = i + 1, None
+            while j < len(local) and chunk_of[j] == chunk_of[i]:
+                d = local[j] - local[j - 1]
+                if d not in (1, -1) or step not in (None, d):
+                    break
+                step, j = d, j + 1
+            runs.append((touched.index(chunk_of[i]), _run_slice(local[i], local[j - 1])))
+            i = j
+        found.append((touched, runs))
         start += size
     return found
+
+
+def _run_slice(first: int, last: int) -> slice:
+    """The slice from ``first`` to ``last`` inclusive, backwards where ``last < first``."""
+    if last >= first:
+        return slice(first, last + 1)
+    return slice(first, last - 1 if last > 0 else None, -1)
 
 
 def _nested_keys(name, lead, touched_per_axis):
@@ -115,24 +130,35 @@ def _nested_keys(name, lead, touched_per_axis):
             else (name,) + tuple(lead) + (j,) for j in touched_per_axis[0]]
 
 
-def _gather(sources, positions) -> np.ndarray:
-    """Join nested source blocks along the trailing spatial axes, then take ``positions`` per axis."""
-    n = len(positions)
+def _gather(sources, runs) -> np.ndarray:
+    """The padded block from nested source blocks (one level per trailing spatial axis) and each
+    axis's runs (:func:`_axis_sources`): one copy of each run straight into the block, no
+    concatenation first and no fancy indexing (3-4x less time on a 3-channel GOES tile); a view
+    where one run of one source is the whole block."""
+    n = len(runs)
+    if all(len(r) == 1 for r in runs):
+        block = sources
+        for (i, _) in (r[0] for r in runs):
+            block = block[i]
+        return block[(Ellipsis,) + tuple(r[0][1] for r in runs)]
+    first = sources
+    for _ in range(n):
+        first = first[0]
+    offsets = [np.cumsum([0] + [_run_length(s) for _, s in r]).tolist() for r in runs]
+    out = np.empty(first.shape[:first.ndim - n] + tuple(o[-1] for o in offsets), dtype=first.dtype)
+    for combo in itertools.product(*[range(len(r)) for r in runs]):
+        block = sources
+        for axis, j in enumerate(combo):
+            block = block[runs[axis][j][0]]
+        where = tuple(slice(offsets[a][j], offsets[a][j + 1]) for a, j in enumerate(combo))
+        out[(Ellipsis,) + where] = block[(Ellipsis,) + tuple(runs[a][j][1] for a, j in enumerate(combo))]
+    return out
 
-    def join(nested, depth):
-        if depth == n - 1:
-            return nested[0] if len(nested) == 1 else np.concatenate(nested, axis=-n + depth)
-        parts = [join(part, depth + 1) for part in nested]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-n + depth)
 
-    block = join(sources, 0)
-    for depth, position in enumerate(positions):
-        axis = block.ndim - n + depth
-        if isinstance(position, slice):
-            block = block[(slice(None),) * axis + (position,)]
-        else:
-            block = np.take(block, position, axis=axis)
-    return block
+def _run_length(s: slice) -> int:
+    if s.step == -1:
+        return s.start - (-1 if s.stop is None else s.stop)
+    return s.stop - s.start
 
 
 # An insert_axis array remembers the array it was made from (attribute on the dask array). Every
@@ -282,7 +308,7 @@ def _spatial_block(block, payload, *, out_shape, plans, spec, device, autocast, 
     # Gaps outside the domain (marked +inf by the caller) for a model that takes them.
     outside = None
     if spec.takes_domain and valid is not None:
-        marked = np.isposinf(data)
+        marked = data == np.inf  # one pass (np.isposinf takes four times as long)
         outside = tiling.cut_tiles(marked, plans)[0] if marked.any() else None
     needed = needed_tiles(v_tiles, len(x_tiles), plans, tiles, spec.target_channels, outside)
     y_tiles = _run_tiles(payload, spec, x_tiles, v_tiles, needed, device=device, autocast=autocast,
