@@ -197,10 +197,13 @@ class FillUNet(nn.Module):
         base, scale, extra = first_guess, None, []
         if self.takes_context:
             base, extra, scale = self._context_inputs(x[:, n:], mask[:, n:], info, xt, mt, first_guess, wanted)
-        if self.has_correction:
-            change, sigma = self._correction(first_guess.to(x.dtype), mt, extra)
-        else:  # the kriged first guess and its standard error as they are
-            change, sigma = torch.zeros_like(base), (torch.ones_like(base) if self.sigma else None)
+        if not self.has_correction:  # the kriged first guess and its standard error as they are
+            mean = torch.where(mt > 0.5, xt.float(), base).to(x.dtype)
+            sigma = torch.clamp(scale, SIGMA_FLOOR, SIGMA_CAP) if self.sigma and scale is not None else None
+            if self.sigma and sigma is None:
+                sigma = torch.ones_like(base)
+            return mean if sigma is None else torch.cat([mean, sigma.to(x.dtype)], 1)
+        change, sigma = self._correction(first_guess.to(x.dtype), mt, extra)
         if scale is not None and self.correction_scale != "none":
             change = change * scale
             sigma = None if sigma is None else torch.clamp(sigma * scale, SIGMA_FLOOR, SIGMA_CAP)
@@ -252,7 +255,8 @@ class FillUNet(nn.Module):
         # missing, the fit on its interpolation beat a fit on the day after alone, and the finer
         # fill cut the training time series' errors by 3-26% (benchmarks/RESULTS.md, 2026-12-06).
         # Learned corrections were trained on the coarse fill, so they keep it.
-        if bool((mc > 0.5).all()):
+        context_complete = bool((mc > 0.5).all())
+        if context_complete:
             complete = xc
         elif self.correction_scale == "kriged" and not self.has_correction:
             complete = _complete_for_fit(xc, mc)
@@ -260,7 +264,7 @@ class FillUNet(nn.Module):
             complete = _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
-        fit_mask = torch.where(absent_fields(mc), torch.ones_like(mc), mc)
+        fit_mask = mc if context_complete else torch.where(absent_fields(mc), torch.ones_like(mc), mc)
         estimates, spreads, variances, kriged = [], [], [], []
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
@@ -274,6 +278,8 @@ class FillUNet(nn.Module):
                               _interpolated_context_variance(fit, xc, mc, known), wanted_i),
                         target, known, torch.isfinite(fit.estimate),
                         (self.iterations, self.biharmonic_iterations), wanted_i))
+                    if not self.has_correction:  # the kriged fill is the result: no regression input to build
+                        continue
                     estimate = torch.where(torch.isfinite(fit.estimate), fit.estimate, kriged[-1].value)
                 else:
                     estimate = _where_unfitted(fit.estimate, known, first_guess[:, i:i + 1])
@@ -286,7 +292,7 @@ class FillUNet(nn.Module):
             if self.has_correction:  # per regression cell (16 pixels, four patches): to the patch grid, nearest
                 spreads.append(F.interpolate(torch.log(residual.clamp(min=0) + 1e-4),
                                              size=[n // p for n in xt.shape[-2:]], mode="nearest"))
-        estimate = torch.cat(estimates, 1)
+        estimate = torch.cat(estimates, 1) if estimates else None
         if kriged:  # the misfit kriged into the gaps (xdl.models.kriging), in units of its standard error
             corrected = torch.cat([k.value for k in kriged], 1)
             scale = torch.sqrt(torch.cat([k.std for k in kriged], 1) ** 2 + FIT_VARIANCE_FLOOR)
@@ -312,6 +318,8 @@ def _interpolated_context_variance(fit, xc, mc, known):
     is biharmonic-refined). None when there is no such pixel. On the full-size training time
     series these pixels had 45-83% of errors within 1 sigma where the others had 63-89%; with it,
     65-89% against 63-89% (benchmarks/RESULTS.md, 2026-12-06)."""
+    if bool(fit.exact.all()):  # every context field present everywhere (the common case): no pass below
+        return None
     gaps = (known < 0.5) & ~fit.exact & torch.isfinite(fit.estimate)
     if not bool(gaps.any()):
         return None

@@ -30,24 +30,20 @@ WIDE_BY_TABLE = 4  # windows of more than 2 * 4 + 1 cells are summed from a summ
 
 
 def _cell_moments(t, c, w, cell):
-    """Per ``cell x cell`` cell, the weighted moment matrix ``D^T diag(w) D`` of the design
-    ``D = [1, c_1..c_K, t]``: (N, Hc, Wc, K+2, K+2), float64 (the sums of 64 products in float32,
-    one batched matrix product: all pairs at once, no per-pair pass over the pixels)."""
+    """Per ``cell x cell`` cell, the moment matrix ``D^T diag(w) D`` of the design
+    ``D = [1, c_1..c_K, t]`` over the pixels where the 0/1 weight ``w`` is 1: (N, Hc, Wc, K+2, K+2),
+    float64 (the sums of 256 products in float32, one batched matrix product of the weighted design
+    with itself, ``w`` being its own square: all pairs at once, no per-pair pass over the pixels)."""
     n, k, h, wd = c.shape
     hc, wc = -(-h // cell), -(-wd // cell)
-    design = torch.cat([torch.ones_like(t), c, t], 1)
+    design = torch.cat([w, c * w, t * w], 1)
     pad = (0, wc * cell - wd, 0, hc * cell - h)
     if any(pad):
-        design, w = F.pad(design, pad), F.pad(w, pad)  # zero weight beyond the edge
+        design = F.pad(design, pad)  # zero weight beyond the edge
     k2 = k + 2
-
-    def cells(a, channels):
-        a = a.reshape(n, channels, hc, cell, wc, cell).permute(0, 2, 4, 3, 5, 1)
-        return a.reshape(n, hc, wc, cell * cell, channels)
-
-    d = cells(design, k2)
-    moments = (d * cells(w, 1)).transpose(-1, -2) @ d
-    return moments.double()
+    # Cells with their pixels last: each cell row is a contiguous run of the copy's source.
+    d = design.reshape(n, k2, hc, cell, wc, cell).permute(0, 2, 4, 1, 3, 5).reshape(n, hc, wc, k2, cell * cell)
+    return (d @ d.transpose(-1, -2)).double()
 
 
 def _solve(moments):
@@ -103,7 +99,13 @@ def _coefficients(beta, size):
 
 
 def _apply(beta_px, c):
-    return beta_px[:, :1] + (beta_px[:, 1:] * c).sum(1, keepdim=True)
+    # One field at a time: no (N, K, H, W) product to allocate and reduce (3x faster on a CONUS tile).
+    if c.shape[1] == 0:
+        return beta_px[:, :1].clone()
+    estimate = beta_px[:, 1:2] * c[:, :1]
+    for k in range(1, c.shape[1]):
+        estimate += beta_px[:, k + 1:k + 2] * c[:, k:k + 1]
+    return beta_px[:, :1] + estimate
 
 
 @torch.no_grad()
@@ -138,7 +140,7 @@ def _local_fit(target, target_mask, context, context_mask, cell, radius, wide_ra
     # fill's RMSE rose from 0.052 to 0.072).
     with torch.autocast(target.device.type, enabled=False):
         t, c = target.float(), context.float()
-        w = (target_mask * context_mask.prod(1, keepdim=True)).float()
+        w = ((target_mask > 0.5) & (context_mask > 0.5).all(1, keepdim=True)).float()
         moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
         radii = (radius,) if wide_radius is None else (radius, wide_radius)
         beta, residual, count = _fits(moments, radii)
@@ -197,7 +199,10 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
                                                      wide_radius)
     variance = F.interpolate(residual.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     here = present > 0.5
-    exact = (here | absent_fields(present)).all(1, keepdim=True)  # a field missing everywhere is ignored
+    if bool(here.all()):  # every field everywhere (the common case): exact, no pass below
+        return ContextFit(estimate, residual, variance, torch.ones_like(here[:, :1]), coefficients)
+    absent = here.flatten(2).any(-1)[..., None, None].logical_not()  # as absent_fields(present)
+    exact = (here | absent).all(1, keepdim=True)  # a field missing everywhere is ignored
     some = here.any(1, keepdim=True)
     estimate = torch.where(some, estimate, torch.full_like(estimate, float("nan")))
     return ContextFit(estimate, residual, variance, exact, coefficients)
