@@ -213,3 +213,32 @@ def test_cli_uncertainty(tmp_path):
         assert got.sst_sigma.attrs["standard_name"] == "sea_surface_temperature standard_error"
         assert (got.sst_sigma.values[np.isnan(arr.values)] > 0).all()
         assert (got.sst_sigma.values[np.isfinite(arr.values)] == 0).all()
+
+
+def test_sigma_of_packed_counts_carries_the_scale_factor(tmp_path):
+    """A file opened with mask_and_scale=False: the value stays in packed counts with its
+    scale_factor, and so does its sigma, so netCDF4 and a decoding xarray read both in physical
+    units (the sigma was 1/scale_factor too large there)."""
+    arr, values = field(4)
+    scale, offset = 0.01, 280.0
+    packed = np.round((values - offset) / scale).astype("i2")
+    packed[:, 8:12, 5:25] = -32767
+    src = xr.Dataset({"sst": (("time", "y", "x"), packed, {"units": "K", "_FillValue": np.int16(-32767),
+                                                          "scale_factor": scale, "add_offset": offset})})
+    src.to_netcdf(tmp_path / "in.nc")
+    model = xdl.Model(ConstantSigma(0.5), card={"normalization": {"kind": "per_sample"}})
+    raw = xr.open_dataset(tmp_path / "in.nc", mask_and_scale=False)
+    decoded = xr.open_dataset(tmp_path / "in.nc")
+    out_raw = raw.dl.inpaint(model, variables=["sst"], domain=None, uncertainty=True)
+    out_dec = decoded.dl.inpaint(model, domain=None, uncertainty=True)
+    assert out_raw.sst_sigma.attrs["scale_factor"] == scale and "add_offset" not in out_raw.sst_sigma.attrs
+    out_raw.to_netcdf(tmp_path / "raw.nc")
+    gaps = np.isnan(arr.values)
+    with netCDF4.Dataset(tmp_path / "raw.nc") as nc:
+        sigma = np.ma.filled(nc["sst_sigma"][:].astype("f8"), np.nan)
+    expected = out_dec.sst_sigma.values.astype("f8")
+    np.testing.assert_allclose(sigma[gaps], expected[gaps], rtol=1e-3)
+    assert (sigma[~gaps] == 0).all()
+    back = xr.open_dataset(tmp_path / "raw.nc")
+    np.testing.assert_allclose(back.sst_sigma.values[gaps], expected[gaps], rtol=1e-3)
+    back.close(); raw.close(); decoded.close()

@@ -97,6 +97,11 @@ def sigma_attrs(source: xr.DataArray, what: str = "gap-filled") -> dict:
     attrs = {"long_name": f"standard error of the {what} {name}"}
     if "units" in source.attrs:
         attrs["units"] = source.attrs["units"]
+    # A variable read without decoding (mask_and_scale=False) holds packed counts and carries its
+    # scale_factor: its sigma is in the same counts, so it carries the factor too, and every reader
+    # that decodes the value decodes the sigma (never the add_offset: an error has no offset).
+    if source.attrs.get("scale_factor") is not None:
+        attrs["scale_factor"] = abs(source.attrs["scale_factor"])
     standard_name = str(source.attrs.get("standard_name") or "").strip()
     # A name with a modifier already, or a placeholder (cfgrib writes "unknown"), takes no modifier:
     # "unknown standard_error" is no CF standard name.

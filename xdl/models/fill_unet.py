@@ -199,10 +199,11 @@ class FillUNet(nn.Module):
             base, extra, scale = self._context_inputs(x[:, n:], mask[:, n:], info, xt, mt, first_guess, wanted)
         if not self.has_correction:  # the kriged first guess and its standard error as they are
             mean = torch.where(mt > 0.5, xt.float(), base).to(x.dtype)
-            sigma = torch.clamp(scale, SIGMA_FLOOR, SIGMA_CAP) if self.sigma and scale is not None else None
-            if self.sigma and sigma is None:
-                sigma = torch.ones_like(base)
-            return mean if sigma is None else torch.cat([mean, sigma.to(x.dtype)], 1)
+            if not self.sigma:
+                return mean
+            scaled = scale is not None and self.correction_scale != "none"
+            sigma = torch.clamp(scale, SIGMA_FLOOR, SIGMA_CAP) if scaled else torch.ones_like(base)
+            return torch.cat([mean, sigma.to(x.dtype)], 1)
         change, sigma = self._correction(first_guess.to(x.dtype), mt, extra)
         if scale is not None and self.correction_scale != "none":
             change = change * scale
