@@ -279,6 +279,23 @@ def test_warns_once_when_many_values_are_outside_the_valid_range():
         arr.where(arr < 10).dl.inpaint(_Const(5.0))  # nothing out of range: no warning
 
 
+def test_raw_fill_values_are_not_counted_as_out_of_range():
+    """Raw packed counts (mask_and_scale=False) keep _FillValue 4095 as an integer: those pixels
+    are missing values, not range outliers (the warning advised mask=np.isfinite(...), which would
+    make 4095 a radiance)."""
+    data = np.full((30, 30), 500, "i2")
+    data[::10] = 4095  # dropped scan lines, as the file writes them
+    attrs = {"_FillValue": np.int16(4095), "valid_range": np.array([0, 4094], "i2"), "scale_factor": 0.05}
+    arr = xr.DataArray(data, dims=("y", "x"), name="Rad", attrs=attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", XdlWarning)
+        out = arr.dl.inpaint(_Const(5.0))
+    assert np.isfinite(out.values).all()
+    data[1] = 4094 + 10  # a real outlier row (beyond valid_range) still counts: 30 of 810
+    with pytest.warns(XdlWarning, match=r"'Rad': 30 of its 810 finite values"):
+        arr.copy(data=data).dl.inpaint(_Const(5.0))
+
+
 def test_lazy_warning_comes_at_compute():
     data = np.full((30, 30), 5.0, "f4")
     data[:3] = 50.0

@@ -251,3 +251,16 @@ def test_cli_context_flags(tmp_path, capsys):
     assert main(["inpaint", str(path), str(tmp_path / "o2.zarr"), "--var", "sst", "--model", str(plain),
                  "--context", "wind"]) == 1
     assert "takes no context" in capsys.readouterr().err
+
+
+def test_cli_empty_context_is_no_context(tmp_path):
+    """``--context ""`` (an empty shell variable) runs as if the flag were left out: the plain
+    default model, not the context one with no context."""
+    ds, _ = scene()
+    path = tmp_path / "in.nc"
+    ds.to_netcdf(path)
+    base = ["inpaint", str(path), "--var", "sst", "--domain", "none"]
+    assert main(base[:2] + [str(tmp_path / "a.nc")] + base[2:]) == 0
+    assert main(base[:2] + [str(tmp_path / "b.nc")] + base[2:] + ["--context", ""]) == 0
+    with xr.open_dataset(tmp_path / "a.nc") as a, xr.open_dataset(tmp_path / "b.nc") as b:
+        np.testing.assert_array_equal(a.sst.values, b.sst.values)

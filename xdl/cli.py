@@ -67,13 +67,14 @@ def _cmd_inpaint(a) -> int:
     from .models.resolve import resolve_model
 
     check_output(a.output, a.overwrite or a.resume, _sources(a))
-    wants = (getattr(a, "context", None), getattr(a, "time_window", 0), getattr(a, "uncertainty", False))
-    model = resolve_model(a.model, default=default_for(*wants))  # loaded once: the job hashes what runs
+    # Names as split (--context "" from an empty shell variable is no context: the plain default).
+    # The model is loaded once: the job hashes what runs.
+    context = _split(a.context)
+    model = resolve_model(a.model, default=default_for(context, a.time_window, a.uncertainty))
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
     mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
-    context = _split(a.context)
     _check_vars(ds, context, a.input, "--context")
     result = inpaint(ds, model, variables=variables, mask=mask, domain=domain_argument(a.domain, ds, a.domain_file),
                      device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False,

@@ -147,8 +147,17 @@ def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
     >>> cf_valid_mask(da).values.tolist()
     [True, False, False, False]
     """
+    valid = _present(da)
+    in_range = _in_range(da)
+    if in_range is not None:
+        valid = valid & in_range
+    return xr.DataArray(valid, dims=da.dims, coords=da.coords, name=f"{da.name}_valid" if da.name else None)
+
+
+def _present(da: xr.DataArray):
+    """``da.data`` finite and not a ``_FillValue`` / ``missing_value`` (numpy or dask bool)."""
     data = da.data
-    valid = np.isfinite(data) if np.issubdtype(da.dtype, np.floating) else xr.ones_like(da, dtype=bool).data
+    present = np.isfinite(data) if np.issubdtype(da.dtype, np.floating) else xr.ones_like(da, dtype=bool).data
     packed = _packed(da)
     for key in ("_FillValue", "missing_value"):
         value, where = _encoding_or_attr(da, key)
@@ -158,11 +167,9 @@ def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
         if where == "encoding" and packed:
             values = _decode(values, da)
         for v in values:
-            valid = valid & (data != np.asarray(v).astype(da.dtype) if np.issubdtype(da.dtype, np.floating) else data != v)
-    in_range = _in_range(da)
-    if in_range is not None:
-        valid = valid & in_range
-    return xr.DataArray(valid, dims=da.dims, coords=da.coords, name=f"{da.name}_valid" if da.name else None)
+            present = present & (data != np.asarray(v).astype(da.dtype) if np.issubdtype(da.dtype, np.floating)
+                                 else data != v)
+    return present
 
 
 def _in_range(da: xr.DataArray):
@@ -179,13 +186,15 @@ def _in_range(da: xr.DataArray):
 
 
 def out_of_range_counts(da: xr.DataArray):
-    """``(finite values outside the CF valid range, finite values)`` of ``da``, as numpy or
-    dask scalars (lazy when ``da`` is), or None when ``da`` has no valid range."""
+    """``(values outside the CF valid range, values)`` of ``da``, counting the finite values that
+    are not ``_FillValue`` / ``missing_value`` (raw packed data keeps its fill value 4095 as an
+    integer: a missing value, not a range outlier), as numpy or dask scalars (lazy when ``da`` is),
+    or None when ``da`` has no valid range."""
     in_range = _in_range(da)
     if in_range is None:
         return None
-    finite = np.isfinite(da.data) if np.issubdtype(da.dtype, np.floating) else np.ones(da.shape, bool)
-    return (finite & ~in_range).sum(), finite.sum()
+    present = _present(da)
+    return (present & ~in_range).sum(), present.sum()
 
 
 def out_of_range_message(name, outside: int, finite: int) -> str | None:
