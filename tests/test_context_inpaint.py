@@ -264,3 +264,42 @@ def test_cli_empty_context_is_no_context(tmp_path):
     assert main(base[:2] + [str(tmp_path / "b.nc")] + base[2:] + ["--context", ""]) == 0
     with xr.open_dataset(tmp_path / "a.nc") as a, xr.open_dataset(tmp_path / "b.nc") as b:
         np.testing.assert_array_equal(a.sst.values, b.sst.values)
+
+
+def test_integer_and_boolean_context_fields_are_data_everywhere():
+    """A land-sea mask as int8 or bool (no CF attributes) is a context field whose every value is
+    data: it was refused with advice (mask=) that applies to the target only."""
+    ds, _ = scene()
+    land = ds.oro.values > 0
+    gap = np.isnan(ds.sst.values)
+    for lsm in (land.astype("i1"), land):
+        got = ds.assign(lsm=(("y", "x"), lsm)).dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["lsm"],
+                                                           domain=None, clip=None)
+        expected = np.broadcast_to(land.astype("f4"), gap.shape)
+        np.testing.assert_array_equal(got.sst.values[gap], expected[gap])
+        assert got.lsm.dtype == lsm.dtype and "lsm_inpainted" not in got
+
+
+def test_a_context_field_without_any_value_is_told():
+    ds, _ = scene()
+    ds["wind"] = ds.wind.where(ds.wind > 1e9)  # e.g. assigned with other x/y labels: all NaN
+    with pytest.warns(xdl.XdlWarning, match="context variable 'wind' has no valid value at all"):
+        ds.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["wind"], domain=None)
+
+
+def test_time_window_steps_along_a_sequence_dim_but_not_along_levels():
+    """The one other dim is the sequence (months with an integer coordinate) for inpaint and
+    evaluate alike (evaluate refused it); a vertical dim is no sequence: the levels above and
+    below are no neighbouring times."""
+    ds, v = scene()
+    months = ds.rename(time="month")
+    gap = np.isnan(months.sst.values)
+    out = months.dl.inpaint(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None, clip=None)
+    np.testing.assert_array_equal(out.sst.values[0][gap[0]], v[1][gap[0]])
+    report = months.dl.evaluate(picker((1.0, 1.0)), variables=["sst"], time_window=1, gaps="blocks", domain=None,
+                                baselines=["linear"])
+    assert np.isfinite(report.rmse.values).all()
+    for levels in (ds.rename(time="level"), ds.rename(time="k").assign_coords(k=("k", np.arange(T), {"positive": "down"}))):
+        for call in (levels.dl.inpaint, levels.dl.evaluate):
+            with pytest.raises(InputError, match="time_window needs a time dim.*vertical dim"):
+                call(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None)

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -35,7 +36,7 @@ import xarray as xr
 
 from .conventions import layout
 from .conventions.validity import range_check, valid_mask
-from .errors import InputError
+from .errors import InputError, XdlWarning
 from .modelcard import CONTEXT_ANY
 from .models.context import with_context
 from .models.resolve import model_label
@@ -104,18 +105,6 @@ def check_request(model, label: str, context, time_window, n_targets: int) -> tu
     return names, k
 
 
-def _time_dim(arr: xr.DataArray, spatial) -> str:
-    try:
-        return layout.time_dim(arr, tuple(spatial))
-    except InputError:
-        others = [d for d in arr.dims if d not in spatial]
-        if len(others) == 1:  # passes, days, steps: the one other dim is the sequence
-            return others[0]
-        raise InputError(f"time_window needs a time dim; {arr.name!r} {tuple(arr.dims)} has "
-                         f"{'none' if not others else 'several other dims ' + str(others)} (spatial {tuple(spatial)}). "
-                         "Give it a time coordinate (CF axis T or datetimes) or use time_window=0.") from None
-
-
 def _like(arr: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
     """``arr`` on ``target``'s dims order and (dask) chunks."""
     arr = arr.transpose(*target.dims)
@@ -153,7 +142,14 @@ class ContextRequest:
             if d in var.indexes and d in target.indexes and not var.indexes[d].equals(target.indexes[d]):
                 raise InputError(f"context variable {name!r} has other {d!r} coordinates than {target.name!r}; "
                                  "put it on the same grid first.")
-        field = var.where(valid_mask(var, None))  # its own gaps: missing, the model sees its mask
+        if var.dtype == bool:  # a land-sea mask as True/False: its values as numbers
+            var = var.astype(np.float32)
+        field = var.where(valid_mask(var, None, context=True))  # its own gaps: missing, the model sees its mask
+        if not isinstance(field.data, da.Array) and not bool(field.notnull().any()):
+            # In memory, where it is free to see (as for a target): the model would just ignore it.
+            warnings.warn(f"context variable {name!r} has no valid value at all, so it adds nothing to the fill. "
+                          "Check its _FillValue/valid_range and its coordinates (xr.merge or assigning a variable "
+                          "with other x/y labels leaves it all NaN).", XdlWarning, stacklevel=6)
         checked = range_check(var, context=True)  # none of it data by its CF range: an error, not a blind model
         if isinstance(checked, da.Array) and isinstance(field.data, da.Array):
             field = field.copy(data=da.map_blocks(_after_check, field.data, checked, dtype=field.dtype))
@@ -166,7 +162,7 @@ class ContextRequest:
         for arr in masked:
             if not self.offsets:
                 break
-            time = _time_dim(arr, spatial)
+            time = layout.sequence_dim(arr, tuple(spatial))
             for offset in self.offsets:
                 shifted = arr.shift({time: -offset})  # the value at t + offset; NaN beyond the ends
                 out.append(_like(shifted, arr).rename(f"{arr.name}[t{offset:+d}]"))

@@ -28,9 +28,9 @@ class Case:
         self.colocated = [context_array(obj[c], arr, c) for c in context]
         self.time_axis = None
         if time_window:
-            from .conventions.layout import time_dim
+            from .conventions.layout import sequence_dim
 
-            self.time_axis = arr.dims.index(time_dim(arr, tuple(arr.dims[-2:])))  # spatial dims are last
+            self.time_axis = arr.dims.index(sequence_dim(arr, tuple(arr.dims[-2:])))  # spatial dims are last
 
     def fields(self, gappy) -> list[np.ndarray]:
         """Context arrays for the regression baselines: the co-located fields, then the target's

@@ -92,6 +92,39 @@ def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
                      "Pass dims=('time_dim', 'y_dim', 'x_dim').")
 
 
+_VERTICAL_NAMES = ("level", "lev", "plev", "levels", "isobaricInhPa", "pressure", "pressure_level", "depth",
+                   "height", "altitude", "z", "model_level_number", "hybrid")
+_VERTICAL_STANDARD_NAMES = ("air_pressure", "depth", "height", "altitude", "model_level_number")
+
+
+def sequence_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
+    """The dim that ``time_window`` steps along: :func:`time_dim`, else the one other dim (passes,
+    days, steps, months: a sequence whatever its coordinate), unless that is a vertical axis
+    (CF axis Z, ``positive``, a pressure or depth standard_name, a usual level name): the levels
+    above and below are no neighbouring times. An InputError naming the dims otherwise.
+
+    >>> sequence_dim(xr.DataArray(np.zeros((2, 3, 4)), dims=("month", "y", "x")), ("y", "x"))
+    'month'
+    """
+    try:
+        return time_dim(da, tuple(spatial))
+    except InputError:
+        pass
+    others = [d for d in da.dims if d not in spatial]
+    if len(others) == 1 and not _is_vertical(da, others[0]):
+        return others[0]
+    found = "none" if not others else ("the vertical dim " if len(others) == 1 else "several other dims ") + str(others)
+    raise InputError(f"time_window needs a time dim; {da.name!r} {tuple(da.dims)} has {found} (spatial "
+                     f"{tuple(spatial)}). Give it a time coordinate (CF axis T or datetimes) or use time_window=0; "
+                     "for other levels as inputs, split them into variables and pass them as context=.")
+
+
+def _is_vertical(da: xr.DataArray, dim: str) -> bool:
+    attrs = da.coords[dim].attrs if dim in da.coords else {}
+    return (dim in _VERTICAL_NAMES or str(attrs.get("axis", "")).upper() == "Z" or "positive" in attrs
+            or attrs.get("standard_name") in _VERTICAL_STANDARD_NAMES)
+
+
 def is_time_like(da: xr.DataArray, dim: str) -> bool:
     """True when ``dim`` of ``da`` looks like time: a usual name, a datetime coordinate or CF axis T.
 

@@ -91,15 +91,18 @@ def as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
     return xr.DataArray(value.data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
 
 
-def valid_mask(arr: xr.DataArray, mask) -> xr.DataArray:
+def valid_mask(arr: xr.DataArray, mask, context: bool = False) -> xr.DataArray:
     """True where ``arr`` holds data: the user's ``mask`` (never turning NaN into data), else the
-    CF rules (``_FillValue``, ``valid_range``, ...); an integer variable without a rule is refused."""
+    CF rules (``_FillValue``, ``valid_range``, ...); an integer variable without a rule is refused,
+    unless it is a ``context`` variable (read, never filled: a land-sea mask's every value is data)."""
     if mask is not None:
         user = as_mask(mask, arr, "mask")
         # A user's mask never turns NaN into data.
         return user & np.isfinite(arr) if np.issubdtype(arr.dtype, np.floating) else user
     if not np.issubdtype(arr.dtype, np.floating):
         has_rule = any(k in arr.attrs or k in arr.encoding for k in ("_FillValue", "missing_value", "valid_range", "valid_min", "valid_max"))
+        if not has_rule and context:
+            return xr.ones_like(arr, dtype=bool)
         if not has_rule:
             raise InputError(f"variable {arr.name!r} has dtype {arr.dtype} and no _FillValue/missing_value/"
                              "valid_range: xdl cannot tell its gaps. Pass mask= (True where valid), or open "
