@@ -303,3 +303,17 @@ def test_time_window_steps_along_a_sequence_dim_but_not_along_levels():
         for call in (levels.dl.inpaint, levels.dl.evaluate):
             with pytest.raises(InputError, match="time_window needs a time dim.*vertical dim"):
                 call(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None)
+
+
+def test_time_window_fills_are_bounded_by_the_neighbours_range_too():
+    """A step seen only in a small patch: its fills may span its neighbours' valid range (the
+    default clip clamped them to the patch's range), the same in any time chunking."""
+    ds, v = scene()
+    patch = np.zeros((H, W), bool)
+    patch[:4, :4] = True
+    ds["sst"][2] = ds.sst[2].where(patch)
+    gap = ~patch & np.isfinite(ds.sst.values[3])  # where the next step holds a value to pick
+    for data in (ds, ds.chunk({"time": 1}), ds.chunk({"time": 2, "y": 20})):
+        out = data.dl.inpaint(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None).compute()
+        np.testing.assert_array_equal(out.sst.values[2][gap], v[3][gap])
+    assert v[3][gap].max() > 1.1 * np.nanmax(ds.sst.values[2])  # beyond the patch's range: not clamped

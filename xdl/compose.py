@@ -141,13 +141,22 @@ def chunks_like(obj, arr: xr.DataArray):
     return obj.chunk(wanted)
 
 
-def compose_variable(arr, valid, known, model_values, domain, near_any, spatial, like, *, clip, cf_rule, label):
-    """The filled variable and its flags from the model's values (:func:`compose_block`), with CF attrs."""
+def compose_variable(arr, valid, known, model_values, domain, near_any, spatial, like, *, clip, cf_rule, label,
+                     window=None):
+    """The filled variable and its flags from the model's values (:func:`compose_block`), with CF attrs.
+    ``window``: ``(dim, k)`` when the model read the steps t-k..t+k along ``dim`` (``time_window``)."""
     dtype = np.dtype(arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64)
     # A safety net for an extrapolating model: no fill beyond the sample's own valid range,
     # widened by ``clip`` of that range (per sample over the whole field: chunk-invariant),
     # nor beyond the CF valid range, nor across zero for a field of one sign (fill_bounds).
     lo, hi = known.min(dim=list(spatial)), known.max(dim=list(spatial))
+    if window is not None:
+        # With neighbouring steps as inputs, their valid values count too: a step seen only in a
+        # small clear patch had its fills clamped to that patch's range (ERA-40 tcw, 12 x 12
+        # pixels: RMSE 16.9 against 5.0 unclamped). A step without a valid value stays unfilled.
+        dim, k = window
+        rolled = [b.rolling({dim: 2 * k + 1}, center=True, min_periods=1) for b in (lo, hi)]
+        lo, hi = lo.where(lo.isnull(), rolled[0].min()), hi.where(hi.isnull(), rolled[1].max())
     check = range_check(arr) if cf_rule else np.zeros((), bool)
     near = near_any.transpose(*arr.dims)
     # One elementwise pass per block makes both outputs (the chain of xarray steps it

@@ -24,7 +24,7 @@ from .compose import (FLAG_ATTRS, FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITT
                       FLAG_UNFILLABLE, FLAG_VALID, compose_variable, near_valid, observed_mask,
                       sigma_variable, unhashed)
 from .context import ContextRequest, check_request, context_model
-from .conventions import cf, domains, projection
+from .conventions import cf, domains, layout, projection
 from .conventions.validity import as_mask, valid_mask
 from .errors import InputError, ModelError, XdlWarning
 from .engine.graph import TILES_GAPS
@@ -97,10 +97,12 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
         return output_channel(out, x, i).transpose(*arr.dims)
 
     filled_list, flag_list, sigma_list = [], [], []
+    steps = job.request.time_window if job.request is not None else 0
     for i, (arr, valid, known) in enumerate(zip(arrays, valids, masked)):
         like = arr if lazy_inputs[i] else None  # in memory: any chunks, computed at once
+        window = (layout.sequence_dim(arr, tuple(spatial)), steps) if steps else None
         result, flags = compose_variable(arr, valid, known, channel(i, arr), domain, near_any, spatial, like,
-                                          clip=clip, cf_rule=cf_rule, label=job.label)
+                                          clip=clip, cf_rule=cf_rule, label=job.label, window=window)
         filled_list.append(result)
         flag_list.append(flags)
         if job.uncertainty:

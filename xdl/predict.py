@@ -223,7 +223,7 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
         marked = data
         data = norm_in.apply(data)
         if spec.takes_domain:  # gaps outside the domain (+inf) stay marked, not moved to the fence
-            data = da.where(da.isposinf(marked), np.float32(np.inf), data)
+            data = da.where(marked == np.inf, np.float32(np.inf), data)  # np.isposinf: 4x the time
     payload = payload_for(getattr(model, "module", model), key or model_key(model), model_label(model))
     out = apply_model(data, payload, spec, plans, device=run.device, autocast=run.autocast,
                       batch_size=batch, tiles=tiles, compiled=run.compile,
