@@ -430,7 +430,7 @@ def kriged(out: Path) -> None:
     from xdl.models.fill_unet import FillUNet
 
     net = FillUNet(in_channels=1, **KRIGED).eval()
-    card = {"name": "fill-context", "normalization": {"kind": "per_sample"},
+    card = {"name": "fill-context", "normalization": {"kind": "per_sample", "neighbours": "target"},
             "context": {"accepts": "any", "max_fields": 32, "max_time_window": 3},
             "uncertainty": {"kind": "gaussian", "scale": 1.0,
                             "calibration": ("none: the kriging standard error as it is. scripts/calibrate_sigma.py "

@@ -102,3 +102,31 @@ def test_context_that_explains_less_than_the_field_itself_does_not_spoil_it():
         filled = gappy.dl.inpaint(variables=["z500"], context=context, domain=None, uncertainty=True)
         assert _rmse(filled.z500.values, truth, hidden) < 1.1 * alone, context
         assert (filled.z500_sigma.values[hidden] > 0).all()
+
+
+def test_a_step_seen_in_one_pixel_follows_its_neighbouring_steps():
+    """time_window with a step seen in one pixel: its fill was that pixel's value everywhere with a
+    sigma of 0.001 (no fit possible, the own interpolation of one pixel predicted to be exact).
+    Now "the mean of its neighbouring steps" through that pixel, with a sigma of that guess's size."""
+    rng = np.random.default_rng(3)
+    y, x = np.meshgrid(np.arange(64.0), np.arange(80.0), indexing="ij")
+    base = 20 + 10 * np.sin(x / 9) * np.cos(y / 13)
+    steps = np.stack([base + 0.5 * k + rng.normal(0, 0.3, base.shape) for k in range(3)]).astype("f4")
+    gappy = steps.copy()
+    gappy[1] = np.nan
+    gappy[1, 30, 40] = steps[1, 30, 40]
+    ds = xr.Dataset({"w": (("time", "y", "x"), gappy, {"units": "kg m-2"})}, coords={"time": np.arange(3)})
+    out = ds.dl.inpaint(variables=["w"], time_window=1, domain=None, uncertainty=True)
+    gap = np.isnan(gappy[1])
+    err = out.w.values[1][gap] - steps[1][gap]
+    trivial = 0.5 * (steps[0] + steps[2])[gap] - steps[1][gap]
+    rmse = np.sqrt(np.mean(err ** 2))
+    assert rmse < 2.5 * np.sqrt(np.mean(trivial ** 2)) and rmse < 0.15 * steps[1].std(), rmse  # was the std
+    sigma = out.w_sigma.values[1][gap]
+    assert np.sqrt(np.mean(sigma ** 2)) > 0.5 * rmse
+
+
+def test_card_normalization_neighbours_is_checked():
+    from xdl.modelcard import check_card
+    with pytest.raises(xdl.errors.InputError, match="neighbours"):
+        check_card({"normalization": {"kind": "per_sample", "neighbours": "theirs"}})

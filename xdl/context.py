@@ -172,6 +172,11 @@ class ContextRequest:
         """Names for the card's statistics: context names, then each target's name per neighbour."""
         return list(self.names) + [t for t in targets for _ in self.offsets]
 
+    def standardise_like(self, n_targets: int) -> list[int]:
+        """Per input channel (targets, then :meth:`channels`), the channel whose per-sample mean and
+        std it may take (:func:`xdl.normalize.for_input`): its own; a target's neighbouring steps the target's."""
+        return list(range(n_targets + len(self.names))) + [i for i in range(n_targets) for _ in self.offsets]
+
     def info(self, n_targets: int) -> np.ndarray:
         rows = [[0.0, 0.0]] * len(self.names) + [[float(o), 1.0] for _ in range(n_targets) for o in self.offsets]
         return np.array(rows, np.float32).reshape(-1, 2)

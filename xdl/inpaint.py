@@ -84,8 +84,9 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
         targets = [m.where(v | domain, np.inf) for m, v in zip(masked, valids)]
     x = stack_channels(targets + extra, spatial)
     channel_names = names + (job.request.channel_names(names) if job.request is not None else [])
+    like = job.request.standardise_like(len(names)) if job.request is not None else None
     out = run_engine(x, job.model, spec, job.run, spatial, channel_names, names, tiles=TILES_GAPS, key=job.key,
-                     target_channels=len(names) if extra else None, sigma_scale=job.sigma_scale)
+                     target_channels=len(names) if extra else None, sigma_scale=job.sigma_scale, standardise_like=like)
     # In-memory inputs now meet the lazy model output: make them dask arrays without hashing them
     # (dask would otherwise hash every array at each step below, ~30 ms on a CONUS scene).
     lazy_inputs = [isinstance(a.data, da.Array) for a in arrays]

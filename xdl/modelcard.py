@@ -96,6 +96,8 @@ def check_card(card: dict) -> None:
         if norm.get("kind", "none") not in _NORM_KINDS:
             raise InputError(f"normalization kind must be 'none', 'global' or 'per_sample', "
                              f"got {short(norm.get('kind'))}")
+        if norm.get("neighbours", "own") not in ("own", "target"):
+            fail("normalization neighbours", "'own' or 'target'", norm.get("neighbours"))
         for stat_key in ("mean", "std"):
             v = norm.get(stat_key)
             if v is None:

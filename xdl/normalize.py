@@ -89,14 +89,19 @@ def card_kind(norm) -> str:
 
 
 def for_input(norm, names: list, data: da.Array, n_spatial: int,
-              target_channels: int | None = None) -> Normalization | None:
+              target_channels: int | None = None, standardise_like: list[int] | None = None) -> Normalization | None:
     """The normalisation of the model input ``data`` (``(*batch, C, *spatial)``, channels ``names``)
     that the card ``norm`` asks for; None for ``kind: none``. Per-sample statistics are lazy.
 
     ``target_channels``: the first channels are the targets, the rest context fields, whose
     per-sample statistics (only used to standardise them for the model) come from a regular
     subsample of at most :data:`CONTEXT_STATS_PIXELS` pixels: a quarter of the cost on a GOES
-    CONUS scene, the targets' statistics unchanged."""
+    CONUS scene, the targets' statistics unchanged.
+
+    ``standardise_like``: for each channel, the channel whose per-sample mean and std it takes (its
+    own fences kept), applied when the card says ``"neighbours": "target"``: a target's values at
+    neighbouring time steps then take the target's, so that "as the step before" reads the same in
+    standardised units however few values the step itself has (cards without it: each its own)."""
     kind = card_kind(norm)
     if kind == "none":
         return None
@@ -116,6 +121,10 @@ def for_input(norm, names: list, data: da.Array, n_spatial: int,
         stats = sample_statistics(data, n_spatial)
     index = (slice(None),) * (data.ndim - 1)
     mean, std, lo, hi = (stats[index + (slice(k, k + 1),)] for k in range(4))
+    if (standardise_like is not None and (norm or {}).get("neighbours") == "target"
+            and list(standardise_like) != list(range(len(standardise_like)))):
+        like = (slice(None),) * channel_axis + (list(standardise_like),)
+        mean, std = mean[like], std[like]
     return Normalization(mean, std, lo, hi)
 
 

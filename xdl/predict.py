@@ -186,10 +186,11 @@ def _dask_input(x: xr.DataArray, plans, batch_size: int) -> da.Array:
 
 def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatial, names, out_names,
                tiles=TILES_ALL, *, key: str | None = None, target_channels: int | None = None,
-               sigma_scale: float | None = None) -> da.Array:
+               sigma_scale: float | None = None, standardise_like: list[int] | None = None) -> da.Array:
     """The model's output as a dask array ``(*batch, C_out, *spatial)`` for ``x`` ``(*batch, C, *spatial)``.
     ``key``: the resident copy's key (default: the model's content hash); ``target_channels``,
-    ``sigma_scale``: see :func:`xdl.normalize.for_output` (context channels, sigma outputs)."""
+    ``sigma_scale``: see :func:`xdl.normalize.for_output` (context channels, sigma outputs);
+    ``standardise_like``: see :func:`xdl.normalize.for_input`."""
     n_spatial = spec.n_spatial
     layout.check_coordinates(x, spatial, x.name if x.name is not None else ", ".join(map(str, out_names)))
     lengths = [x.sizes[d] for d in spatial]
@@ -218,7 +219,7 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
     data = _dask_input(x, plans, chunk_batch)
     # The card's statistics belong to channel positions: the user may name the variables otherwise.
     norm_in = normalize.for_input(spec.normalization, card_names(spec.inputs, names), data, n_spatial,
-                                  target_channels=target_channels)
+                                  target_channels=target_channels, standardise_like=standardise_like)
     if norm_in is not None:
         marked = data
         data = norm_in.apply(data)

@@ -270,7 +270,8 @@ class FillUNet(nn.Module):
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
             if self.regression == "presence":
-                fit = presence_regression(target, known, complete, fit_mask, mc)
+                prior = _neighbour_prior(complete, mc, info, i, n) if self.correction_scale == "kriged" else None
+                fit = presence_regression(target, known, complete, fit_mask, mc, prior=prior)
                 residual = fit.residual
                 if self.correction_scale == "kriged":
                     wanted_i = None if wanted is None else wanted[:, i:i + 1]
@@ -309,6 +310,35 @@ class FillUNet(nn.Module):
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  torch.cat(spreads, 1).to(xt.dtype), pooled]
         return corrected, extra, scale
+
+
+def _neighbour_prior(complete, mc, info, i, n_targets):
+    """For a tile with too few pixels of target ``i`` to fit a regression on (a step seen in a
+    handful of pixels): "the mean of its neighbouring steps" (``info`` rows ``[offset, 1]``, the
+    targets' in order, each target's as many), as coefficients (N, K) over the context fields
+    present in the sample (NaN where it has none), and as the floor of its error variance (N,) the
+    spread of those steps (their variance across steps, averaged over the tile; one step alone: its
+    variance over the tile). Read in units the target's own (the card's ``"neighbours": "target"``
+    standardisation); None without neighbouring steps."""
+    rows = torch.nonzero(info[:, 1] > 0.5).squeeze(1)
+    if rows.numel() == 0 or rows.numel() % n_targets:
+        return None
+    per = rows.numel() // n_targets
+    mine = rows[i * per:(i + 1) * per]
+    n, k = complete.shape[:2]
+    present = ~absent_fields(mc)[:, mine, 0, 0]  # (N, per)
+    steps = complete[:, mine].float()
+    count = present.sum(-1)  # (N,)
+    weights = torch.zeros(n, k, dtype=torch.float32, device=complete.device)
+    weights[:, mine] = present.float() / count.clamp(min=1)[:, None]
+    weights = torch.where((count > 0)[:, None], weights, torch.full_like(weights, float("nan")))
+    used = present[:, :, None, None].float()
+    mean = (steps * used).sum(1, keepdim=True) / count.clamp(min=1)[:, None, None, None]
+    across = (((steps - mean) ** 2) * used).sum(1) / (count - 1).clamp(min=1)[:, None, None]
+    alone = steps.flatten(2).var(-1)  # (N, per): one step's variance over the tile
+    alone = (alone * present).sum(-1) / count.clamp(min=1)
+    variance = torch.where(count > 1, across.flatten(1).mean(-1), alone)
+    return weights, torch.nan_to_num(variance, nan=1.0)
 
 
 def _interpolated_context_variance(fit, xc, mc, known):

@@ -530,6 +530,9 @@ def own_interpolation(target, known, harmonic=None, iterations=(8, 10)) -> Krige
 # 2x context-cost target is at its limit (benchmarks/RESULTS.md, session 29).
 BLEND_CORRELATION = 0.5
 BLEND_GAIN = 0.6
+# Known pixels a plane needs before its own interpolation's error can be predicted (its structure
+# function needs pairs: a step seen in one pixel predicted 0 and took that pixel everywhere).
+OWN_MIN_PIXELS = 64
 
 
 def _blend(own_value, own_var, value, var):
@@ -595,6 +598,9 @@ def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     second-order one for a thin plate, at each gap's distance, times the local roughness), at the
     gap pixels only: about 50 ms on a CONUS tile, against 0.13 s for the fill it may save."""
     n = gaps.shape[0]
+    enough = known.flatten(1).sum(-1) >= OWN_MIN_PIXELS
+    if not bool(enough.any()):
+        return enough
     linear_curve = structure_function(target, known, sample=CHOICE_SAMPLE) / 2
     curved_curve = curvature_function(target, known, sample=CHOICE_SAMPLE) / 4
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
@@ -611,7 +617,7 @@ def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     sums = torch.zeros(2, n, dtype=torch.float64, device=var.device)
     sums[0].index_add_(0, plane, mixed.double())
     sums[1].index_add_(0, plane, var.double())
-    return sums[0] < BLEND_GAIN * sums[1]
+    return (sums[0] < BLEND_GAIN * sums[1]) & enough
 
 
 @torch.no_grad()

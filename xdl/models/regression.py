@@ -65,13 +65,19 @@ def _solve(moments):
     return beta.permute(0, 3, 1, 2), residual[:, None], count[:, None]
 
 
-def _fits(moments, radii):
+def _fits(moments, radii, prior=None):
     """Per cell, the fit of the finest window (``2 * r + 1`` cells, ``r`` in ``radii``) whose pixels
-    support it, else the whole tile's: coefficients (N, K+1, Hc, Wc), residual variance and the
-    finest window's pixel count (N, 1, Hc, Wc)."""
+    support it, else the whole tile's, else (a tile with too few pixels for a fit) the ``prior``:
+    coefficients (N, K+1, Hc, Wc), residual variance and the finest window's pixel count (N, 1, Hc, Wc).
+    ``prior``: None, or ``(weights (N, K), variance (N,))``, coefficients on the context fields (a
+    row of NaN: none for that sample) with an intercept fitted to the pixels there are, and a floor
+    under its residual variance."""
     n, hc, wc, k2, _ = moments.shape
     flat = moments.reshape(n, hc, wc, k2 * k2).permute(0, 3, 1, 2)
-    beta, residual, _ = _solve(moments.sum((1, 2), keepdim=True))
+    tile = moments.sum((1, 2), keepdim=True)
+    beta, residual, _ = _solve(tile)
+    if prior is not None:
+        beta, residual = _with_prior(tile, beta, residual, *prior)
     beta, residual = beta.expand(n, k2 - 1, hc, wc), residual.expand(n, 1, hc, wc)
     count = None
     for r in sorted(radii, reverse=True):  # the finest supported window wins
@@ -80,6 +86,28 @@ def _fits(moments, radii):
         supported = count >= MIN_SUPPORT * (k2 - 1)
         beta, residual = torch.where(supported, b, beta), torch.where(supported, res, residual)
     return beta, residual, count
+
+
+def _with_prior(tile, beta, residual, weights, variance):
+    """The tile fits (N, K+1, 1, 1) and residual variances (N, 1, 1, 1), the ``weights`` (N, K)
+    instead where the tile holds fewer than :data:`MIN_SUPPORT` pixels per coefficient (a step seen
+    in a handful of pixels: its fit was a constant with no error), with the intercept that fits
+    those pixels' mean and as residual variance their misfit, at least ``variance`` (N,)."""
+    k2 = tile.shape[-1]
+    m = tile[:, 0, 0]  # (N, K+2, K+2)
+    count = m[:, 0, 0]
+    use = (count < MIN_SUPPORT * (k2 - 1)) & torch.isfinite(weights).all(-1)
+    if not bool(use.any()):
+        return beta, residual
+    w = torch.nan_to_num(weights.double())
+    intercept = (m[:, 0, k2 - 1] - (w * m[:, 0, 1:k2 - 1]).sum(-1)) / count.clamp(min=1.0)
+    fit = torch.cat([intercept[:, None], w], 1)  # (N, K+1)
+    coef = torch.cat([-fit, torch.ones_like(fit[:, :1])], 1)  # t - intercept - w.c as a form on [1, c, t]
+    misfit = ((coef[:, None, :] @ m @ coef[:, :, None])[:, 0, 0] / count.clamp(min=1.0)).clamp(min=0.0)
+    floor = torch.maximum(misfit, variance.double())
+    beta = torch.where(use[:, None, None, None], fit[:, :, None, None].to(beta.dtype), beta)
+    residual = torch.where(use[:, None, None, None], floor[:, None, None, None].to(residual.dtype), residual)
+    return beta, residual
 
 
 def _box_sums(flat, r):
@@ -132,7 +160,7 @@ def local_regression(target, target_mask, context, context_mask, cell: int = 16,
     return estimate, residual, count
 
 
-def _local_fit(target, target_mask, context, context_mask, cell, radius, wide_radius):
+def _local_fit(target, target_mask, context, context_mask, cell, radius, wide_radius, prior=None):
     """:func:`local_regression`'s results and the per-pixel coefficients on the context fields (N, K, H, W)."""
     dtype = target.dtype
     # Never under autocast: moments summed by a bf16 matrix product lose the fit (on a held-out
@@ -143,7 +171,7 @@ def _local_fit(target, target_mask, context, context_mask, cell, radius, wide_ra
         w = ((target_mask > 0.5) & (context_mask > 0.5).all(1, keepdim=True)).float()
         moments = _cell_moments(t, c, w, cell)  # (N, Hc, Wc, K+2, K+2)
         radii = (radius,) if wide_radius is None else (radius, wide_radius)
-        beta, residual, count = _fits(moments, radii)
+        beta, residual, count = _fits(moments, radii, prior)
         beta_px = _coefficients(beta, target.shape[-2:])
         estimate = _apply(beta_px, c)
     return estimate.to(dtype), residual.to(dtype), count.to(dtype), beta_px[:, 1:]
@@ -176,7 +204,7 @@ def absent_fields(mask: torch.Tensor) -> torch.Tensor:
 
 
 def presence_regression(target, target_mask, context, context_mask, present, cell: int = 16,
-                        radius: int = 3, wide_radius: int = 12) -> ContextFit:
+                        radius: int = 3, wide_radius: int = 12, prior=None) -> ContextFit:
     """:func:`local_regression` with a wider window deep inside large gaps, told where each context
     field really is.
 
@@ -186,6 +214,7 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
     with coefficient 0). The estimate is NaN where no field is present (a regression on context
     values that are all interpolated is no better than interpolating the target) and flagged
     inexact where only some are (the fill then should not be trusted as the regression's).
+    ``prior`` (optional): the fit of a tile with too few target pixels for one, as in :func:`_fits`.
 
     >>> y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     >>> c = torch.sin(x / 5)[None, None]
@@ -196,7 +225,7 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
     (True, True)
     """
     estimate, residual, _, coefficients = _local_fit(target, target_mask, context, context_mask, cell, radius,
-                                                     wide_radius)
+                                                     wide_radius, prior)
     variance = F.interpolate(residual.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     here = present > 0.5
     if bool(here.all()):  # every field everywhere (the common case): exact, no pass below
