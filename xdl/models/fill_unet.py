@@ -10,7 +10,7 @@ from .context import SIGMA_FLOOR, ContextEncoder, check_info, factor_from_raw, s
 from .harmonic import harmonic_fill
 from .kriging import interpolation_variance, krige, own_interpolation, spatial_std, with_own_interpolation
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
-from .regression import absent_fields, local_regression, presence_regression
+from .regression import MIN_SUPPORT, absent_fields, local_regression, presence_regression
 from .unet import UNet
 
 __all__ = ["FillUNet"]
@@ -270,7 +270,7 @@ class FillUNet(nn.Module):
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
             if self.regression == "presence":
-                prior = _neighbour_prior(complete, mc, info, i, n) if self.correction_scale == "kriged" else None
+                prior = _neighbour_prior(complete, mc, info, i, n, known) if self.correction_scale == "kriged" else None
                 fit = presence_regression(target, known, complete, fit_mask, mc, prior=prior)
                 residual = fit.residual
                 if self.correction_scale == "kriged":
@@ -312,16 +312,19 @@ class FillUNet(nn.Module):
         return corrected, extra, scale
 
 
-def _neighbour_prior(complete, mc, info, i, n_targets):
+def _neighbour_prior(complete, mc, info, i, n_targets, known):
     """For a tile with too few pixels of target ``i`` to fit a regression on (a step seen in a
     handful of pixels): "the mean of its neighbouring steps" (``info`` rows ``[offset, 1]``, the
     targets' in order, each target's as many), as coefficients (N, K) over the context fields
     present in the sample (NaN where it has none), and as the floor of its error variance (N,) the
     spread of those steps (their variance across steps, averaged over the tile; one step alone: its
     variance over the tile). Read in units the target's own (the card's ``"neighbours": "target"``
-    standardisation); None without neighbouring steps."""
+    standardisation); None without neighbouring steps, or when every sample has pixels enough
+    (``known``, the target's) for a fit (then no pass over the tile here)."""
     rows = torch.nonzero(info[:, 1] > 0.5).squeeze(1)
     if rows.numel() == 0 or rows.numel() % n_targets:
+        return None
+    if not bool(((known > 0.5).flatten(1).sum(-1) < MIN_SUPPORT * (complete.shape[1] + 1)).any()):
         return None
     per = rows.numel() // n_targets
     mine = rows[i * per:(i + 1) * per]
