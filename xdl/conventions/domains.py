@@ -21,7 +21,9 @@ ever observes and that is wide is outside: in a scene or a short series (fewer t
 4 samples) when some pixel lies ``WIDE`` = 6 or more pixels from any observed pixel and it
 reaches the scene's edge (the sea around a country, the space around a reprojected disk); in a
 series of 4 or more samples anywhere, from ``SERIES_WIDE`` = 3 pixels (land on a coarse grid;
-a dead detector line or a dropout of up to 4 rows stays fillable). Narrow gaps (scan lines,
+a dead detector line or a dropout of up to 4 rows stays fillable), and at the scene's edge
+whatever its width there (land cut by a regional grid), unless it is a thin band running across
+the scene from edge to edge (a dead line, a dropout of rows). Narrow gaps (scan lines,
 small clouds) are never outside, except within ``REACH`` = 4 pixels of a wide region; gaps inside a single scene or a short
 series (clouds, holes, an outage in both of two months) are filled. Either way a warning says
 how many pixels the rule left NaN.
@@ -198,10 +200,10 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
     # wide in itself (an 11 x 11 square fits in it), not because the scene stops.
     padded = np.pad(missing, 1, constant_values=False)
     core = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1] >= wide
-    if not core.any():
+    if not core.any() and samples < SERIES:
         return np.zeros(missing.shape, bool)
     square = np.ones((2 * wide - 1, 2 * wide - 1), bool)
-    wide_part = ndimage.binary_dilation(core, structure=square) & missing
+    wide_part = ndimage.binary_dilation(core, structure=square) & missing if core.any() else np.zeros_like(missing)
     eight = np.ones((3, 3), bool)
     if samples < SERIES:
         ring = np.zeros(missing.shape, bool)
@@ -212,9 +214,34 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
         wide_part = np.isin(labels, keep[keep > 0])
         if not wide_part.any():
             return wide_part
-    if reach <= 0:
+    else:
+        wide_part = wide_part | _at_the_edge(missing)
+    if reach <= 0 or not wide_part.any():
         return wide_part
     return ndimage.binary_dilation(wide_part, structure=eight, iterations=reach, mask=missing)
+
+
+def _at_the_edge(missing: np.ndarray) -> np.ndarray:
+    """In a series: the never-observed regions that touch the scene's edge, whatever their width
+    in the scene (land cut by a regional grid: Asia in a 5-degree Pacific SST series is 3-6 pixels
+    from the edge, and was filled), except thin bands that run across it from edge to edge (a dead
+    detector line, a dropout of rows in every scene: at most 2 * SERIES_WIDE - 1 pixels thick)."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(missing, structure=np.ones((3, 3), bool))
+    out = np.zeros(missing.shape, bool)
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        rows, cols = box
+        h, w = missing.shape
+        touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
+        if not touches:
+            continue
+        thin = 2 * SERIES_WIDE - 1
+        across = ((cols.start == 0 and cols.stop == w and rows.stop - rows.start <= thin)
+                  or (rows.start == 0 and rows.stop == h and cols.stop - cols.start <= thin))
+        if not across:
+            out[box] |= labels[box] == k
+    return out
 
 
 def on_model_ocean_grid(arr: xr.DataArray) -> bool:
@@ -294,8 +321,8 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         if outside.any() and not ocean_model:
             # The shape rule is a guess (a saturated cloud at the edge looks like sea): say what it did.
             where = ("in wide regions that reach the scene's edge are taken for sea or space" if samples < SERIES
-                     else f"in wide regions that none of its {samples} samples observes are taken for land, "
-                          "sea or space")
+                     else f"in regions that none of its {samples} samples observes (wide ones, or at the scene's "
+                          "edge) are taken for land, sea or space")
             warnings.warn(f"domain='auto': {int(outside.sum())} missing pixels of {arr.name!r} {where} and stay "
                           "NaN (flag 3, outside_fill_domain); pass domain=None to fill them, or a domain of your own.",
                           XdlWarning, stacklevel=2)
