@@ -451,6 +451,7 @@ def kriged(out: Path) -> None:
                             "predict the mix to cut the error variance by 40% or more; its sigma the weighted mean of "
                             "the two standard errors); "
                             "sigma is the kriging standard error (the regression's local residual variance "
+                            "times the residual's roughness around the pixel against its 112-pixel window's, "
                             "times 1 - weight * rho(d), for a thin-plate residual times the ratio of its predicted "
                             "error to the harmonic fill's, plus beta_k^2 times the interpolation error variance of "
                             "each context field the regression reads interpolated; where no field is present, a quarter of the field's second-order "
