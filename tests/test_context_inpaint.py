@@ -15,7 +15,7 @@ from xdl.cli import main
 from xdl.context import ContextRequest, context_model
 from xdl.engine.spec import engine_spec
 from xdl.errors import InputError
-from xdl.inpaint import FLAG_FILLED, FLAG_UNFILLABLE
+from xdl.inpaint import FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_UNFILLABLE
 from xdl.io.zarr import JOB_NAME
 
 
@@ -74,9 +74,9 @@ def test_time_window_fill_is_the_value_at_the_next_and_previous_step():
             if 0 <= source < T:
                 np.testing.assert_array_equal(out.sst.values[t][gap[t]], v[source][gap[t]])
                 assert (out.sst_inpainted.values[t][gap[t]] == FLAG_FILLED).all()
-            else:  # beyond the ends: missing, so nothing to fill from
+            else:  # beyond the ends: missing; the other neighbours are inputs, which this model ignores
                 assert np.isnan(out.sst.values[t][gap[t]]).all()
-                assert (out.sst_inpainted.values[t][gap[t]] == FLAG_UNFILLABLE).all()
+                assert (out.sst_inpainted.values[t][gap[t]] == FLAG_MODEL_FAILED).all()
         np.testing.assert_array_equal(out.sst.values[~gap], v[~gap])
 
 

@@ -130,3 +130,25 @@ def test_card_normalization_neighbours_is_checked():
     from xdl.modelcard import check_card
     with pytest.raises(xdl.errors.InputError, match="neighbours"):
         check_card({"normalization": {"kind": "per_sample", "neighbours": "theirs"}})
+
+
+def test_a_step_without_any_value_is_filled_from_its_neighbouring_steps():
+    """time_window: a fully clouded step is filled from the steps around it (it was left NaN,
+    flag 2, "no valid input nearby", with its neighbours complete), with a sigma of the size of
+    that guess's error (the neighbours' spread, not the cap of a step without statistics)."""
+    rng = np.random.default_rng(4)
+    y, x = np.meshgrid(np.arange(64.0), np.arange(80.0), indexing="ij")
+    base = 20 + 10 * np.sin(x / 9) * np.cos(y / 13)
+    steps = np.stack([base + 0.5 * k + rng.normal(0, 0.3, base.shape) for k in range(4)]).astype("f4")
+    gappy = steps.copy()
+    gappy[1] = np.nan
+    ds = xr.Dataset({"w": (("time", "y", "x"), gappy, {"units": "kg m-2"})}, coords={"time": np.arange(4)})
+    for data in (ds, ds.chunk({"time": 1})):
+        out = data.dl.inpaint(variables=["w"], time_window=1, domain=None, uncertainty=True).compute()
+        assert (out.w_inpainted.values[1] == 1).all()
+        err = out.w.values[1] - steps[1]
+        np.testing.assert_allclose(out.w.values[1], 0.5 * (steps[0] + steps[2]), atol=1e-3)
+        ratio = np.sqrt(np.mean(out.w_sigma.values[1] ** 2)) / np.sqrt(np.mean(err ** 2))
+        assert 0.5 < ratio < 2.0, ratio
+    without = ds.dl.inpaint(variables=["w"], domain=None)  # no neighbours as inputs: nothing to fill from
+    assert (without.w_inpainted.values[1] == 2).all()

@@ -92,13 +92,20 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     lazy_inputs = [isinstance(a.data, da.Array) for a in arrays]
     arrays, valids, masked = ([unhashed(a) for a in group] for group in (arrays, valids, masked))
     domain = None if domain is None else unhashed(domain)
-    near_any = near_valid(functools.reduce(operator.or_, valids), spatial, spec.halo)
+    steps = job.request.time_window if job.request is not None else 0
+    observed = functools.reduce(operator.or_, valids)
+    if steps:
+        # With neighbouring steps as inputs, a step that has no value of its own near a pixel is
+        # still filled from them there (a fully clouded day from the days around it).
+        dim = layout.sequence_dim(observed, tuple(spatial))
+        observed = functools.reduce(operator.or_, [observed] + [
+            observed.shift({dim: -offset}, fill_value=False) for offset in job.request.offsets])
+    near_any = near_valid(observed, spatial, spec.halo)
 
     def channel(i, arr):
         return output_channel(out, x, i).transpose(*arr.dims)
 
     filled_list, flag_list, sigma_list = [], [], []
-    steps = job.request.time_window if job.request is not None else 0
     for i, (arr, valid, known) in enumerate(zip(arrays, valids, masked)):
         like = arr if lazy_inputs[i] else None  # in memory: any chunks, computed at once
         window = (layout.sequence_dim(arr, tuple(spatial)), steps) if steps else None

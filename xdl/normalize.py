@@ -111,21 +111,38 @@ def for_input(norm, names: list, data: da.Array, n_spatial: int,
         mean = da.where(da.isfinite(data), data, 0.0).astype(np.float32)
         return Normalization(mean, da.ones_like(mean))
     channel_axis = data.ndim - n_spatial - 1
+    like = list(standardise_like) if standardise_like is not None else list(range(data.shape[channel_axis]))
+    shared = (norm or {}).get("neighbours") == "target" and like != list(range(len(like)))
     if target_channels is not None and 0 < target_channels < data.shape[channel_axis]:
         split = (slice(None),) * channel_axis
         stats = da.concatenate([
-            sample_statistics(data[split + (slice(0, target_channels),)], n_spatial),
+            sample_statistics(data[split + (slice(0, target_channels),)], n_spatial, raw_std=shared),
             sample_statistics(data[split + (slice(target_channels, None),)], n_spatial, limit=CONTEXT_STATS_PIXELS)],
             axis=channel_axis)
     else:
         stats = sample_statistics(data, n_spatial)
     index = (slice(None),) * (data.ndim - 1)
     mean, std, lo, hi = (stats[index + (slice(k, k + 1),)] for k in range(4))
-    if (standardise_like is not None and (norm or {}).get("neighbours") == "target"
-            and list(standardise_like) != list(range(len(standardise_like)))):
-        like = (slice(None),) * channel_axis + (list(standardise_like),)
-        mean, std = mean[like], std[like]
+    if shared:
+        std = _std_from_neighbours(std, like, channel_axis, target_channels)
+        take = (slice(None),) * channel_axis + (like,)
+        mean, std = mean[take], std[take]
     return Normalization(mean, std, lo, hi)
+
+
+def _std_from_neighbours(std, like, channel_axis, n_targets):
+    """``std`` with each target's 0 (a step with one value, or none: no spread of its own) replaced
+    by the mean std of its neighbouring steps (the channels standardised like it), else 1: the
+    spread a fill and its sigma are scaled by (a sigma is capped at a few of them)."""
+    index = (slice(None),) * channel_axis
+    parts = []
+    for i in range(n_targets):
+        own = std[index + (slice(i, i + 1),)]
+        others = [j for j, t in enumerate(like) if t == i and j != i]
+        fallback = (da.mean(std[index + (others,)], axis=channel_axis, keepdims=True) if others
+                    else da.ones_like(own))
+        parts.append(da.where(own > 0, own, fallback))
+    return da.concatenate(parts + [std[index + (slice(n_targets, None),)]], axis=channel_axis)
 
 
 def for_output(norm, names: list, inputs: Normalization | None, out, n_spatial: int, *,

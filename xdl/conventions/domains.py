@@ -22,8 +22,8 @@ ever observes and that is wide is outside: in a scene or a short series (fewer t
 reaches the scene's edge (the sea around a country, the space around a reprojected disk); in a
 series of 4 or more samples anywhere, from ``SERIES_WIDE`` = 3 pixels (land on a coarse grid;
 a dead detector line or a dropout of up to 4 rows stays fillable), and at the scene's edge
-whatever its width there (land cut by a regional grid), unless it is a thin band running across
-the scene from edge to edge (a dead line, a dropout of rows). Narrow gaps (scan lines,
+whatever its width there (land cut by a regional grid); rows or columns missing from end to end
+(a dead line, a dropout of rows) are never that. Narrow gaps (scan lines,
 small clouds) are never outside, except within ``REACH`` = 4 pixels of a wide region; gaps inside a single scene or a short
 series (clouds, holes, an outage in both of two months) are filled. Either way a warning says
 how many pixels the rule left NaN.
@@ -224,23 +224,18 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
 def _at_the_edge(missing: np.ndarray) -> np.ndarray:
     """In a series: the never-observed regions that touch the scene's edge, whatever their width
     in the scene (land cut by a regional grid: Asia in a 5-degree Pacific SST series is 3-6 pixels
-    from the edge, and was filled), except thin bands that run across it from edge to edge (a dead
-    detector line, a dropout of rows in every scene: at most 2 * SERIES_WIDE - 1 pixels thick)."""
+    from the edge, and was filled). Rows and columns missing from end to end (a dead detector
+    line, a dropout of rows in every scene) are no such region, nor do they join others to the
+    edge: they stay gaps (within ``REACH`` of a wide region excepted, as before)."""
     from scipy import ndimage
 
-    labels, count = ndimage.label(missing, structure=np.ones((3, 3), bool))
+    lines = missing.all(axis=1)[:, None] | missing.all(axis=0)[None, :]
+    labels, _ = ndimage.label(missing & ~lines, structure=np.ones((3, 3), bool))
+    h, w = missing.shape
     out = np.zeros(missing.shape, bool)
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        rows, cols = box
-        h, w = missing.shape
-        touches = rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w
-        if not touches:
-            continue
-        thin = 2 * SERIES_WIDE - 1
-        across = ((cols.start == 0 and cols.stop == w and rows.stop - rows.start <= thin)
-                  or (rows.start == 0 and rows.stop == h and cols.stop - cols.start <= thin))
-        if not across:
-            out[box] |= labels[box] == k
+    for k, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        if rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w:
+            out[rows, cols] |= labels[rows, cols] == k
     return out
 
 

@@ -317,8 +317,8 @@ def _neighbour_prior(complete, mc, info, i, n_targets, known):
     handful of pixels): "the mean of its neighbouring steps" (``info`` rows ``[offset, 1]``, the
     targets' in order, each target's as many), as coefficients (N, K) over the context fields
     present in the sample (NaN where it has none), and as the floor of its error variance (N,) the
-    spread of those steps (their variance across steps, averaged over the tile; one step alone: its
-    variance over the tile). Read in units the target's own (the card's ``"neighbours": "target"``
+    spread of those steps (half their variance across steps, averaged over the tile; one step
+    alone: its variance over the tile). Read in units the target's own (the card's ``"neighbours": "target"``
     standardisation); None without neighbouring steps, or when every sample has pixels enough
     (``known``, the target's) for a fit (then no pass over the tile here)."""
     rows = torch.nonzero(info[:, 1] > 0.5).squeeze(1)
@@ -340,7 +340,9 @@ def _neighbour_prior(complete, mc, info, i, n_targets, known):
     across = (((steps - mean) ** 2) * used).sum(1) / (count - 1).clamp(min=1)[:, None, None]
     alone = steps.flatten(2).var(-1)  # (N, per): one step's variance over the tile
     alone = (alone * present).sum(-1) / count.clamp(min=1)
-    variance = torch.where(count > 1, across.flatten(1).mean(-1), alone)
+    # Half their variance across steps: for t-1 and t+1, var(c_+1 - c_-1) / 4, the error of their
+    # midpoint on a random walk.
+    variance = torch.where(count > 1, across.flatten(1).mean(-1) / 2, alone)
     return weights, torch.nan_to_num(variance, nan=1.0)
 
 
