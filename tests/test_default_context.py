@@ -104,18 +104,26 @@ def test_context_that_explains_less_than_the_field_itself_does_not_spoil_it():
         assert (filled.z500_sigma.values[hidden] > 0).all()
 
 
+def _drifting_steps(n, seed, keep=None):
+    """``n`` steps of a smooth field drifting 0.5 a step, noise 0.3, and a Dataset of them with step
+    1 missing (but for the pixel ``keep``)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.arange(64.0), np.arange(80.0), indexing="ij")
+    base = 20 + 10 * np.sin(x / 9) * np.cos(y / 13)
+    steps = np.stack([base + 0.5 * k + rng.normal(0, 0.3, base.shape) for k in range(n)]).astype("f4")
+    gappy = steps.copy()
+    gappy[1] = np.nan
+    if keep is not None:
+        gappy[(1,) + keep] = steps[(1,) + keep]
+    return steps, xr.Dataset({"w": (("time", "y", "x"), gappy, {"units": "kg m-2"})}, coords={"time": np.arange(n)})
+
+
 def test_a_step_seen_in_one_pixel_follows_its_neighbouring_steps():
     """time_window with a step seen in one pixel: its fill was that pixel's value everywhere with a
     sigma of 0.001 (no fit possible, the own interpolation of one pixel predicted to be exact).
     Now "the mean of its neighbouring steps" through that pixel, with a sigma of that guess's size."""
-    rng = np.random.default_rng(3)
-    y, x = np.meshgrid(np.arange(64.0), np.arange(80.0), indexing="ij")
-    base = 20 + 10 * np.sin(x / 9) * np.cos(y / 13)
-    steps = np.stack([base + 0.5 * k + rng.normal(0, 0.3, base.shape) for k in range(3)]).astype("f4")
-    gappy = steps.copy()
-    gappy[1] = np.nan
-    gappy[1, 30, 40] = steps[1, 30, 40]
-    ds = xr.Dataset({"w": (("time", "y", "x"), gappy, {"units": "kg m-2"})}, coords={"time": np.arange(3)})
+    steps, ds = _drifting_steps(3, seed=3, keep=(30, 40))
+    gappy = ds.w.values
     out = ds.dl.inpaint(variables=["w"], time_window=1, domain=None, uncertainty=True)
     gap = np.isnan(gappy[1])
     err = out.w.values[1][gap] - steps[1][gap]
@@ -136,13 +144,7 @@ def test_a_step_without_any_value_is_filled_from_its_neighbouring_steps():
     """time_window: a fully clouded step is filled from the steps around it (it was left NaN,
     flag 2, "no valid input nearby", with its neighbours complete), with a sigma of the size of
     that guess's error (the neighbours' spread, not the cap of a step without statistics)."""
-    rng = np.random.default_rng(4)
-    y, x = np.meshgrid(np.arange(64.0), np.arange(80.0), indexing="ij")
-    base = 20 + 10 * np.sin(x / 9) * np.cos(y / 13)
-    steps = np.stack([base + 0.5 * k + rng.normal(0, 0.3, base.shape) for k in range(4)]).astype("f4")
-    gappy = steps.copy()
-    gappy[1] = np.nan
-    ds = xr.Dataset({"w": (("time", "y", "x"), gappy, {"units": "kg m-2"})}, coords={"time": np.arange(4)})
+    steps, ds = _drifting_steps(4, seed=4)
     for data in (ds, ds.chunk({"time": 1})):
         out = data.dl.inpaint(variables=["w"], time_window=1, domain=None, uncertainty=True).compute()
         assert (out.w_inpainted.values[1] == 1).all()
