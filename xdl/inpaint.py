@@ -93,11 +93,12 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     arrays, valids, masked = ([unhashed(a) for a in group] for group in (arrays, valids, masked))
     domain = None if domain is None else unhashed(domain)
     steps = job.request.time_window if job.request is not None else 0
+    # The dim time_window steps along (the variables filled together share their dims).
+    dim = layout.sequence_dim(arrays[0], tuple(spatial)) if steps else None
     observed = functools.reduce(operator.or_, valids)
     if steps:
         # With neighbouring steps as inputs, a step that has no value of its own near a pixel is
         # still filled from them there (a fully clouded day from the days around it).
-        dim = layout.sequence_dim(observed, tuple(spatial))
         observed = functools.reduce(operator.or_, [observed] + [
             observed.shift({dim: -offset}, fill_value=False) for offset in job.request.offsets])
     near_any = near_valid(observed, spatial, spec.halo)
@@ -108,7 +109,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     filled_list, flag_list, sigma_list = [], [], []
     for i, (arr, valid, known) in enumerate(zip(arrays, valids, masked)):
         like = arr if lazy_inputs[i] else None  # in memory: any chunks, computed at once
-        window = (layout.sequence_dim(arr, tuple(spatial)), steps) if steps else None
+        window = (dim, steps) if steps else None
         result, flags = compose_variable(arr, valid, known, channel(i, arr), domain, near_any, spatial, like,
                                           clip=clip, cf_rule=cf_rule, label=job.label, window=window)
         filled_list.append(result)

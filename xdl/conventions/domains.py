@@ -17,16 +17,15 @@
    observes is land, outside.
 
 When none of these is present, a shape rule (``static_missing``) applies: a region that no sample
-ever observes and that is wide is outside: in a scene or a short series (fewer than ``SERIES`` =
-4 samples) when some pixel lies ``WIDE`` = 6 or more pixels from any observed pixel and it
-reaches the scene's edge (the sea around a country, the space around a reprojected disk); in a
-series of 4 or more samples anywhere, from ``SERIES_WIDE`` = 3 pixels (land on a coarse grid;
-a dead detector line or a dropout of up to 4 rows stays fillable), and at the scene's edge
-whatever its width there (land cut by a regional grid); rows or columns missing from end to end
-(a dead line, a dropout of rows) are never that. Narrow gaps (scan lines,
-small clouds) are never outside, except within ``REACH`` = 4 pixels of a wide region; gaps inside a single scene or a short
-series (clouds, holes, an outage in both of two months) are filled. Either way a warning says
-how many pixels the rule left NaN.
+ever observes and that is wide is outside: in a scene or a short series (fewer than ``SERIES`` = 4
+samples) when some pixel lies ``WIDE`` = 6 or more pixels from any observed pixel and it reaches the
+scene's edge (the sea around a country, the space around a reprojected disk); in a series of 4 or
+more samples anywhere, from ``SERIES_WIDE`` = 3 pixels (land on a coarse grid; a dead detector line
+or a dropout of up to 4 rows stays fillable), and at the scene's edge whatever its width there (land
+cut by a regional grid); rows or columns missing from end to end (a dead line, a dropout of rows)
+are never that. Narrow gaps (scan lines, small clouds) are never outside, except within ``REACH`` =
+4 pixels of a wide region; gaps inside a single scene or a short series (clouds, holes, an outage in
+both of two months) are filled. Either way a warning says how many pixels the rule left NaN.
 """
 
 from __future__ import annotations
@@ -203,7 +202,7 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
     if not core.any() and samples < SERIES:
         return np.zeros(missing.shape, bool)
     square = np.ones((2 * wide - 1, 2 * wide - 1), bool)
-    wide_part = ndimage.binary_dilation(core, structure=square) & missing if core.any() else np.zeros_like(missing)
+    wide_part = ndimage.binary_dilation(core, structure=square) & missing
     eight = np.ones((3, 3), bool)
     if samples < SERIES:
         ring = np.zeros(missing.shape, bool)

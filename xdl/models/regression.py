@@ -230,8 +230,7 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
     here = present > 0.5
     if bool(here.all()):  # every field everywhere (the common case): exact, no pass below
         return ContextFit(estimate, residual, variance, torch.ones_like(here[:, :1]), coefficients)
-    absent = here.flatten(2).any(-1)[..., None, None].logical_not()  # as absent_fields(present)
-    exact = (here | absent).all(1, keepdim=True)  # a field missing everywhere is ignored
+    exact = (here | absent_fields(present)).all(1, keepdim=True)  # a field missing everywhere is ignored
     some = here.any(1, keepdim=True)
     estimate = torch.where(some, estimate, torch.full_like(estimate, float("nan")))
     return ContextFit(estimate, residual, variance, exact, coefficients)
