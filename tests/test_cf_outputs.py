@@ -87,6 +87,19 @@ def test_output_attrs_are_in_decoded_units_and_dtype(tmp_path):
     assert attrs["units"] == "K"
 
 
+def test_raw_counts_lose_unsigned_on_float_output(tmp_path):
+    # mask_and_scale=False keeps the packing in the attributes (the values are still counts), but
+    # _Unsigned on a float variable means nothing: xarray warned on reading the output back.
+    src = xr.open_dataset(_packed_file(tmp_path), mask_and_scale=False)
+    src["lst"].attrs["_Unsigned"] = "true"
+    out = src.dl.inpaint(_Const(0.5), variables=["lst"])
+    assert "_Unsigned" not in out.lst.attrs and out.lst.attrs["scale_factor"] == np.float32(0.0025)
+    write_output(out, str(tmp_path / "o.nc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xr.SerializationWarning)
+        xr.open_dataset(tmp_path / "o.nc").load()
+
+
 def test_packed_netcdf_round_trip_reads_alike_and_twice_gives_the_same(tmp_path):
     path = _packed_file(tmp_path)
     first, second = tmp_path / "first.nc", tmp_path / "second.nc"

@@ -360,7 +360,7 @@ def test_time_series_never_observed_region_is_outside():
     data, land = sst_scene(times=domains.SERIES)
     data[1, 5:9, 5:12] = 281.0  # the cloud moves: observed once
     arr = xr.DataArray(data, dims=("time", "y", "x"), name="sst")
-    with pytest.warns(xdl.XdlWarning, match=r"480 missing pixels of 'sst' in regions that none of its 4 samples"):
+    with pytest.warns(xdl.XdlWarning, match=r"480 missing pixels \(in each sample\) of 'sst' in regions that none of its 4 samples"):
         out = outside(domains.auto_domain(arr), arr)
     assert np.array_equal(out[0], land)  # interior, never observed, wide: land
     with pytest.warns(xdl.XdlWarning, match="domain=None to fill them"):

@@ -214,3 +214,31 @@ def test_clouds_over_a_scene_mostly_missing_still_hide_the_fraction_asked():
         hidden = hiding.hide("clouds", land.shape, 0.05, (0, 0, key), None, None, land)
         assert not (hidden & ~land).any()
         assert 0.025 <= hidden.sum() / land.sum() <= 0.075, key
+
+
+def test_packed_counts_are_scored_in_physical_units():
+    # mask_and_scale=False: raw counts with scale_factor in the attributes; the scores are the
+    # decoded file's (the units coordinate names physical units).
+    counts = np.round((smooth((40, 48)) - 270) / 0.05).astype("i2")
+    attrs = {"units": "K", "scale_factor": 0.05, "add_offset": 270.0, "_FillValue": np.int16(-32768)}
+    raw = xr.Dataset({"t": (("y", "x"), counts, attrs)})
+    decoded = xr.Dataset({"t": (("y", "x"), counts * 0.05 + 270.0, {"units": "K"})})
+    kw = dict(variables=["t"], gaps="blocks", baselines=("linear",), seed=3)
+    a, b = evaluate(raw, False, **kw), evaluate(decoded, False, **kw)
+    for k in ("rmse", "mae", "bias"):
+        np.testing.assert_allclose(a[k].values, b[k].values, rtol=1e-5)
+    assert float(a.rmse.squeeze()) > 0 and str(a.units.values[0]) == "K"
+
+
+def test_a_model_of_two_variables_is_scored_on_both():
+    # A fill-unet fitted on u and v fills them together: evaluate gives it both (each in turn
+    # hidden, the other as it is), and refuses one of them alone with advice.
+    u, v = smooth((4, 32, 32), seed=1), smooth((4, 32, 32), seed=2)
+    ds = xr.Dataset({"u": (("time", "y", "x"), u), "v": (("time", "y", "x"), v)})
+    m = ds.dl.fit("fill-unet", variables=["u", "v"], masks="blocks", epochs=1, steps_per_epoch=1, batch_size=2,
+                  tile=32, val=None, progress=False, depth=2, base_channels=4)
+    report = evaluate(ds, m, variables=["u", "v"], gaps="blocks", baselines=("linear",))
+    assert list(report.variable.values) == ["u", "v"] and np.isfinite(report.rmse.values).all()
+    assert (report.n.values > 0).all()
+    with pytest.raises(InputError, match="fills 2 variables together"):
+        evaluate(ds, m, variables=["u"], gaps="blocks")

@@ -187,6 +187,22 @@ def test_fine_tune_keeps_the_context_and_refuses_another(tmp_path):
         fit(ds, plain, context=["wind"], **short)
     assert inherited_context({"context": {"accepts": "any", "max_fields": 32, "max_time_window": 3}}, True,
                              ["rain"], 2) == (["rain"], 2)
+    # Either left out keeps the card's: the context alone, or the time window alone.
+    card = {"context": {"variables": ["wind"], "time_window": 1}}
+    assert inherited_context(card, True, ["wind"], None) == (["wind"], 1)
+    assert inherited_context(card, True, None, 1) == (["wind"], 1)
+    with pytest.raises(InputError, match=r"passes context=\['wind'\], time_window=0"):
+        inherited_context(card, True, ["wind"], 0)
+
+
+def test_time_window_never_steps_along_a_vertical_dim():
+    # Levels 200/500/850 are no neighbouring times: refused by fit as inpaint and evaluate refuse them.
+    a = smooth(n=3, seed=5)
+    ds = xr.Dataset({"z": (("level", "y", "x"), a.astype("f4"))},
+                    coords={"level": ("level", [200, 500, 850], {"long_name": "pressure_level", "positive": "down"})})
+    with pytest.raises(InputError, match="has the vertical dim"):
+        fit(ds, "fill-unet", variables=["z"], time_window=1, epochs=1, steps_per_epoch=1, batch_size=1, tile=32,
+            val=None, progress=False, **TINY_FILL)
 
 
 def test_context_errors():

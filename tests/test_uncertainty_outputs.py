@@ -185,6 +185,78 @@ def test_predict_returns_sigma_variables():
     assert list(single.channel.values) == ["w", "w_sigma"]
 
 
+def test_predict_names_sigma_channels_alike_on_both_paths():
+    # Four outputs without names: two means, then their sigmas; a DataArray's channels are named
+    # as a Dataset's variables, never a sigma taken for a mean.
+    net = torch.nn.Conv2d(1, 4, 1)
+    card = {"in_channels": 1, "out_channels": 4, "halo": 0, "normalization": {"kind": "none"},
+            "uncertainty": {"kind": "gaussian", "scale": 1.0}}
+    ds = xr.Dataset({"t": (("y", "x"), np.ones((6, 7), "f4"))})
+    model = xdl.Model(net, card=card)
+    names = ["t_0", "t_1", "t_0_sigma", "t_1_sigma"]
+    assert list(ds.t.dl.predict(model).channel.values) == names
+    assert list(ds.dl.predict(model).data_vars) == names
+
+
+class SigmaOf(torch.nn.Module):
+    """A gap filler that copies the data and gives the sigma ``value`` (normalised units)."""
+    takes_mask, fills_gaps, in_channels, out_channels, halo, size_multiple, sigma = True, True, 1, 2, 0, 1, True
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, mask):
+        return torch.cat([torch.where(mask > 0, x, torch.zeros_like(x)), torch.full_like(x, self.value)], 1)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf")])
+def test_a_sigma_that_is_no_positive_number_is_nan_and_warned(value):
+    arr, _ = field()
+    card = {"uncertainty": {"kind": "gaussian", "scale": 1.0}, "normalization": {"kind": "per_sample"}}
+    with pytest.warns(xdl.XdlWarning, match="sigma that is NaN, inf, 0 or negative"):
+        out = arr.to_dataset().dl.inpaint(xdl.Model(SigmaOf(value), card=card), uncertainty=True,
+                                          domain=None).compute()
+    filled = out.sst_inpainted.values == FLAG_FILLED
+    assert filled.any() and np.isnan(out.sst_sigma.values[filled]).all()
+    assert np.isfinite(out.sst.values[filled]).all()  # the fills themselves are kept
+    assert (out.sst_sigma.values[out.sst_inpainted.values == FLAG_VALID] == 0).all()
+
+
+def test_a_second_pass_drops_the_first_pass_sigma():
+    # The second pass fills the first's gaps anew (an earlier fill is no data): the first's sigma
+    # describes fills that are gone, so it goes, with a warning, and the link with it.
+    arr, _ = field()
+    card = {"uncertainty": {"kind": "gaussian", "scale": 1.0}, "normalization": {"kind": "per_sample"}}
+    first = arr.to_dataset().dl.inpaint(xdl.Model(SigmaOf(0.5), card=card), uncertainty=True, domain=None)
+    with pytest.warns(xdl.XdlWarning, match="'sst_sigma' .* is dropped"):
+        second = first.dl.inpaint(xdl.Model(ConstantSigma(), card={"normalization": {"kind": "per_sample"}}),
+                                  domain=None)
+    assert "sst_sigma" not in second and "sst_sigma" not in second.sst.attrs.get("ancillary_variables", "")
+    again = first.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), uncertainty=True, domain=None)
+    assert float(again.sst_sigma.max()) < float(first.sst_sigma.max())  # a new sigma replaces it
+
+
+def test_a_field_seen_in_a_few_pixels_gets_the_spread_of_its_values_as_sigma():
+    # 3 or 30 known pixels hold no pairs to say how the error grows with distance: sigma is the
+    # spread of their values (of the order of the field's), never the floor.
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:73, 0:144]
+    truth = (20 * np.sin(x / 9.0) * np.cos(y / 7.0) + 30).astype("f4")
+    for count in (3, 30):
+        keep = np.zeros(truth.size, bool)
+        keep[rng.choice(truth.size, count, replace=False)] = True
+        ds = xr.Dataset({"w": (("y", "x"), np.where(keep.reshape(truth.shape), truth, np.nan))})
+        out = ds.dl.inpaint(uncertainty=True, domain=None).compute()
+        gaps = ~keep.reshape(truth.shape)
+        sigma, error = out.w_sigma.values[gaps], np.abs(out.w.values - truth)[gaps]
+        # Before: RMS(sigma) / RMSE 0.001 (3 pixels) and 0.2 (30). Three values' spread is itself
+        # a rough guess of the field's.
+        assert np.sqrt(np.mean(sigma ** 2)) > 0.3 * np.sqrt(np.mean(error ** 2)), count
+        if count == 30:
+            assert np.mean(error <= 2 * sigma) > 0.8
+
+
 def test_for_output_keeps_the_old_behaviour():
     x = da.from_array(np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("f4") * 5 + 7, chunks=(1, 3, 8, 8))
     n = normalize.for_input({"kind": "per_sample"}, ["a", "b", "c"], x, 2)

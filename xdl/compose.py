@@ -185,11 +185,13 @@ def compose_variable(arr, valid, known, model_values, domain, near_any, spatial,
     return result, flags
 
 
-def sigma_variable(result, valid, flags, model_sigma, like):
+def sigma_variable(result, valid, flags, model_sigma, like, model=None):
     """``<var>_sigma``: 0 where valid, the model's sigma where filled, NaN elsewhere; same dtype,
-    chunks and encoding (compression, georeferencing) as the value, never packed."""
+    chunks and encoding (compression, georeferencing) as the value, never packed. ``model``: its
+    label, for the warning about a sigma that is no positive number."""
     valid, model_sigma = (chunks_like(a, like) for a in (valid, model_sigma))
-    sigma = xr.apply_ufunc(uncertainty.sigma_block, valid, flags, model_sigma, kwargs={"dtype": result.dtype},
+    sigma = xr.apply_ufunc(uncertainty.sigma_block, valid, flags, model_sigma,
+                           kwargs={"dtype": result.dtype, "model": model},
                            dask="parallelized", output_dtypes=[result.dtype])
     sigma = chunks_like(sigma.transpose(*result.dims).assign_coords(
         {k: result.coords[k] for k in sigma.coords if k in result.coords}), like)

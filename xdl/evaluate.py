@@ -84,8 +84,24 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
     return [obj[n] for n in names]
 
 
-def _fill_model(truth, keep, dom, model, arr, dims, run, case):
-    """The model's fill (and sigma, or None) of the pixels not in ``keep``, through inpaint."""
+def _together(obj, arrays, spec) -> list[str] | None:
+    """The variables a model that fills several at once (``in_channels`` > 1, e.g. a fill-unet fitted
+    on u and v) takes together, in order: the scored ones, which must be as many; None for a model
+    of one variable."""
+    if spec.in_channels <= 1:
+        return None
+    names = [str(a.name) for a in arrays]
+    if not isinstance(obj, xr.Dataset) or len(names) != spec.in_channels:
+        raise InputError(f"this model fills {spec.in_channels} variables together, and evaluate was given "
+                         f"{len(names)} ({names}); pass a Dataset and variables=[...] with its {spec.in_channels} "
+                         "variables in the order it was fitted on.")
+    return names
+
+
+def _fill_model(truth, keep, dom, model, arr, dims, run, case, partners=None):
+    """The model's fill (and sigma, or None) of the pixels not in ``keep``, through inpaint.
+    ``partners``: for a model that fills several variables together, all of them by name (the
+    others as they are, with their own gaps)."""
     from .inpaint import inpaint
 
     dom_da = None if dom is None else arr.copy(data=dom)
@@ -93,14 +109,19 @@ def _fill_model(truth, keep, dom, model, arr, dims, run, case):
     if case.context or case.time_window:
         extra.update(context=list(case.context) or None, time_window=case.time_window)
     start = time.perf_counter()
-    if case.context:
-        # A Dataset with the context variables; the target's hidden pixels are NaN and its own
-        # validity attributes dropped, so CF rules see exactly ``keep`` (the context keeps its rules).
+    if case.context or partners:
+        # A Dataset with the context variables (and the model's other variables); the target's
+        # hidden pixels are NaN and its own validity attributes dropped, so CF rules see exactly
+        # ``keep`` (the others keep their rules).
         target = xr.DataArray(np.where(keep, truth, np.nan), dims=arr.dims, coords=arr.coords,
                               attrs={k: v for k, v in arr.attrs.items() if k not in cf.VALIDITY_ATTRS},
                               name=arr.name)
-        gappy = case.context_ds.assign({arr.name: target})
-        out = inpaint(gappy, model, variables=[arr.name], domain=dom_da, dims=dims, **extra, **run)
+        gappy = case.context_ds if case.context else xr.Dataset()
+        if partners:
+            gappy = gappy.assign({name: v for name, v in partners.items() if name != arr.name})
+        gappy = gappy.assign({arr.name: target})
+        names = list(partners) if partners else [arr.name]
+        out = inpaint(gappy, model, variables=names, domain=dom_da, dims=dims, **extra, **run)
     else:
         out = inpaint(arr.copy(data=truth), model, mask=arr.copy(data=keep), domain=dom_da, dims=dims,
                       **extra, **run)
@@ -190,7 +211,8 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     when the model gives a sigma (card ``"uncertainty"``) also ``coverage1``, ``coverage2``,
     ``spread_skill``, ``crps``, ``crps_const``, ``sigma_skill`` and ``tail_ratio``
     (:func:`xdl.metrics.uncertainty_scores`; NaN for
-    the baselines); coordinates ``units`` (per variable) and ``hidden_share``; attrs ``model``,
+    the baselines). Errors are in the variable's physical units, packed counts (opened with
+    ``mask_and_scale=False``) times their ``scale_factor``; coordinates ``units`` (per variable) and ``hidden_share``; attrs ``model``,
     ``seed``, ``fraction``. All but ``seconds`` are identical for the same inputs and ``seed``.
 
     Examples
@@ -222,6 +244,8 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     arrays = _variables(obj, variables, spec, dims)
     context, time_window = context_fields.check(obj, [str(a.name) for a in arrays], context, time_window)
     baselines = _check_baselines(baselines, context, time_window)
+    together = None if model is False else _together(obj, arrays, spec)
+    partners = {n: obj[n] for n in together} if together else None
     sigma = bool((getattr(model, "card", None) or {}).get("uncertainty"))
     methods = ([] if model is False else [MODEL_METHOD]) + baselines
     if isinstance(domain, str) and domain != "auto":
@@ -247,9 +271,10 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
             share[iv, ig] = hidden.sum() / max(int(eligible.sum()), 1)
             keep = valid & ~hidden
             fills, fill_sigma = _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines,
-                                          values["seconds"][iv, ig])
+                                          values["seconds"][iv, ig], partners)
             for im, name in enumerate(methods):
-                for k, v in _scores(truth, fills[name], hidden, fill_sigma if name == MODEL_METHOD else None).items():
+                scores = _scores(truth, fills[name], hidden, fill_sigma if name == MODEL_METHOD else None)
+                for k, v in _in_units(scores, raw).items():
                     values[k][iv, ig, im] = v
             if plot is not None:
                 plots.append(_plot(plot, arr, label, len(arrays) > 1 or len(gap_specs) > 1,
@@ -269,6 +294,23 @@ def _scores(truth, fill, hidden, sigma) -> dict:
     if sigma is not None:
         s.update(metrics.uncertainty_scores(truth, fill, sigma, hidden))
     return s
+
+
+# Scores in the variable's units: packed counts (opened with mask_and_scale=False) are scored in
+# counts, which are scale_factor units (add_offset cancels in a difference).
+_SIGNED_SCORES = ("bias",)
+_SCALED_SCORES = ("rmse", "mae", "crps", "crps_const")
+
+
+def _in_units(scores: dict, raw: xr.DataArray) -> dict:
+    """``scores`` of packed counts (``scale_factor`` in the attributes: not decoded) converted to
+    the physical units the ``units`` attribute names; unchanged for decoded values."""
+    factor = raw.attrs.get("scale_factor")
+    if factor is None:
+        return scores
+    factor = float(np.asarray(factor).ravel()[0])
+    return {k: v * factor if k in _SIGNED_SCORES else v * abs(factor) if k in _SCALED_SCORES else v
+            for k, v in scores.items()}
 
 
 def _report(values, arrays, gap_specs, methods, share, attrs) -> xr.Dataset:
@@ -294,11 +336,11 @@ def _check_fraction(fraction) -> float:
     return fraction
 
 
-def _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines, seconds):
+def _fill_all(truth, keep, dom, model, arr, dims, run, case, baselines, seconds, partners=None):
     """Every method's fill of one gap pattern (``seconds`` is filled in per method); the model's sigma."""
     fills, sigma = {}, None
     if model is not False:
-        fills[MODEL_METHOD], sigma, seconds[0] = _fill_model(truth, keep, dom, model, arr, dims, run, case)
+        fills[MODEL_METHOD], sigma, seconds[0] = _fill_model(truth, keep, dom, model, arr, dims, run, case, partners)
     work = truth.astype(np.result_type(truth.dtype, np.float32))
     fields = case.fields(np.where(keep, work, np.nan)) if baselines else []
     for im, name in enumerate(baselines, start=len(fills)):

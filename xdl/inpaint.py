@@ -118,7 +118,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
             model_sigma = channel(len(arrays) + i, arr)
             if job.distances is not None:  # times the card's factor at each pixel's distance to data
                 model_sigma = uncertainty.distance_scaled(model_sigma, valid, spatial, job.distances)
-            sigma_list.append(sigma_variable(result, valid, flags, model_sigma, like))
+            sigma_list.append(sigma_variable(result, valid, flags, model_sigma, like, job.label))
     return filled_list, flag_list, (sigma_list if job.uncertainty else None)
 
 
@@ -332,6 +332,12 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         filled, flag_arrays, sigmas = _fill_one(arrays, valids, dom, job, dims, clip, cf_rule=mask is None)
         for i, (name, result, flag) in enumerate(zip(group, filled, flag_arrays)):
             flag.name = f"{name}_inpainted"
+            stale = uncertainty.stale_sigma(out, name) if sigmas is None else None
+            if stale is not None:  # an earlier pass's sigma: these fills are new
+                out = out.drop_vars(stale)
+                warnings.warn(f"{stale!r} (the standard error of an earlier fill of {name!r}) is dropped: this "
+                              "pass fills those gaps anew. Pass uncertainty=True for the new fills' sigma.",
+                              XdlWarning, stacklevel=4)
             _attach(out, result, flag, None if sigmas is None else sigmas[i], flags)
     cf.drop_absent_ancillaries(out, names)  # a filled variable names only what the output holds
     out.attrs = cf.append_history(ds.attrs, _history(model, job, names))

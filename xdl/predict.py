@@ -405,8 +405,9 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
     scale = uncertainty.sigma_scale(model)  # sigmas come as more channels: "<name>_sigma"
     out_names = list(outputs) if outputs is not None else list(spec.outputs)
     if not out_names:
-        out_names = ([str(name)] if spec.out_channels == 1 else [str(name), f"{name}_sigma"] if scale is not None
-                     and spec.out_channels == 2 else [f"{name}_{i}" for i in range(spec.out_channels)])
+        # With a sigma the model's channels are its means, then their sigmas (named below).
+        means = spec.out_channels // 2 if scale is not None and spec.out_channels % 2 == 0 else spec.out_channels
+        out_names = [str(name)] if means == 1 else [f"{name}_{i}" for i in range(means)]
     if scale is not None and 2 * len(out_names) == spec.out_channels:
         out_names += [uncertainty.sigma_name(n) for n in out_names]
     if len(out_names) != spec.out_channels:

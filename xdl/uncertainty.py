@@ -25,15 +25,16 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, XdlWarning
 
-__all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "sigma_attrs", "sigma_name", "FILLED",
+__all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "stale_sigma", "sigma_attrs", "sigma_name", "FILLED",
            "distance_calibration", "gap_distance", "distance_factor", "lazy_gap_distance", "distance_scaled"]
 
 SCIPY_SHARE = 0.05  # gap share above which scipy's transform is faster than visiting gap pixels (same numbers)
@@ -83,11 +84,30 @@ def sigma_name(name: str) -> str:
     return f"{name}_sigma"
 
 
-def sigma_block(valid, flags, sigma, *, dtype):
+def stale_sigma(ds: xr.Dataset, name: str) -> str | None:
+    """The name of the ``<var>_sigma`` an earlier xdl fill of ``name`` left in ``ds`` (its long_name
+    says so), or None: a new fill replaces those fills, so that sigma no longer describes them."""
+    sigma = sigma_name(name)
+    if sigma in ds.data_vars and str(ds[sigma].attrs.get("long_name", "")).startswith("standard error of the gap-filled"):
+        return sigma
+    return None
+
+
+def sigma_block(valid, flags, sigma, *, dtype, model=None):
     """One block of ``<var>_sigma``: 0 where the input was valid, the model's sigma where it
-    filled the pixel (flag 1), NaN elsewhere (nothing filled: no error to give)."""
+    filled the pixel (flag 1), NaN elsewhere (nothing filled: no error to give). A sigma that is
+    not a positive finite number where the model filled is no standard error: NaN there, and a
+    warning naming the model."""
     sigma = np.asarray(sigma).astype(dtype, copy=False)
-    filled = np.where(flags == FILLED, sigma, dtype.type(np.nan))
+    filled = flags == FILLED
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(sigma) & (sigma > 0)
+    if (filled & ~valid & ~usable).any():
+        # Same text from every block: Python shows it once per place under the default filters.
+        warnings.warn(f"model {model!r} gave a sigma that is NaN, inf, 0 or negative for filled pixels; their "
+                      "sigma is NaN (the fills are kept). Check the model's sigma output channels and its "
+                      "card's 'uncertainty' entry.", XdlWarning, stacklevel=1)  # the caller is a dask task
+    filled = np.where(filled & usable, sigma, dtype.type(np.nan))
     return np.where(valid, dtype.type(0), filled).astype(dtype, copy=False)
 
 

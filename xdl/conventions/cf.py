@@ -257,7 +257,7 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
     _Unsigned) are dropped, and the limits and fill values get the output's dtype: other tools
     (netCDF4, the CF checker) then read the same values that xarray reads. A ``source`` opened
     raw (``mask_and_scale=False``: packing in its attrs) keeps its packing attributes, as its
-    values are still raw; only the dtypes change.
+    values are still raw; only the dtypes change (and ``_Unsigned`` goes: floats have no sign to reinterpret).
     """
     dtype = np.dtype(dtype)
     attrs = dict(source.attrs)
@@ -278,6 +278,9 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
         for key in ("scale_factor", "add_offset", "_Unsigned", *_FILL_KEYS):
             attrs.pop(key, None)
     elif np.issubdtype(dtype, np.floating):
+        # _Unsigned tells a reader to take signed integers as unsigned: on floats it means nothing,
+        # and xarray warns on reading it back (SerializationWarning).
+        attrs.pop("_Unsigned", None)
         for key in _RANGE_KEYS + _FILL_KEYS:
             if key in attrs and np.issubdtype(np.asarray(attrs[key]).dtype, np.number):
                 value = np.asarray(attrs[key]).astype(dtype)

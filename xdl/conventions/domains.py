@@ -317,7 +317,8 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
             where = ("in wide regions that reach the scene's edge are taken for sea or space" if samples < SERIES
                      else f"in regions that none of its {samples} samples observes (wide ones, or at the scene's "
                           "edge) are taken for land, sea or space")
-            warnings.warn(f"domain='auto': {int(outside.sum())} missing pixels of {arr.name!r} {where} and stay "
+            count = f"{int(outside.sum())} missing pixels" + (" (in each sample)" if samples > 1 else "")
+            warnings.warn(f"domain='auto': {count} of {arr.name!r} {where} and stay "
                           "NaN (flag 3, outside_fill_domain); pass domain=None to fill them, or a domain of your own.",
                           XdlWarning, stacklevel=2)
         if outside.any():

@@ -546,7 +546,7 @@ def own_interpolation(target, known, harmonic=None, iterations=(8, 10)) -> Krige
         distance = capped_distance(known, max_lag())
         fill, factor = _interpolate(torch.where(known, target.float(), 0.0), known, distance, gaps, harmonic,
                                     iterations)
-        var = _own_variance(target, known, distance, gaps) * factor
+        var = _sparse_sill(_own_variance(target, known, distance, gaps) * factor, target, known, gaps)
         return Kriged(torch.where(known, target.float(), fill), torch.sqrt(var))
 
 
@@ -690,4 +690,34 @@ def _own_variance(target, known, distance, where, thin_plate=False):
         own = at_distance(curvature_function(target, known), distance, where=where) / 4
     else:
         own = at_distance(structure_function(target, known), distance, where=where) / 2
-    return own * local_variability(target, known)
+    return _sparse_sill(own * local_variability(target, known), target, known, where)
+
+
+# A plane with fewer known pixels than this, and covering less than SPARSE_SHARE of it, takes its
+# variance as its interpolation error (the sill): its structure function rests on too few pairs (none
+# at most lags) to say how the error grows. Counted in the tile, whose mirrored halo repeats pixels
+# near the edges (a 73 x 144 field sits in a 224 x 288 tile: 30 pixels count as 188, and a pixel
+# and its mirror image make pairs that differ by 0, which pulled the structure function, and the
+# sigma, to a sixth of the errors). A small field that is mostly known (a 32 x 32 test tile) keeps
+# its structure function.
+SILL_BELOW, SPARSE_SHARE = 256, 0.05
+SPARSE_NO_SPREAD = 4.0  # standard deviations: the error of a plane seen in one pixel (no spread known)
+
+
+def _sparse_sill(var, target, known, where):
+    """``var`` with the sparse planes (fewer than :data:`SILL_BELOW` known pixels, under
+    :data:`SPARSE_SHARE` of the plane) set, at ``where``, to
+    the variance of their known values (the error of an interpolation with no correlation to lean
+    on; :data:`SPARSE_NO_SPREAD` squared for a plane of one pixel, in the per-sample standardised
+    units). ERA-40 total column water seen in 3 or 30 random pixels had a sigma of 0.02 and 2.4
+    for errors of 26 and 12 (RMS): lags without pairs held the structure function at 0."""
+    known = known > 0.5
+    count = known.flatten(2).sum(-1)
+    sparse = (count < SILL_BELOW) & (count < SPARSE_SHARE * known.shape[-2] * known.shape[-1])
+    if not bool(sparse.any()):
+        return var
+    values = torch.where(known, target.float(), 0.0)
+    mean = values.flatten(2).sum(-1) / count.clamp(min=1)
+    spread = (torch.where(known, values - mean[..., None, None], 0.0) ** 2).flatten(2).sum(-1)
+    sill = torch.where(count > 1, spread / (count - 1).clamp(min=1), torch.full_like(spread, SPARSE_NO_SPREAD ** 2))
+    return torch.where(sparse[..., None, None] & where, sill[..., None, None].to(var.dtype), var)

@@ -90,19 +90,10 @@ def resolve_context(ds, targets, context, time_window, dims=None) -> ContextPlan
 
 
 def time_dim_of(arr, dims=None) -> str:
-    """The dim ``time_window`` steps along: a time-like non-spatial dim, else the only one."""
-    spatial = layout.spatial_dims(arr, dims)
-    others = [d for d in arr.dims if d not in spatial]
-    timelike = [d for d in others if layout.is_time_like(arr, d)]
-    if timelike:
-        return timelike[0]
-    if len(others) == 1:
-        return others[0]
-    raise InputError(f"time_window needs a time dim along which to take neighbouring steps; {arr.name!r} has "
-                     f"dims {tuple(arr.dims)} with {'no' if not others else 'several'} non-spatial dims and none "
-                     "looks like time (name it 'time' or give it a datetime coordinate).")
-
-
+    """The dim ``time_window`` steps along: the rule :func:`xdl.conventions.layout.sequence_dim`
+    applies for ``inpaint`` and ``evaluate`` (a time dim, else the one other dim unless it is
+    vertical), so that a model is never fitted on a sequence they refuse."""
+    return layout.sequence_dim(arr, tuple(layout.spatial_dims(arr, dims)))
 
 
 def inherited_context(card: dict, takes_context: bool, context, time_window):
@@ -113,6 +104,8 @@ def inherited_context(card: dict, takes_context: bool, context, time_window):
     context refuses one.
 
     >>> inherited_context({"context": {"variables": ["wind"], "time_window": 1}}, True, None, None)
+    (['wind'], 1)
+    >>> inherited_context({"context": {"variables": ["wind"], "time_window": 1}}, True, ["wind"], None)
     (['wind'], 1)
     """
     have = card.get("context")
@@ -128,7 +121,9 @@ def inherited_context(card: dict, takes_context: bool, context, time_window):
     want = ([str(v) for v in have["variables"]], int(have.get("time_window") or 0))
     if not asked:
         return want
-    got = ([context] if isinstance(context, str) else [str(c) for c in (context or [])], int(time_window or 0))
+    # Either left out (None) keeps the model's.
+    got = (want[0] if context is None else [context] if isinstance(context, str) else [str(c) for c in context],
+           want[1] if time_window is None else int(time_window))
     if got != want:
         raise InputError(f"this model was trained with context={want[0]}, time_window={want[1]}, but the "
                          f"fine-tune passes context={got[0]}, time_window={got[1]}; pass the same (or leave both "
