@@ -477,3 +477,35 @@ def test_netcdf_ready_on_generated_data(tmp_path):
     cf.netcdf_ready(plain).to_netcdf(tmp_path / "p.nc")
     with netCDF4.Dataset(tmp_path / "p.nc") as d:
         assert d["w"].filters()["zlib"] and d["w"].filters()["complevel"] == 4  # compressed by default
+
+
+def test_cell_bounds_are_never_filled_as_data():
+    # lon_bnds of a curvilinear grid (named by lon:bounds) is coordinate metadata: the default
+    # variables leave it alone, even with NaN in it.
+    rng = np.random.default_rng(1)
+    tos = rng.standard_normal((20, 24)).astype("f4")
+    tos[5:8, 4:12] = np.nan
+    bnds = rng.standard_normal((20, 24, 4))
+    bnds[3, 3] = np.nan
+    ds = xr.Dataset({"tos": (("j", "i"), tos), "lon_bnds": (("j", "i", "v"), bnds)},
+                    coords={"lon": (("j", "i"), rng.random((20, 24)), {"bounds": "lon_bnds"}),
+                            "j": np.arange(20), "i": np.arange(24)})
+    out = ds.dl.inpaint(_Const(0.5), domain=None, dims=("j", "i"))
+    assert "lon_bnds_inpainted" not in out and np.isnan(out.lon_bnds.values[3, 3]).all()
+    assert "tos_inpainted" in out and not out.lon_bnds.attrs
+
+
+def test_float_coordinates_never_carry_a_packing_back_into_the_file(tmp_path):
+    # GDAL copies a GOES GeoTIFF's fixed-grid packing onto x/y in metres: written back, every
+    # reader applied it again (x -2564641 m read as -71.88).
+    from xdl.io.write import keep_coordinate_metadata
+
+    x = np.linspace(-2.5e6, -1.5e6, 8)
+    src = xr.Dataset({"v": (("y", "x"), np.ones((6, 8), "f4"))},
+                     coords={"x": ("x", x, {"scale_factor": 2.8e-05, "add_offset": -0.07, "axis": "X"}),
+                             "y": np.arange(6.0)})
+    out = keep_coordinate_metadata(src.dl.inpaint(_Const(0.5), variables=["v"]), src)
+    assert out.x.attrs.get("axis") == "X" and "scale_factor" not in out.x.attrs
+    write_output(out, str(tmp_path / "o.nc"))
+    with netCDF4.Dataset(tmp_path / "o.nc") as nc:
+        np.testing.assert_array_equal(nc["x"][:], x)

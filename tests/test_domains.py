@@ -545,3 +545,50 @@ def test_the_sst_anomaly_series_never_fills_land():
     land = ~np.isfinite(ds.sst.values).any(0)
     out = outside(domains.auto_domain(ds, ds.sst), ds.sst)[0]
     assert out[land].all() and not out[~land].any()
+
+
+def _lst_like_file(tmp_path):
+    """A field with a DQF flag variable whose water class marks pixels never to fill (GOES LST)."""
+    import netCDF4
+
+    path = tmp_path / "lst.nc"
+    rng = np.random.default_rng(0)
+    with netCDF4.Dataset(path, "w") as d:
+        d.createDimension("y", 40)
+        d.createDimension("x", 48)
+        d.createVariable("y", "f8", ("y",))[:] = np.arange(40.0)
+        d.createVariable("x", "f8", ("x",))[:] = np.arange(48.0)
+        dqf = d.createVariable("DQF", "u1", ("y", "x"))
+        dqf.flag_masks = np.array([1, 16], "u1")
+        dqf.flag_meanings = "cloud water"
+        flags = np.zeros((40, 48), "u1")
+        flags[:, 36:] = 16  # water at the right edge
+        flags[10:14, :20] = 1  # a cloud over land
+        dqf[:] = flags
+        lst = d.createVariable("LST", "f4", ("y", "x"), fill_value=np.float32(np.nan))
+        lst.ancillary_variables = "DQF"
+        values = (290 + rng.standard_normal((40, 48))).astype("f4")
+        values[flags > 0] = np.nan
+        lst[:] = values
+    return path
+
+
+def test_a_dataarray_without_its_land_water_flags_warns(tmp_path):
+    # The Dataset's fill keeps the DQF water class NaN; a DataArray does not carry DQF, so its fill
+    # cannot: it says so (GOES LST: 323 water pixels were filled silently) and names the fixes.
+    ds = xr.open_dataset(_lst_like_file(tmp_path))
+    water = np.zeros((40, 48), bool)
+    water[:, 36:] = True
+    assert np.isnan(ds.dl.inpaint(variables=["LST"]).LST.values[water]).all()
+    with pytest.warns(xdl.XdlWarning, match=r"names the flag variable 'DQF'.*assign_coords\(DQF=ds\['DQF'\]\)"):
+        ds.LST.dl.inpaint()
+    kept = ds.LST.assign_coords(DQF=ds.DQF).dl.inpaint()
+    assert np.isnan(kept.values[water]).all()
+
+
+def test_a_missing_grid_mapping_of_the_dataset_itself_is_no_geostationary_advice():
+    ds = xr.Dataset({"h": (("lat", "lon"), np.ones((20, 30)), {"grid_mapping": "crs"})},
+                    coords={"lat": np.linspace(-10, 10, 20), "lon": np.linspace(0, 30, 30)})
+    with pytest.warns(UserWarning, match="neither the Dataset nor its file has") as record:
+        domains.auto_domain(ds, ds.h)
+    assert not any("Fill the Dataset instead" in str(w.message) for w in record)

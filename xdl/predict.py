@@ -351,8 +351,8 @@ GEOLOCATION_NAMES = ("latitude", "longitude", "grid_latitude", "grid_longitude",
 
 def eligible_variables(ds, spec, dims, floats_only=False) -> list:
     """Data variables a one-channel model can run over: numbers with the spatial dims, not CF
-    flag, grid-mapping, ancillary or geolocation variables (those are metadata, never data to
-    transform or fill)."""
+    flag, grid-mapping, ancillary, cell-bounds or geolocation variables (those are metadata, never
+    data to transform or fill)."""
     out = []
     # Ancillary variables (CF: quality flags, standard errors, an xdl fill's <var>_sigma) describe
     # another variable: they are not fields of their own.
@@ -360,8 +360,10 @@ def eligible_variables(ds, spec, dims, floats_only=False) -> list:
     # Geolocation kept as data variables (2-D lat/lon of a projected grid, read without
     # decode_coords): named by another's ``coordinates`` or by their standard_name.
     located = {n for var in ds.data_vars.values() for n in str(var.attrs.get("coordinates", "")).split()}
+    # Cell bounds (CF ``bounds``, e.g. lon_bnds of a curvilinear grid) are coordinate metadata.
+    bounds = {str(v.attrs["bounds"]) for v in [*ds.coords.values(), *ds.data_vars.values()] if "bounds" in v.attrs}
     for name, var in ds.data_vars.items():
-        if name in ancillary or name in located or var.attrs.get("standard_name") in GEOLOCATION_NAMES:
+        if name in ancillary or name in located or name in bounds or var.attrs.get("standard_name") in GEOLOCATION_NAMES:
             continue
         numeric = np.issubdtype(var.dtype, np.floating) or (
             not floats_only and np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)

@@ -39,7 +39,7 @@ import xarray as xr
 
 from ..errors import XdlWarning
 from . import cf
-from .projection import grid_mapping, projection_disk
+from .projection import grid_mapping, projection_disk, source_variable_attrs
 
 # A missing region is "wide" where some pixel lies this many pixels (chessboard) from every
 # observed pixel (an 11x11 square fits in it): scan lines, small clouds and the blocks of typical
@@ -130,6 +130,23 @@ def _land(var: xr.DataArray) -> xr.DataArray | None:
         on = values.fillna(0.0) >= 0.5
         return on if std.startswith("land") else ~on
     return _land_bit(var)
+
+
+def _warn_flags_left_behind(arr: xr.DataArray, found: set) -> None:
+    """Warn when ``arr`` (filled as a DataArray) names an ancillary flag variable with land or water
+    classes (read from its file's attributes) that it does not carry: the Dataset's fill keeps
+    those pixels NaN, the DataArray's cannot see them (GOES LST water was filled)."""
+    for name in str(arr.attrs.get("ancillary_variables", "")).split():
+        if name in arr.coords or name in found:
+            continue
+        attrs = source_variable_attrs(arr, name) or {}
+        meanings = [re.sub(r"^\d+_", "", m.lower()) for m in str(attrs.get("flag_meanings", "")).split()]
+        if any(_LAND_MEANING.search(m) or _is_water(m) for m in meanings):
+            warnings.warn(f"{arr.name!r} names the flag variable {name!r}, whose land/water classes mark pixels "
+                          "never to fill, but a DataArray does not carry it: domain='auto' cannot read it. Fill "
+                          f"the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the flags as "
+                          f"a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain=.",
+                          XdlWarning, stacklevel=4)
 
 
 def surface_masks(obj, arr: xr.DataArray, spatial) -> list[tuple[str, xr.DataArray]]:
@@ -291,6 +308,8 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
     if valid is None:
         valid = cf.cf_valid_mask(arr)
     masks = surface_masks(obj, arr, spatial)
+    if isinstance(obj, xr.DataArray):
+        _warn_flags_left_behind(arr, {name for name, _ in masks})
     if masks:
         counts = dask.compute(valid.sum(), *[(valid & land).sum() for _, land in masks],
                               *[(valid & ~land).sum() for _, land in masks])

@@ -20,7 +20,7 @@ GOES_R_PROJECTION = {"grid_mapping_name": "geostationary", "perspective_point_he
 _DISK_MAPPINGS = ("geostationary", "vertical_perspective")
 
 
-def _read_mapping_from_source(arr: xr.DataArray, name: str) -> dict | None:
+def source_variable_attrs(arr: xr.DataArray, name: str) -> dict | None:
     """The attributes of variable ``name`` in the file ``arr`` was read from, if it can be read."""
     source = arr.encoding.get("source")
     if not source or not isinstance(source, str):
@@ -58,7 +58,7 @@ def with_mapping_variable(out, arr: xr.DataArray):
     name = cf.grid_mapping_name(arr)
     if not name or name in arr.coords or name in out.coords or (isinstance(out, xr.Dataset) and name in out.variables):
         return out
-    attrs = _read_mapping_from_source(arr, name)
+    attrs = source_variable_attrs(arr, name)
     if not attrs or "grid_mapping_name" not in attrs:
         return out
     attrs.pop("_FillValue", None)
@@ -93,7 +93,7 @@ def grid_mapping(obj, arr: xr.DataArray | None = None, *, warn: bool = False) ->
         if coord.ndim == 0 and "grid_mapping_name" in coord.attrs:
             return dict(coord.attrs)
     if name:
-        attrs = _read_mapping_from_source(arr, name)
+        attrs = source_variable_attrs(arr, name)
         if attrs and "grid_mapping_name" in attrs:
             return attrs
     if "grid_mapping_name" in arr.attrs:
@@ -101,12 +101,17 @@ def grid_mapping(obj, arr: xr.DataArray | None = None, *, warn: bool = False) ->
     if name == "goes_imager_projection":
         return dict(GOES_R_PROJECTION)
     if name and warn:
-        warnings.warn(
-            f"{arr.name!r} names grid_mapping {name!r}, but that variable is not among its coordinates "
-            f"nor in a file xdl can read, so domain='auto' cannot find the disk of a geostationary "
-            f"grid. Fill the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the "
-            f"mapping as a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain= "
-            f"(e.g. xdl.conventions.projection.earth_disk(ds), or None to fill everywhere).", UserWarning, stacklevel=4)
+        if isinstance(obj, xr.Dataset) and obj is not arr:  # the Dataset itself lacks it: the file does
+            message = (f"{arr.name!r} names grid_mapping {name!r}, which neither the Dataset nor its file has: "
+                       "if the grid is geostationary, domain='auto' cannot find the Earth's disk (pass domain=, "
+                       "or None to fill everywhere); on any other grid nothing is lost.")
+        else:
+            message = (f"{arr.name!r} names grid_mapping {name!r}, but that variable is not among its coordinates "
+                       "nor in a file xdl can read, so domain='auto' cannot find the disk of a geostationary grid. "
+                       f"Fill the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the mapping "
+                       f"as a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain= (e.g. "
+                       "xdl.conventions.projection.earth_disk(ds), or None to fill everywhere).")
+        warnings.warn(message, UserWarning, stacklevel=4)
     return None
 
 

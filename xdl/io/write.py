@@ -121,7 +121,11 @@ def keep_coordinate_metadata(result, source):
 
     for name, coord in result.coords.items():
         if name in source.coords and source[name].dims == coord.dims:
-            coord.attrs = {**source[name].attrs, **coord.attrs}
+            attrs = dict(source[name].attrs)
+            if np.issubdtype(coord.dtype, np.floating):  # decoded values: a packing here would be applied again
+                for key in ("scale_factor", "add_offset", "_Unsigned"):
+                    attrs.pop(key, None)
+            coord.attrs = {**attrs, **coord.attrs}
             # Time coordinates keep their units/calendar; never the source's packing (an int16
             # dtype without its scale_factor would truncate GOES scan angles to 0).
             if np.issubdtype(coord.dtype, np.datetime64) or np.issubdtype(coord.dtype, np.timedelta64):
