@@ -529,7 +529,7 @@ def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 1
 
     linear_curve = structure_function(residual, base, sample=CHOICE_SAMPLE) / 2
     linear_mid = curvature_function(residual, base, sample=CHOICE_SAMPLE) / 4
-    curved_curve = _thin_plate_error(linear_mid, residual, base)
+    curved_curve = _thin_plate_error(linear_mid, residual, base, gaps)
     # The choice from the gap pixels' distances rounded to whole pixels (a histogram): cheap.
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
     many = gaps.flatten(2).sum(-1) > THIN_PLATE_CHEAP
@@ -556,14 +556,20 @@ def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 1
     return spread.reshape(n, c, h, w), factor, floor
 
 
-def _thin_plate_error(linear_mid, field, known):
+def _thin_plate_error(linear_mid, field, known, gaps):
     """A thin plate's predicted error variance by distance (N, C, 1 + len(LAGS)): the geometric mean
     of a linear interpolant's midpoint error ``linear_mid`` and the cubic midpoint rule's (at most
-    the linear one's). On the training scenes (21 case x gap kinds, 3 draws; benchmarks/RESULTS.md,
-    session 31): RMSE 0.995x in the geometric mean (hgt500 across scan lines 0.919x), worst 1.002x;
-    the cubic error alone 0.987x but worst 1.014x and sigma too narrow on smooth fields."""
+    the linear one's); ``linear_mid`` alone on planes of more than :data:`THIN_PLATE_CHEAP` ``gaps``
+    pixels, where a thin plate chosen or mixed in more often costs its solve (a GOES CONUS tile:
+    the context fill 14% slower, for no change in its error). On the training scenes (21 case x
+    gap kinds, 3 draws; benchmarks/RESULTS.md, session 31): RMSE 0.996x in the geometric mean
+    (hgt500 across scan lines 0.918x), worst 1.002x; the cubic error alone 0.987x but worst 1.014x
+    and sigma too narrow on smooth fields."""
+    many = (gaps.flatten(2).sum(-1) > THIN_PLATE_CHEAP)[..., None]
+    if bool(many.all()):
+        return linear_mid
     cubic = cubic_function(field, known, sample=CHOICE_SAMPLE)
-    return torch.sqrt(linear_mid * torch.minimum(linear_mid, cubic))
+    return torch.where(many, linear_mid, torch.sqrt(linear_mid * torch.minimum(linear_mid, cubic)))
 
 
 def _sums_at_gaps(curves, distance, gaps):
@@ -697,7 +703,7 @@ def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     if not bool(enough.any()):
         return enough
     linear_curve = structure_function(target, known, sample=CHOICE_SAMPLE) / 2
-    curved_curve = _thin_plate_error(curvature_function(target, known, sample=CHOICE_SAMPLE) / 4, target, known)
+    curved_curve = _thin_plate_error(curvature_function(target, known, sample=CHOICE_SAMPLE) / 4, target, known, gaps)
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
     many = gaps.flatten(2).sum(-1) > THIN_PLATE_CHEAP
     thin = (curved_sum < torch.where(many, THIN_PLATE_GAIN, 1.0) * linear_sum)[..., None]
@@ -752,7 +758,7 @@ def _own_variance(target, known, distance, where, thin_plate=False):
     thin-plate fill (``thin_plate``), which follows the field's slopes, a quarter of its
     second-order structure function (:func:`curvature_function`) instead."""
     if thin_plate:
-        own = at_distance(_thin_plate_error(curvature_function(target, known) / 4, target, known), distance, where=where)
+        own = at_distance(_thin_plate_error(curvature_function(target, known) / 4, target, known, where), distance, where=where)
     else:
         own = at_distance(structure_function(target, known), distance, where=where) / 2
     return _sparse_sill(own * local_variability(target, known), target, known, where)
