@@ -149,20 +149,7 @@ def curvature_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS, samp
     >>> curvature_function(f, torch.ones_like(f), lags=(1, 2)).flatten().tolist()
     [0.0, 4.0, 64.0]
     """
-    lines = _lines(field, known, sample)
-    out = [torch.zeros(field.shape[:-2], dtype=torch.float32, device=field.device)]
-    for lag in lags:
-        total, count = torch.zeros_like(out[0]), torch.zeros_like(out[0])
-        for values, mask in lines:
-            size = values.shape[-1] - 2 * lag
-            if size <= 0:
-                continue
-            x0, x1, x2 = (_shifted(values, lag, k, size) for k in range(3))
-            both = _shifted(mask, lag, 0, size) * _shifted(mask, lag, 1, size) * _shifted(mask, lag, 2, size)
-            total = total + ((x2 - 2 * x1 + x0) ** 2 * both).sum((-2, -1))
-            count = count + both.sum((-2, -1))
-        out.append(torch.where(count > 0, total / count.clamp(min=1.0), out[-1]))
-    return torch.cummax(torch.stack(out, -1), -1).values
+    return _stencil_function(field, known, {0: 1.0, 1: -2.0, 2: 1.0}, lags, sample)
 
 
 @torch.no_grad()
@@ -178,18 +165,29 @@ def cubic_function(field: torch.Tensor, known: torch.Tensor, lags=LAGS, sample=S
     >>> cubic_function(f, torch.ones_like(f), lags=(1, 2)).flatten().tolist()
     [0.0, 0.0, 0.0]
     """
+    return _stencil_function(field, known, {0: 1 / 16, 2: -9 / 16, 3: 1.0, 4: -9 / 16, 6: 1 / 16}, lags, sample)
+
+
+def _stencil_function(field, known, weights, lags, sample):
+    """The mean square of ``sum_k weights[k] * f(p + k h)`` over the tuples of ``known`` pixels
+    along x and y, per lag ``h`` (offsets in units of it): (N, C, 1 + len(lags)), 0 at lag 0,
+    non-decreasing; a lag without tuples holds the value before it."""
     lines = _lines(field, known, sample)
+    offsets = sorted(weights)
     out = [torch.zeros(field.shape[:-2], dtype=torch.float32, device=field.device)]
     for lag in lags:
         total, count = torch.zeros_like(out[0]), torch.zeros_like(out[0])
         for values, mask in lines:
-            size = values.shape[-1] - 6 * lag
+            size = values.shape[-1] - offsets[-1] * lag
             if size <= 0:
                 continue
-            x0, x2, x3, x4, x6 = (_shifted(values, lag, k, size) for k in (0, 2, 3, 4, 6))
-            every = (_shifted(mask, lag, 0, size) * _shifted(mask, lag, 2, size) * _shifted(mask, lag, 3, size)
-                     * _shifted(mask, lag, 4, size) * _shifted(mask, lag, 6, size))
-            total = total + ((x3 - (9 * (x2 + x4) - x0 - x6) / 16) ** 2 * every).sum((-2, -1))
+            every = _shifted(mask, lag, offsets[0], size)
+            for k in offsets[1:]:
+                every = every * _shifted(mask, lag, k, size)
+            rule = weights[offsets[-1]] * _shifted(values, lag, offsets[-1], size)
+            for k in reversed(offsets[:-1]):  # last offset first: (f2 - 2 f1) + f0 as before
+                rule = rule + weights[k] * _shifted(values, lag, k, size)
+            total = total + (rule ** 2 * every).sum((-2, -1))
             count = count + every.sum((-2, -1))
         out.append(torch.where(count > 0, total / count.clamp(min=1.0), out[-1]))
     return torch.cummax(torch.stack(out, -1), -1).values
