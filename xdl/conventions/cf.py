@@ -36,13 +36,13 @@ def drop_packing(obj):
     """Forget how the source file packed its coordinates (int16 + scale_factor in GOES files):
     re-packing goes through JSON/float64 in zarr and would not give back the same floats, so
     coordinates are written as the decoded values, bit for bit. Float coordinates also lose a
-    ``scale_factor``/``add_offset`` left in their attributes (GDAL copies a GOES GeoTIFF's fixed-grid
-    packing onto x/y in metres): every reader of the output would apply it again."""
+    ``scale_factor``/``add_offset``/``_Unsigned`` left in their attributes (GDAL copies a GOES
+    GeoTIFF's fixed-grid packing onto x/y in metres): every reader of the output would apply it again."""
     for coord in obj.coords.values():
         if np.issubdtype(coord.dtype, np.floating):
             for key in _PACKING_KEYS:
                 coord.encoding.pop(key, None)
-            for key in ("scale_factor", "add_offset"):
+            for key in ("scale_factor", "add_offset", "_Unsigned"):
                 coord.attrs.pop(key, None)
     return obj
 

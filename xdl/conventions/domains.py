@@ -102,10 +102,15 @@ def _flag_set(var: xr.DataArray, raw: xr.DataArray, meanings: list[str], hits: l
     return None
 
 
+def _meanings(attrs: dict) -> list[str]:
+    """A flag variable's ``flag_meanings``, lower case, without a leading bit number ("1_land")."""
+    return [re.sub(r"^\d+_", "", m.lower()) for m in str(attrs.get("flag_meanings", "")).split()]
+
+
 def _land_bit(var: xr.DataArray) -> xr.DataArray | None:
     """True on land by a flag variable: its land flag (GHRSST l2p_flags bit ``land``, a ``land``
     class of a mask), or the complement of its water-surface flag (GOES LST DQF); else None."""
-    meanings = [re.sub(r"^\d+_", "", m.lower()) for m in str(var.attrs.get("flag_meanings", "")).split()]
+    meanings = _meanings(var.attrs)
     numbered = str(var.attrs.get("flag_meanings", "")).split()
     if not meanings or ("flag_masks" not in var.attrs and "flag_values" not in var.attrs):
         return None
@@ -139,8 +144,7 @@ def _warn_flags_left_behind(arr: xr.DataArray, found: set) -> None:
     for name in str(arr.attrs.get("ancillary_variables", "")).split():
         if name in arr.coords or name in found:
             continue
-        attrs = source_variable_attrs(arr, name) or {}
-        meanings = [re.sub(r"^\d+_", "", m.lower()) for m in str(attrs.get("flag_meanings", "")).split()]
+        meanings = _meanings(source_variable_attrs(arr, name) or {})
         if any(_LAND_MEANING.search(m) or _is_water(m) for m in meanings):
             warnings.warn(f"{arr.name!r} names the flag variable {name!r}, whose land/water classes mark pixels "
                           "never to fill, but a DataArray does not carry it: domain='auto' cannot read it. Fill "

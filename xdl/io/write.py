@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 
+from ..conventions import cf
 from ..errors import InputError, OutputExistsError, OutputWriteError, XdlError
 from .files import is_zarr, refuse_existing, refuse_overlap, replace_atomically
 from .zarr import STATUS_ATTR, describe_incomplete, store_status
@@ -121,15 +122,12 @@ def keep_coordinate_metadata(result, source):
 
     for name, coord in result.coords.items():
         if name in source.coords and source[name].dims == coord.dims:
-            attrs = dict(source[name].attrs)
-            if np.issubdtype(coord.dtype, np.floating):  # decoded values: a packing here would be applied again
-                for key in ("scale_factor", "add_offset", "_Unsigned"):
-                    attrs.pop(key, None)
-            coord.attrs = {**attrs, **coord.attrs}
+            coord.attrs = {**source[name].attrs, **coord.attrs}
             # Time coordinates keep their units/calendar; never the source's packing (an int16
             # dtype without its scale_factor would truncate GOES scan angles to 0).
             if np.issubdtype(coord.dtype, np.datetime64) or np.issubdtype(coord.dtype, np.timedelta64):
                 for key in ("units", "calendar"):
                     if key in source[name].encoding:
                         coord.encoding.setdefault(key, source[name].encoding[key])
-    return result
+    # Decoded float coordinates: a packing copied back with the attrs would be applied again.
+    return cf.drop_packing(result)

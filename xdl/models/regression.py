@@ -227,11 +227,11 @@ def _local_fit(target, target_mask, context, context_mask, cell, radius, wide_ra
 EXTRAPOLATION_VARIANCE = 0.2
 
 
-def _with_extrapolation(variance, gaps, context, fields, spread):
+def _with_extrapolation(variance, gaps, context, fields, spread, cell):
     """The fit's residual ``variance`` (N, 1, H, W) times ``1 + EXTRAPOLATION_VARIANCE * max(d2 / K - 1, 0)`` at
     the ``gaps`` pixels, ``d2`` the squared Mahalanobis distance of the pixel's context values from
-    those of the window its cell's fit came from, ``K`` = ``fields`` (N,), the context fields
-    present in the sample."""
+    those of the window its ``cell x cell`` cell's fit came from, ``K`` = ``fields`` (N,), the
+    context fields present in the sample."""
     if EXTRAPOLATION_VARIANCE == 0 or context.shape[1] == 0:
         return variance
     pixels = torch.nonzero(gaps.reshape(-1)).squeeze(1)
@@ -243,9 +243,9 @@ def _with_extrapolation(variance, gaps, context, fields, spread):
     # Each pixel reads its own cell's window (the variance factor need not be smooth: one gather
     # instead of four, 11 -> 5 ms on a CONUS tile).
     sample, y, x = pixels // (h * w), (pixels // w) % h, pixels % w
-    cell = (sample * hc + y * hc // h) * wc + x * wc // w
+    which = (sample * hc + y // cell) * wc + x // cell
     values = context.reshape(n, k, h * w)[sample, :, pixels % (h * w)]
-    d2 = _distance2(values.float(), mean.reshape(-1, k)[cell].float(), inverse.reshape(-1, k, k)[cell].float())
+    d2 = _distance2(values.float(), mean.reshape(-1, k)[which].float(), inverse.reshape(-1, k, k)[which].float())
     fields = fields.clamp(min=1)[sample]
     out = variance.clone()
     out.view(-1)[pixels] *= 1.0 + EXTRAPOLATION_VARIANCE * (d2.clamp(min=0.0) / fields - 1.0).clamp(min=0.0)
@@ -303,7 +303,7 @@ def presence_regression(target, target_mask, context, context_mask, present, cel
                                                              wide_radius, prior)
     variance = F.interpolate(residual.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
     absent = absent_fields(present)
-    variance = _with_extrapolation(variance, target_mask < 0.5, context, (~absent).flatten(1).sum(-1), spread)
+    variance = _with_extrapolation(variance, target_mask < 0.5, context, (~absent).flatten(1).sum(-1), spread, cell)
     here = present > 0.5
     if bool(here.all()):  # every field everywhere (the common case): exact, no pass below
         return ContextFit(estimate, residual, variance, torch.ones_like(here[:, :1]), coefficients)

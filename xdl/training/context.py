@@ -83,17 +83,11 @@ def resolve_context(ds, targets, context, time_window, dims=None) -> ContextPlan
     k = window_steps(time_window or 0)
     if k > MAX_TIME_WINDOW:
         raise InputError(f"time_window={k} is more than {MAX_TIME_WINDOW} steps each side; use a smaller window.")
-    time_dim = time_dim_of(ds[targets[0]], dims) if k else None  # refuses data without one
+    # The dim inpaint and evaluate step along (refuses data without one, and vertical dims).
+    time_dim = layout.sequence_dim(ds[targets[0]], tuple(layout.spatial_dims(ds[targets[0]], dims))) if k else None
     channels = [Channel(n) for n in names]
     channels += [Channel(t, off, True) for t in targets for off in (*range(-k, 0), *range(1, k + 1))]
     return ContextPlan(tuple(names), k, tuple(channels), time_dim)
-
-
-def time_dim_of(arr, dims=None) -> str:
-    """The dim ``time_window`` steps along: the rule :func:`xdl.conventions.layout.sequence_dim`
-    applies for ``inpaint`` and ``evaluate`` (a time dim, else the one other dim unless it is
-    vertical), so that a model is never fitted on a sequence they refuse."""
-    return layout.sequence_dim(arr, tuple(layout.spatial_dims(arr, dims)))
 
 
 def inherited_context(card: dict, takes_context: bool, context, time_window):
