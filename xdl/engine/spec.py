@@ -16,6 +16,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..models import registry
+from .feeding import on_cpu_feeder
 
 MODES = ("spatial", "pointwise", "volume")
 
@@ -223,12 +224,15 @@ def engine_spec(model, mode: str | None = None, halo: int | None = None) -> Engi
         value = getattr(module, key, None)
         return default if value is None else value
 
-    was_training = module.training
-    module.eval()  # probes must not touch BatchNorm running statistics
-    try:
-        return _engine_spec(card, module, pick, mode, halo)
-    finally:
-        module.train(was_training)
+    def probed():
+        was_training = module.training
+        module.eval()  # probes must not touch BatchNorm running statistics
+        try:
+            return _engine_spec(card, module, pick, mode, halo)
+        finally:
+            module.train(was_training)
+
+    return on_cpu_feeder(probed)  # the thread the model's CPU calls run in (see on_cpu_feeder)
 
 
 def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
