@@ -256,7 +256,7 @@ class FillUNet(nn.Module):
         # missing, the fit on its interpolation beat a fit on the day after alone, and the finer
         # fill cut the training time series' errors by 3-26% (benchmarks/RESULTS.md, 2026-12-06).
         # Learned corrections were trained on the coarse fill, so they keep it.
-        context_complete = bool((mc > 0.5).all())
+        context_complete = bool(mc.amin() > 0.5)  # one pass, no bool copy of the masks
         if context_complete:
             complete = xc
         elif self.correction_scale == "kriged" and not self.has_correction:
