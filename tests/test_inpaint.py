@@ -3,6 +3,7 @@
 import dask.array as da
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -314,3 +315,26 @@ def test_geolocation_kept_as_data_variables_is_not_filled():
     assert np.isfinite(out.nee.values).all()
     for name in ("lat", "lon", "xlat", "xlon"):
         np.testing.assert_array_equal(out[name].values, ds[name].values)
+
+
+def test_in_memory_inputs_are_never_written():
+    """In-memory input goes to dask without a copy (xdl.dask_wrap): no step may write into it."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:96, 0:96]
+    a = (np.sin(x / 7.0) + np.cos(y / 5.0) + 0.1 * rng.standard_normal((96, 96))).astype("f4")
+    gappy = np.where(rng.random((96, 96)) < 0.1, np.nan, a).astype("f4")
+    ds = xr.Dataset({"t": (("y", "x"), gappy), "c": (("y", "x"), 2 * a + 1)})
+    before = {k: v.values.copy() for k, v in ds.data_vars.items()}
+
+    class WritesItsInput(torch.nn.Module):
+        in_channels = out_channels = 1
+        size_multiple, halo, mode = 1, 0, "spatial"
+
+        def forward(self, x):
+            return x.mul_(2)
+
+    ds.dl.inpaint(variables=["t"], context=["c"], uncertainty=True)
+    ds.dl.inpaint(variables=["t"])
+    ds["c"].dl.predict(WritesItsInput(), compile=False)
+    for k, v in before.items():
+        assert ds[k].values.tobytes() == v.tobytes(), k

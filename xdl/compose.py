@@ -15,6 +15,7 @@ from . import uncertainty
 from .conventions import cf, layout
 from .conventions.validity import range_check, valid_mask
 from .engine import tiling
+from .dask_wrap import as_dask
 from .errors import XdlWarning
 
 __all__ = ["FLAG_VALID", "FLAG_FILLED", "FLAG_UNFILLABLE", "FLAG_OUTSIDE", "FLAG_MODEL_FAILED", "FLAG_NOT_WRITTEN",
@@ -38,7 +39,7 @@ FLAG_ATTRS = {
 def unhashed(arr: xr.DataArray) -> xr.DataArray:
     if isinstance(arr.data, da.Array):
         return arr
-    return arr.copy(data=da.from_array(arr.data, chunks=-1, name=False))
+    return arr.copy(data=as_dask(arr.data))
 
 
 def fill_bounds(lo, hi, *, clip, limits):
@@ -108,7 +109,7 @@ def near_valid(valid: xr.DataArray, spatial, halo: int) -> xr.DataArray:
 
     data = valid.data
     if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=-1, name=False)
+        data = as_dask(data)
     if halo <= 0:
         return valid.copy(data=data)
     # Beyond the array's size a deeper halo adds nothing; dask refuses it.

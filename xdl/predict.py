@@ -12,6 +12,7 @@ import xarray as xr
 from . import normalize, uncertainty
 from .conventions import cf, layout, projection
 from .engine import tiling
+from .dask_wrap import as_dask
 from .errors import InputError
 from .engine.graph import TILES_ALL, apply_model, insert_axis, payload_for, take_index
 from .engine.options import RunOptions, check_halo
@@ -180,8 +181,8 @@ def _dask_input(x: xr.DataArray, plans, batch_size: int) -> da.Array:
         chunks.append(take)
         remaining = max(1, remaining // size)
     chunks = chunks[::-1] + [-1] + [max(p.stride, min(p.length, 2048 // p.stride * p.stride)) for p in plans]
-    # name=False: a random key instead of hashing the whole array (tens of ms per call on a scene).
-    return da.from_array(np.asarray(data), chunks=tuple(chunks), name=False)
+    # A random key instead of hashing the whole array (tens of ms per call on a scene), and no copy.
+    return as_dask(data, chunks=tuple(chunks))
 
 
 def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatial, names, out_names,

@@ -32,6 +32,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage
 
+from .dask_wrap import as_dask
 from .errors import InputError, XdlWarning
 
 __all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "stale_sigma", "sigma_attrs", "sigma_name", "FILLED",
@@ -231,8 +232,7 @@ def lazy_gap_distance(valid: xr.DataArray, spatial, cap: float, factors=None) ->
     blocks of at least 2048 pixels (or 4 x the cap) a side, that the halo stays a small share.
     ``factors`` (``(bins, scales)``): the :func:`distance_factor` of the distances instead."""
     axes = tuple(valid.get_axis_num(d) for d in spatial)
-    data = valid.data if isinstance(valid.data, da.Array) else da.from_array(np.asarray(valid.data), chunks=-1,
-                                                                             name=False)
+    data = valid.data if isinstance(valid.data, da.Array) else as_dask(valid.data)
     halo = int(math.ceil(cap))
     side = max(2048, 4 * halo)
     work = data.rechunk({a: max(side, max(data.chunks[a])) for a in axes})

@@ -86,10 +86,13 @@ SCRIPT = textwrap.dedent("""
 def test_an_inpaint_starts_one_openmp_team():
     """In a fresh process: loading the bundled models and two inpaints (context, single-field, dask
     threads) add at most one team's worker threads."""
+    # A fresh environment's thread counts (dask's nanny leaves OMP/MKL_NUM_THREADS=1 behind it).
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          env={**env, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr[-2000:]
     added, threads = map(int, done.stdout.split()[-2:])
     if threads < 2:
         pytest.skip("torch runs one intra-op thread here: no OpenMP teams to count")
     assert added <= threads - 1, f"{added} native threads added; one team of {threads} adds {threads - 1}"
+

@@ -181,12 +181,37 @@ def _in_range(da: xr.DataArray):
     lo, hi = valid_limits(da)
     data, result = da.data, None
     # A little slack: decoded limits carry float rounding of the packing.
+    lo = None if lo is None else np.float64(lo) - 1e-6 * max(abs(lo), 1.0)
+    hi = None if hi is None else np.float64(hi) + 1e-6 * max(abs(hi), 1.0)
+    if data.dtype == np.float32:  # the same test without a float64 copy of the data
+        lo, hi = _float32_limits(lo, hi)
     if lo is not None:
-        result = data >= np.float64(lo) - 1e-6 * max(abs(lo), 1.0)
+        result = data >= lo
     if hi is not None:
-        above = data <= np.float64(hi) + 1e-6 * max(abs(hi), 1.0)
+        above = data <= hi
         result = above if result is None else result & above
     return result
+
+
+def _float32_limits(lo, hi):
+    """Float32 limits that test float32 values exactly as the float64 ``lo`` and ``hi`` do: the
+    smallest float32 >= ``lo``, the largest <= ``hi`` (a float32 ``x`` is >= ``lo`` exactly when it
+    is >= the first float32 at or above it). A float32 array compared with a float64 scalar is
+    compared in float64, a copy of the data twice the size (a CONUS band: 5 ms a test, 2.5 here).
+
+    >>> tenth = np.float64(0.1)  # not a float32: 0.1 rounds up to one
+    >>> lo, hi = _float32_limits(tenth, tenth)
+    >>> bool(lo >= tenth > np.nextafter(lo, np.float32(0))), bool(hi <= tenth < np.nextafter(hi, np.float32(1)))
+    (True, True)
+    """
+    with np.errstate(over="ignore"):
+        if lo is not None:
+            low = np.float32(lo)
+            lo = np.nextafter(low, np.float32(np.inf)) if low < lo else low
+        if hi is not None:
+            high = np.float32(hi)
+            hi = np.nextafter(high, np.float32(-np.inf)) if high > hi else high
+    return lo, hi
 
 
 def out_of_range_counts(da: xr.DataArray):

@@ -42,13 +42,21 @@ def _cell_moments(t, c, w, cell):
     with itself, ``w`` being its own square: all pairs at once, no per-pair pass over the pixels)."""
     n, k, h, wd = c.shape
     hc, wc = -(-h // cell), -(-wd // cell)
-    design = torch.cat([w, c * w, t * w], 1)
     pad = (0, wc * cell - wd, 0, hc * cell - h)
-    if any(pad):
-        design = F.pad(design, pad)  # zero weight beyond the edge
+    if any(pad):  # zero weight beyond the edge
+        t, c, w = (F.pad(a, pad) for a in (t, c, w))
     k2 = k + 2
-    # Cells with their pixels last: each cell row is a contiguous run of the copy's source.
-    d = design.reshape(n, k2, hc, cell, wc, cell).permute(0, 2, 4, 1, 3, 5).reshape(n, hc, wc, k2, cell * cell)
+
+    def cells(a):  # (N, Hc * cell, Wc * cell) -> a view (N, Hc, Wc, cell, cell): each cell's pixels last
+        return a.reshape(n, hc, cell, wc, cell).permute(0, 1, 3, 2, 4)
+
+    # The weighted design written straight into that layout (each product into its place: no
+    # concatenated copy to permute after).
+    d = torch.empty((n, hc, wc, k2, cell, cell), dtype=w.dtype, device=w.device)
+    d[:, :, :, 0] = cells(w[:, 0])
+    for j, field in enumerate(list(c.unbind(1)) + [t[:, 0]], start=1):
+        torch.mul(cells(field), cells(w[:, 0]), out=d[:, :, :, j])
+    d = d.reshape(n, hc, wc, k2, cell * cell)
     return (d @ d.transpose(-1, -2)).double()
 
 
