@@ -265,7 +265,8 @@ class FillUNet(nn.Module):
             complete = _smooth_fill(xc.float(), mc, p)
         # A field missing from a whole sample (a neighbour beyond the series' end) enters the
         # regression as a zero column (coefficient 0) instead of leaving it no pixel to fit on.
-        fit_mask = mc if context_complete else torch.where(absent_fields(mc), torch.ones_like(mc), mc)
+        absent = None if context_complete else absent_fields(mc)
+        fit_mask = mc if absent is None or not bool(absent.any()) else torch.where(absent, torch.ones_like(mc), mc)
         estimates, spreads, variances, kriged = [], [], [], []
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
@@ -296,8 +297,9 @@ class FillUNet(nn.Module):
                                              size=[n // p for n in xt.shape[-2:]], mode="nearest"))
         estimate = torch.cat(estimates, 1) if estimates else None
         if kriged:  # the misfit kriged into the gaps (xdl.models.kriging), in units of its standard error
-            corrected = torch.cat([k.value for k in kriged], 1)
-            scale = torch.sqrt(torch.cat([k.std for k in kriged], 1) ** 2 + FIT_VARIANCE_FLOOR)
+            corrected = kriged[0].value if len(kriged) == 1 else torch.cat([k.value for k in kriged], 1)
+            std = kriged[0].std if len(kriged) == 1 else torch.cat([k.std for k in kriged], 1)
+            scale = torch.sqrt(std ** 2 + FIT_VARIANCE_FLOOR)
         else:
             # The regression's misfit at the valid pixels, interpolated into the gaps (4x coarser)
             # and added back: the first guess (the target where valid); the UNet sees both versions.
@@ -383,9 +385,13 @@ def _complete_for_fit(xc: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
     gaps lie only there (GOES bands missing off the Earth together) is left as it is (0 in its gaps):
     the same estimates, without a full-tile fill per field."""
     here = mc > 0.5
+    out = torch.where(here, xc.float(), 0.0)
+    # A field is read in its gaps only where another is present: never with one field, nor where
+    # the fields share their gaps (the test in two reductions over the fields, before the per-field one).
+    if mc.shape[1] < 2 or not bool(((mc.amax(1) > 0.5) & (mc.amin(1) <= 0.5)).any()):
+        return out
     some = here.any(1, keepdim=True)
     needed = ((~here & some).flatten(2).any(-1) & ~absent_fields(mc).flatten(1)).any(0)  # (K,): read in a gap
-    out = torch.where(here, xc.float(), 0.0)
     if bool(needed.any()):
         k = torch.nonzero(needed).squeeze(1)
         out[:, k] = harmonic_fill(xc[:, k].float(), mc[:, k], 8, 10)
