@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,7 +46,7 @@ def _relax(f: torch.Tensor, fixed: torch.Tensor, iterations: int, update: dict) 
         return f
     n, c, h, w = f.shape
     free = ~fixed
-    if f.device.type != "cpu" or float(free.float().mean()) >= _SPARSE:
+    if f.device.type != "cpu" or _share(free) >= _SPARSE:
         reach = max(max(abs(dy), abs(dx)) for dy, dx in update)
         kernel = torch.zeros((1, 1, 2 * reach + 1, 2 * reach + 1), dtype=f.dtype, device=f.device)
         for (dy, dx), weight in update.items():
@@ -70,6 +71,12 @@ def _relax(f: torch.Tensor, fixed: torch.Tensor, iterations: int, update: dict) 
     for _ in range(iterations):
         flat.index_copy_(0, targets, torch.index_select(flat, 0, gather).view(shape) @ weights)
     return flat.reshape(n, c, h, w)
+
+
+def _share(free: torch.Tensor) -> float:
+    """``free.float().mean()``, the float32 share of True values, from a count (no float copy):
+    the sum of 0/1 values is exact, and so is then its one division in float32."""
+    return float(np.float32(int(torch.count_nonzero(free))) / np.float32(max(free.numel(), 1)))
 
 
 # Not compiled: torch.compile unrolls the hundreds of small relaxation steps and breaks the graph
@@ -103,7 +110,7 @@ def harmonic_fill(x: torch.Tensor, mask: torch.Tensor, iterations: int = 8,
             v_down = F.avg_pool2d(v * w, kernel, ceil_mode=True) / w_down.clamp_min(1e-12)
             values.append(torch.where(w_down > 0, v_down, 0.0))
             weights.append(w_down)
-        mean = (x * m).sum((-2, -1), keepdim=True) / m.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+        mean = values[0].sum((-2, -1), keepdim=True) / m.sum((-2, -1), keepdim=True).clamp_min(1e-12)
         f = mean.expand_as(values[-1])
         for level in range(len(values) - 1, -1, -1):
             v = values[level]

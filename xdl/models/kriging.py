@@ -95,7 +95,7 @@ def lag_correlation(residual: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     """
     m = known > 0.5
     r = torch.where(m, residual.float(), 0.0)
-    count = m.sum((-2, -1)).clamp(min=1).float()
+    count = torch.count_nonzero(m, dim=(-2, -1)).clamp(min=1).float()
     var = (r * r).sum((-2, -1)) / count
     lines = _lines(r, m)
     out = [torch.ones_like(var)]
@@ -530,7 +530,7 @@ def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 1
     curved_curve = _thin_plate_error(linear_mid, residual, base, gaps)
     # The choice from the gap pixels' distances rounded to whole pixels (a histogram): cheap.
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
-    many = gaps.flatten(2).sum(-1) > THIN_PLATE_CHEAP
+    many = torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP
     thin = (curved_sum < torch.where(many, THIN_PLATE_GAIN, 1.0) * linear_sum).flatten()
     n, c, h, w = residual.shape
     planes, known = residual.reshape(n * c, 1, h, w), base.reshape(n * c, 1, h, w).float()
@@ -563,7 +563,7 @@ def _thin_plate_error(linear_mid, field, known, gaps):
     gap kinds, 3 draws; benchmarks/RESULTS.md, session 31): RMSE 0.996x in the geometric mean
     (hgt500 across scan lines 0.918x), worst 1.002x; the cubic error alone 0.987x but worst 1.014x
     and sigma too narrow on smooth fields."""
-    many = (gaps.flatten(2).sum(-1) > THIN_PLATE_CHEAP)[..., None]
+    many = (torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP)[..., None]
     if bool(many.all()):
         return linear_mid
     cubic = cubic_function(field, known, sample=CHOICE_SAMPLE)
@@ -610,7 +610,7 @@ def own_interpolation(target, known, harmonic=None, iterations=(8, 10)) -> Krige
     (True, True)
     """
     with torch.autocast(target.device.type, enabled=False):
-        known = known > 0.5
+        known = known > 0.5 if known.dtype != torch.bool else known
         gaps = ~known
         distance = capped_distance(known, max_lag())
         fill, factor, _ = _interpolate(torch.where(known, target.float(), 0.0), known, distance, gaps, harmonic,
@@ -697,13 +697,13 @@ def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     second-order one for a thin plate, at each gap's distance, times the local roughness), at the
     gap pixels only: about 50 ms on a CONUS tile, against 0.13 s for the fill it may save."""
     n = gaps.shape[0]
-    enough = known.flatten(1).sum(-1) >= OWN_MIN_PIXELS
+    enough = torch.count_nonzero(known.flatten(1), dim=-1) >= OWN_MIN_PIXELS
     if not bool(enough.any()):
         return enough
     linear_curve = structure_function(target, known, sample=CHOICE_SAMPLE) / 2
     curved_curve = _thin_plate_error(curvature_function(target, known, sample=CHOICE_SAMPLE) / 4, target, known, gaps)
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
-    many = gaps.flatten(2).sum(-1) > THIN_PLATE_CHEAP
+    many = torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP
     thin = (curved_sum < torch.where(many, THIN_PLATE_GAIN, 1.0) * linear_sum)[..., None]
     curve = torch.where(thin, torch.minimum(curved_curve, linear_curve), linear_curve)
     pixels = torch.nonzero(gaps.reshape(-1)).squeeze(1)
@@ -745,7 +745,7 @@ def interpolation_variance(field, known, where, thin_plate=False) -> torch.Tenso
     >>> interpolation_variance(t * m, m, m == 0, thin_plate=True).abs().max().item()  # a line: no curvature
     0.0
     """
-    known = known > 0.5
+    known = known > 0.5 if known.dtype != torch.bool else known
     with torch.autocast(field.device.type, enabled=False):
         return _own_variance(field, known, capped_distance(known, max_lag()), where & ~known, thin_plate)
 
@@ -780,8 +780,8 @@ def _sparse_sill(var, target, known, where):
     on; :data:`SPARSE_NO_SPREAD` squared for a plane of one pixel, in the per-sample standardised
     units). ERA-40 total column water seen in 3 or 30 random pixels had a sigma of 0.02 and 2.4
     for errors of 26 and 12 (RMS): lags without pairs held the structure function at 0."""
-    known = known > 0.5
-    count = known.flatten(2).sum(-1)
+    known = known > 0.5 if known.dtype != torch.bool else known
+    count = torch.count_nonzero(known.flatten(2), dim=-1)
     sparse = (count < SILL_BELOW) & (count < SPARSE_SHARE * known.shape[-2] * known.shape[-1])
     if not bool(sparse.any()):
         return var
