@@ -144,8 +144,9 @@ class ContextRequest:
                                  "put it on the same grid first.")
         if var.dtype == bool:  # a land-sea mask as True/False: its values as numbers
             var = var.astype(np.float32)
-        field = var.where(valid_mask(var, None, context=True))  # its own gaps: missing, the model sees its mask
-        if not isinstance(field.data, da.Array) and not bool(field.notnull().any()):
+        valid = valid_mask(var, None, context=True)
+        field = var.where(valid)  # its own gaps: missing, the model sees its mask
+        if not isinstance(field.data, da.Array) and not bool(valid.any()):  # valid values are finite
             # In memory, where it is free to see (as for a target): the model would just ignore it.
             warnings.warn(f"context variable {name!r} has no valid value at all, so it adds nothing to the fill. "
                           "Check its _FillValue/valid_range and its coordinates (xr.merge or assigning a variable "

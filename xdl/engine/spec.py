@@ -16,6 +16,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..models import registry
+from ..models.context import unwrapped
 from .feeding import on_cpu_feeder
 
 MODES = ("spatial", "pointwise", "volume")
@@ -253,7 +254,7 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         if halo is None:
             halo = probe_halo(module, in_channels, n_spatial, size_multiple, takes_mask)
     out_channels = pick("out_channels")
-    if out_channels is None or registry.name_of(module) is None:
+    if out_channels is None or registry.name_of(unwrapped(module)) is None:  # a zoo model's card is checked
         # A user's module is called once on a small input now, so a wrong output (type, shape,
         # channels) or a model that raises is reported before any graph is built or data written.
         shape = _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .registry import check_int
 
-__all__ = ["ContextEncoder", "with_context", "MAX_CONTEXT_FIELDS", "sigma_from_raw", "factor_from_raw", "SIGMA_FLOOR"]
+__all__ = ["ContextEncoder", "with_context", "unwrapped", "MAX_CONTEXT_FIELDS", "sigma_from_raw", "factor_from_raw", "SIGMA_FLOOR"]
 
 MAX_CONTEXT_FIELDS = 64
 MAX_OFFSET = 64.0     # time offsets beyond this many steps are refused (a mistake, not context)
@@ -104,6 +104,11 @@ class _WithContext(nn.Module):
 
     def forward(self, x, mask=None):
         return self.module(x, mask, self.info)
+
+
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The model inside :func:`with_context`'s wrapper (``module`` itself when it is not one)."""
+    return module.module if isinstance(module, _WithContext) else module
 
 
 def with_context(module: nn.Module, info) -> nn.Module:
