@@ -28,7 +28,7 @@ from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, short  #
 from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, fail, open_regular, read_header,
                           read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
 from .io.files import replace_atomically
-from .engine.feeding import on_cpu_feeder
+from .engine.feeding import in_passing_thread
 from .models import registry
 
 __all__ = ["Model", "load_model", "read_header", "card_from_header", "check_card", "build_module",
@@ -330,9 +330,9 @@ def load_model(path, device="cpu", module: torch.nn.Module | None = None) -> Mod
         >>> xdl.load_model(path, device="cpu").architecture  # device="cuda": straight onto the GPU
         'unet'
     """
-    # In the thread xdl's CPU model calls run in: building and filling a module runs torch ops
-    # that would start a second OpenMP team in the caller's thread (see engine.feeding.on_cpu_feeder).
-    return on_cpu_feeder(_load_model, os.fspath(path), device, module)
+    # In a thread that ends with the load: building and filling a module runs torch ops that would
+    # leave an OpenMP team in the caller's thread (see engine.feeding.in_passing_thread).
+    return in_passing_thread(_load_model, os.fspath(path), device, module)
 
 
 def _load_model(path, device, module) -> Model:

@@ -1,7 +1,9 @@
-"""xdl's CPU torch work runs in one thread, the CPU feeder: torch's OpenMP backend starts a thread
-team per calling thread, and once the process holds more of libgomp's threads than it has cores,
-every team stops spin-waiting between ops (the kriged context fill ran 25-35% slower in the
-feeder after one torch call from the main thread or a dask thread)."""
+"""xdl's CPU torch work keeps one lasting OpenMP thread team, the feeder's: torch's OpenMP backend
+starts a team per calling thread, and once the process holds more of libgomp's threads than it
+has cores, every team stops spin-waiting between ops (the kriged context fill ran 25-35% slower
+in the feeder after one torch call from the main thread or a dask thread). Loading, copying and
+probing models run in threads that end with the work (a thread's team ends with it), never
+queued behind the feeder: a caller may hold a lock the running model waits for."""
 
 import os
 import subprocess
@@ -16,13 +18,18 @@ import torch
 import xarray as xr
 
 import xdl
-from xdl.engine.feeding import on_cpu_feeder
+from xdl.engine.feeding import in_passing_thread
 
 
-def test_on_cpu_feeder_runs_in_the_feeder_and_nests():
-    outer = on_cpu_feeder(lambda: (threading.current_thread().name,
-                                   on_cpu_feeder(lambda: threading.current_thread().name)))
-    assert outer[0].startswith("xdl-feeder-cpu") and outer[1] == outer[0]
+def test_in_passing_thread_returns_raises_and_ends():
+    seen = []
+    assert in_passing_thread(lambda a, b=0: seen.append(threading.current_thread()) or a + b, 2, b=3) == 5
+    assert not seen[0].is_alive() and seen[0] is not threading.current_thread()
+    with pytest.raises(KeyError, match="gone"):
+        in_passing_thread(lambda: {}["gone"])
+
+
+_CALLS = []  # (thread name, input width) of every _Slow call: the engine runs a private copy
 
 
 class _Slow(torch.nn.Module):
@@ -31,25 +38,24 @@ class _Slow(torch.nn.Module):
     in_channels = out_channels = 1
     size_multiple, halo, mode = 1, 0, "spatial"
 
-    def __init__(self):
-        super().__init__()
-        self.threads = set()
-
     def forward(self, x):
-        self.threads.add(threading.current_thread().name)
+        _CALLS.append((threading.current_thread().name, x.shape[-1]))
         time.sleep(0.02)
         return x * 2
 
 
-def test_spec_probes_and_model_calls_run_in_the_feeder():
-    model = _Slow()
+def test_model_calls_run_in_the_feeder_and_probes_in_passing_threads():
+    _CALLS.clear()
     da = xr.DataArray(np.ones((2, 40, 40), "f4"), dims=("t", "y", "x")).chunk({"t": 1})
-    out = da.dl.predict(model, compile=False).compute(scheduler="threads")
+    out = da.dl.predict(_Slow(), compile=False).compute(scheduler="threads")
     assert float(out.max()) == 2.0
-    assert model.threads and all(name.startswith("xdl-feeder-cpu") for name in model.threads), model.threads
+    blocks = {name for name, width in _CALLS if width == 40}
+    probes = {name for name, width in _CALLS if width != 40}
+    assert blocks and all(name.startswith("xdl-feeder-cpu") for name in blocks), _CALLS
+    assert probes == {"xdl-torch-setup"}, _CALLS
 
 
-def test_load_model_builds_in_the_feeder(tmp_path, monkeypatch):
+def test_load_model_builds_in_a_passing_thread(tmp_path, monkeypatch):
     path = tmp_path / "m.xdl.safetensors"
     xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4).save(path)
     seen = []
@@ -61,10 +67,17 @@ def test_load_model_builds_in_the_feeder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.nn.Module, "load_state_dict", spy)
     assert xdl.load_model(path).architecture == "unet"
-    assert seen and all(name.startswith("xdl-feeder-cpu") for name in seen), seen
+    assert seen == ["xdl-torch-setup"], seen
 
 
-SCRIPT = textwrap.dedent("""
+def _run(script: str, timeout=120):
+    # A fresh environment's thread counts (dask's nanny leaves OMP/MKL_NUM_THREADS=1 behind it).
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                          timeout=timeout, env={**env, "PYTHONWARNINGS": "ignore"})
+
+
+TEAMS = """
     import os, threading, numpy as np, xarray as xr, torch, xdl
     import scipy.ndimage, scipy.sparse.linalg, scipy.spatial, scipy.special  # start their BLAS threads first
     def native():  # OS threads that are not Python threads: OpenMP workers (and BLAS's)
@@ -79,20 +92,58 @@ SCRIPT = textwrap.dedent("""
     ds.chunk({"y": 128}).dl.inpaint(model, variables=["t"], context=["c"]).compute(scheduler="threads")
     ds.chunk({"y": 128}).dl.inpaint(variables=["t"]).compute(scheduler="threads")
     print(native() - before, torch.get_num_threads())
-""")
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
-def test_an_inpaint_starts_one_openmp_team():
+def test_an_inpaint_leaves_one_openmp_team():
     """In a fresh process: loading the bundled models and two inpaints (context, single-field, dask
-    threads) add at most one team's worker threads."""
-    # A fresh environment's thread counts (dask's nanny leaves OMP/MKL_NUM_THREADS=1 behind it).
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
-                          env={**env, "PYTHONWARNINGS": "ignore"})
+    threads) leave at most one team's worker threads."""
+    done = _run(TEAMS)
     assert done.returncode == 0, done.stderr[-2000:]
     added, threads = map(int, done.stdout.split()[-2:])
     if threads < 2:
         pytest.skip("torch runs one intra-op thread here: no OpenMP teams to count")
     assert added <= threads - 1, f"{added} native threads added; one team of {threads} adds {threads - 1}"
 
+
+LOAD_IN_FORWARD = """
+    import threading, numpy as np, xarray as xr, torch, xdl
+    path = str(xdl.pretrained.path("fill-default"))
+    class M(torch.nn.Module):
+        in_channels = out_channels = 1
+        def forward(self, x):  # loads a model from a helper thread and waits for it
+            t = threading.Thread(target=xdl.load_model, args=(path,)); t.start(); t.join()
+            return x * 2
+    out = xr.DataArray(np.ones((64, 64), "f4"), dims=("y", "x")).dl.predict(M(), tile=64, halo=0)
+    print("OK", float(out.sum()))
+"""
+
+LOCK_ORDER = """
+    import builtins, threading, time, numpy as np, xarray as xr, torch, xdl
+    path = str(xdl.pretrained.path("fill-default"))
+    # Reached through a module at call time: the model is pickled by value, and a lock cannot be.
+    builtins.app_lock, builtins.started = threading.Lock(), threading.Event()
+    class M(torch.nn.Module):
+        in_channels = out_channels = 1
+        def forward(self, x):  # takes an application lock that another thread holds while loading
+            import builtins
+            builtins.started.set(); time.sleep(0.3)
+            with builtins.app_lock:
+                return x * 2
+    def other():
+        builtins.started.wait()
+        with builtins.app_lock:
+            xdl.load_model(path)
+    th = threading.Thread(target=other); th.start()
+    out = xr.DataArray(np.ones((64, 64), "f4"), dims=("y", "x")).dl.predict(M(), tile=64, halo=0)
+    th.join()
+    print("OK", float(out.sum()))
+"""
+
+
+@pytest.mark.parametrize("script", [LOAD_IN_FORWARD, LOCK_ORDER], ids=["load-in-forward", "lock-order"])
+def test_loading_never_waits_for_the_running_model(script):
+    """Two deadlocks of a first version that loaded and probed models in the feeder thread."""
+    done = _run(script, timeout=90)
+    assert done.returncode == 0 and "OK 8192.0" in done.stdout, done.stderr[-2000:]

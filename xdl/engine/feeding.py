@@ -26,11 +26,6 @@ def host_tensors(x: np.ndarray, mask: np.ndarray | None, pad_to: int | None, cop
 
 
 _FEEDERS: dict[str, ThreadPoolExecutor] = {}
-_IN_FEEDER = threading.local()
-
-
-def _mark_feeder() -> None:
-    _IN_FEEDER.yes = True
 
 
 def device_feeder(device: torch.device) -> ThreadPoolExecutor:
@@ -38,22 +33,34 @@ def device_feeder(device: torch.device) -> ThreadPoolExecutor:
     key = str(device)
     with _GUARD:
         if key not in _FEEDERS:
-            _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}",
-                                               initializer=_mark_feeder)
+            _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}")
         return _FEEDERS[key]
 
 
-def on_cpu_feeder(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in the CPU feeder thread (directly when called from a feeder).
+def in_passing_thread(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a new thread that ends with the call (its result or error returned).
 
     Torch's CPU ops run on an OpenMP thread team per calling thread, and once the process holds
     more of libgomp's threads than it has cores, every team stops spin-waiting between ops: a
-    model of many small ops (the kriged context fill) then ran 25-35% slower in the feeder after
-    one torch call from another thread (the main thread's spec probe, a dask thread's finiteness
-    sum). Model work outside the hot loop goes through here so that one team does it all."""
-    if getattr(_IN_FEEDER, "yes", False):
-        return fn(*args, **kwargs)
-    return device_feeder(torch.device("cpu")).submit(fn, *args, **kwargs).result()
+    model of many small ops (the kriged context fill) ran 25-35% slower in the feeder after one
+    torch call from another thread (the main thread's spec probe, a dask thread's model copy). A
+    thread's team ends with the thread, so the torch work xdl does outside the feeder (loading,
+    copying and probing models) runs in one that ends. Not in the feeder itself: a caller may hold
+    a lock that the model running there waits for, or run in that model's forward."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller as it is
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call, name="xdl-torch-setup", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}

@@ -41,7 +41,7 @@ import torch
 
 from ..errors import InputError, ModelError
 from .checks import all_finite, finite_or_nan, jointly_finite, same_bits
-from .feeding import copy_stream, device_feeder, device_lock, host_tensors, on_cpu_feeder
+from .feeding import copy_stream, device_feeder, device_lock, host_tensors, in_passing_thread
 
 _LOCKS_GUARD = threading.Lock()
 INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
@@ -174,9 +174,9 @@ class ResidentModel:
             resident = _RESIDENT.get(cache_key)
             if resident is None:
                 # A private copy: the user's module keeps its device and train/eval state. Made
-                # in the CPU feeder: a copy's torch ops in this (dask) thread would start a
-                # second OpenMP team (see feeding.on_cpu_feeder).
-                module = on_cpu_feeder(lambda: copy.deepcopy(payload.get_module()).to(device).eval())
+                # in a thread that ends with it: a copy's torch ops in this (dask) thread would
+                # leave a second OpenMP team (see feeding.in_passing_thread).
+                module = in_passing_thread(lambda: copy.deepcopy(payload.get_module()).to(device).eval())
                 resident = cls(module=module, device=device, takes_mask=takes_mask,
                                compiled=torch.compile(module, dynamic=False) if compiled else None,
                                label=getattr(payload, "label", None) or type(module).__name__)

@@ -17,7 +17,7 @@ import torch
 from ..errors import InputError, ModelError
 from ..models import registry
 from ..models.context import unwrapped
-from .feeding import on_cpu_feeder
+from .feeding import in_passing_thread
 
 MODES = ("spatial", "pointwise", "volume")
 
@@ -233,7 +233,7 @@ def engine_spec(model, mode: str | None = None, halo: int | None = None) -> Engi
         finally:
             module.train(was_training)
 
-    return on_cpu_feeder(probed)  # the thread the model's CPU calls run in (see on_cpu_feeder)
+    return in_passing_thread(probed)  # its OpenMP team ends with it (see feeding.in_passing_thread)
 
 
 def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
