@@ -387,8 +387,12 @@ def _complete_for_fit(xc: torch.Tensor, mc: torch.Tensor) -> torch.Tensor:
     here = mc > 0.5
     out = torch.where(here, xc.float(), 0.0)
     # A field is read in its gaps only where another is present: never with one field, nor where
-    # the fields share their gaps (the test in two reductions over the fields, before the per-field one).
-    if mc.shape[1] < 2 or not bool(((mc.amax(1) > 0.5) & (mc.amin(1) <= 0.5)).any()):
+    # the fields share their gaps (the test in two reductions over the fields, before the per-field
+    # one; a NaN in a mask makes the largest value NaN, and such masks take the per-field test).
+    if mc.shape[1] < 2:
+        return out
+    top = mc.amax(1)
+    if not bool(torch.isnan(top).any()) and not bool(((top > 0.5) & (mc.amin(1) <= 0.5)).any()):
         return out
     some = here.any(1, keepdim=True)
     needed = ((~here & some).flatten(2).any(-1) & ~absent_fields(mc).flatten(1)).any(0)  # (K,): read in a gap

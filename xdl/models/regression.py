@@ -290,8 +290,14 @@ def absent_fields(mask: torch.Tensor) -> torch.Tensor:
     if flat.shape[-1] == 0:
         return torch.ones(flat.shape[:2] + (1, 1), dtype=torch.bool, device=mask.device)
     # The largest value of each plane, not a bool copy of the mask then any(): one read pass (a
-    # CONUS tile's two context masks: 5 ms a call against 2.5). Masks hold 0/1 (-1 outside a domain).
-    return (flat.amax(-1) <= 0.5)[..., None, None]
+    # CONUS tile's two context masks: 5 ms a call against 2.5). A plane holding NaN (max NaN) is
+    # tested as before: NaN is no value.
+    top = flat.amax(-1)
+    present = top > 0.5
+    unsure = torch.isnan(top)
+    if bool(unsure.any()):
+        present = torch.where(unsure, (flat > 0.5).any(-1), present)
+    return present.logical_not()[..., None, None]
 
 
 def presence_regression(target, target_mask, context, context_mask, present, cell: int = 16,
