@@ -80,6 +80,24 @@ def test_time_window_fill_is_the_value_at_the_next_and_previous_step():
         np.testing.assert_array_equal(out.sst.values[~gap], v[~gap])
 
 
+def test_time_window_as_long_as_the_series_leaves_every_neighbour_missing():
+    # A one-step series with time_window=1 (and two steps with 2) raised a ZeroDivisionError from
+    # dask's pad (probe): the neighbours are all beyond the ends, so missing.
+    ds, v = scene()
+    for steps, window in ((1, 1), (2, 2), (2, 3)):
+        part = ds.isel(time=slice(0, steps))
+        gap = np.isnan(part.sst.values)
+        for data in (part, part.chunk({"time": 1})):
+            out = data.dl.inpaint(variables=["sst"], time_window=window, uncertainty=True)
+            np.testing.assert_array_equal(out.sst.values[~gap], v[:steps][~gap])
+            assert np.isfinite(out.sst.values[gap]).any() and (out.sst_sigma.values[gap] > 0).any()
+        # A model that reads the next step: beyond the end for the last step, so nothing filled there.
+        out = part.dl.inpaint(picker((1.0, 1.0)), variables=["sst"], time_window=window, domain=None, clip=None)
+        assert np.isnan(out.sst.values[-1][gap[-1]]).all()
+        if steps > 1:
+            np.testing.assert_array_equal(out.sst.values[0][gap[0]], v[1][gap[0]])
+
+
 def test_context_fields_are_inputs_only():
     ds, v = scene()
     gap = np.isnan(ds.sst.values)

@@ -165,8 +165,8 @@ class ContextRequest:
                 break
             time = layout.sequence_dim(arr, tuple(spatial))
             for offset in self.offsets:
-                shifted = arr.shift({time: -offset})  # the value at t + offset; NaN beyond the ends
-                out.append(_like(shifted, arr).rename(f"{arr.name}[t{offset:+d}]"))
+                neighbour = layout.shifted(arr, time, offset)  # the value at t + offset; NaN beyond the ends
+                out.append(_like(neighbour, arr).rename(f"{arr.name}[t{offset:+d}]"))
         return out
 
     def channel_names(self, targets: list[str]) -> list[str]:

@@ -100,7 +100,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
         # With neighbouring steps as inputs, a step that has no value of its own near a pixel is
         # still filled from them there (a fully clouded day from the days around it).
         observed = functools.reduce(operator.or_, [observed] + [
-            observed.shift({dim: -offset}, fill_value=False) for offset in job.request.offsets])
+            layout.shifted(observed, dim, offset, fill_value=False) for offset in job.request.offsets])
     near_any = near_valid(observed, spatial, spec.halo)
 
     def channel(i, arr):

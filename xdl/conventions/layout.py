@@ -119,6 +119,20 @@ def sequence_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
                      "for other levels as inputs, split them into variables and pass them as context=.")
 
 
+def shifted(da: xr.DataArray, dim: str, offset: int, fill_value=np.nan) -> xr.DataArray:
+    """The value at index ``i + offset`` along ``dim`` at each ``i``, ``fill_value`` beyond the ends:
+    ``da.shift({dim: -offset})``, which dask cannot pad when the shift is the whole length or more
+    (a one-step series with ``time_window=1`` raised a ZeroDivisionError).
+
+    >>> a = xr.DataArray([1.0, 2.0], dims="t")
+    >>> shifted(a, "t", 1).values.tolist(), shifted(a.chunk(), "t", 2).values.tolist()
+    ([2.0, nan], [nan, nan])
+    """
+    if abs(int(offset)) >= da.sizes[dim]:
+        return xr.full_like(da, fill_value)
+    return da.shift({dim: -int(offset)}, fill_value=fill_value)
+
+
 def _is_vertical(da: xr.DataArray, dim: str) -> bool:
     attrs = da.coords[dim].attrs if dim in da.coords else {}
     return (dim in _VERTICAL_NAMES or str(attrs.get("axis", "")).upper() == "Z" or "positive" in attrs
