@@ -106,6 +106,19 @@ def test_resume_refuses_another_input_model_mask_or_domain(env, tmp_path, monkey
     assert got.attrs[STATUS_ATTR] == "complete"
 
 
+def test_resume_names_the_input_by_its_files_not_its_spelling(env, tmp_path, monkeypatch, capsys):
+    # Probe: the same IN given as an absolute path from another directory was refused ("IN changed").
+    out = tmp_path / "out.zarr"
+    undo = interrupt_after_first_region(monkeypatch)
+    monkeypatch.chdir(os.path.dirname(env.a))
+    assert run(os.path.basename(env.a), out, "--model", env.m0) == 130
+    undo()
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert run(os.path.abspath(env.a), out, "--model", env.m0, "--resume") == 0, capsys.readouterr().err
+    assert xr.open_zarr(out).attrs[STATUS_ATTR] == "complete"
+
+
 def test_resuming_a_finished_store_with_another_input_is_refused(env, tmp_path, capsys):
     out = tmp_path / "done.zarr"
     assert run(env.a, out, "--model", env.m0) == 0
@@ -437,6 +450,6 @@ def test_resume_on_real_goes_files_refuses_another_band(env, tmp_path, monkeypat
     undo()
     capsys.readouterr()
     assert main(["inpaint", str(c14), str(out), *args, "--resume"]) == 1
-    assert "IN changed" in capsys.readouterr().err
+    assert "IN files changed" in capsys.readouterr().err
     assert main(["inpaint", str(c13), str(out), *args, "--resume"]) == 0
     np.testing.assert_array_equal(xr.open_zarr(out).Rad.values, xr.open_zarr(reference).Rad.values)

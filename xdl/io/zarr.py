@@ -93,9 +93,13 @@ def job_record(options: dict, model_hash: str | None = None) -> dict:
         if key in _NOT_IN_JOB:
             continue
         flag = "IN" if key == "input" else "command" if key == "command" else f"--{key.replace('_', '-')}"
-        job[flag] = value
         if key in ("input", "domain_file") and value is not None:
+            # The files it names, not how it was typed: a relative path and an absolute one, or a
+            # glob and the file it matches, are the same input (a resume from another directory
+            # was refused as "IN changed").
             job[f"{flag} files"] = [input_identity(p) for p in input_paths(value)]
+        else:
+            job[flag] = value
     if model_hash is not None:
         job["model content sha256"] = model_hash
     return job
