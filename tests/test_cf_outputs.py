@@ -509,3 +509,32 @@ def test_float_coordinates_never_carry_a_packing_back_into_the_file(tmp_path):
     write_output(out, str(tmp_path / "o.nc"))
     with netCDF4.Dataset(tmp_path / "o.nc") as nc:
         np.testing.assert_array_equal(nc["x"][:], x)
+
+
+def test_raw_counts_with_a_float32_packing_read_alike_in_every_reader(tmp_path):
+    """Counts opened with mask_and_scale=False, packed with a float32 scale_factor/add_offset (as
+    GOES radiances are): the output's float64 counts carry the packing as float64, so netCDF4 and
+    xarray decode them alike (they were 6e-6 apart on GOES C13: netCDF4 in float64, xarray in
+    float32), and the zarr output reads as the netCDF one does (probe)."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:48, 0:64]
+    counts = np.round(2000 + 300 * np.sin(x / 7.0) + 200 * np.cos(y / 5.0) + 5 * rng.standard_normal((48, 64)))
+    counts = counts.astype("i2")
+    counts[20:24, 10:50] = 4095
+    attrs = {"_FillValue": np.int16(4095), "scale_factor": np.float32(0.04572892),
+             "add_offset": np.float32(-1.6443), "units": "mW m-2 sr-1 (cm-1)-1"}
+    xr.Dataset({"Rad": (("y", "x"), counts, attrs)}).to_netcdf(tmp_path / "in.nc")
+    raw = xr.open_dataset(tmp_path / "in.nc", mask_and_scale=False)
+    out = raw.dl.inpaint(variables=["Rad"], domain=None, uncertainty=True)
+    out.to_netcdf(tmp_path / "out.nc")
+    out.to_zarr(tmp_path / "out.zarr")
+    back, zback = xr.open_dataset(tmp_path / "out.nc"), xr.open_zarr(tmp_path / "out.zarr")
+    with netCDF4.Dataset(tmp_path / "out.nc") as nc:
+        for name in ("Rad", "Rad_sigma"):
+            by_netcdf4 = np.ma.filled(nc[name][:].astype("f8"), np.nan)
+            assert by_netcdf4.tobytes() == back[name].values.astype("f8").tobytes(), name
+            np.testing.assert_array_equal(zback[name].values, back[name].values)
+    valid = counts != 4095
+    np.testing.assert_array_equal(xr.open_dataset(tmp_path / "out.nc", mask_and_scale=False).Rad.values[valid],
+                                  counts[valid])
+    back.close(); raw.close()

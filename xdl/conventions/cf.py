@@ -310,6 +310,13 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
         # _Unsigned tells a reader to take signed integers as unsigned: on floats it means nothing,
         # and xarray warns on reading it back (SerializationWarning).
         attrs.pop("_Unsigned", None)
+        # The packing of raw counts in the output's float type: float64 counts with a float32
+        # scale_factor were decoded in float64 by netCDF4 and in float32 by xarray (6e-6 apart
+        # on GOES C13); in one type, both compute counts * scale + offset alike (CF: the
+        # packing attributes are of the unpacked type).
+        for key in ("scale_factor", "add_offset"):
+            if key in attrs and np.issubdtype(np.asarray(attrs[key]).dtype, np.floating):
+                attrs[key] = dtype.type(attrs[key])
         for key in _RANGE_KEYS + _FILL_KEYS:
             if key in attrs and np.issubdtype(np.asarray(attrs[key]).dtype, np.number):
                 value = np.asarray(attrs[key]).astype(dtype)
