@@ -538,3 +538,20 @@ def test_raw_counts_with_a_float32_packing_read_alike_in_every_reader(tmp_path):
     np.testing.assert_array_equal(xr.open_dataset(tmp_path / "out.nc", mask_and_scale=False).Rad.values[valid],
                                   counts[valid])
     back.close(); raw.close()
+
+
+def test_a_stale_coordinates_attribute_is_not_written_back(tmp_path):
+    """GDAL's tags put `coordinates: band_id band_wavelength t y x` in a GeoTIFF's attrs (probe):
+    written back, it named variables the output file does not hold."""
+    values = np.arange(32 * 40, dtype="f4").reshape(32, 40) / 100
+    values[10:12] = np.nan
+    arr = xr.DataArray(values, dims=("y", "x"), name="CMI",
+                       coords={"y": np.arange(32.0), "x": np.arange(40.0)},
+                       attrs={"coordinates": "band_id band_wavelength t y x", "units": "1"})
+    out = arr.dl.inpaint(uncertainty=True, domain=None)
+    out.to_netcdf(tmp_path / "out.nc")
+    with netCDF4.Dataset(tmp_path / "out.nc") as nc:
+        for name, var in nc.variables.items():
+            if "coordinates" in var.ncattrs():
+                assert set(var.getncattr("coordinates").split()) <= set(nc.variables), name
+    assert xr.open_dataset(tmp_path / "out.nc").CMI.attrs.get("units") == "1"

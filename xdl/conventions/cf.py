@@ -290,6 +290,10 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
     """
     dtype = np.dtype(dtype)
     attrs = dict(source.attrs)
+    # A CF `coordinates` left in attrs (GDAL's tags on a GeoTIFF: "band_id band_wavelength t y x")
+    # names variables the output may not hold; xarray writes the attribute from the coordinates
+    # the output has (and the source's encoding), so a stale copy only misleads readers.
+    attrs.pop("coordinates", None)
     decoded = _packed(source)
     if decoded:
         lo, hi = valid_limits(source)
