@@ -555,3 +555,19 @@ def test_a_stale_coordinates_attribute_is_not_written_back(tmp_path):
             if "coordinates" in var.ncattrs():
                 assert set(var.getncattr("coordinates").split()) <= set(nc.variables), name
     assert xr.open_dataset(tmp_path / "out.nc").CMI.attrs.get("units") == "1"
+
+
+def test_coordinates_attributes_name_only_variables_in_the_file(tmp_path):
+    """A GOES variable's `coordinates` encoding names band_id and band_wavelength, which a predict
+    or inpaint output does not keep: it was written as it was, naming variables the file lacks (probe)."""
+    ds = xr.open_dataset(shared_file("goes/OR_ABI-L1b-RadM1-M6C13_G17_*.nc"), chunks={}).isel(y=slice(0, 96), x=slice(0, 96))
+    outputs = {"predict": ds.dl.predict(torch.nn.Conv2d(1, 1, 3, padding=1), inputs=["Rad"], outputs=["out"]),
+               "inpaint": ds.dl.inpaint(variables=["Rad"], uncertainty=True)}
+    for how, out in outputs.items():
+        path = tmp_path / f"{how}.nc"
+        out.to_netcdf(path)
+        with netCDF4.Dataset(path) as nc:
+            for name, var in nc.variables.items():
+                if "coordinates" in var.ncattrs():
+                    missing = set(var.getncattr("coordinates").split()) - set(nc.variables)
+                    assert not missing, (how, name, missing)

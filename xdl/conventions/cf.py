@@ -23,9 +23,14 @@ def carry_georeferencing(source: xr.DataArray, target: xr.DataArray) -> xr.DataA
     if name:
         where = target.attrs if "grid_mapping" in source.attrs else target.encoding
         where["grid_mapping"] = name
-    for key in ("coordinates",):
-        if key in source.encoding:
-            target.encoding[key] = source.encoding[key]
+    # The source's CF `coordinates`, naming only coordinates the target has: GOES's "band_id
+    # band_wavelength t y x" named two variables a predict output's file did not hold (probe).
+    names = str(source.encoding.get("coordinates", "")).split()
+    kept = [n for n in names if n in target.coords]
+    if kept:
+        target.encoding["coordinates"] = " ".join(kept)
+    else:
+        target.encoding.pop("coordinates", None)
     return target
 
 
@@ -332,7 +337,7 @@ def output_encoding(source: xr.DataArray) -> dict:
     """The parts of ``source``'s encoding an output of decoded values keeps: georeferencing and
     compression (never its packing: dtype, scale_factor, add_offset, _Unsigned, fill values)."""
     # original_shape: xarray drops chunksizes that no longer fit when the output is a subset.
-    keep = ("grid_mapping", "coordinates", "chunksizes", "original_shape") + _COMPRESSION_KEYS
+    keep = ("grid_mapping", "chunksizes", "original_shape") + _COMPRESSION_KEYS  # coordinates: carry_georeferencing
     return {k: v for k, v in source.encoding.items() if k in keep}
 
 
