@@ -1,8 +1,8 @@
 """Value checks of the hot loop, one read pass each: is a block complete, is a model's output
 finite, are two outputs the same bit for bit. The answers never depend on the order of a sum, as
 NaN and inf propagate through any sum. The checks a dask thread makes use numpy, not torch: a
-torch sum is about twice as fast, but it starts an OpenMP team in that thread, and with more
-teams than cores the feeder's model calls ran 25-35% slower (see feeding.in_passing_thread)."""
+torch sum is about twice as fast, but it would leave an OpenMP team in every dask thread (see
+feeding.in_passing_thread)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ copy stream, and numpy blocks as the float32 tensors a model takes."""
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,20 +34,48 @@ def device_feeder(device: torch.device) -> ThreadPoolExecutor:
     key = str(device)
     with _GUARD:
         if key not in _FEEDERS:
+            if torch.device(device).type == "cpu":
+                _short_openmp_waits()
             _FEEDERS[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"xdl-feeder-{key}")
         return _FEEDERS[key]
+
+
+_OPENMP_HOLDER: list[threading.Thread] = []
+
+
+def _short_openmp_waits() -> None:
+    """Keep GNU OpenMP's waits between parallel regions short, on purpose: a thread that ran one
+    parallel op and then waits for ever keeps a second team, and with more OpenMP threads than
+    cores libgomp spins only briefly before it sleeps. With the feeder's team alone it spins long:
+    on the idle 2-core machine a context fill ran 25-35% faster, but with another busy process on
+    the cores a descheduled thread makes every region wait its turn: a CONUS context fill took 2.1 s
+    against 1.4 s, an uncertainty=True fill 6.9 s against 0.8 s, and two context fills at once 16.6 s
+    each against 1.4 s (benchmarks/RESULTS.md, session 32). ``OMP_WAIT_POLICY`` set by the user is
+    theirs to choose: then nothing is held."""
+    if _OPENMP_HOLDER or os.environ.get("OMP_WAIT_POLICY") or torch.get_num_threads() < 2:
+        return
+    ready = threading.Event()
+
+    def hold():
+        torch.ones(1 << 20).add_(1.0)  # one parallel op: this thread's team
+        ready.set()
+        threading.Event().wait()
+
+    thread = threading.Thread(target=hold, name="xdl-openmp-short-waits", daemon=True)
+    thread.start()
+    ready.wait()
+    _OPENMP_HOLDER.append(thread)
 
 
 def in_passing_thread(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` in a new thread that ends with the call (its result or error returned).
 
-    Torch's CPU ops run on an OpenMP thread team per calling thread, and once the process holds
-    more of libgomp's threads than it has cores, every team stops spin-waiting between ops: a
-    model of many small ops (the kriged context fill) ran 25-35% slower in the feeder after one
-    torch call from another thread (the main thread's spec probe, a dask thread's model copy). A
-    thread's team ends with the thread, so the torch work xdl does outside the feeder (loading,
-    copying and probing models) runs in one that ends. Not in the feeder itself: a caller may hold
-    a lock that the model running there waits for, or run in that model's forward."""
+    Torch's CPU ops run on an OpenMP thread team per calling thread, kept for the thread's life: the
+    torch work xdl does outside the feeder (loading, copying and probing models) runs in a thread
+    whose team ends with it, so the caller's and dask's threads are left with none (how long
+    OpenMP threads wait between ops is then xdl's choice alone, see :func:`_short_openmp_waits`).
+    Not in the feeder itself: a caller may hold a lock that the model running there waits for, or
+    run in that model's forward (both deadlocked a first version)."""
     outcome = {}
 
     def call():

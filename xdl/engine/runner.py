@@ -175,7 +175,7 @@ class ResidentModel:
             if resident is None:
                 # A private copy: the user's module keeps its device and train/eval state. Made
                 # in a thread that ends with it: a copy's torch ops in this (dask) thread would
-                # leave a second OpenMP team (see feeding.in_passing_thread).
+                # leave an OpenMP team there (see feeding.in_passing_thread).
                 module = in_passing_thread(lambda: copy.deepcopy(payload.get_module()).to(device).eval())
                 resident = cls(module=module, device=device, takes_mask=takes_mask,
                                compiled=torch.compile(module, dynamic=False) if compiled else None,
