@@ -297,9 +297,8 @@ class FillUNet(nn.Module):
                                              size=[n // p for n in xt.shape[-2:]], mode="nearest"))
         estimate = torch.cat(estimates, 1) if estimates else None
         if kriged:  # the misfit kriged into the gaps (xdl.models.kriging), in units of its standard error
-            corrected = kriged[0].value if len(kriged) == 1 else torch.cat([k.value for k in kriged], 1)
-            std = kriged[0].std if len(kriged) == 1 else torch.cat([k.std for k in kriged], 1)
-            scale = torch.sqrt(std ** 2 + FIT_VARIANCE_FLOOR)
+            corrected = _channels([k.value for k in kriged])
+            scale = torch.sqrt(_channels([k.std for k in kriged]) ** 2 + FIT_VARIANCE_FLOOR)
         else:
             # The regression's misfit at the valid pixels, interpolated into the gaps (4x coarser)
             # and added back: the first guess (the target where valid); the UNet sees both versions.
@@ -312,6 +311,11 @@ class FillUNet(nn.Module):
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  torch.cat(spreads, 1).to(xt.dtype), pooled]
         return corrected, extra, scale
+
+
+def _channels(planes: list[torch.Tensor]) -> torch.Tensor:
+    """``planes`` (N, 1, H, W each) along the channel axis; one plane as it is (no copy)."""
+    return planes[0] if len(planes) == 1 else torch.cat(planes, 1)
 
 
 def _neighbour_prior(complete, mc, info, i, n_targets, known):

@@ -93,7 +93,7 @@ def lag_correlation(residual: torch.Tensor, known: torch.Tensor, lags=LAGS) -> t
     >>> [round(v, 2) for v in rho.flatten().tolist()]
     [1.0, 0.99, 0.97]
     """
-    m = known > 0.5
+    m = _as_bool(known)
     r = torch.where(m, residual.float(), 0.0)
     count = torch.count_nonzero(m, dim=(-2, -1)).clamp(min=1).float()
     var = (r * r).sum((-2, -1)) / count
@@ -193,6 +193,11 @@ def _stencil_function(field, known, weights, lags, sample):
     return torch.cummax(torch.stack(out, -1), -1).values
 
 
+def _as_bool(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` (1 = known) as bool: no copy of one that is already."""
+    return mask if mask.dtype == torch.bool else mask > 0.5
+
+
 EXACT_DISTANCE = 8  # pixels: exact below this; beyond it, from a grid COARSEN times coarser
 COARSEN = 4
 
@@ -211,7 +216,7 @@ def capped_distance(known: torch.Tensor, cap: int) -> torch.Tensor:
     >>> (capped_distance(k, 4)[0, 0] ** 2).round().int().tolist()  # squared: 17 and more capped at 16
     [[0, 1, 4, 9, 16, 16], [1, 2, 5, 10, 16, 16], [4, 5, 8, 13, 16, 16]]
     """
-    known = known > 0.5 if known.dtype != torch.bool else known
+    known = _as_bool(known)
     return _distance(known, int(cap), EXACT_DISTANCE)
 
 
@@ -338,7 +343,7 @@ def local_variability(field: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     >>> r = local_variability(f, torch.ones_like(f)); bool(r[0, 0, 10, 2] < 0.1 < 2 < r[0, 0, 10, 250])
     True
     """
-    known = known > 0.5 if known.dtype != torch.bool else known
+    known = _as_bool(known)
     mean, _, total = _roughness_cells(torch.where(known, field.float(), 0.0), known.float(), LOCAL_CELL)
     ratio = torch.where(total > 0, mean / total.clamp(min=1e-30), 1.0)
     return F.interpolate(ratio, size=field.shape[-2:], mode="bilinear", align_corners=False)
@@ -358,7 +363,7 @@ def roughness_here(field: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     >>> bool(r[0, 0, 128, 128] > 1.5), bool(r[0, 0, 128, 200] < 0.1)
     (True, True)
     """
-    known = known > 0.5 if known.dtype != torch.bool else known
+    known = _as_bool(known)
     f, m = field.float()[..., ::2, ::2], known[..., ::2, ::2]
     mean, wide_mean, _ = _roughness_cells(torch.where(m, f, 0.0), m.float(), LOCAL_CELL // 2)
     ratio = torch.where(wide_mean > 0, mean / wide_mean.clamp(min=1e-30), 1.0)
@@ -444,7 +449,7 @@ def krige(target, known, estimate, variance, added_variance=None, wanted=None) -
 def _krige(target, known, estimate, variance, added_variance, wanted) -> Kriged:
     from .harmonic import thin_plate_fill
 
-    known = known > 0.5
+    known = _as_bool(known)
     fitted = torch.isfinite(estimate)
     base = known & fitted  # where the residual is known
     target = target.float()
@@ -527,10 +532,10 @@ def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 1
 
     linear_curve = structure_function(residual, base, sample=CHOICE_SAMPLE) / 2
     linear_mid = curvature_function(residual, base, sample=CHOICE_SAMPLE) / 4
-    curved_curve = _thin_plate_error(linear_mid, residual, base, gaps)
+    many = _many_gaps(gaps)
+    curved_curve = _thin_plate_error(linear_mid, residual, base, many)
     # The choice from the gap pixels' distances rounded to whole pixels (a histogram): cheap.
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
-    many = torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP
     thin = (curved_sum < torch.where(many, THIN_PLATE_GAIN, 1.0) * linear_sum).flatten()
     n, c, h, w = residual.shape
     planes, known = residual.reshape(n * c, 1, h, w), base.reshape(n * c, 1, h, w).float()
@@ -554,16 +559,21 @@ def _interpolate(residual, base, distance, gaps, harmonic=None, iterations=(8, 1
     return spread.reshape(n, c, h, w), factor, floor
 
 
-def _thin_plate_error(linear_mid, field, known, gaps):
+def _many_gaps(gaps: torch.Tensor) -> torch.Tensor:
+    """(N, C) bool: the planes with more than :data:`THIN_PLATE_CHEAP` ``gaps`` pixels."""
+    return torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP
+
+
+def _thin_plate_error(linear_mid, field, known, many):
     """A thin plate's predicted error variance by distance (N, C, 1 + len(LAGS)): the geometric mean
     of a linear interpolant's midpoint error ``linear_mid`` and the cubic midpoint rule's (at most
-    the linear one's); ``linear_mid`` alone on planes of more than :data:`THIN_PLATE_CHEAP` ``gaps``
-    pixels, where a thin plate chosen or mixed in more often costs its solve (a GOES CONUS tile:
-    the context fill 14% slower, for no change in its error). On the training scenes (21 case x
+    the linear one's); ``linear_mid`` alone on the ``many`` planes (:func:`_many_gaps`), where a
+    thin plate chosen or mixed in more often costs its solve (a GOES CONUS tile: the context fill
+    14% slower, for no change in its error). On the training scenes (21 case x
     gap kinds, 3 draws; benchmarks/RESULTS.md, session 31): RMSE 0.996x in the geometric mean
     (hgt500 across scan lines 0.918x), worst 1.002x; the cubic error alone 0.987x but worst 1.014x
     and sigma too narrow on smooth fields."""
-    many = (torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP)[..., None]
+    many = many[..., None]
     if bool(many.all()):
         return linear_mid
     cubic = cubic_function(field, known, sample=CHOICE_SAMPLE)
@@ -610,7 +620,7 @@ def own_interpolation(target, known, harmonic=None, iterations=(8, 10)) -> Krige
     (True, True)
     """
     with torch.autocast(target.device.type, enabled=False):
-        known = known > 0.5 if known.dtype != torch.bool else known
+        known = _as_bool(known)
         gaps = ~known
         distance = capped_distance(known, max_lag())
         fill, factor, _ = _interpolate(torch.where(known, target.float(), 0.0), known, distance, gaps, harmonic,
@@ -668,7 +678,7 @@ def with_own_interpolation(kriged: Kriged, target, known, fitted, iterations=(8,
     (True, True)
     """
     with torch.autocast(target.device.type, enabled=False):
-        known = known > 0.5
+        known = _as_bool(known)
         gaps = ~known & fitted
         if wanted is not None:
             gaps = gaps & wanted
@@ -701,9 +711,9 @@ def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     if not bool(enough.any()):
         return enough
     linear_curve = structure_function(target, known, sample=CHOICE_SAMPLE) / 2
-    curved_curve = _thin_plate_error(curvature_function(target, known, sample=CHOICE_SAMPLE) / 4, target, known, gaps)
+    many = _many_gaps(gaps)
+    curved_curve = _thin_plate_error(curvature_function(target, known, sample=CHOICE_SAMPLE) / 4, target, known, many)
     curved_sum, linear_sum = _sums_at_gaps((curved_curve, linear_curve), distance, gaps)
-    many = torch.count_nonzero(gaps.flatten(2), dim=-1) > THIN_PLATE_CHEAP
     thin = (curved_sum < torch.where(many, THIN_PLATE_GAIN, 1.0) * linear_sum)[..., None]
     curve = torch.where(thin, torch.minimum(curved_curve, linear_curve), linear_curve)
     pixels = torch.nonzero(gaps.reshape(-1)).squeeze(1)
@@ -745,7 +755,7 @@ def interpolation_variance(field, known, where, thin_plate=False) -> torch.Tenso
     >>> interpolation_variance(t * m, m, m == 0, thin_plate=True).abs().max().item()  # a line: no curvature
     0.0
     """
-    known = known > 0.5 if known.dtype != torch.bool else known
+    known = _as_bool(known)
     with torch.autocast(field.device.type, enabled=False):
         return _own_variance(field, known, capped_distance(known, max_lag()), where & ~known, thin_plate)
 
@@ -756,7 +766,8 @@ def _own_variance(target, known, distance, where, thin_plate=False):
     thin-plate fill (``thin_plate``), which follows the field's slopes, a quarter of its
     second-order structure function (:func:`curvature_function`) instead."""
     if thin_plate:
-        own = at_distance(_thin_plate_error(curvature_function(target, known) / 4, target, known, where), distance, where=where)
+        curve = _thin_plate_error(curvature_function(target, known) / 4, target, known, _many_gaps(where))
+        own = at_distance(curve, distance, where=where)
     else:
         own = at_distance(structure_function(target, known), distance, where=where) / 2
     return _sparse_sill(own * local_variability(target, known), target, known, where)
@@ -780,7 +791,7 @@ def _sparse_sill(var, target, known, where):
     on; :data:`SPARSE_NO_SPREAD` squared for a plane of one pixel, in the per-sample standardised
     units). ERA-40 total column water seen in 3 or 30 random pixels had a sigma of 0.02 and 2.4
     for errors of 26 and 12 (RMS): lags without pairs held the structure function at 0."""
-    known = known > 0.5 if known.dtype != torch.bool else known
+    known = _as_bool(known)
     count = torch.count_nonzero(known.flatten(2), dim=-1)
     sparse = (count < SILL_BELOW) & (count < SPARSE_SHARE * known.shape[-2] * known.shape[-1])
     if not bool(sparse.any()):
