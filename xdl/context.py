@@ -200,7 +200,8 @@ def context_model(model, spec, info: np.ndarray, base_key: str):
     card.update({"mode": "spatial", "in_channels": n + len(info), "out_channels": spec.out_channels,
                  "target_channels": n, "halo": spec.halo, "size_multiple": spec.size_multiple,
                  "takes_mask": True, "takes_domain": spec.takes_domain, "fills_gaps": True,
-                 "min_tile": spec.min_tile, "cpu_bf16": spec.cpu_bf16, "inputs": [],
+                 "min_tile": spec.min_tile, "cpu_bf16": spec.cpu_bf16, "cpu_threads": spec.cpu_threads,
+                 "inputs": [],
                  "outputs": outputs if len(outputs) == spec.out_channels else []})
     digest = hashlib.sha256(base_key.encode() + np.ascontiguousarray(info, np.float32).tobytes()).hexdigest()
     return Model(wrapper, card=card), digest

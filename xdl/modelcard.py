@@ -26,7 +26,8 @@ CARD_KEYS = ("architecture", "config", "mode", "in_channels", "out_channels", "s
 # Ranges of the card's numbers: each bounds what the engine allocates or loops over for a tile
 # (a halo of 10**12 asked for 14.6 TiB), far above what the zoo's models use (halo <= 512).
 CARD_LIMITS = {"in_channels": (1, registry.MAX_IO_CHANNELS), "out_channels": (1, registry.MAX_IO_CHANNELS),
-               "size_multiple": (1, 4096), "halo": (0, 4096), "min_tile": (0, 8192)}
+               "size_multiple": (1, 4096), "halo": (0, 4096), "min_tile": (0, 8192),
+               "cpu_threads": (1, 4096)}
 MAX_TIME_WINDOW = 8       # neighbouring time steps each side a context model may be given
 MAX_CONTEXT_FIELDS = 64   # as xdl.models.context.MAX_CONTEXT_FIELDS
 # The "context" entry of a model that takes any context (the bundled default): a model fit on a

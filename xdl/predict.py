@@ -75,10 +75,13 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         output is NaN only at the missing pixels themselves (unless the model fills gaps).
         Pointwise models: a point with any missing input is NaN under either policy.
     threads : CPU threads of each model call (torch intra-op threads, in the one thread that runs
-        the model in each process); default: ``torch.get_num_threads()`` where ``predict`` is
-        called. The same number is used in every process, dask.distributed workers included:
-        CPU kernels (oneDNN convolutions) give results that depend on their thread count, so
-        a fixed count is what makes threaded and distributed runs bit-identical.
+        the model in each process); default: the model's ``cpu_threads`` where it declares one,
+        else ``torch.get_num_threads()`` where ``predict`` is called. The same number is used in
+        every process, dask.distributed workers included: CPU kernels (oneDNN convolutions) give
+        results that depend on their thread count, so a fixed count is what makes threaded and
+        distributed runs bit-identical. A model that declares ``cpu_threads`` 1 (many small ops,
+        such as the bundled ``fill-context``) run with one thread has its calls run in the dask
+        threads, several at once, instead of one at a time.
     Every option is checked before anything runs: a bad value raises :class:`~xdl.errors.InputError`.
     A model that raises, or returns something other than a tensor of the input's spatial size
     with its declared channels, raises :class:`~xdl.errors.ModelError` (found by a small probe

@@ -4,7 +4,8 @@ probing models run in threads that end with the work (never queued behind a runn
 caller may hold a lock the model waits for), dask threads check blocks with numpy, and model calls
 run in the feeder. One more team, held on purpose, keeps libgomp's waits short: with the feeder's
 team alone it spins long, which made fills 1.5-12x slower when another process shared the cores
-(benchmarks/RESULTS.md, session 32)."""
+(benchmarks/RESULTS.md, session 32). A model that declares one CPU thread a call (fill-context)
+runs its calls in the dask threads instead, each with one OpenMP thread (no team), several at once."""
 
 import os
 import subprocess
@@ -155,3 +156,93 @@ def test_loading_never_waits_for_the_running_model(script):
     """Two deadlocks of a first version that loaded and probed models in the feeder thread."""
     done = _run(script, timeout=90)
     assert done.returncode == 0 and "OK 8192.0" in done.stdout, done.stderr[-2000:]
+
+
+def test_single_threaded_sets_only_the_calling_threads_count_and_restores_it():
+    from xdl.engine.feeding import can_run_single_threaded, single_threaded
+
+    if not can_run_single_threaded():
+        pytest.skip("torch's OpenMP runtime not found here: single-threaded calls go through the feeder")
+    if torch.get_num_threads() < 2:
+        pytest.skip("torch runs one intra-op thread here")
+    counts = {}
+
+    def worker():
+        counts["before"] = torch.get_num_threads()
+        counts["inside"] = single_threaded(torch.get_num_threads)
+        counts["after"] = torch.get_num_threads()
+        seen = []  # a thread started meanwhile takes torch's count, not the caller's 1
+        single_threaded(lambda: (t := threading.Thread(target=lambda: seen.append(torch.get_num_threads())),
+                                 t.start(), t.join()))
+        counts["new thread"] = seen[0]
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    n = torch.get_num_threads()
+    assert counts == {"before": n, "inside": 1, "after": n, "new thread": n}
+
+
+_ALONGSIDE = []  # (thread name, torch threads, start, end) of every _SmallOps call on 40-wide blocks
+
+
+class _SmallOps(torch.nn.Module):
+    """Declares single-threaded CPU calls, as fill-context does: records where and how it ran."""
+
+    in_channels = out_channels = 1
+    size_multiple, halo, mode, cpu_threads = 1, 0, "spatial", 1
+
+    def forward(self, x):
+        start = time.perf_counter()
+        time.sleep(0.15)
+        if x.shape[-1] == 40:
+            _ALONGSIDE.append((threading.current_thread().name, torch.get_num_threads(), start, time.perf_counter()))
+        return x * 2
+
+
+def _overlapping(calls) -> bool:
+    return any(a[2] < b[3] and b[2] < a[3] for i, a in enumerate(calls) for b in calls[i + 1:])
+
+
+def test_a_model_that_declares_one_cpu_thread_runs_blocks_at_once_in_dask_threads():
+    from xdl.engine.feeding import can_run_single_threaded
+
+    if not can_run_single_threaded():
+        pytest.skip("torch's OpenMP runtime not found here: single-threaded calls go through the feeder")
+    da = xr.DataArray(np.ones((4, 40, 40), "f4"), dims=("t", "y", "x")).chunk({"t": 1})
+    _ALONGSIDE.clear()
+    out = da.dl.predict(_SmallOps(), compile=False).compute(scheduler="threads", num_workers=2)
+    assert float(out.min()) == float(out.max()) == 2.0
+    assert len(_ALONGSIDE) == 4 and all(threads == 1 for _, threads, _, _ in _ALONGSIDE), _ALONGSIDE
+    assert not any(name.startswith("xdl-feeder") for name, *_ in _ALONGSIDE), _ALONGSIDE
+    assert _overlapping(_ALONGSIDE), "two dask threads should run blocks at the same time"
+    # Asked for more threads per call, it runs as any model does: one call at a time, in the feeder.
+    _ALONGSIDE.clear()
+    da.dl.predict(_SmallOps(), compile=False, threads=2).compute(scheduler="threads", num_workers=2)
+    assert all(name.startswith("xdl-feeder") for name, *_ in _ALONGSIDE) and not _overlapping(_ALONGSIDE)
+
+
+def test_cpu_threads_is_checked():
+    from xdl.engine.spec import engine_spec
+    from xdl.errors import ModelError
+
+    class Bad(_SmallOps):
+        cpu_threads = 0
+
+    with pytest.raises(ModelError, match="cpu_threads=0"):
+        engine_spec(Bad())
+    with pytest.raises(xdl.errors.InputError, match="cpu_threads"):
+        xdl.Model(_SmallOps(), card={"mode": "spatial", "in_channels": 1, "out_channels": 1, "cpu_threads": "1"})
+
+
+def test_the_bundled_context_fill_is_the_same_under_every_scheduler():
+    """fill-context runs its tiles one thread each, several at once: the same bits as one at a time."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:96, 0:200]
+    a = np.sin(x / 9.0) + np.cos(y / 7.0) + 0.1 * rng.standard_normal(x.shape)
+    ds = xr.Dataset({"t": (("y", "x"), np.where(rng.random(x.shape) < 0.1, np.nan, a).astype("f4")),
+                     "c": (("y", "x"), (2 * a + 1).astype("f4"))}).chunk({"x": 50})
+    runs = [ds.dl.inpaint(variables=["t"], context=["c"], uncertainty=True, tile=64).compute(scheduler=s)
+            for s in ("threads", "synchronous")]
+    for name in ("t", "t_sigma"):
+        np.testing.assert_array_equal(runs[0][name].values, runs[1][name].values)

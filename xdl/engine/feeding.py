@@ -1,8 +1,11 @@
-"""Host-side plumbing of the runner: the one feeder thread and the lock per device, the CUDA
-copy stream, and numpy blocks as the float32 tensors a model takes."""
+"""Host-side plumbing of the runner: the one feeder thread and the lock per device, single-threaded
+CPU calls in the caller's thread, the CUDA copy stream, and numpy blocks as the float32 tensors a
+model takes."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -90,6 +93,49 @@ def in_passing_thread(fn, *args, **kwargs):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+@functools.lru_cache(maxsize=1)
+def _openmp_runtime():
+    """The OpenMP runtime torch loaded (GNU libgomp, LLVM libomp or Intel libiomp5), as a ctypes
+    library, or None where it cannot be found (no ``/proc``, another runtime)."""
+    torch.get_num_threads()  # torch's OpenMP runtime is loaded and initialised by now
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/" in line}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        if os.path.basename(path).startswith(("libgomp", "libomp", "libiomp5")):
+            try:
+                runtime = ctypes.CDLL(path)  # the library already loaded: the same handle, not a copy
+                runtime.omp_get_max_threads.restype = ctypes.c_int
+                runtime.omp_set_num_threads.argtypes = [ctypes.c_int]
+                return runtime
+            except (OSError, AttributeError):
+                continue
+    return None
+
+
+def can_run_single_threaded() -> bool:
+    """Whether :func:`single_threaded` can run a call here (the OpenMP runtime was found)."""
+    return _openmp_runtime() is not None
+
+
+def single_threaded(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in the calling thread with one OpenMP thread, the thread's own setting
+    restored after. Only this thread's setting changes: ``torch.set_num_threads`` would also set the
+    count every thread that starts torch later takes. One thread runs no OpenMP team, so calls in
+    several threads at once share no barriers (see :func:`_short_openmp_waits` for what barriers
+    cost on a busy machine). Needs :func:`can_run_single_threaded`."""
+    runtime = _openmp_runtime()
+    torch.get_num_threads()  # torch sets a thread's count on its first op: before ours, not over it
+    before = runtime.omp_get_max_threads()
+    runtime.omp_set_num_threads(1)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        runtime.omp_set_num_threads(before)
 
 
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}

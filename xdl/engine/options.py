@@ -105,6 +105,9 @@ class RunOptions:
         tile = int(tile)
         batch_size = None if batch_size is None else int(batch_size)
         periodic = None if periodic is None else bool(periodic)
-        # The caller's thread count, recorded in the graph: every worker runs the model with it.
-        threads = torch.get_num_threads() if threads is None else int(threads)
+        # The model's own count or the caller's, recorded in the graph: every worker runs the model
+        # with it (CPU results depend on it).
+        if threads is None:
+            threads = spec.cpu_threads or torch.get_num_threads()
+        threads = int(threads)
         return cls(dev, autocast, tile, batch_size, periodic, compile, nan_policy, threads)

@@ -9,7 +9,9 @@
   threads meanwhile read, decode and cut the next tiles. On the CPU a block's batches make one
   trip to the feeder; a near-free uncompiled model (last block under ``INLINE_SECONDS``) runs in
   the calling thread if it has the run's torch thread count (a trip is two thread wake-ups).
-  Either way a per-device lock keeps one model call at a time on the device.
+  Either way a per-device lock keeps one model call at a time on the device. The exception: a
+  model that declares single-threaded CPU calls (``cpu_threads`` 1, a model of many small ops)
+  runs them in the dask threads, each with one OpenMP thread, several at once.
 * Such a near-free model, given a block without a mask, runs it as one batch where that was
   checked on the first block of its shape to give the batches' bytes (both ways; the batches'
   result is the one returned): no batch outputs copied into the block. A model whose samples
@@ -41,7 +43,8 @@ import torch
 
 from ..errors import InputError, ModelError
 from .checks import all_finite, finite_or_nan, jointly_finite, same_bits
-from .feeding import copy_stream, device_feeder, device_lock, host_tensors, in_passing_thread
+from .feeding import (can_run_single_threaded, copy_stream, device_feeder, device_lock, host_tensors,
+                      in_passing_thread, single_threaded)
 
 _LOCKS_GUARD = threading.Lock()
 INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
@@ -165,10 +168,13 @@ class ResidentModel:
     # Whether the model writes into its input tensors (an in-place op on them), seen on its first
     # CPU call, which gets copies: None until then. Then copies for one that does, else none.
     writes_input: bool | None = None
+    # The model declares single-threaded CPU calls (``cpu_threads`` 1): run with one thread, they go
+    # in the calling (dask) threads, several at once, not one at a time through the feeder.
+    calls_at_once: bool = False
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
-            compiled: bool = False) -> "ResidentModel":
+            compiled: bool = False, calls_at_once: bool = False) -> "ResidentModel":
         cache_key = (payload.key, str(device), bool(compiled))
         with _LOCKS_GUARD:
             resident = _RESIDENT.get(cache_key)
@@ -179,7 +185,8 @@ class ResidentModel:
                 module = in_passing_thread(lambda: copy.deepcopy(payload.get_module()).to(device).eval())
                 resident = cls(module=module, device=device, takes_mask=takes_mask,
                                compiled=torch.compile(module, dynamic=False) if compiled else None,
-                               label=getattr(payload, "label", None) or type(module).__name__)
+                               label=getattr(payload, "label", None) or type(module).__name__,
+                               calls_at_once=bool(calls_at_once))
                 _RESIDENT[cache_key] = resident
         return resident
 
@@ -196,6 +203,11 @@ class ResidentModel:
         ``threads``: torch intra-op threads for the call (CPU results depend on it; see predict).
         """
         args = (x, mask, autocast, batch_size, out_channels, prefill, threads)
+        if self.device.type == "cpu" and self._runs_alongside(threads):
+            # A model of many small ops: one thread a call, in this thread, while other dask threads
+            # run theirs. A team of threads waits at every op's barrier, the longer the busier the
+            # machine (benchmarks/RESULTS.md, session 33).
+            return single_threaded(self._cpu_batches, *args, locked=False)
         if self.device.type == "cpu" and self._runs_inline(threads):
             return self._cpu_batches(*args)
         if self.device.type == "cpu":
@@ -229,20 +241,25 @@ class ResidentModel:
             return None
         return finite_or_nan(torch.from_numpy(out)).numpy()
 
+    def _runs_alongside(self, threads) -> bool:
+        """A model that declares single-threaded calls (:attr:`calls_at_once`), run with one thread,
+        where this thread's OpenMP setting can be its own."""
+        return self.calls_at_once and threads == 1 and self.compiled is None and can_run_single_threaded()
+
     def _runs_inline(self, threads) -> bool:
         """A near-free uncompiled model, and a thread with the run's count (only the feeder sets it)."""
         cheap = self.block_seconds is not None and self.block_seconds < INLINE_SECONDS
         return cheap and self.compiled is None and (threads is None or torch.get_num_threads() == threads)
 
-    def _cpu_batches(self, x, mask, autocast, batch_size, *rest, checked: bool = True) -> np.ndarray:
-        """A CPU block's batches, one model call at a time on the device, timed. A near-free
+    def _cpu_batches(self, x, mask, autocast, batch_size, *rest, checked: bool = True, locked: bool = True) -> np.ndarray:
+        """A CPU block's batches, timed; ``locked``: one model call at a time on the device. A near-free
         model runs a block as one batch where that gave the batches' bytes on the first block of
         its shape (checked then, on a complete block: both ways, the batches' result returned):
         its results stay those of ``batch_size``, without copying batch outputs into the block.
         ``checked=False``: the output's inf left as the model gave it (see :meth:`run_complete`)."""
         key = self._one_batch_key(x, mask, autocast, batch_size, *rest)
         run_batch = self._run_batch_here if checked else functools.partial(self._run_batch_here, checked=False)
-        with device_lock(self.device):
+        with device_lock(self.device) if locked else nullcontext():
             one = key is not None and self.one_batch.get(key, False)
             start = time.perf_counter()
             out = self._batches(x, mask, autocast, len(x) if one else batch_size, *rest, run_batch)

@@ -39,6 +39,7 @@ class EngineSpec:
     standard_names: dict = field(default_factory=dict)
     min_tile: int = 0  # the model's smallest efficient tile (its halo is large); raises the default
     cpu_bf16: bool = False  # precision="auto" may use bf16 autocast on a CPU with native bf16
+    cpu_threads: int | None = None  # the model's CPU threads per call when the user sets none
     # The first target_channels input channels are the ones to fill (the rest only inform the
     # fill: context fields); None = every channel. Only gaps there make a tile run (TILES_GAPS).
     target_channels: int | None = None
@@ -273,9 +274,20 @@ def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
         standard_names=dict(card.get("standard_names") or {}),
         min_tile=int(pick("min_tile", 0) or 0),
         cpu_bf16=bool(pick("cpu_bf16", False)),
+        cpu_threads=_cpu_threads(pick("cpu_threads"), module),
         target_channels=_target_channels(pick("target_channels"), int(in_channels), module),
         takes_domain=takes_mask and bool(pick("takes_domain", False)),
     )
+
+
+def _cpu_threads(value, module) -> int | None:
+    """The card's or module's ``cpu_threads``, checked: a whole number from 1, or absent."""
+    if value is None:
+        return None
+    if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
+        raise ModelError(f"model {_label(module)!r} declares cpu_threads={value!r}; it must be a whole number "
+                         "from 1 to 4096 (CPU threads per model call), or absent. Fix its card or attribute.")
+    return int(value)
 
 
 def _target_channels(value, in_channels: int, module) -> int | None:

@@ -98,7 +98,7 @@ class _WithContext(nn.Module):
         self.in_channels = n + int(info.shape[0])
         self.out_channels = int(module.out_channels)
         for name in ("mode", "halo", "size_multiple", "takes_mask", "takes_domain", "fills_gaps", "min_tile", "cpu_bf16",
-                     "sigma"):
+                     "cpu_threads", "sigma"):
             if hasattr(module, name):
                 setattr(self, name, getattr(module, name))
 

@@ -174,6 +174,10 @@ class FillUNet(nn.Module):
         # Only the correction runs in bf16 under autocast (harmonic_fill stays fp32): on held-out
         # scenes its RMSE moved by < 0.1%, while a CPU with native bf16 runs it 1.5x faster.
         self.cpu_bf16 = bool(correction)
+        # Without the correction net: thousands of small ops a tile, which a team of threads runs
+        # no faster than one thread (each op waits at its barrier), so one thread a call, a tile
+        # per dask thread at once (benchmarks/RESULTS.md, session 33).
+        self.cpu_threads = None if correction else 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, info=None) -> torch.Tensor:
         n = self.in_channels
