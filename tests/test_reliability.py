@@ -63,7 +63,7 @@ def test_interrupted_write_resumes_to_the_same_store(tmp_path):
                           regions_per_step=1)
     done_before = len(__import__("json").loads((store / LOG_NAME).read_text())["done"])
     assert 0 < done_before < ds.sizes["time"]
-    to_zarr_resumable(ds.dl.predict(flaky, halo=2, mode="spatial"), store, resume=True)
+    to_zarr_resumable(ds.dl.predict(flaky, halo=2, mode="spatial"), store, resume=True, regions_per_step=1)
     np.testing.assert_array_equal(xr.open_zarr(store).v.values, xr.open_zarr(reference).v.values)
 
 

@@ -314,3 +314,40 @@ def test_sigma_of_packed_counts_carries_the_scale_factor(tmp_path):
     back = xr.open_dataset(tmp_path / "raw.nc")
     np.testing.assert_allclose(back.sst_sigma.values[gaps], expected[gaps], rtol=1e-3)
     back.close(); raw.close(); decoded.close()
+
+
+def test_added_variables_never_replace_the_users_own_or_a_context_field():
+    """<var>_inpainted and <var>_sigma replace only what an earlier xdl fill left (probe: a user's
+    retrieval error named sst_sigma, and a context field of that name, were silently replaced)."""
+    arr, _ = field()
+    own = xr.DataArray(np.full(arr.shape, 0.3, "f4"), dims=arr.dims, attrs={"long_name": "retrieval uncertainty"})
+    ds = arr.to_dataset().assign(sst_sigma=own, other=arr.fillna(0) * 2)
+    with pytest.raises(InputError, match="'sst_sigma', which is already a variable of this dataset that xdl did not write"):
+        ds.dl.inpaint(variables=["sst"], uncertainty=True, domain=None)
+    with pytest.raises(InputError, match="'sst_sigma', which is already a context variable"):
+        ds.dl.inpaint(variables=["sst"], context=["sst_sigma"], uncertainty=True, domain=None)
+    out = ds.dl.inpaint(variables=["sst"], domain=None)  # no sigma asked for: the user's stays as it is
+    np.testing.assert_array_equal(out.sst_sigma.values, own.values)
+    flagged = ds.drop_vars("sst_sigma").assign(sst_inpainted=own)
+    with pytest.raises(InputError, match="'sst_inpainted'.*flags=False"):
+        flagged.dl.inpaint(variables=["sst"], domain=None)
+    kept = flagged.dl.inpaint(variables=["sst"], domain=None, flags=False)
+    np.testing.assert_array_equal(kept.sst_inpainted.values, own.values)
+    # xdl's own output filled again (the same options): its flags and sigma are replaced, as before
+    first = ds.drop_vars("sst_sigma").dl.inpaint(variables=["sst"], context=["other"], uncertainty=True, domain=None)
+    again = first.dl.inpaint(variables=["sst"], context=["other"], uncertainty=True, domain=None)
+    for name in ("sst", "sst_sigma", "sst_inpainted"):
+        np.testing.assert_array_equal(again[name].values, first[name].values)
+
+
+def test_a_flag_variable_named_as_a_variable_to_fill_is_refused():
+    """Bit words outside valid_range were interpolated into non-integer floats (probe: GHRSST
+    l2p_flags named in --var). The default selection never picks flag variables."""
+    arr, _ = field()
+    words = xr.DataArray(np.where(np.isnan(arr.values), -32767, 3).astype("i2"), dims=arr.dims,
+                         attrs={"flag_masks": np.array([1, 2], "i2"), "flag_meanings": "microwave land",
+                                "valid_min": 0, "valid_max": 2047})
+    ds = arr.to_dataset().assign(l2p_flags=words)
+    with pytest.raises(InputError, match="'l2p_flags' is a flag variable.*mask=ds\\['l2p_flags'\\] == 0"):
+        ds.dl.inpaint(variables=["l2p_flags"])
+    assert "l2p_flags_inpainted" not in ds.dl.inpaint(domain=None)

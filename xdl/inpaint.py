@@ -283,6 +283,23 @@ def _attach(out, result, flag, sigma, flags: bool) -> None:
             uncertainty.link(out[name].attrs, str(extra.name))  # a second pass over xdl's own output: once
 
 
+def _refuse_name_clashes(ds, names, context, flags: bool, sigma: bool) -> None:
+    """The variables a fill adds (``<var>_inpainted``, ``<var>_sigma``) may replace only those an
+    earlier xdl fill of the same variable left, never the user's own, a context field or a target."""
+    for name in names:
+        added = [(f"{name}_inpainted", "flags", lambda v: "filled_by_model" in str(v.attrs.get("flag_meanings", "")).split(),
+                  "pass flags=False")] if flags else []
+        if sigma:
+            added.append((uncertainty.sigma_name(name), "standard error", lambda v: uncertainty.stale_sigma(ds, name) is not None,
+                          "leave uncertainty off"))
+        for extra, kind, made_by_xdl, advice in added:
+            if extra in ds.variables and (extra in context or extra in names or not made_by_xdl(ds[extra])):
+                role = ("a context variable" if extra in context else "a variable to fill" if extra in names
+                        else "a variable of this dataset that xdl did not write")
+                raise InputError(f"the fill of {name!r} adds its {kind} as {extra!r}, which is already {role}: "
+                                 f"rename it first (ds.rename({{{extra!r}: ...}})) or {advice}.")
+
+
 def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress):
     if arr.name is None:
         arr = arr.rename("data")
@@ -317,8 +334,15 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
     missing = [n for n in names if n not in ds.data_vars]
     if missing:
         raise InputError(f"variables {missing} not in the dataset; it has {list(ds.data_vars)}.")
+    for name in names:
+        kind = cf.code_kind(ds[name])
+        if kind is not None:  # bit words interpolated into non-integer floats (probe: GHRSST l2p_flags)
+            raise InputError(f"variable {name!r} is {kind} (CF): its values are codes, not a field to fill. Fill "
+                             "the data variables it describes instead (variables=[...]; CLI --var); to hide "
+                             f"pixels by it, pass a mask (e.g. mask=ds[{name!r}] == 0).")
     if job.request is not None:
         job.request.check_targets(names)
+    _refuse_name_clashes(ds, names, context, flags, job.uncertainty)
     out = ds.copy()
     lazy = False
     for group in _groups(names, spec):

@@ -373,7 +373,7 @@ def eligible_variables(ds, spec, dims, floats_only=False) -> list:
             not floats_only and np.issubdtype(var.dtype, np.integer) and var.ndim >= 2)
         if not numeric or var.ndim < 2:
             continue
-        if any(k in var.attrs for k in ("flag_values", "flag_meanings", "flag_masks", "grid_mapping_name")):
+        if cf.code_kind(var) is not None:
             continue
         try:
             spatial_dims_for(var, spec, dims)

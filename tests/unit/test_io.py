@@ -8,11 +8,20 @@ import numpy as np
 import pytest
 import xarray as xr
 
+import xdl.io.zarr
+
 from xdl.errors import InputError, OutputExistsError
 from xdl.io.files import input_paths, is_zarr, refuse_existing, refuse_overlap, replace_atomically
 from xdl.io.zarr import JOB_NAME, LOG_NAME, store_status, to_zarr_resumable
 
 VALUES = np.arange(24.0).reshape(4, 6)
+
+
+@pytest.fixture(autouse=True)
+def one_chunk_regions(monkeypatch):
+    """Regions of one chunk each, as a store of big chunks has (small ones are grouped: see
+    test_thin_chunks_are_written_in_regions_of_at_least_min_region_bytes)."""
+    monkeypatch.setattr(xdl.io.zarr, "MIN_REGION_BYTES", 0)
 
 
 def _dataset(values=VALUES, fail_at=None):
@@ -127,3 +136,27 @@ def test_overwrite_and_overlap_checks(tmp_path):
     with pytest.raises(InputError, match="the output lies inside an input"):
         refuse_overlap(tmp_path / "in" / "out.zarr", [tmp_path / "in"])
     refuse_overlap(tmp_path / "out.zarr", [tmp_path / "in", None])
+
+
+def test_thin_chunks_are_written_in_regions_of_at_least_min_region_bytes(tmp_path, monkeypatch):
+    """Each region is a compute of its own, and a model's tiles reach across many thin chunks:
+    written a row a region, a row-chunked scene was filled once per row (160 times; probe)."""
+    values = np.arange(40 * 6, dtype="f8").reshape(40, 6)
+    ds = xr.Dataset({"v": (("time", "x"), da.from_array(values, chunks=(1, 6)))})
+    monkeypatch.setattr(xdl.io.zarr, "MIN_REGION_BYTES", 10 * 6 * 8)  # 10 rows of float64
+    computes = []
+    real = xr.Dataset.to_zarr
+
+    def counted(self, *args, **kwargs):
+        if kwargs.get("region") is not None:
+            computes.append(kwargs["region"]["time"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", counted)
+    path = tmp_path / "out.zarr"
+    to_zarr_resumable(ds, path)
+    assert computes == [slice(0, 10), slice(10, 20), slice(20, 30), slice(30, 40)]
+    np.testing.assert_array_equal(xr.open_zarr(path).v.values, values)
+    computes.clear()
+    to_zarr_resumable(ds, path, mode="w", regions_per_step=4)  # asked for: 4 chunks a region
+    assert len(computes) == 10

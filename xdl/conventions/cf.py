@@ -15,6 +15,20 @@ def grid_mapping_name(da: xr.DataArray) -> str | None:
     return da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
 
 
+def code_kind(da: xr.DataArray) -> str | None:
+    """What kind of CF metadata variable ``da`` is, if it is one whose values are codes rather than a
+    field ("a flag variable", "a grid-mapping variable"), else None.
+
+    >>> code_kind(xr.DataArray([1, 2], attrs={"flag_masks": [1, 2], "flag_meanings": "a b"}))
+    'a flag variable'
+    """
+    if any(key in da.attrs for key in ("flag_values", "flag_meanings", "flag_masks")):
+        return "a flag variable"
+    if "grid_mapping_name" in da.attrs:
+        return "a grid-mapping variable"
+    return None
+
+
 def carry_georeferencing(source: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
     """Give ``target`` the grid mapping of ``source``, where ``source`` keeps it: in attrs after
     a plain decode, in encoding after ``decode_coords="all"`` (xarray refuses to write a variable
