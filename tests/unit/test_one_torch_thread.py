@@ -246,3 +246,21 @@ def test_the_bundled_context_fill_is_the_same_under_every_scheduler():
             for s in ("threads", "synchronous")]
     for name in ("t", "t_sigma"):
         np.testing.assert_array_equal(runs[0][name].values, runs[1][name].values)
+
+
+def test_a_run_with_its_own_thread_count_leaves_later_threads_theirs():
+    """The feeder takes a run's count as its own only: torch.set_num_threads there gave every thread
+    that started torch later the run's count (probe: after inpaint(threads=1), new threads ran 1)."""
+    def in_new_thread():
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    before = in_new_thread()
+    other = 1 if before > 1 else 2
+    da = xr.DataArray(np.ones((2, 40, 40), "f4"), dims=("t", "y", "x")).chunk({"t": 1})
+    out = da.dl.predict(_Slow(), compile=False, threads=other).compute(scheduler="threads")
+    assert float(out.max()) == 2.0
+    assert in_new_thread() == before and torch.get_num_threads() == before

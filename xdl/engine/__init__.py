@@ -6,7 +6,8 @@ Imports go one way, from numpy up to dask:
   multiple, cutting and stitching); no torch, no dask.
 - :mod:`xdl.engine.spec` - what the engine needs to know about a model (halo, size multiple, channels).
 - :mod:`xdl.engine.checks` - one-pass value checks (a block complete, outputs finite, same bits).
-- :mod:`xdl.engine.feeding` - the feeder thread and lock per device, host tensors, the copy stream.
+- :mod:`xdl.engine.feeding` - the feeder thread and lock per device, single-threaded CPU calls,
+  host tensors, the copy stream.
 - :mod:`xdl.engine.runner` - torch: batches of tiles through a model on a device, model caching.
 - :mod:`xdl.engine.graph` - dask: pads and aligns the input, maps the runner over its blocks.
 - :mod:`xdl.engine.options` - the checked run options (tile, batch size, device, ...).

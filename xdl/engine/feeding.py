@@ -122,6 +122,18 @@ def can_run_single_threaded() -> bool:
     return _openmp_runtime() is not None
 
 
+def set_own_threads(count: int) -> None:
+    """This thread's torch CPU thread count, and only this thread's (through the OpenMP runtime);
+    ``torch.set_num_threads`` where the runtime is not found, which also sets the count that
+    threads starting torch later take."""
+    runtime = _openmp_runtime()
+    if runtime is None:
+        torch.set_num_threads(int(count))
+        return
+    torch.get_num_threads()  # torch sets a thread's count on its first op: before ours, not over it
+    runtime.omp_set_num_threads(int(count))
+
+
 def single_threaded(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` in the calling thread with one OpenMP thread, the thread's own setting
     restored after. Only this thread's setting changes: ``torch.set_num_threads`` would also set the

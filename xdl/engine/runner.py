@@ -44,7 +44,7 @@ import torch
 from ..errors import InputError, ModelError
 from .checks import all_finite, finite_or_nan, jointly_finite, same_bits
 from .feeding import (can_run_single_threaded, copy_stream, device_feeder, device_lock, host_tensors,
-                      in_passing_thread, single_threaded)
+                      in_passing_thread, set_own_threads, single_threaded)
 
 _LOCKS_GUARD = threading.Lock()
 INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
@@ -374,8 +374,9 @@ class ResidentModel:
             # The caller's thread count, in every process: oneDNN's CPU kernels split their sums
             # by thread, so a dask worker started with OMP_NUM_THREADS=1 would otherwise round
             # differently from the threaded scheduler (measured: 184 pixels of a GOES fill).
-            # With OpenMP this is the feeder thread's own setting; the user's threads keep theirs.
-            torch.set_num_threads(int(threads))
+            # The feeder thread's own setting: torch.set_num_threads would also give it to every
+            # thread that starts torch later, the user's included (probe).
+            set_own_threads(int(threads))
         with torch.inference_mode():
             if cuda:
                 compute = torch.cuda.current_stream(self.device)
