@@ -98,7 +98,10 @@ def in_passing_thread(fn, *args, **kwargs):
 @functools.lru_cache(maxsize=1)
 def _openmp_runtime():
     """The OpenMP runtime torch loaded (GNU libgomp, LLVM libomp or Intel libiomp5), as a ctypes
-    library, or None where it cannot be found (no ``/proc``, another runtime)."""
+    library, or None where it cannot be found (no ``/proc``, another runtime). Only OpenMP's
+    per-thread count is set through it, not MKL's (``torch.set_num_threads`` sets both): MKL is
+    statically linked into torch, and results did not change with it (linear layers, the
+    fill-context tiles: MKL's count 1 or 2, the same bits)."""
     torch.get_num_threads()  # torch's OpenMP runtime is loaded and initialised by now
     try:
         with open("/proc/self/maps") as maps:
