@@ -2,6 +2,7 @@
 two jobs, --overwrite never deletes an input, interrupted stores are recognisable, hostile masks
 and failing writes give one line and exit 1, untouched variables pass through."""
 
+import importlib
 import json
 import os
 import shutil
@@ -436,6 +437,25 @@ def test_evaluate_plot_is_checked_as_out_is(env, tmp_path, capsys):
     store.mkdir()
     assert main(["evaluate", str(store), "--model", env.m0, "--plot", str(store / "p.png")]) == 1
     assert "inside an input" in capsys.readouterr().err and not (store / "p.png").exists()
+    # "--plot fig" writes fig.png (matplotlib adds the suffix): that file is the one checked and named
+    assert main(["evaluate", str(src), "--model", env.m0, "--baselines", "", "--plot", str(tmp_path / "scores")]) == 1
+    assert "scores.png: already exists" in capsys.readouterr().err and png.read_bytes() == b"mine"
+    assert main(["evaluate", str(src), "--model", env.m0, "--baselines", "", "--plot", str(tmp_path / "other")]) == 0
+    assert f"wrote {tmp_path / 'other.png'}" in capsys.readouterr().err and (tmp_path / "other.png").exists()
+    # a format matplotlib cannot write: refused before the evaluation, not after it
+    out = tmp_path / "m.csv"
+    assert main(["evaluate", str(src), "--model", env.m0, "--plot", str(tmp_path / "f.xyz"), "--out", str(out)]) == 1
+    assert "cannot write '.xyz' files" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_one_line(env, tmp_path, monkeypatch, capsys):
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 4.50 GiB for an array with shape (12288, 12288)")
+
+    monkeypatch.setattr(importlib.import_module("xdl.inpaint"), "_inpaint_dataset", exhausted)
+    assert main(["inpaint", env.a, str(tmp_path / "o.nc"), "--model", env.m0]) == 1
+    err = capsys.readouterr().err
+    assert "error: out of memory (Unable to allocate 4.50 GiB" in err and "--chunks" in err and len(err.splitlines()) == 1
 
 
 def test_resume_on_real_goes_files_refuses_another_band(env, tmp_path, monkeypatch, capsys):

@@ -494,3 +494,37 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
 def test_errors_are_xdl_errors_for_the_cli():
     # What `xdl` prints as one line: ModelFileError is an XdlError.
     assert issubclass(ModelFileError, XdlError)
+
+
+def test_float64_weights_beyond_float32_are_refused_after_the_cast(tmp_path):
+    """A float64 weight of 1e300 is finite in the file and inf once loaded into float32: predict then
+    gave NaN everywhere, without a word (probe)."""
+    from safetensors.torch import save_file
+
+    m = xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state[name] = state[name].double()
+    state[name].view(-1)[0] = 1e300
+    path = tmp_path / "wide.safetensors"
+    save_file(state, str(path), metadata={"xdl_card": json.dumps(m.card, sort_keys=True), "xdl_format": "1"})
+    with pytest.raises(ModelFileError, match=f"tensor {name!r} holds 1 NaN or infinite"):
+        load_model(path)
+    state[name].view(-1)[0] = 0.5  # a float64 weight float32 holds: loads as before
+    save_file(state, str(path), metadata={"xdl_card": json.dumps(m.card, sort_keys=True), "xdl_format": "1"})
+    assert float(load_model(path).state_dict()[name].view(-1)[0]) == 0.5
+
+
+def test_a_card_whose_tiles_would_be_mostly_padding_is_refused_before_allocating():
+    """halo and size_multiple 4096 are each within the card's limits; together they made a 64 x 64
+    field one 12,288-pixel-square tile (tens of GB asked for; probe)."""
+    import xarray as xr
+
+    m = xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4)
+    wide = xdl.Model(m.module, card={**m.card, "halo": 4096, "size_multiple": 4096})
+    field = xr.DataArray(np.ones((64, 64), "f4"), dims=("y", "x"))
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="12288 x 12288 pixels, over 64x the data it covers"):
+        field.dl.predict(wide)
+    assert time.perf_counter() - start < 5
+    assert field.dl.predict(m).shape == (64, 64)  # the module's own halo: fine

@@ -161,6 +161,7 @@ def _cmd_train(a) -> int:
 
 def _cmd_evaluate(a) -> int:
     from .evaluate import evaluate
+    from .plotting import figure_path
     from .report import format_report, save_report
 
     if a.out:
@@ -171,6 +172,7 @@ def _cmd_evaluate(a) -> int:
             refuse_existing(a.out, "pass --overwrite to replace it")
     if a.plot:  # the same checks as --out: never inside an input, never over a file without --overwrite
         refuse_overlap(a.plot, _sources(a))
+        refuse_overlap(os.fspath(figure_path(a.plot)), _sources(a))
         if not a.overwrite:
             for existing in _plot_files(a.plot):
                 refuse_existing(existing, "pass --overwrite to replace it")
@@ -203,8 +205,11 @@ def _plot_files(plot: str) -> list[str]:
     variables or gap kinds, ``<stem>_<variable>_<gaps><suffix>`` beside it (xdl.evaluate)."""
     import glob
 
+    from .plotting import figure_path
+
+    plot = os.fspath(figure_path(plot))  # "fig" writes fig.png: that is the file to check
     stem, suffix = os.path.splitext(plot)
-    return [plot] + sorted(glob.glob(glob.escape(stem) + "_*" + (suffix or ".png")))
+    return [plot] + sorted(glob.glob(glob.escape(stem) + "_*" + suffix))
 
 
 def _cmd_zoo(a) -> int:
@@ -282,6 +287,14 @@ def main(argv=None) -> int:
         quiet_zarr_exit()
         print(f"xdl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        # numpy's MemoryError, torch's "can't allocate memory": one line too (probe: a 13-frame traceback)
+        if os.environ.get("XDL_DEBUG") or not (isinstance(e, MemoryError) or "allocate memory" in str(e)):
+            raise
+        print(f"xdl {args.command}: error: out of memory ({str(e).strip()[:200] or type(e).__name__}); give smaller "
+              "--chunks or --tile, or run on a machine with more memory (a zarr OUT keeps its finished regions: "
+              "--resume).", file=sys.stderr)
+        return 1
     except (XdlError, OSError, ValueError, KeyError) as e:
         # Bad input: one line, no traceback (XDL_DEBUG=1 shows it for bug reports).
         if os.environ.get("XDL_DEBUG"):

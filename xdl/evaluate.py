@@ -36,6 +36,7 @@ from . import regression_baselines as _regression
 from .compose import observed_mask
 from .conventions import cf, domains
 from .errors import InputError
+from .plotting import figure_path
 
 __all__ = ["evaluate", "METRICS", "UNCERTAINTY_METRICS", "MODEL_METHOD"]
 
@@ -248,6 +249,8 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     partners = {n: obj[n] for n in together} if together else None
     sigma = bool((getattr(model, "card", None) or {}).get("uncertainty"))
     methods = ([] if model is False else [MODEL_METHOD]) + baselines
+    if plot is not None:
+        plot = figure_path(plot)  # its format checked before any work
     if isinstance(domain, str) and domain != "auto":
         raise InputError(f"domain={domain!r}: give 'auto', None, or a bool DataArray (True = fillable).")
 

@@ -25,8 +25,8 @@ import torch
 
 from .errors import InputError, ModelFileError, UnknownModelError
 from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, short  # noqa: F401 (CARD_LIMITS: re-exported)
-from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, fail, open_regular, read_header,
-                          read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
+from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, check_finite, fail, open_regular,
+                          read_header, read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
 from .io.files import replace_atomically
 from .engine.feeding import in_passing_thread
 from .models import registry
@@ -366,6 +366,10 @@ def _load_model(path, device, module) -> Model:
         module.load_state_dict(tensors, strict=True)
     except Exception as e:  # a dtype torch cannot copy into the parameter, as a file error
         raise fail(path, f"cannot load the weights: {e}") from None
+    loaded = module.state_dict()
+    for name, t in tensors.items():
+        if t.dtype != loaded[name].dtype:  # cast on loading: a float64 weight of 1e300 is inf in float32
+            check_finite(path, name, loaded[name])
     try:
         model = Model(module, card)
     except InputError as e:

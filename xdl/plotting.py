@@ -61,6 +61,28 @@ def _reliability_panel(ax, truth, fill, sigma, hidden, fontsize) -> None:
     ax.legend(fontsize=fontsize - 1, loc="upper left")
 
 
+def figure_path(path) -> Path:
+    """The file a figure asked for as ``path`` is written to: ``.png`` added where it has no suffix
+    (matplotlib would add it, and a check of ``path`` itself would miss the file it replaces); an
+    :class:`~xdl.errors.InputError` for a format matplotlib cannot write, before any work is done.
+
+    >>> figure_path("fig").name, figure_path("out/fig.pdf").name
+    ('fig.png', 'fig.pdf')
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise InputError(f"plot {str(path)!r}: matplotlib cannot write {path.suffix!r} files; end the name in one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}.")
+    return path
+
+
 def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None, origin="upper",
                       sigma_of="model") -> Path:
     """Truth | gaps | each method's fill on the top row, errors on the hidden pixels below; with

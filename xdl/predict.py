@@ -209,6 +209,7 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
             plans.append(tiling.AxisPlan.build(n, halo=spec.halo, tile=run.tile, size_multiple=spec.size_multiple,
                                                periodic=bool(periodic) and i == len(spatial) - 1))
     tile_pixels = int(np.prod([p.tile_size for p in plans])) if plans else 1
+    _check_padding(x, plans, tile_pixels, spec)
     budget = _BATCH_BUDGET["cuda" if run.device.type == "cuda" else "cpu"]
     batch = run.batch_size or max(1, budget // (tile_pixels * max(spec.in_channels, 1)))
     chunk_batch = batch  # tiles per in-memory block
@@ -351,6 +352,26 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
 
 GEOLOCATION_NAMES = ("latitude", "longitude", "grid_latitude", "grid_longitude", "projection_x_coordinate",
                      "projection_y_coordinate")
+
+
+# A tile may hold this many input values before its share of padding is checked: the largest
+# default tiles (CUDA, several channels) stay below it.
+TILE_VALUES_UNCHECKED = 2 ** 24
+MAX_PADDING_FACTOR = 64  # a larger tile holds at most this many times the values of the data it covers
+
+
+def _check_padding(x, plans, tile_pixels: int, spec) -> None:
+    """An :class:`InputError` before anything is allocated when the model's halo and size multiple
+    make each tile mostly padding and large: a card within its limits (halo and size multiple 4096)
+    made a 64 x 64 field a 12,288-pixel-square tile, and predict asked for tens of GB (probe)."""
+    values = tile_pixels * max(spec.in_channels, 1)
+    covered = int(np.prod([min(p.stride, p.length) for p in plans])) * max(spec.in_channels, 1)
+    if values > TILE_VALUES_UNCHECKED and values > MAX_PADDING_FACTOR * covered:
+        side = " x ".join(str(p.tile_size) for p in plans)
+        raise InputError(f"the model's halo ({spec.halo}) and size multiple ({spec.size_multiple}) make each tile of "
+                         f"{x.name or 'the input'} {side} pixels, over {MAX_PADDING_FACTOR}x the data it covers: "
+                         "check the model card's halo and size_multiple (or pass a smaller halo=), or give the model "
+                         "larger inputs.")
 
 
 def eligible_variables(ds, spec, dims, floats_only=False) -> list:
