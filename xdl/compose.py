@@ -118,6 +118,11 @@ def near_valid(valid: xr.DataArray, spatial, halo: int) -> xr.DataArray:
     return valid.copy(data=near.rechunk(data.chunks))  # dask may rechunk for a deep halo: undo
 
 
+def written_by_xdl(flags: xr.DataArray) -> bool:
+    """Whether ``flags`` are the flags of an xdl fill (a ``filled_by_model`` meaning)."""
+    return "filled_by_model" in str(flags.attrs.get("flag_meanings", "")).split()
+
+
 def observed_mask(ds, arr: xr.DataArray, mask) -> xr.DataArray:
     """``arr``'s valid mask (:func:`~xdl.conventions.validity.valid_mask`); without ``mask=``, less
     the pixels an earlier fill by xdl wrote, as its flags in Dataset ``ds`` say (``<name>_inpainted``
@@ -126,7 +131,7 @@ def observed_mask(ds, arr: xr.DataArray, mask) -> xr.DataArray:
     scores against them; ``mask=`` is the user's own rule, taken as given."""
     valid = valid_mask(arr, mask)
     flags = ds.data_vars.get(f"{arr.name}_inpainted") if mask is None and isinstance(ds, xr.Dataset) else None
-    if flags is None or "filled_by_model" not in str(flags.attrs.get("flag_meanings", "")).split():
+    if flags is None or not written_by_xdl(flags):
         return valid
     return valid & (flags != FLAG_FILLED)
 

@@ -22,7 +22,7 @@ import xarray as xr
 from . import uncertainty
 from .compose import (FLAG_ATTRS, FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITTEN, FLAG_OUTSIDE,  # noqa: F401
                       FLAG_UNFILLABLE, FLAG_VALID, compose_variable, near_valid, observed_mask,
-                      sigma_variable, unhashed)
+                      sigma_variable, unhashed, written_by_xdl)
 from .context import ContextRequest, check_request, context_model
 from .conventions import cf, domains, layout, projection
 from .conventions.validity import as_mask, valid_mask
@@ -287,13 +287,15 @@ def _refuse_name_clashes(ds, names, context, flags: bool, sigma: bool) -> None:
     """The variables a fill adds (``<var>_inpainted``, ``<var>_sigma``) may replace only those an
     earlier xdl fill of the same variable left, never the user's own, a context field or a target."""
     for name in names:
-        added = [(f"{name}_inpainted", "flags", lambda v: "filled_by_model" in str(v.attrs.get("flag_meanings", "")).split(),
-                  "pass flags=False")] if flags else []
+        added = []  # (name, what it is, whether an earlier xdl fill wrote it, how to avoid the clash)
+        if flags:
+            flag = f"{name}_inpainted"
+            added.append((flag, "flags", flag in ds.variables and written_by_xdl(ds[flag]), "pass flags=False"))
         if sigma:
-            added.append((uncertainty.sigma_name(name), "standard error", lambda v: uncertainty.stale_sigma(ds, name) is not None,
+            added.append((uncertainty.sigma_name(name), "standard error", uncertainty.stale_sigma(ds, name) is not None,
                           "leave uncertainty off"))
-        for extra, kind, made_by_xdl, advice in added:
-            if extra in ds.variables and (extra in context or extra in names or not made_by_xdl(ds[extra])):
+        for extra, kind, ours, advice in added:
+            if extra in ds.variables and (extra in context or extra in names or not ours):
                 role = ("a context variable" if extra in context else "a variable to fill" if extra in names
                         else "a variable of this dataset that xdl did not write")
                 raise InputError(f"the fill of {name!r} adds its {kind} as {extra!r}, which is already {role}: "
