@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from distributed import Client, LocalCluster
 
-import xdl
+import xdl  # noqa: F401 (registers the .dl accessor)
 from xdl import masks
 
 from _common import data_file, parser

@@ -20,6 +20,7 @@ import time
 import xarray as xr
 
 import xdl
+from xdl.models.resolve import resolve_model
 
 from _common import data_file, parser
 
@@ -57,7 +58,8 @@ def score(ds, model, targets):
 def main():
     args = parser(__doc__).parse_args()
     ds = scene(args.small)
-    model = xdl.load_model(args.model) if args.model else xdl.pretrained.load()
+    # A file or a bundled name; by default the bundled model for context, as inpaint(context=...) takes.
+    model = resolve_model(args.model, default=xdl.pretrained.default_for(context=CONTEXT))
     targets = TARGETS[:2] if args.small else TARGETS
     t0 = time.perf_counter()
     report, with_context = score(ds, model, targets)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-import xdl
+import xdl  # noqa: F401 (registers the .dl accessor)
 from xdl import baselines, masks, metrics
 
 from _common import data_file, parser

@@ -20,3 +20,5 @@ def test_example_runs(name, tmp_path):
                           capture_output=True, text=True, timeout=600, cwd=EXAMPLES)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RMSE" in proc.stdout or "valid values identical: True" in proc.stdout
+    if name == "goes_band_repair":  # by default the bundled model for context, as inpaint(context=...) takes
+        assert "model: fill-context (with the context bands)" in proc.stdout, proc.stdout[-2000:]

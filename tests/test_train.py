@@ -435,3 +435,14 @@ def test_cuda_bf16_fits_all_modes():
 
 
 FAST = dict(epochs=3, steps_per_epoch=15, batch_size=8, tile=32, val_steps=3, progress=False)
+
+
+def test_a_batch_that_leaves_batch_norm_one_value_is_refused_before_training():
+    """A batch of one tile the size multiple's side: torch raised "Expected more than 1 value per
+    channel when training" from inside the first step (probe: fill-unet tile 32, unet tile 4)."""
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset({"a": (("time", "y", "x"), rng.standard_normal((4, 32, 32)).astype("f4"))})
+    model = xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4)
+    with pytest.raises(InputError, match="batch_size=1 with tile=4 .* use batch_size >= 2 or tile >= 8"):
+        ds.dl.fit(model, inputs=["a"], targets=["a"], epochs=1, steps_per_epoch=1, batch_size=1, tile=4,
+                  val=0.25, val_steps=1, progress=False)

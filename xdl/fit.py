@@ -137,11 +137,28 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
             raise InputError(f"tile={config.tile} is smaller than the model's size multiple {sm}; use tile >= {sm} "
                              f"(a multiple of {sm}), or a shallower model.")
         config = dataclasses.replace(config, tile=config.tile // sm * sm)
+        _check_batch_norm(module, config, sm, mode)
         setup = _Setup(module, old_card, existing is not None, mode, ins, outs, gan, dev, autocast_dtype,
                        takes_mask, sm, ctx)
         return _train(ds, config, setup, masks=masks, mask_fraction=mask_fraction, dims=dims, val=val, lr=lr,
                       loss_weights=loss_weights, normalization=normalization)
 
+
+
+_BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+
+
+def _check_batch_norm(module, config, size_multiple: int, mode: str) -> None:
+    """Batch normalisation trains on more than one value per channel: one tile of the size
+    multiple's side a batch leaves one at the deepest level (torch raised "Expected more than 1
+    value per channel when training" from inside the first step; probe)."""
+    if mode == "pointwise" or not any(isinstance(m, _BATCH_NORMS) for m in module.modules()):
+        return
+    deepest = (config.tile // size_multiple) ** (3 if mode == "volume" else 2)
+    if config.batch_size * deepest < 2:
+        raise InputError(f"batch_size={config.batch_size} with tile={config.tile} leaves the model's deepest level one "
+                         "value per channel, which its batch normalisation cannot train on; use batch_size >= 2 or "
+                         f"tile >= {2 * size_multiple}.")
 
 def _existing_model(model, model_config) -> Model | None:
     """The :class:`Model` to fine-tune (None for a zoo name), or InputError."""
