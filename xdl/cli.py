@@ -172,9 +172,10 @@ def _cmd_evaluate(a) -> int:
             refuse_existing(a.out, "pass --overwrite to replace it")
     if a.plot:  # the same checks as --out: never inside an input, never over a file without --overwrite
         refuse_overlap(a.plot, _sources(a))
-        refuse_overlap(os.fspath(figure_path(a.plot)), _sources(a))
+        written = os.fspath(figure_path(a.plot))  # "fig" writes fig.png: that is the file to check
+        refuse_overlap(written, _sources(a))
         if not a.overwrite:
-            for existing in _plot_files(a.plot):
+            for existing in _plot_files(written):
                 refuse_existing(existing, "pass --overwrite to replace it")
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
@@ -201,13 +202,11 @@ def _cmd_evaluate(a) -> int:
 
 
 def _plot_files(plot: str) -> list[str]:
-    """The files ``--plot`` may write that exist already: the path itself and, for several
-    variables or gap kinds, ``<stem>_<variable>_<gaps><suffix>`` beside it (xdl.evaluate)."""
+    """The files ``--plot`` may write that exist already: the figure path itself
+    (:func:`~xdl.plotting.figure_path`) and, for several variables or gap kinds,
+    ``<stem>_<variable>_<gaps><suffix>`` beside it (xdl.evaluate)."""
     import glob
 
-    from .plotting import figure_path
-
-    plot = os.fspath(figure_path(plot))  # "fig" writes fig.png: that is the file to check
     stem, suffix = os.path.splitext(plot)
     return [plot] + sorted(glob.glob(glob.escape(stem) + "_*" + suffix))
 

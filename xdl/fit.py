@@ -144,7 +144,6 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
                       loss_weights=loss_weights, normalization=normalization)
 
 
-
 _BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 
 
@@ -159,6 +158,7 @@ def _check_batch_norm(module, config, size_multiple: int, mode: str) -> None:
         raise InputError(f"batch_size={config.batch_size} with tile={config.tile} leaves the model's deepest level one "
                          "value per channel, which its batch normalisation cannot train on; use batch_size >= 2 or "
                          f"tile >= {2 * size_multiple}.")
+
 
 def _existing_model(model, model_config) -> Model | None:
     """The :class:`Model` to fine-tune (None for a zoo name), or InputError."""

@@ -143,14 +143,12 @@ def single_threaded(fn, *args, **kwargs):
     count every thread that starts torch later takes. One thread runs no OpenMP team, so calls in
     several threads at once share no barriers (see :func:`_short_openmp_waits` for what barriers
     cost on a busy machine). Needs :func:`can_run_single_threaded`."""
-    runtime = _openmp_runtime()
-    torch.get_num_threads()  # torch sets a thread's count on its first op: before ours, not over it
-    before = runtime.omp_get_max_threads()
-    runtime.omp_set_num_threads(1)
+    before = torch.get_num_threads()  # this thread's count (torch's, set on its first op)
+    set_own_threads(1)
     try:
         return fn(*args, **kwargs)
     finally:
-        runtime.omp_set_num_threads(before)
+        set_own_threads(before)
 
 
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
