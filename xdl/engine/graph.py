@@ -291,7 +291,7 @@ def _spatial_block(block, payload, *, out_shape, plans, spec, device, autocast, 
     if (tiles == TILES_ALL and not spec.takes_mask and data.dtype == np.float32
             and tiling.is_one_tile(data.shape[2:], plans)):
         # A complete block as it is, checked with the output (None: it has gaps, masked below).
-        resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.cpu_threads == 1)
+        resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.single_threaded)
         out = resident.run_complete(data, autocast, batch_size, spec.out_channels, threads)
         if out is not None:
             out = tiling.assemble(out, [(0,) * len(plans)], plans, data.shape[0], out_spatial)  # a view
@@ -348,7 +348,7 @@ def _run_tiles(payload, spec, x_tiles, v_tiles, needed, *, device, autocast, bat
         y_tiles = np.full((len(x_tiles), spec.out_channels) + x_tiles.shape[2:], np.nan, np.float32)
     if not needed.any():
         return y_tiles
-    resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.cpu_threads == 1)
+    resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.single_threaded)
     # nan_policy="fill" hands a mask-less model a harmonic first guess in the gaps (only where
     # there are gaps: on a complete tile the fill is the identity).
     prefill = not spec.takes_mask and nan_policy == "fill" and v_tiles is not None
@@ -399,7 +399,7 @@ def _pointwise_block(block, payload, *, out_shape, spec, device, autocast, batch
     valid = np.isfinite(points).all(axis=1)
     result = np.full((points.shape[0], spec.out_channels), np.nan, np.float32)
     if valid.any():
-        resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.cpu_threads == 1)
+        resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.single_threaded)
         values = resident.run(points[valid].astype(np.float32), None, autocast, batch_size, spec.out_channels,
                               threads=threads)
         result[valid] = values  # NaN where the model gave NaN or inf (the runner sees to it)

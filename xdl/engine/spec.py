@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError, ModelError
+from ..modelcard import CARD_LIMITS
 from ..models import registry
 from ..models.context import unwrapped
 from .feeding import in_passing_thread
@@ -46,6 +47,11 @@ class EngineSpec:
     # The model takes a mask of -1 where a gap lies outside the domain (the caller discards the
     # output there; the model may skip it): the caller marks those input pixels +inf.
     takes_domain: bool = False
+
+    @property
+    def single_threaded(self) -> bool:
+        """The model declares one CPU thread a call (many small ops): its calls run in the callers' threads."""
+        return self.cpu_threads == 1
 
     @property
     def n_spatial(self) -> int:
@@ -284,9 +290,10 @@ def _cpu_threads(value, module) -> int | None:
     """The card's or module's ``cpu_threads``, checked: a whole number from 1, or absent."""
     if value is None:
         return None
-    if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096):
+    lo, hi = CARD_LIMITS["cpu_threads"]
+    if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
         raise ModelError(f"model {_label(module)!r} declares cpu_threads={value!r}; it must be a whole number "
-                         "from 1 to 4096 (CPU threads per model call), or absent. Fix its card or attribute.")
+                         f"from {lo} to {hi} (CPU threads per model call), or absent. Fix its card or attribute.")
     return int(value)
 
 
