@@ -540,6 +540,34 @@ def test_raw_counts_with_a_float32_packing_read_alike_in_every_reader(tmp_path):
     back.close(); raw.close()
 
 
+def test_raw_pixels_left_unfilled_hold_the_declared_fill_value(tmp_path):
+    """Counts opened raw (mask_and_scale=False) with pixels outside the domain: the unfilled ones
+    were written as NaN under the source's _FillValue 4095, so netCDF4 did not mask them (its mean
+    was NaN) while xarray read NaN (probe). Now they hold 4095, as in the input, in every reader."""
+    y, x = np.mgrid[0:48, 0:64]
+    counts = np.round(2000 + 300 * np.sin(x / 7.0) + 200 * np.cos(y / 5.0)).astype("i2")
+    counts[20:24, 10:50] = 4095   # a gap inside the domain: filled
+    counts[:, :6] = 4095          # outside the domain below: left unfilled
+    attrs = {"_FillValue": np.int16(4095), "scale_factor": np.float32(0.04572892),
+             "add_offset": np.float32(-1.6443), "units": "mW m-2 sr-1 (cm-1)-1"}
+    xr.Dataset({"Rad": (("y", "x"), counts, attrs)}).to_netcdf(tmp_path / "in.nc")
+    raw = xr.open_dataset(tmp_path / "in.nc", mask_and_scale=False)
+    out = raw.dl.inpaint(variables=["Rad"], domain=xr.DataArray(x >= 6, dims=("y", "x")), uncertainty=True)
+    flags = out.Rad_inpainted.values
+    assert (flags[:, :6] == 3).all() and (flags[20:24, 10:50] == FLAG_FILLED).all()
+    assert (out.Rad.values[:, :6] == 4095).all() and not np.isnan(out.Rad.values).any()
+    out.to_netcdf(tmp_path / "out.nc")
+    with netCDF4.Dataset(tmp_path / "out.nc") as nc:
+        read = nc["Rad"][:]
+        assert np.ma.getmaskarray(read)[:, :6].all() and not np.ma.getmaskarray(read)[:, 6:].any()
+        assert np.isfinite(np.ma.mean(read))
+    back = xr.open_dataset(tmp_path / "out.nc")
+    assert back.Rad.isnull()[:, :6].all() and back.Rad.notnull()[:, 6:].all()
+    np.testing.assert_array_equal(xr.open_dataset(tmp_path / "out.nc", mask_and_scale=False).Rad.values,
+                                  out.Rad.values)
+    back.close(); raw.close()
+
+
 def test_a_stale_coordinates_attribute_is_not_written_back(tmp_path):
     """GDAL's tags put `coordinates: band_id band_wavelength t y x` in a GeoTIFF's attrs (probe):
     written back, it named variables the output file does not hold."""

@@ -189,6 +189,13 @@ def test_limits_of_a_lost_packing_are_an_error_not_a_field_of_nan(tmp_path):
     partly = masked.where(masked.x < 20, 20000.0)  # a third of the columns inside the raw limits
     with pytest.warns(xdl.XdlWarning, match=r"outside its CF valid range .* uint16 .* dropped\?"):
         partly.dl.inpaint(model())
+    # A few values outside such limits (under the 1% that warns otherwise: good GOES radiances
+    # below the raw range's 0 after .where()) are told too, with the ways out (probe).
+    few = masked.copy()
+    few.attrs["valid_range"] = np.array([0, 56000], "u2")
+    few[0, 0, 0] = -0.5
+    with pytest.warns(xdl.XdlWarning, match=r"1 of its 520 finite values \(0.2%\) .* uint16 .*attrs.pop"):
+        few.dl.inpaint(model())
     # The two ways out the message gives: the variable as opened with mask=, or mask= on the
     # masked one. Fills stay within the data's own range (the raw limits are no clip).
     valid = np.isfinite(masked.values)

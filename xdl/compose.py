@@ -72,11 +72,13 @@ def fill_bounds(lo, hi, *, clip, limits):
     return low, high
 
 
-def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, dtype, clip, limits, model):
+def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, dtype, clip, limits, model,
+                  missing=None):
     """One block of the result (the input where valid, else the model's value inside the domain,
     within :func:`fill_bounds`) and of its status flags. ``near``: valid input within the
     model's reach (its halo), which tells a model failure (non-finite output there) from a pixel
-    with nothing to fill from. ``check`` is only a dependency (the lazy valid-range warning)."""
+    with nothing to fill from. ``check`` is only a dependency (the lazy valid-range warning).
+    ``missing``: the value of a pixel left unfilled (None: NaN; raw input: its fill value)."""
     low, high = fill_bounds(lo, hi, clip=clip, limits=limits)
     finite = np.isfinite(model_values)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -84,8 +86,9 @@ def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, d
     # A fill is a finite model value within finite bounds: a sample without any valid value of
     # this variable has no bounds (NaN) and stays unfilled even where context let the model run.
     ok = finite & np.isfinite(fill)
-    fill = np.where(inside & ok, fill, dtype.type(np.nan))  # an inf is no value: never clipped into one
-    # Valid values are the input's own, bit for bit; gaps get the model's value or stay NaN.
+    unfilled = dtype.type(np.nan if missing is None else missing)
+    fill = np.where(inside & ok, fill, unfilled)  # an inf is no value: never clipped into one
+    # Valid values are the input's own, bit for bit; gaps get the model's value or stay missing.
     result = np.where(valid, values.astype(dtype, copy=False), fill)
     failed = ~finite & near
     status = np.where(ok, FLAG_FILLED, np.where(failed, FLAG_MODEL_FAILED, FLAG_UNFILLABLE))
@@ -173,7 +176,8 @@ def compose_variable(arr, valid, known, model_values, domain, near_any, spatial,
     result, flags = xr.apply_ufunc(
         compose_block, arr, valid, model_values, True if domain is None else chunks_like(domain, like), lo, hi, near,
         xr.DataArray(check),
-        kwargs={"dtype": dtype, "clip": clip, "limits": cf.valid_limits(arr), "model": label},
+        kwargs={"dtype": dtype, "clip": clip, "limits": cf.valid_limits(arr), "model": label,
+                "missing": cf.raw_missing_value(arr)},
         dask="parallelized", output_dtypes=[dtype, np.int8], output_core_dims=[[], []])
     result, flags = (chunks_like(a.transpose(*arr.dims).assign_coords(
         {k: arr.coords[k] for k in a.coords if k in arr.coords}), like) for a in (result, flags))

@@ -245,9 +245,10 @@ def out_of_range_counts(da: xr.DataArray):
     return (present & ~in_range).sum(), present.sum()
 
 
-def out_of_range_message(name, outside: int, finite: int) -> str | None:
-    """The warning text when more than 1% of the finite values are outside the valid range."""
-    if finite == 0 or outside <= 0.01 * finite:
+def out_of_range_message(name, outside: int, finite: int, every: bool = False) -> str | None:
+    """The warning text when more than 1% of the finite values are outside the valid range (any
+    of them when ``every``: limits that may be stale, see :func:`lost_packing`)."""
+    if finite == 0 or outside == 0 or (outside <= 0.01 * finite and not every):
         return None
     return (f"variable {name!r}: {outside} of its {finite} finite values ({outside / finite:.1%}) are outside "
             "its CF valid range (valid_range/valid_min/valid_max) and are treated as gaps, so they are "
@@ -294,6 +295,28 @@ _RANGE_KEYS = ("valid_range", "valid_min", "valid_max")
 _FILL_KEYS = ("_FillValue", "missing_value")
 VALIDITY_ATTRS = _FILL_KEYS + _RANGE_KEYS  # the attributes by which CF says a value is no value
 _COMPRESSION_KEYS = ("zlib", "complevel", "shuffle", "compression", "fletcher32")
+
+
+def raw_missing_value(da: xr.DataArray) -> float | None:
+    """The value that marks "no value" in ``da``'s values as they are, when xarray did not mask
+    them (opened with ``mask_and_scale=False`` or ``decode_cf=False``: ``_FillValue`` or
+    ``missing_value`` still in its attrs), else None. An output of such raw values marks its
+    unfilled pixels with it, as the input did: written as NaN, netCDF4 would not mask them
+    (they are not the declared fill value) while xarray reads NaN either way.
+
+    >>> import xarray as xr, numpy as np
+    >>> raw_missing_value(xr.DataArray(np.zeros(2, "i2"), attrs={"_FillValue": np.int16(1023)}))
+    1023.0
+    >>> raw_missing_value(xr.DataArray(np.zeros(2, "f4"))) is None
+    True
+    """
+    for key in _FILL_KEYS:
+        value = da.attrs.get(key)
+        if value is None or np.size(value) == 0 or not np.issubdtype(np.asarray(value).dtype, np.number):
+            continue
+        first = float(np.asarray(value).ravel()[0])
+        return first if np.isfinite(first) else None
+    return None
 
 
 def output_attrs(source: xr.DataArray, dtype) -> dict:

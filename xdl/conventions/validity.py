@@ -131,15 +131,22 @@ def range_check(arr: xr.DataArray, context: bool = False):
     if counts is None:
         return np.zeros((), bool)
     name, limits, packed_type = str(arr.name), cf.valid_limits(arr), cf.lost_packing(arr)
+    # Limits of a packed type on floats whose encoding is gone (.where() on a decoded GOES Rad
+    # keeps valid_range [0, 1022] counts for radiances of -3..95) may be raw units: then the few
+    # good values below 0 were replaced under the 1% threshold, silently (probe). Any such
+    # replacement is told; which it is only the user knows.
+    stale = packed_type is not None and "dtype" not in arr.encoding
 
     def check(outside, finite):
         outside, finite = int(outside), int(finite)
         if finite > 0 and outside == finite:
             raise InputError(cf.no_value_in_range_message(name, finite, limits, packed_type, context))
-        message = None if context else cf.out_of_range_message(name, outside, finite)
+        message = None if context else cf.out_of_range_message(name, outside, finite, every=stale)
         if message and packed_type:
             message += (f" Its limits are of type {packed_type} on floats without scale_factor/add_offset in "
-                        ".encoding: raw units of a packing that .where() or arithmetic dropped?")
+                        ".encoding: raw units of a packing that .where() or arithmetic dropped? Then fill the "
+                        f"variable as opened with mask= (e.g. mask=ds.DQF == 0), or drop the stale limits "
+                        f"(ds[{name!r}].attrs.pop('valid_range')): the output carries them too.")
         if message:
             warnings.warn(message, XdlWarning, stacklevel=2)  # at compute the caller is a dask task
         return np.zeros((), bool)
