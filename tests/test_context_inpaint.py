@@ -296,6 +296,10 @@ def test_integer_and_boolean_context_fields_are_data_everywhere():
         expected = np.broadcast_to(land.astype("f4"), gap.shape)
         np.testing.assert_array_equal(got.sst.values[gap], expected[gap])
         assert got.lsm.dtype == lsm.dtype and "lsm_inpainted" not in got
+        # evaluate's context baselines read it alike (they refused it with inpaint's advice: probe)
+        report = ds.assign(lsm=(("y", "x"), lsm)).dl.evaluate(
+            variables=["sst"], context=["lsm"], gaps="blocks", domain=None, baselines=("regression", "local_regression"))
+        assert np.isfinite(report.rmse.values).all()
 
 
 def test_a_context_field_without_any_value_is_told():
@@ -321,6 +325,43 @@ def test_time_window_steps_along_a_sequence_dim_but_not_along_levels():
         for call in (levels.dl.inpaint, levels.dl.evaluate):
             with pytest.raises(InputError, match="time_window needs a time dim.*vertical dim"):
                 call(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None)
+
+
+def test_an_in_memory_fill_leaves_the_other_variables_as_they_came():
+    """An in-memory target is filled eagerly, but a lazy context field and an unrelated lazy
+    variable came back loaded too (the whole Dataset was computed: probe)."""
+    ds, _ = scene()
+    ds["wind"] = ds.wind.chunk({"time": 1})
+    ds["unrelated"] = ds.sst.chunk({"time": 1}) * 0 + 1
+    for progress in (False, True):
+        out = ds.dl.inpaint(picker((0.0, 0.0), sigma=0.5), variables=["sst"], context=["wind"], domain=None,
+                            uncertainty=True, progress=progress)
+        assert all(isinstance(out[n].data, np.ndarray) for n in ("sst", "sst_inpainted", "sst_sigma"))
+        assert all(isinstance(out[n].data, da.Array) for n in ("wind", "unrelated"))
+        assert out.wind.identical(ds.wind) and out.sst.encoding == ds.sst.encoding
+
+
+def test_a_field_given_as_context_is_named_not_printed():
+    ds, _ = scene()
+    with pytest.raises(InputError, match=r"^context=\['oro', <DataArray 'wind'>\]: give a list of Dataset variable names"):
+        ds.dl.inpaint(picker(), variables=["sst"], context=["oro", ds.wind], domain=None)
+
+
+def test_a_cftime_time_coordinate_is_time_beside_levels():
+    """A non-standard calendar (noleap, as NEMO and CMIP files decode) gives cftime dates: with a
+    level dim beside a time dim of an unusual name (time_counter) the window was refused, asking
+    for "a time coordinate (CF axis T or datetimes)" the data had (probe)."""
+    cftime = pytest.importorskip("cftime")
+    ds, v = scene()
+    levels = xr.concat([ds.sst, ds.sst + 1.0], dim="level").assign_coords(level=[500, 850])
+    four_d = xr.Dataset({"sst": levels.transpose("time", "level", ...)}).rename(time="time_counter")
+    gap = np.isnan(four_d.sst.values)
+    dates = [cftime.DatetimeNoLeap(2002, 7, k + 1) for k in range(four_d.sizes["time_counter"])]
+    numpy_dates = np.array(["2002-07-%02d" % (k + 1) for k in range(len(dates))], "datetime64[ns]")
+    outs = [four_d.assign_coords(time_counter=t).dl.inpaint(picker((1.0, 1.0)), variables=["sst"], time_window=1,
+                                                           domain=None, clip=None) for t in (dates, numpy_dates)]
+    np.testing.assert_array_equal(outs[0].sst.values, outs[1].sst.values)
+    np.testing.assert_array_equal(outs[0].sst.values[0, 0][gap[0, 0]], v[1][gap[0, 0]])
 
 
 def test_time_window_fills_are_bounded_by_the_neighbours_range_too():

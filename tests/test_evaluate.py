@@ -164,6 +164,8 @@ def test_errors(model):
         evaluate(field, model, gaps="observed")
     with pytest.raises(InputError, match="fraction"):
         evaluate(field, model, fraction=1.5)
+    with pytest.raises(InputError, match=r"fraction must be in \(0, 1\) .*nothing to fill from"):
+        evaluate(field, model, fraction=1.0)  # hid everything: all-NaN scores, the data blamed (probe)
     with pytest.raises(InputError, match="unknown baseline|baseline"):
         evaluate(field, model, baselines=("kriging",))
     with pytest.raises(InputError, match="does not fill gaps"):

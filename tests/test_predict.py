@@ -350,3 +350,37 @@ def test_values_the_cf_attributes_call_missing_never_reach_the_model():
     out = arr.dl.predict(Spy(), halo=0).values
     assert max(seen) <= 300 and np.isnan(out[0, 4:6, 5:9]).all()
     assert (out[np.isfinite(out)] == 600).all() and np.isfinite(out).sum() == raw.size - 8
+
+
+def test_pointwise_results_do_not_depend_on_the_chunking():
+    """A block's last model call holds the points left over, a count that follows the chunking;
+    an MLP on a few rows rounds differently, so chunkings gave results 1.5e-8 apart (probe)."""
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset({k: (("time", "lat", "lon"), rng.random((3, 40, 50)).astype("f4")) for k in "TPQ"})
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 1))
+    ref = ds.dl.predict(mlp, inputs=["T", "P", "Q"], outputs=["rain"]).rain.values
+    for chunks in ({"time": 1}, {"time": 1, "lat": 7, "lon": 13}, {"lat": 3, "lon": 1}, {"lat": 20}):
+        got = ds.chunk(chunks).dl.predict(mlp, inputs=["T", "P", "Q"], outputs=["rain"]).rain.values
+        assert got.tobytes() == ref.tobytes(), chunks
+
+
+def test_predict_keeps_the_dim_order_and_takes_one_name_as_a_string():
+    """predict put the spatial dims last (inpaint keeps the input's order), and inputs="tcw"
+    was read as ['t', 'c', 'w'] (probe)."""
+    arr = xr.DataArray(np.random.default_rng(1).random((32, 48, 3)).astype("f4"), dims=("lat", "lon", "time"),
+                       name="t").chunk({"time": 1, "lat": 16})
+    net = torch.nn.Conv2d(1, 1, 3, padding=1)
+    out = arr.dl.predict(net)
+    assert out.dims == arr.dims and out.chunks == arr.chunks
+    ds = arr.to_dataset()
+    got = ds.dl.predict(net, inputs="t", outputs="u")
+    assert list(got.data_vars) == ["u"] and got.u.dims == arr.dims
+    np.testing.assert_array_equal(got.u.values, out.values)
+
+
+def test_an_input_dim_named_channel_beside_new_channels_is_an_input_error():
+    arr = xr.DataArray(np.ones((3, 16, 16), "f4"), dims=("channel", "y", "x"), name="t")
+    with pytest.raises(InputError, match="has a dim 'channel' that is not the model's input channels.*rename"):
+        arr.dl.predict(torch.nn.Conv2d(1, 2, 1))

@@ -185,6 +185,40 @@ def test_predict_returns_sigma_variables():
     assert list(single.channel.values) == ["w", "w_sigma"]
 
 
+def test_a_sigma_model_with_an_odd_channel_count_is_a_model_error_in_predict():
+    """A module with sigma = True that returned (mean, sigma) as a tuple, or only its mean, gave
+    predict an empty Dataset (and a DataArray without sigma), silently (probe)."""
+    class AsTuple(torch.nn.Module):
+        in_channels, sigma = 1, True
+
+        def forward(self, x):
+            return x * 2, torch.ones_like(x)
+
+    class MeanOnly(AsTuple):
+        def forward(self, x):
+            return x * 2
+
+    ds = xr.Dataset({"t": (("y", "x"), np.ones((6, 7), "f4"))})
+    for module in (AsTuple(), MeanOnly()):
+        for call in (lambda: ds.dl.predict(module), lambda: ds.dl.predict(module, inputs=["t"]),
+                     lambda: ds.t.dl.predict(module)):
+            with pytest.raises(ModelError, match=r"gives a sigma .* returns 1 channel.*torch.cat\(\[mean, sigma\], 1\)"):
+                call()
+
+
+def test_a_card_naming_the_means_counts_their_sigmas_too():
+    """outputs=["rain"] with an uncertainty: two channels (the mean, its sigma), as predict reads
+    them; the card said one and the model was refused (probe). Both names given: two as before."""
+    net = torch.nn.Conv2d(1, 2, 1)
+    ds = xr.Dataset({"T": (("y", "x"), np.ones((6, 7), "f4"))})
+    sigma = {"kind": "gaussian", "scale": 1.0}
+    for outputs in (["rain"], ["rain", "rain_sigma"]):
+        model = xdl.Model(net, card={"inputs": ["T"], "outputs": outputs, "uncertainty": sigma, "halo": 0})
+        assert model.card["out_channels"] == 2
+        assert list(ds.dl.predict(model).data_vars) == ["rain", "rain_sigma"]
+    assert xdl.Model(torch.nn.Conv2d(1, 2, 1), card={"outputs": ["a", "b"], "halo": 0}).card["out_channels"] == 2
+
+
 def test_predict_names_sigma_channels_alike_on_both_paths():
     # Four outputs without names: two means, then their sigmas; a DataArray's channels are named
     # as a Dataset's variables, never a sigma taken for a mean.

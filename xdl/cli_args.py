@@ -130,7 +130,7 @@ def evaluate_args(s) -> None:
     s.add_argument("--var", action="append", metavar="V", help="variables to score (default: every float field)")
     s.add_argument("--model", default=None, help="model file or bundled name (default: the bundled default)")
     s.add_argument("--gaps", default="scanlines", help="comma-separated gap kinds: scanlines, blocks, clouds, irregular")
-    s.add_argument("--fraction", type=float, default=0.1, help="share of the valid pixels to hide (default 0.1)")
+    s.add_argument("--fraction", type=float, default=0.1, help="share of the valid pixels to hide, below 1 (default 0.1)")
     s.add_argument("--baselines", default=None,
                    help="comma-separated: linear, nearest, biharmonic, and with context regression, local_regression "
                         "('' for none; default linear,biharmonic and, with context, both regressions)")

@@ -54,7 +54,11 @@ def context_names(context) -> list[str]:
         return []
     names = [context] if isinstance(context, str) else list(context)
     if not all(isinstance(n, str) for n in names):
-        raise InputError(f"context={context!r}: give a list of Dataset variable names.")
+        # A DataArray's repr runs to dozens of lines: say what was given, not all of it.
+        given = ", ".join(repr(n) if isinstance(n, str) else
+                          f"<{type(n).__name__}{' ' + repr(n.name) if hasattr(n, 'name') else ''}>" for n in names)
+        raise InputError(f"context=[{given}]: give a list of Dataset variable names (e.g. context=['C16']; put a "
+                         "field into the Dataset first: ds['name'] = field).")
     if len(set(names)) != len(names):
         raise InputError(f"context={names} names a variable twice; give each once.")
     return names

@@ -181,7 +181,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
         them, ``"observed"`` (the gap pattern of ``observed=``, a bool array, True where real data
         were observed; ``fraction`` is then unused), or a bool DataArray/array, True at the pixels
         to hide (shape ``(y, x)`` or the variable's).
-    fraction : share of the valid pixels (inside ``domain``) hidden by the generated gap kinds; the
+    fraction : share of the valid pixels (inside ``domain``), below 1, hidden by the generated gap kinds; the
         achieved share is the ``hidden_share`` coordinate.
     baselines : names from :data:`xdl.baselines.BASELINES` (``"linear"``, ``"nearest"``,
         ``"biharmonic"``) and, with context, :data:`xdl.regression_baselines.CONTEXT_BASELINES`
@@ -333,9 +333,11 @@ def _check_fraction(fraction) -> float:
     try:
         fraction = float(fraction)
     except (TypeError, ValueError):
-        raise InputError(f"fraction must be a number in (0, 1], got {fraction!r}") from None
-    if not 0.0 < fraction <= 1.0:
-        raise InputError(f"fraction must be in (0, 1] (the share of valid pixels to hide), got {fraction!r}")
+        raise InputError(f"fraction must be a number in (0, 1), got {fraction!r}") from None
+    if not 0.0 < fraction < 1.0:
+        # 1 hid every valid pixel: all-NaN scores under a warning that the data had no value (probe).
+        raise InputError(f"fraction must be in (0, 1) (the share of valid pixels to hide; all of them would "
+                         f"leave nothing to fill from), got {fraction!r}")
     return fraction
 
 

@@ -273,14 +273,18 @@ def _history(model, job, names=None) -> str:
     return line + (" uncertainty=True" if job.uncertainty else "")
 
 
-def _attach(out, result, flag, sigma, flags: bool) -> None:
-    """Put ``result`` (and its flag and sigma variables, linked by ``ancillary_variables``) in ``out``."""
+def _attach(out, result, flag, sigma, flags: bool) -> list:
+    """Put ``result`` (and its flag and sigma variables, linked by ``ancillary_variables``) in
+    ``out``; returns the names put."""
     name = str(result.name)
     out[name] = result
+    put = [name]
     for extra, wanted in ((flag, flags), (sigma, sigma is not None)):
         if wanted:
             out[extra.name] = extra
+            put.append(str(extra.name))
             uncertainty.link(out[name].attrs, str(extra.name))  # a second pass over xdl's own output: once
+    return put
 
 
 def _refuse_name_clashes(ds, names, context, flags: bool, sigma: bool) -> None:
@@ -347,6 +351,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
     _refuse_name_clashes(ds, names, context, flags, job.uncertainty)
     out = ds.copy()
     lazy = False
+    made = []  # the variables this fill writes: the rest of the Dataset is returned as it came
     for group in _groups(names, spec):
         arrays = [ds[n] for n in group]
         for a in arrays:
@@ -364,7 +369,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
                 warnings.warn(f"{stale!r} (the standard error of an earlier fill of {name!r}) is dropped: this "
                               "pass fills those gaps anew. Pass uncertainty=True for the new fills' sigma.",
                               XdlWarning, stacklevel=4)
-            _attach(out, result, flag, None if sigmas is None else sigmas[i], flags)
+            made += _attach(out, result, flag, None if sigmas is None else sigmas[i], flags)
     cf.drop_absent_ancillaries(out, names)  # a filled variable names only what the output holds
     out.attrs = cf.append_history(ds.attrs, _history(model, job, names))
-    return finish(out, lazy, progress)
+    return finish(out, lazy, progress, only=made)

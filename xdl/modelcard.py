@@ -12,7 +12,7 @@ import numbers
 from .errors import InputError
 from .models import registry
 
-__all__ = ["CARD_KEYS", "CARD_LIMITS", "CONTEXT_ANY", "MAX_DEPTH", "MAX_TIME_WINDOW", "check_card", "json_depth",
+__all__ = ["CARD_KEYS", "CARD_LIMITS", "CONTEXT_ANY", "MAX_DEPTH", "MAX_TIME_WINDOW", "check_card", "json_depth", "sigma_name",
            "short"]
 
 MAX_DEPTH = 32  # nesting of the card's JSON: deeper would only exhaust recursion (deepcopy)
@@ -41,6 +41,11 @@ _FLOAT32_MAX = 3.4e38
 def short(v, n=80):
     r = repr(v)
     return r if len(r) <= n else r[:n] + "..."
+
+
+def sigma_name(name: str) -> str:
+    """The name of ``name``'s standard error: a variable's, and a sigma model's output channel's."""
+    return f"{name}_sigma"
 
 
 def check_card(card: dict) -> None:

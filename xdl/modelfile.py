@@ -24,7 +24,7 @@ import os
 import torch
 
 from .errors import InputError, ModelFileError, UnknownModelError
-from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, short  # noqa: F401 (CARD_LIMITS: re-exported)
+from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, short, sigma_name  # noqa: F401 (CARD_LIMITS: re-exported)
 from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, check_finite, fail, open_regular,
                           read_header, read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
 from .io.files import replace_atomically
@@ -40,6 +40,15 @@ class UnknownArchitectureError(ModelFileError, UnknownModelError):
 
     def __str__(self):
         return str(self.args[0]) if self.args else ""
+
+
+def _output_channels(outputs: list, sigma: bool) -> int:
+    """The channels a model with these ``outputs`` returns: one each, and with a sigma one more
+    each, unless ``outputs`` names them already (``["u", "u_sigma"]``): a sigma model returns its
+    means, then their sigmas (``["rain"]`` made a 1-channel card for a 2-channel model: probe)."""
+    n = len(outputs)
+    named = n % 2 == 0 and [sigma_name(str(o)) for o in outputs[:n // 2]] == [str(o) for o in outputs[n // 2:]]
+    return 2 * n if sigma and not named else n
 
 
 def _version():
@@ -114,7 +123,7 @@ class Model:
         if out["in_channels"] is None and out["inputs"]:
             out["in_channels"] = len(out["inputs"])
         if out["out_channels"] is None and out["outputs"]:
-            out["out_channels"] = len(out["outputs"])
+            out["out_channels"] = _output_channels(out["outputs"], bool(out.get("uncertainty")))
         check_card(out)
         norm = out["normalization"] or {}
         out["normalization"] = {"kind": norm.get("kind", "none"), "mean": norm.get("mean", {}),

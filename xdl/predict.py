@@ -269,6 +269,8 @@ def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec:
     keys = card_names(spec.outputs, out_names)
     for i, name in enumerate(out_names):
         arr = output_channel(out, template, i, name)
+        # In the input's dim order (inpaint keeps it; predict put the spatial dims last: probe).
+        arr = arr.transpose(*[d for d in source_for_attrs.dims if d in arr.dims], ...)
         attrs = {}
         if keys[i] in spec.output_units:
             attrs["units"] = spec.output_units[keys[i]]
@@ -282,34 +284,48 @@ def _output_arrays(out: da.Array, template: xr.DataArray, out_names: list, spec:
     return arrays
 
 
-def finish(result, lazy: bool, progress: bool):
+def finish(result, lazy: bool, progress: bool, only=None):
+    """``result`` as the caller gets it: lazy for lazy input, else computed. ``only``: the
+    variables of a Dataset to compute (those made from the input); the others stay as they came
+    (a lazy context field or an unrelated variable of an opened file is not read into memory)."""
     cf.drop_packing(result)
     if lazy:
         return result
+    part = result if only is None else result[list(only)]
     if progress:
         from .progress import progress_bar
 
         with progress_bar("predict"):
-            return result.compute()
-    return result.compute()
+            part = part.compute()
+    else:
+        part = part.compute()
+    if only is None:
+        return part
+    out = result.copy()
+    for name in only:
+        out[name] = part[name]
+    return out
+
+
+def _names(names) -> list:
+    """``inputs=`` / ``outputs=`` as a list; one name may be a string (list("tcw") is three names)."""
+    return [names] if isinstance(names, str) else list(names)
 
 
 def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
-    names = list(inputs) if inputs is not None else list(spec.inputs)
-    if isinstance(names, str):
-        names = [names]
+    names = _names(inputs) if inputs is not None else list(spec.inputs)
     missing = [n for n in names if n not in ds.data_vars]
     if missing:
         raise InputError(f"variables {missing} not in the dataset; it has {list(ds.data_vars)}. "
                          "Pass inputs=[...] naming the model's input variables.")
     groups: list[tuple[list, list]] = []
     scale = uncertainty.sigma_scale(model)  # a sigma model returns n means, then n sigmas
-    n_out = spec.out_channels // 2 if scale is not None else spec.out_channels
+    n_out = uncertainty.mean_channels(spec.out_channels, scale, model_label(model))
     if names:
         if len(names) != spec.in_channels:
             raise InputError(f"the model takes {spec.in_channels} input channel(s) but {len(names)} "
                              f"variable(s) were given: {names}.")
-        out_names = list(outputs) if outputs is not None else (list(spec.outputs)[:n_out] or None)
+        out_names = _names(outputs) if outputs is not None else (list(spec.outputs)[:n_out] or None)
         if out_names is None:
             out_names = names if n_out == len(names) else [f"output_{i}" for i in range(n_out)]
         groups.append((names, out_names))
@@ -418,7 +434,7 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         if channel_dim not in arr.dims:
             raise InputError(f"channel_dim={channel_dim!r} is not a dim of {arr.name!r} {arr.dims}.")
         if inputs is not None and channel_dim in arr.coords:
-            arr = arr.sel({channel_dim: list(inputs)})
+            arr = arr.sel({channel_dim: _names(inputs)})
         if arr.sizes[channel_dim] != spec.in_channels:
             raise InputError(f"{arr.name!r} has {arr.sizes[channel_dim]} channels along {channel_dim!r}; "
                              f"the model takes {spec.in_channels}.")
@@ -430,10 +446,10 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
     spatial = spatial_dims_for(arrays[0], spec, dims)
     x = stack_channels([cf_masked(a) for a in arrays], spatial)
     scale = uncertainty.sigma_scale(model)  # sigmas come as more channels: "<name>_sigma"
-    out_names = list(outputs) if outputs is not None else list(spec.outputs)
+    out_names = _names(outputs) if outputs is not None else list(spec.outputs)
     if not out_names:
         # With a sigma the model's channels are its means, then their sigmas (named below).
-        means = spec.out_channels // 2 if scale is not None and spec.out_channels % 2 == 0 else spec.out_channels
+        means = uncertainty.mean_channels(spec.out_channels, scale, model_label(model))
         out_names = [str(name)] if means == 1 else [f"{name}_{i}" for i in range(means)]
     if scale is not None and 2 * len(out_names) == spec.out_channels:
         out_names += [uncertainty.sigma_name(n) for n in out_names]
@@ -446,6 +462,11 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         result = pieces[0]
         result.name = arr.name
     else:
+        if "channel" in pieces[0].dims:  # a dim of the input's, not the model's channels
+            raise InputError(f"{arr.name!r} {dict(arr.sizes)} has a dim 'channel' that is not the model's input "
+                             f"channels (it takes {spec.in_channels}), and its {len(out_names)} output channels "
+                             "would go along a new dim of that name: rename it (arr.rename(channel='band')), or "
+                             "give a Dataset with inputs=[...].")
         result = xr.concat(pieces, dim=xr.DataArray(out_names, dims="channel", name="channel"))
         result.name = arr.name
         cf.carry_georeferencing(arrays[0], result)

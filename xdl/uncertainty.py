@@ -33,7 +33,8 @@ import xarray as xr
 from scipy import ndimage
 
 from .dask_wrap import as_dask
-from .errors import InputError, XdlWarning
+from .errors import InputError, ModelError, XdlWarning
+from .modelcard import sigma_name  # the rule lives with the card (that module imports no xarray)
 
 __all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "stale_sigma", "sigma_attrs", "sigma_name", "FILLED",
            "distance_calibration", "gap_distance", "distance_factor", "lazy_gap_distance", "distance_scaled"]
@@ -81,8 +82,18 @@ def require_sigma(scale: float | None, label: str) -> float:
     return scale
 
 
-def sigma_name(name: str) -> str:
-    return f"{name}_sigma"
+def mean_channels(out_channels: int, scale: float | None, label: str) -> int:
+    """How many of a model's ``out_channels`` are means: all without a sigma (``scale`` None),
+    else half, the sigmas following; a sigma model with an odd count is an error (one that
+    returned ``(mean, sigma)`` as a tuple, or forgot its sigma, gave an empty result: probe)."""
+    if scale is None:
+        return out_channels
+    if out_channels < 2 or out_channels % 2:
+        raise ModelError(f"model {label!r} gives a sigma (its card has 'uncertainty', or its module sigma=True) but "
+                         f"returns {out_channels} channel(s): a sigma model returns its n means, then their n sigmas, "
+                         "as one tensor (torch.cat([mean, sigma], 1); a tuple is read as (output, extras) and only "
+                         "its first item is kept). Fix the model, or its card if it gives no sigma.")
+    return out_channels // 2
 
 
 def stale_sigma(ds: xr.Dataset, name: str) -> str | None:

@@ -149,8 +149,17 @@ def is_time_like(da: xr.DataArray, dim: str) -> bool:
 
 
 def _is_time_coordinate(c: xr.DataArray) -> bool:
-    """A datetime coordinate or one with CF axis T."""
-    return bool(np.issubdtype(c.dtype, np.datetime64) or str(c.attrs.get("axis", "")).upper() == "T")
+    """A datetime coordinate (numpy's, or cftime's of a non-standard calendar: noleap, 360_day)
+    or one with CF axis T."""
+    if np.issubdtype(c.dtype, np.datetime64) or str(c.attrs.get("axis", "")).upper() == "T":
+        return True
+    if c.dtype != object or c.size == 0:
+        return False
+    try:
+        import cftime
+    except ImportError:  # without cftime xarray decodes no such calendar
+        return False
+    return isinstance(np.asarray(c.values).ravel()[0], cftime.datetime)
 
 
 def _is_longitude(da: xr.DataArray, dim: str) -> bool:
