@@ -473,3 +473,62 @@ def test_resume_on_real_goes_files_refuses_another_band(env, tmp_path, monkeypat
     assert "IN files changed" in capsys.readouterr().err
     assert main(["inpaint", str(c13), str(out), *args, "--resume"]) == 0
     np.testing.assert_array_equal(xr.open_zarr(out).Rad.values, xr.open_zarr(reference).Rad.values)
+
+
+def test_resume_of_an_in_memory_result_checks_the_store_too(env, tmp_path, capsys):
+    """--chunks none makes the result in memory; it was written whole, and with --resume that
+    replaced any store at OUT (another job's, or a store of the user's own) unchecked (probe)."""
+    other = tmp_path / "other.zarr"
+    assert run(env.a, other, "--model", env.m0) == 0
+    mine = tmp_path / "mine.zarr"
+    xr.Dataset({"precious": ("x", np.arange(5.0))}).to_zarr(mine)
+    capsys.readouterr()
+    for out, said in ((other, "different job"), (mine, "not written by a resumable xdl write")):
+        assert main(["inpaint", env.b, str(out), "--model", env.m0, "--chunks", "none", "--resume",
+                     "--no-progress"]) == 1
+        assert said in capsys.readouterr().err
+    assert list(xr.open_zarr(mine).data_vars) == ["precious"]
+    assert xr.open_zarr(other).attrs[STATUS_ATTR] == "complete"
+    # The same job in memory resumes (here: nothing left to do) and its fresh write is resumable.
+    fresh = tmp_path / "fresh.zarr"
+    args = ["inpaint", env.a, str(fresh), "--model", env.m0, "--chunks", "none", "--no-progress"]
+    assert main(args) == 0 and main(args + ["--resume"]) == 0
+    want = xr.open_zarr(other)
+    np.testing.assert_array_equal(xr.open_zarr(fresh).sst.values, want.sst.values)
+
+
+def test_a_store_stopped_before_its_progress_log_says_how_to_start_over(env, tmp_path, monkeypatch, capsys):
+    """Killed between laying out the store and writing its log: the rerun said "run with --resume",
+    the resume "not written by xdl; pass mode='w'" (a library keyword), both unhelpful (probe)."""
+    out = tmp_path / "out.zarr"
+    undo = interrupt_after_first_region(monkeypatch)
+    assert run(env.a, out, "--model", env.m0) == 130
+    undo()
+    (out / LOG_NAME).unlink()  # as a SIGKILL before the log was first written leaves it
+    assert store_status(out) == "incomplete"
+    capsys.readouterr()
+    assert run(env.a, out, "--model", env.m0, "--resume") == 1
+    err = capsys.readouterr().err
+    assert "stopped before its first region" in err and "--overwrite" in err
+    assert run(env.a, out, "--model", env.m0, "--overwrite") == 0
+
+
+def test_sigterm_cleans_up_as_ctrl_c_does(env, tmp_path, monkeypatch, capsys):
+    """kill / timeout / a batch scheduler send SIGTERM: a netCDF OUT's temporary file was left
+    behind (probe). Now it is taken as Ctrl-C, exit status 143, and the handler is restored."""
+    import signal
+
+    import xdl.cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    real = xdl.cli.write_output
+
+    def terminated_while_writing(ds, path, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(ds, path, **kw)
+
+    monkeypatch.setattr(xdl.cli, "write_output", terminated_while_writing)
+    out = tmp_path / "out.nc"
+    assert run(env.a, out, "--model", env.m0) == 143
+    assert "terminated" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == before

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 
 from .errors import InputError, XdlError
@@ -270,6 +272,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, batch schedulers) taken as Ctrl-C: the same clean-up (a
+    netCDF OUT's temporary file was left behind: probe), exit status 143."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM where Python allows (the main thread); the one it replaces."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None) -> int:
     """Run the ``xdl`` command line; returns the exit status (0 ok, 1 bad input, 2 usage).
 
@@ -278,14 +296,16 @@ def main(argv=None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors, 0 on --help
+    previous = _on_sigterm(_terminate)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         from .io.zarr import quiet_zarr_exit
 
         quiet_zarr_exit()
-        print(f"xdl {args.command}: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(e, _Terminated)
+        print(f"xdl {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except (MemoryError, RuntimeError) as e:
         # numpy's MemoryError, torch's "can't allocate memory": one line too (probe: a 13-frame traceback)
         if os.environ.get("XDL_DEBUG") or not (isinstance(e, MemoryError) or "allocate memory" in str(e)):
@@ -301,6 +321,9 @@ def main(argv=None) -> int:
         msg = str(e).strip().replace("\n", " ") or type(e).__name__
         print(f"xdl {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # python -m xdl.cli

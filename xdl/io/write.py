@@ -78,8 +78,15 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
     if resume and kind != "zarr":
         raise InputError(f"{path}: --resume needs a zarr output (netCDF files are written whole).")
     try:
-        if kind == "zarr" and any(hasattr(v.data, "dask") for v in ds.data_vars.values()):
+        if kind == "zarr" and any(v.ndim for v in ds.data_vars.values()):
             from .zarr import to_zarr_resumable
+
+            # An in-memory result (--chunks none) is one region: written whole it replaced any
+            # store at OUT under --resume, another job's or none of xdl's, unchecked (probe).
+            ds = ds.copy()
+            for name, var in ds.data_vars.items():
+                if var.ndim and not hasattr(var.data, "dask"):
+                    ds[name] = var.chunk()
 
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)

@@ -280,8 +280,11 @@ def _regions_done(path: Path, fingerprint: str, job) -> set[int]:
     """The regions an interrupted write of the same job finished; refuses a store of another job."""
     log_path = path / LOG_NAME
     if not log_path.exists():
+        if store_status(path) == "incomplete":  # stopped between laying out the store and its log
+            raise InputError(f"{os.fspath(path)!r} is an xdl write stopped before its first region (no progress "
+                             "log): nothing to resume; pass mode='w' (CLI: --overwrite) to start over.")
         raise InputError(f"{os.fspath(path)!r} exists but was not written by a resumable xdl write "
-                         "(no progress log); remove it or pass mode='w'.")
+                         "(no progress log); remove it or pass mode='w' (CLI: --overwrite).")
     log = json.loads(log_path.read_text())
     if log.get("fingerprint") != fingerprint:
         old_job = None
