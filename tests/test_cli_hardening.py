@@ -532,3 +532,19 @@ def test_sigterm_cleans_up_as_ctrl_c_does(env, tmp_path, monkeypatch, capsys):
     assert run(env.a, out, "--model", env.m0) == 143
     assert "terminated" in capsys.readouterr().err
     assert os.listdir(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_resume_takes_the_same_job_spelled_another_way(env, tmp_path, monkeypatch, capsys):
+    """--var a,b and --var a --var b, or a model's path and the same file under another name, are
+    one job (refused as different before: safe, but unfriendly; probe)."""
+    two = tmp_path / "two.nc"
+    field(2).assign(sst2=field(3).sst).to_netcdf(two)
+    copy = tmp_path / "same_model.safetensors"
+    shutil.copy(env.m0, copy)
+    out = tmp_path / "out.zarr"
+    undo = interrupt_after_first_region(monkeypatch)
+    assert run(two, out, "--model", env.m0, "--var", "sst,sst2") == 130
+    undo()
+    capsys.readouterr()
+    assert run(two, out, "--model", copy, "--var", "sst", "--var", "sst2", "--resume") == 0, capsys.readouterr().err
+    assert xr.open_zarr(out).attrs[STATUS_ATTR] == "complete"

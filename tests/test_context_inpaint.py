@@ -249,7 +249,7 @@ def test_cli_context_flags(tmp_path, capsys):
         np.testing.assert_array_equal(got[name].values, expected[name].values, err_msg=name)
     assert "wind_inpainted" not in got
     job = json.loads((tmp_path / "out.zarr" / JOB_NAME).read_text())  # what --resume compares
-    assert job["--context"] == ["wind,oro"] and job["--time-window"] == 1 and job["--uncertainty"] is True
+    assert job["--context"] == ["wind", "oro"] and job["--time-window"] == 1 and job["--uncertainty"] is True
     # --resume with another context is another job: refused, nothing rewritten
     capsys.readouterr()
     assert main(base + ["--context", "wind", "--time-window", "1", "--uncertainty", "--resume"]) == 1

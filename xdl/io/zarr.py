@@ -98,10 +98,15 @@ def job_record(options: dict, model_hash: str | None = None) -> dict:
             # glob and the file it matches, are the same input (a resume from another directory
             # was refused as "IN changed").
             job[f"{flag} files"] = [input_identity(p) for p in input_paths(value)]
+        elif key == "model" and model_hash is not None:
+            continue  # its content hash says which model; a name and the file it names are one model
+        elif key in ("var", "context") and isinstance(value, list):
+            # Repeated and comma-separated are one list: --var a,b is --var a --var b.
+            job[flag] = [n for v in value for n in str(v).split(",") if n]  # as the CLI splits them
         else:
             job[flag] = value
     if model_hash is not None:
-        job["model content sha256"] = model_hash
+        job["--model content sha256"] = model_hash
     return job
 
 
