@@ -80,6 +80,10 @@ def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, d
     with nothing to fill from. ``check`` is only a dependency (the lazy valid-range warning).
     ``missing``: the value of a pixel left unfilled (None: NaN; raw input: its fill value)."""
     low, high = fill_bounds(lo, hi, clip=clip, limits=limits)
+    # Within the output type too: a float16 field peaking at 64,000 got bounds beyond its 65,504,
+    # so fills there became inf, then NaN flagged unfillable (probe). NaN bounds stay NaN.
+    largest = np.finfo(dtype).max
+    low, high = np.clip(low, -largest, largest), np.clip(high, -largest, largest)
     finite = np.isfinite(model_values)
     with np.errstate(over="ignore", invalid="ignore"):
         fill = np.clip(model_values.astype(np.float64), low, high).astype(dtype)

@@ -210,7 +210,8 @@ def stats_stride(shape, limit: int | None = None) -> int:
 def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np.ndarray:
     """Per sample and channel of ``sub`` (``(..., *spatial)``): a robust mean and std and the
     outlier fences, stacked on the last axis (the spatial axes become size 1, the last size 4:
-    mean, std, low fence, high fence), float32.
+    mean, std, low fence, high fence), float32 (float64 for float64 data: a field of 101325 +- 0.001 Pa
+    standardised and restored with float32 statistics was filled with one value for all its gaps).
 
     Values further than the spread of the 1st-99th percentiles beyond them (the fences, when that
     spread is > 0) are clipped to the fence (a field with a handful of 1e38 values keeps the statistics of its ordinary values),
@@ -256,7 +257,13 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     std = np.sqrt(var)
     if not raw_std:
         std = np.where(std > 0, std, 1.0)
-    return np.concatenate([mean, std, lo, hi], axis=-1).astype(np.float32)
+    return np.concatenate([mean, std, lo, hi], axis=-1).astype(stats_dtype(sub.dtype))
+
+
+def stats_dtype(dtype) -> np.dtype:
+    """The type of a field's statistics: float64 for float64 data (its precision kept through the
+    standardisation and back), else float32."""
+    return np.dtype(np.float64 if np.dtype(dtype) == np.float64 else np.float32)
 
 
 def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False, limit: int | None = None) -> da.Array:
@@ -271,5 +278,6 @@ def sample_statistics(data: da.Array, n_spatial: int, raw_std: bool = False, lim
     big = int(np.prod(sub.shape[lead - 1:])) >= 2 ** 16  # then one sample per block (memory)
     sub = sub.rechunk({**{a: -1 for a in range(lead - 1, data.ndim)}, **({a: 1 for a in range(lead - 1)} if big else {})})
     chunks = sub.chunks[:lead] + ((1,),) * (n_spatial - 1) + ((4,),)
-    return da.map_blocks(robust_moments, sub, n_spatial, raw_std, chunks=chunks, dtype=np.float32,
-                         meta=np.empty((0,) * data.ndim, np.float32))
+    dtype = stats_dtype(data.dtype)
+    return da.map_blocks(robust_moments, sub, n_spatial, raw_std, chunks=chunks, dtype=dtype,
+                         meta=np.empty((0,) * data.ndim, dtype))

@@ -10,7 +10,7 @@ from .context import SIGMA_FLOOR, ContextEncoder, check_info, factor_from_raw, s
 from .harmonic import harmonic_fill
 from .kriging import interpolation_variance, krige, own_interpolation, spatial_std, with_own_interpolation
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
-from .regression import MIN_SUPPORT, absent_fields, local_regression, presence_regression
+from .regression import MIN_SUPPORT, absent_fields, local_regression, presence_regression, unfitted_fields
 from .unet import UNet
 
 __all__ = ["FillUNet"]
@@ -276,13 +276,19 @@ class FillUNet(nn.Module):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
             if self.regression == "presence":
                 prior = _neighbour_prior(complete, mc, info, i, n, known) if self.correction_scale == "kriged" else None
-                fit = presence_regression(target, known, complete, fit_mask, mc, prior=prior)
+                present, fit_mask_i = mc, fit_mask
+                if self.correction_scale == "kriged" and not context_complete:
+                    unfitted = unfitted_fields(known, mc)  # no support to fit on: as absent
+                    if bool(unfitted.any()):
+                        present, fit_mask_i = (torch.where(unfitted, torch.zeros_like(mc), mc),
+                                               torch.where(unfitted, torch.ones_like(mc), fit_mask))
+                fit = presence_regression(target, known, complete, fit_mask_i, present, prior=prior)
                 residual = fit.residual
                 if self.correction_scale == "kriged":
                     wanted_i = None if wanted is None else wanted[:, i:i + 1]
                     kriged.append(with_own_interpolation(
                         krige(target, known, fit.estimate, fit.variance,
-                              _interpolated_context_variance(fit, xc, mc, known), wanted_i),
+                              _interpolated_context_variance(fit, xc, present, known), wanted_i),
                         target, known, torch.isfinite(fit.estimate),
                         (self.iterations, self.biharmonic_iterations), wanted_i))
                     if not self.has_correction:  # the kriged fill is the result: no regression input to build

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["local_regression", "presence_regression", "ContextFit"]
+__all__ = ["local_regression", "presence_regression", "ContextFit", "absent_fields", "unfitted_fields"]
 
 # Ridge penalty per coefficient: a share of the context field's local variance (scale-free, so a
 # 0.01% shrink at most) plus a floor for a field that is flat in the window.
@@ -278,6 +278,24 @@ class ContextFit(NamedTuple):
 
 
 @torch.no_grad()
+def unfitted_fields(target_mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``(N, K, 1, 1)``: True for each field of ``present`` ``(N, K, H, W)`` with fewer than
+    :data:`MIN_SUPPORT` values where the target ``(N, 1, H, W)`` is known, in a sample where the
+    target itself has that many: no fit can say how it relates to the target. Such a field is
+    better treated as absent (a context seen in one pixel, inside the target's gap, took a fit
+    without support there: errors of 1.1 on a field of range 4, with sigma at its floor; probe).
+
+    >>> t = torch.ones(1, 1, 4, 4); t[..., 0, 0] = 0
+    >>> p = torch.ones(1, 2, 4, 4); p[:, 1] = 0; p[:, 1, 0, 0] = 1
+    >>> unfitted_fields(t, p).flatten().tolist()
+    [False, True]
+    """
+    known = target_mask > 0.5
+    both = (known & (present > 0.5)).flatten(2).sum(-1)
+    enough = known.flatten(2).sum(-1) >= MIN_SUPPORT
+    return ((both < MIN_SUPPORT) & enough)[..., None, None]
+
+
 def absent_fields(mask: torch.Tensor) -> torch.Tensor:
     """``(N, K, 1, 1)``: True for each field of ``mask`` ``(N, K, H, W)`` (1 = value) without any value
     in its sample, e.g. a time step beyond a series' end.
