@@ -548,3 +548,75 @@ def test_resume_takes_the_same_job_spelled_another_way(env, tmp_path, monkeypatc
     capsys.readouterr()
     assert run(two, out, "--model", copy, "--var", "sst", "--var", "sst2", "--resume") == 0, capsys.readouterr().err
     assert xr.open_zarr(out).attrs[STATUS_ATTR] == "complete"
+
+
+def test_cli_checks_paths_values_and_rules_before_the_work(env, tmp_path, monkeypatch, capsys):
+    """Found by a CLI probe: each of these ran the work first, or gave a traceback, or did
+    nothing and exited 0."""
+    import sys
+    import types
+
+    def one_line_error(args, said, code=1):
+        capsys.readouterr()
+        assert main(args) == code, args
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, (args, err)
+
+    # A rule comparing a time with a number: a traceback (TypeError) before.
+    timed = tmp_path / "timed.nc"
+    ds = field(0)
+    ds["obs"] = (ds.sst.dims, np.full(ds.sst.shape, np.datetime64("2020-01-01", "ns")))
+    ds.to_netcdf(timed)
+    one_line_error(["inpaint", str(timed), str(tmp_path / "o.nc"), "--var", "sst", "--mask", "obs > 0"],
+                   "cannot be compared")
+    # A mask true nowhere: an all-NaN output, exit 0, before.
+    one_line_error(["inpaint", env.a, str(tmp_path / "o.nc"), "--mask", "DQF == 99"], "is true nowhere")
+    assert not os.path.exists(tmp_path / "o.nc")
+    # evaluate --out in a missing folder or on a folder: refused before evaluating; a seed that no
+    # netCDF attribute takes, or a negative one, named.
+    one_line_error(["evaluate", env.a, "--model", env.m0, "--out", str(tmp_path / "no" / "m.csv")], "does not exist")
+    os.mkdir(tmp_path / "m.nc")
+    one_line_error(["evaluate", env.a, "--model", env.m0, "--out", str(tmp_path / "m.nc"), "--overwrite"], "is a folder")
+    for seed in ("-1", str(2 ** 64)):
+        one_line_error(["evaluate", env.a, "--model", env.m0, "--seed", seed], "seed=")
+    # Chunk sizes under 1 (blamed on the file, or ignored) are usage errors; "a, b" lists work.
+    with pytest.raises(SystemExit) as usage:
+        main(["inpaint", env.a, str(tmp_path / "c.nc"), "--chunks", "y=0"])
+    assert usage.value.code == 2 and "at least 1" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["evaluate", env.a, "--model", env.m0, "--gaps", "blocks, clouds", "--fraction", "0.05"]) == 0
+    # train: --out a folder, --checkpoint-dir a file, --config a folder: refused before training.
+    calls = {}
+    monkeypatch.setitem(sys.modules, "xdl.train", types.SimpleNamespace(
+        fit=lambda obj, model, **kw: calls.update(kw) or xdl.zoo.create("pconv-unet", in_channels=1, depth=2,
+                                                                         base_channels=4)))
+    os.mkdir(tmp_path / "adir")
+    (tmp_path / "afile").write_text("x")
+    base = ["train", env.a, "--model", "pconv-unet"]
+    one_line_error(base + ["--out", str(tmp_path / "adir"), "--overwrite"], "is a folder")
+    one_line_error(base + ["--out", str(tmp_path / "t.safetensors"), "--checkpoint-dir", str(tmp_path / "afile")],
+                   "is a file")
+    one_line_error(base + ["--out", str(tmp_path / "t.safetensors"), "--config", str(tmp_path / "adir")], "(a folder)")
+    assert calls == {}
+    # One name in a config file is one name (it was split into letters), as fit() takes it.
+    config = tmp_path / "fit.json"
+    config.write_text(json.dumps({"variables": "sst"}))
+    assert main(base + ["--out", str(tmp_path / "t.safetensors"), "--config", str(config)]) == 0
+    assert calls["variables"] == ["sst"] and calls["progress"] is False  # no bar into a log file
+
+
+def test_demo_replaces_only_its_own_outputs(tmp_path, capsys):
+    """demo --out deleted a user's own filled.zarr (and wrote into a zarr store given as --out); a
+    refused run left an empty folder behind (probe)."""
+    mine = tmp_path / "mine"
+    (mine / "filled.zarr").mkdir(parents=True)
+    (mine / "filled.zarr" / "keep.txt").write_text("precious")
+    assert main(["demo", "--out", str(mine), "--size", "32"]) == 1
+    assert (mine / "filled.zarr" / "keep.txt").read_text() == "precious"
+    assert main(["demo", "--out", str(tmp_path / "never"), "--seed", "-1"]) == 1
+    assert not (tmp_path / "never").exists()
+    ours = tmp_path / "ours"
+    assert main(["demo", "--out", str(ours), "--size", "32"]) == 0
+    assert main(["demo", "--out", str(ours), "--size", "32"]) == 0  # an earlier demo's: replaced
+    assert main(["demo", "--out", str(ours / "demo.png"), "--size", "32"]) == 1
+    assert "is a file" in capsys.readouterr().err

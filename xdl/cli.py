@@ -15,7 +15,7 @@ lazily and OUT is written chunk by chunk. Exit status: 0 success, 1 bad input (o
 stderr, no traceback; set ``XDL_DEBUG=1`` for one), 2 usage error.
 
 >>> main(["zoo"])  # doctest: +ELLIPSIS
-zoo architectures (untrained; train with `xdl train`):
+zoo architectures (untrained; `xdl train` trains the spatial ones):
 ...
 0
 """
@@ -51,7 +51,7 @@ def _split(values):
     """``["a,b", "c"]`` -> ``["a", "b", "c"]``: lists given either way."""
     if not values:
         return None
-    return [v for item in values for v in item.split(",") if v]
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]  # "a, b" is a and b
 
 
 # ----------------------------------------------------------------------------- commands
@@ -76,7 +76,7 @@ def _cmd_inpaint(a) -> int:
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
-    mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
+    mask = None if a.mask is None else _keeping_some(mask_expression(a.mask, ds, "--mask"), a.mask)
     _check_vars(ds, context, a.input, "--context")
     result = inpaint(ds, model, variables=variables, mask=mask, domain=domain_argument(a.domain, ds, a.domain_file),
                      device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False,
@@ -130,10 +130,15 @@ def _cmd_train(a) -> int:
     except ImportError as e:
         raise InputError(f"training is not available in this xdl installation ({e}).") from None
     kwargs = read_config(a.config) if a.config else {}
+    for attr in ("var", "inputs", "targets", "context"):  # one name may be a string, as fit() takes it
+        if isinstance(kwargs.get(_TRAIN_FLAGS[attr]), str):
+            kwargs[_TRAIN_FLAGS[attr]] = [kwargs[_TRAIN_FLAGS[attr]]]
     for attr, key in _TRAIN_FLAGS.items():  # flags given on the command line win over the file
         value = getattr(a, attr)
         if value is not None:
             kwargs[key] = _split(value) if attr in ("var", "inputs", "targets", "context") else value
+    # A bar only on a terminal, as inpaint's (it filled log files line by line; probe).
+    kwargs.setdefault("progress", sys.stderr.isatty())
     model = a.model or kwargs.pop("model", None)
     kwargs.pop("model", None)
     if not model:
@@ -145,8 +150,12 @@ def _cmd_train(a) -> int:
             raise InputError(f"{a.config or 'command line'}: fit() takes no option(s) {', '.join(unknown)}; "
                              f"it takes: {', '.join(p for p in params if p not in ('obj', 'model'))}.")
     refuse_overlap(a.out, [a.input, a.config, model if os.path.exists(model) else None])
+    _check_file_output(a.out, "--out")
     if not a.overwrite:
         refuse_existing(a.out, "pass --overwrite to replace it")
+    checkpoints = kwargs.get("checkpoint_dir")
+    if checkpoints is not None and os.path.exists(checkpoints) and not os.path.isdir(checkpoints):
+        raise InputError(f"--checkpoint-dir {checkpoints}: is a file; give a folder (made if missing).")
     if os.path.exists(model):
         from .modelfile import load_model
 
@@ -170,6 +179,7 @@ def _cmd_evaluate(a) -> int:
         if not a.out.lower().endswith((".nc", ".csv")):
             raise InputError(f"{a.out}: --out must end in .nc (netCDF) or .csv.")
         refuse_overlap(a.out, _sources(a))
+        _check_file_output(a.out, "--out")  # before the evaluation, not after it (probe)
         if not a.overwrite:
             refuse_existing(a.out, "pass --overwrite to replace it")
     if a.plot:  # the same checks as --out: never inside an input, never over a file without --overwrite
@@ -182,7 +192,7 @@ def _cmd_evaluate(a) -> int:
     ds = open_input(a.input, a.chunks)
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
-    mask = None if a.mask is None else mask_expression(a.mask, ds, "--mask")
+    mask = None if a.mask is None else _keeping_some(mask_expression(a.mask, ds, "--mask"), a.mask)
     gaps = _split([a.gaps])
     if not gaps:
         raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
@@ -214,11 +224,13 @@ def _plot_files(plot: str) -> list[str]:
 
 
 def _cmd_zoo(a) -> int:
-    from .models import pretrained, zoo
+    from .models import pretrained, registry, zoo
 
-    print("zoo architectures (untrained; train with `xdl train`):")
+    print("zoo architectures (untrained; `xdl train` trains the spatial ones):")
     for name, desc in zoo.describe().items():
-        print(f"  {name:<14} {desc}")
+        # fit trains spatial models; a pointwise one is trained with torch and run with predict (probe).
+        pointwise = getattr(registry.get(name), "mode", None) == "pointwise"
+        print(f"  {name:<14} {desc}{' (pointwise: not trained by `xdl train`)' if pointwise else ''}")
     bundled = pretrained.describe()
     print("bundled models (use with --model NAME):")
     if not bundled:
@@ -233,6 +245,25 @@ def _cmd_demo(a) -> int:
 
     run(out_dir=a.out, size=a.size, model=a.model, seed=a.seed)
     return 0
+
+
+def _keeping_some(mask, expression: str):
+    """``mask``, refused when it keeps no pixel: every value would be a gap with nothing to fill
+    from (an all-NaN output, exit 0, no word; probe). One read of the variables it names."""
+    if not bool(mask.any()):
+        raise InputError(f"--mask {expression!r} is true nowhere, so no value would be kept: check the rule "
+                         "(it says which pixels are valid, e.g. \"DQF == 0\").")
+    return mask
+
+
+def _check_file_output(path: str, option: str) -> None:
+    """A file OUT must be a file name in a folder that exists: a folder there, or a missing
+    folder, failed only after the work with the OS's words (probe)."""
+    if os.path.isdir(path):
+        raise InputError(f"{option} {path}: is a folder; give a file name.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{option} {path}: the folder {folder} does not exist; create it first.")
 
 
 def _say(text: str) -> None:

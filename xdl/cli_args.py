@@ -32,6 +32,9 @@ def parse_chunks(text: str):
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad chunk size {size!r} in {text!r}: give an integer, "
                                              "e.g. y=512,x=512") from None
+        if out[name.strip()] < 1:  # y=-5 was blamed on the file, y=0 ignored (probe)
+            raise argparse.ArgumentTypeError(f"bad chunk size {size!r} in {text!r}: give a size of at least 1 "
+                                             "(-1 or auto: the whole dim), e.g. y=512,x=512")
     return out
 
 
@@ -121,7 +124,8 @@ def train_args(s) -> None:
     s.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     s.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
     s.add_argument("--device", default=None)
-    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 

@@ -66,6 +66,30 @@ def demo_gaps(shape, seed: int = 0) -> np.ndarray:
     return keep
 
 
+DEMO_TITLE = "xdl demo: synthetic SST with scan-line, block and cloud gaps"
+
+
+def _refuse_others(out: Path, zarr_path: Path, png: Path) -> None:
+    """The demo replaces its own earlier outputs only: a file at ``out``, a zarr store as ``out``,
+    or a ``filled.zarr`` / ``demo.png`` there that no demo wrote is refused (a user's store of that
+    name was deleted; probe)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; give a folder for the demo's outputs.")
+    if any((out / name).exists() for name in ("zarr.json", ".zgroup", ".zattrs")):
+        raise InputError(f"--out {out}: is a zarr store; give another folder for the demo's outputs.")
+    ours = False
+    if zarr_path.exists():
+        try:
+            with xr.open_zarr(zarr_path) as earlier:
+                ours = earlier.attrs.get("title") == DEMO_TITLE
+        except Exception:  # noqa: BLE001 - not a readable store: not the demo's
+            ours = False
+        if not ours:
+            raise InputError(f"{zarr_path}: exists and is not an earlier demo's output; give another --out.")
+    if png.exists() and not ours:
+        raise InputError(f"{png}: exists beside no earlier demo output; give another --out.")
+
+
 def run(out_dir="xdl_demo_out", size: int = 256, model=None, seed: int = 0, verbose: bool = True) -> dict:
     """Hide ~15 % of a generated field, fill it with ``model`` and with linear interpolation.
 
@@ -88,14 +112,16 @@ def run(out_dir="xdl_demo_out", size: int = 256, model=None, seed: int = 0, verb
     model = resolve_model(model, default=pretrained.DEFAULT_INPAINT, hint=(
         "the demo needs it: pass a model, `xdl demo --model my.xdl.safetensors` or xdl.demo.run(model=...) "
         "(e.g. trained with `xdl train IN --model fill-unet ...`)."))
+    seed = masks.check_seed(seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    zarr_path, png = out / "filled.zarr", out / "demo.png"
+    _refuse_others(out, zarr_path, png)
 
     truth = synthetic_field(size, seed)
     keep = demo_gaps(truth.shape, seed)
     hidden = ~keep
     gappy = truth.where(keep)
-    ds = xr.Dataset({"sst": gappy}, attrs={"title": "xdl demo: synthetic SST with scan-line, block and cloud gaps"})
+    ds = xr.Dataset({"sst": gappy}, attrs={"title": DEMO_TITLE})
 
     start = time.perf_counter()
     # A synthetic field has no land or space: every gap is fillable. (domain="auto" would leave
@@ -108,13 +134,12 @@ def run(out_dir="xdl_demo_out", size: int = 256, model=None, seed: int = 0, verb
 
     s_model = metrics.scores(truth.values, filled.sst.values, hidden)
     s_linear = metrics.scores(truth.values, linear, hidden)
-    zarr_path = out / "filled.zarr"
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no folder
     if zarr_path.exists():
         shutil.rmtree(zarr_path)
     with warnings.catch_warnings():  # zarr 3 notes that consolidated metadata is not in its spec yet
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         filled.to_zarr(zarr_path, mode="w", consolidated=True)
-    png = out / "demo.png"
     _plot(png, truth.values, gappy.values, filled.sst.values, linear, hidden,
           s_model["rmse"], s_linear["rmse"], model_label(model))
 

@@ -31,7 +31,7 @@ import numpy as np
 import xarray as xr
 
 from . import baselines as _baselines
-from . import context_fields, hiding, metrics
+from . import context_fields, hiding, masks, metrics
 from . import regression_baselines as _regression
 from .compose import observed_mask
 from .conventions import cf, domains
@@ -241,6 +241,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
         raise InputError(f"model {model_name!r} does not fill gaps (its card says fills_gaps=False); "
                          "evaluate scores gap fillers such as a trained 'fill-unet' or 'pconv-unet'.")
     fraction = _check_fraction(fraction)
+    seed = masks.check_seed(seed)
     gap_specs = hiding.gap_specs(gaps, observed)
     arrays = _variables(obj, variables, spec, dims)
     context, time_window = context_fields.check(obj, [str(a.name) for a in arrays], context, time_window)

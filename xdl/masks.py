@@ -38,6 +38,16 @@ KINDS = ("irregular", "scanlines", "blocks", "clouds")
 # --------------------------------------------------------------------------- helpers
 
 
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a whole number from 0 to 2**63 - 1 (what numpy's generators and a netCDF
+    attribute both take); an :class:`~xdl.errors.InputError` naming ``name`` otherwise (-1 met
+    numpy's "expected non-negative integer", 2**64 a traceback writing the report; probe)."""
+    whole = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
+    if not whole or not 0 <= int(seed) < 2 ** 63:
+        raise InputError(f"{name}={seed!r}: give a whole number from 0 to 2**63 - 1.")
+    return int(seed)
+
+
 def _rng(rng) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng

@@ -50,7 +50,11 @@ def save_report(report, path: str) -> None:
     """Write the report's metrics to ``path``: a ``.csv`` table, otherwise netCDF (the whole report)."""
     from .evaluate import METRICS
 
-    if path.lower().endswith(".csv"):
-        report[list(METRICS) + _uncertainty_columns(report)].to_dataframe().to_csv(path)
-    else:
-        report.to_netcdf(path)
+    from .io.files import replace_atomically
+
+    # Renamed into place: a failed write leaves no empty file at ``path`` (nor loses an old one).
+    with replace_atomically(path) as tmp:
+        if path.lower().endswith(".csv"):
+            report[list(METRICS) + _uncertainty_columns(report)].to_dataframe().to_csv(tmp)
+        else:
+            report.to_netcdf(tmp)

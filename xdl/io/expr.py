@@ -107,7 +107,11 @@ def mask_expression(expr: str, ds, what: str = "--mask"):
             result, left = None, walk(node.left)
             for op, comp in zip(node.ops, node.comparators):
                 right = walk(comp)
-                part = _COMPARE[type(op)](left, right)
+                try:
+                    part = _COMPARE[type(op)](left, right)
+                except TypeError:  # e.g. a time variable against a number: no traceback (probe)
+                    raise fail(f"{ast.unparse(node)} compares values of kinds that cannot be compared (a date "
+                               "or time against a number?)") from None
                 result = part if result is None else result & part
                 left = right
             return result

@@ -91,8 +91,8 @@ def refuse_incomplete(path: str) -> None:
 
 def read_config(path: str) -> dict:
     """A JSON object of :func:`xdl.fit.fit` keyword arguments (``xdl train --config``)."""
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such config file.")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such config file{' (a folder)' if os.path.isdir(path) else ''}.")
     try:
         with open(path) as f:
             config = json.load(f)

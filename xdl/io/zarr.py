@@ -102,7 +102,7 @@ def job_record(options: dict, model_hash: str | None = None) -> dict:
             continue  # its content hash says which model; a name and the file it names are one model
         elif key in ("var", "context") and isinstance(value, list):
             # Repeated and comma-separated are one list: --var a,b is --var a --var b.
-            job[flag] = [n for v in value for n in str(v).split(",") if n]  # as the CLI splits them
+            job[flag] = [n.strip() for v in value for n in str(v).split(",") if n.strip()]  # as the CLI splits them
         else:
             job[flag] = value
     if model_hash is not None:
