@@ -309,9 +309,25 @@ def test_resume_refuses_a_different_run(tmp_path):
     other = gap_dataset(n=8, ny=32, nx=32)
     other["sst"] = other.sst * 0.5 + 3
     for changed, kw in (("data was", dict(ds=other)), ("split was", dict(ds=gap_dataset(n=6, ny=32, nx=32))),
-                        ("masks was", dict(masks="clouds"))):
+                        ("masks was", dict(masks="clouds")),
+                        # and what the weights learn from (went on silently: probe)
+                        ("normalization was", dict(normalization="global")),
+                        ("loss_weights was", dict(loss_weights={"hole": 0.0, "valid": 0.0}))):
         with pytest.raises(InputError, match=changed):
             _run(tmp_path, epochs=2, resume=True, **kw)
+
+
+def test_training_that_hides_no_known_value_is_told(tmp_path):
+    """mask_fraction=0 hid nothing, and masks="observed" over data whose only gaps are fixed land
+    laid land over land: every loss 0, a model returned as trained, without a word (probe)."""
+    with pytest.raises(InputError, match="mask_fraction=0.0: give a share above 0"):
+        _run(tmp_path / "a", epochs=1, mask_fraction=0.0)
+    ds = gap_dataset(n=8, ny=32, nx=32)
+    land = np.zeros((32, 32), bool)
+    land[:, :6] = True
+    ds["sst"] = ds.sst.fillna(0).where(~xr.DataArray(land, dims=("y", "x")))  # the same gaps in every step
+    with pytest.warns(xdl.XdlWarning, match="no training step hid a pixel with a known value"):
+        _run(tmp_path / "b", ds=ds, epochs=1, masks="observed")
 
 
 @pytest.mark.parametrize("edit, message", [

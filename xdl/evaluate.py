@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from . import context_fields, hiding, masks, metrics
 from . import regression_baselines as _regression
 from .compose import observed_mask
 from .conventions import cf, domains
-from .errors import InputError
+from .errors import InputError, XdlWarning
 from .plotting import figure_path
 
 __all__ = ["evaluate", "METRICS", "UNCERTAINTY_METRICS", "MODEL_METHOD"]
@@ -280,6 +281,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
                 scores = _scores(truth, fills[name], hidden, fill_sigma if name == MODEL_METHOD else None)
                 for k, v in _in_units(scores, raw).items():
                     values[k][iv, ig, im] = v
+            _warn_unequal_pixels(values["n"][iv, ig], methods, str(raw.name), label)
             if plot is not None:
                 plots.append(_plot(plot, arr, label, len(arrays) > 1 or len(gap_specs) > 1,
                                    truth, keep, hidden, fills, fill_sigma))
@@ -290,6 +292,17 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     if plots:
         attrs["plots"] = [os.fspath(p) for p in plots]
     return _report(values, arrays, gap_specs, methods, share, attrs)
+
+
+def _warn_unequal_pixels(counts, methods, name: str, gaps: str) -> None:
+    """Methods scored on different pixels (a baseline leaves some hidden pixels unfilled: a step
+    hidden whole, which a time window fills from its neighbours) are not compared by RMSE alone:
+    the model ranked worst there while best on the pixels every method filled (probe)."""
+    filled = {m: int(n) for m, n in zip(methods, counts) if np.isfinite(n)}
+    if len(set(filled.values())) > 1:
+        warnings.warn(f"{name!r}, {gaps}: the methods were scored on different numbers of hidden pixels "
+                      f"({', '.join(f'{m} {n}' for m, n in filled.items())}): some left pixels unfilled, so their "
+                      "scores are not comparable; see the n column.", XdlWarning, stacklevel=3)
 
 
 def _scores(truth, fill, hidden, sigma) -> dict:

@@ -38,11 +38,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import warnings
 
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, XdlWarning
 from .modelfile import Model
 from .engine.runner import resolve_device, resolve_precision
 from .training import data
@@ -289,7 +290,10 @@ def _train(ds, config: TrainConfig, s: _Setup, *, masks, mask_fraction, dims, va
                  # the data, gaps and split too: a resumed fit on other data or with other gaps
                  # used to go on silently, its card naming the second run's data and split.
                  "data": src.fingerprint(), "masks": mask_desc, "mask_fraction": mask_fraction,
-                 "split": plan.split}
+                 "split": plan.split,
+                 # and what the weights learn from: a resume under other normalisation or loss
+                 # weights went on silently, its card naming the second's (probe)
+                 "normalization": norm, "loss_weights": loss_weights}
         if s.context is not None:
             check["context"] = s.context.card()
         checkpointer = Checkpointer(config.checkpoint_dir, check)
@@ -309,9 +313,24 @@ def _train(ds, config: TrainConfig, s: _Setup, *, masks, mask_fraction, dims, va
     state = run(task, train_sampler, val_sampler, config, checkpointer, state=state, card=card)
     if state.best_state is not None:
         s.module.load_state_dict(state.best_state)
+    _warn_if_nothing_learned(task, masks)
     uncertainty = _calibrate(task, train_sampler, val_sampler, config) if sigma else None
+    if uncertainty is not None and str(uncertainty.get("calibration", "")).startswith("none:"):
+        warnings.warn(f"the sigma is not calibrated ({uncertainty['calibration']}); give data whose training "
+                      "gaps cover known values (see masks=) or a larger validation share.", XdlWarning, stacklevel=3)
     s.module.to("cpu").eval()
     return Model(s.module, card(state, uncertainty))
+
+
+def _warn_if_nothing_learned(task, masks) -> None:
+    """No training step hid a pixel with a known value (masks="observed" laying another step's
+    gaps over land that is never a target): the model learned nothing to fill, and was returned
+    as trained without a word (probe). A resumed run counts its own steps only."""
+    hidden = getattr(task, "hidden_trained", None)
+    if hidden is not None and getattr(task, "steps_trained", 0) > 0 and int(hidden) == 0:
+        warnings.warn(f"no training step hid a pixel with a known value (masks={masks!r}), so the model learned "
+                      "nothing to fill. Hide pixels that are valid (another masks=, a larger mask_fraction, or data "
+                      "whose gaps differ between time steps).", XdlWarning, stacklevel=3)
 
 
 def _calibrate(task, train_sampler, val_sampler, config) -> dict:

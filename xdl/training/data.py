@@ -252,6 +252,10 @@ def kept_fn(masks, fraction, dims, ins, train_sampler_ref):
     ``train_sampler_ref`` is a list that holds the training :class:`Sampler` once it exists
     ("observed" masks copy the gap pattern of random training windows).
     """
+    if fraction is not None and not (isinstance(fraction, (int, float)) and fraction > 0):
+        # 0 hid nothing: every loss 0, a model returned as trained (probe).
+        raise InputError(f"mask_fraction={fraction!r}: give a share above 0 of the pixels to hide for training "
+                         "(None: the generator's own).")
     if isinstance(masks, tuple) and len(masks) == 2 and masks[0] == "observed":
         masks = masks[1]
     if isinstance(masks, xr.DataArray):

@@ -93,6 +93,17 @@ class GapFillTask(BaseTask):
         self.info = None if info is None else torch.as_tensor(info, dtype=torch.float32).to(device)
         if self.sigma:
             self.val_keys = (*type(self).val_keys, "nll")
+        # Hidden target pixels with a known value the training steps scored (a tensor: no sync a
+        # step); 0 at the end means the model learned nothing to fill (see xdl.fit).
+        self.hidden_trained = torch.zeros((), dtype=torch.int64, device=device)
+        self.steps_trained = 0
+        self._hidden = None
+
+    def training_step(self, batch: dict) -> dict:
+        terms = super().training_step(batch)
+        self.hidden_trained += self._hidden
+        self.steps_trained += 1
+        return terms
 
     def predict(self, b: dict):
         """``(seen, means, sigmas or None)`` of the module on batch ``b``: ``seen`` what it saw of the targets."""
@@ -112,6 +123,7 @@ class GapFillTask(BaseTask):
         n = mean.shape[1]
         truth, valid = b["x"][:, :n], b["valid"][:, :n]
         terms = gap_loss(mean, truth, valid, seen, self.weights)
+        self._hidden = torch.count_nonzero(valid & ~seen)
         if sigma is not None:
             hidden = valid & ~seen
             terms["nll"] = gaussian_nll(mean.detach(), sigma, truth, hidden, self.weights.get("nll_beta", 0.0))
