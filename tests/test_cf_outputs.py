@@ -566,6 +566,13 @@ def test_raw_pixels_left_unfilled_hold_the_declared_fill_value(tmp_path):
     np.testing.assert_array_equal(xr.open_dataset(tmp_path / "out.nc", mask_and_scale=False).Rad.values,
                                   out.Rad.values)
     back.close(); raw.close()
+    # Float data built in memory with a _FillValue attribute and NaN gaps: a NaN left unfilled
+    # stays NaN (it came back as the fill value; probe), a pixel holding the fill value keeps it.
+    values = np.where(x >= 6, np.sin(x / 7.0), np.nan).astype("f4")
+    values[0, 10] = -999.0
+    built = xr.DataArray(values, dims=("y", "x"), name="t", attrs={"_FillValue": np.float32(-999.0)})
+    got = built.dl.inpaint(domain=xr.DataArray((x >= 6) & ~((y == 0) & (x == 10)), dims=("y", "x")))
+    assert np.isnan(got.values[:, :6]).all() and got.values[0, 10] == -999.0
 
 
 def test_a_stale_coordinates_attribute_is_not_written_back(tmp_path):
@@ -601,6 +608,19 @@ def test_coordinates_attributes_name_only_variables_in_the_file(tmp_path):
                     assert not missing, (how, name, missing)
 
 
+def test_a_second_pass_over_the_output_of_integers_gives_it_back():
+    """int16 counts come back as float64; the first pass read them as float32 (where() made them so)
+    and a second pass over the float64 output with float64 statistics changed 320 fills (probe)."""
+    y, x = np.mgrid[0:64, 0:80]
+    counts = (500 + 200 * np.sin(x / 9.0) + 100 * np.cos(y / 7.0)).astype("i2")
+    counts[20:24, :] = 1023
+    ds = xr.Dataset({"Rad": (("y", "x"), counts, {"_FillValue": np.int16(1023)})})
+    first = ds.dl.inpaint(variables=["Rad"], domain=None)
+    second = first.dl.inpaint(variables=["Rad"], domain=None)
+    assert first.Rad.dtype == np.float64
+    np.testing.assert_array_equal(second.Rad.values, first.Rad.values)
+
+
 def test_fills_near_the_limits_of_the_output_type():
     """float16 peaking near its largest value: the bounds reached beyond it, fills became inf and
     were left NaN as "unfillable" (probe). float64 with a large offset (101325 +- 0.001) was filled
@@ -614,7 +634,7 @@ def test_fills_near_the_limits_of_the_output_type():
     assert out.dtype == np.float16 and np.isfinite(out.values).all()
     field = np.sin(x / 7.0) + np.cos(y / 5.0)
     reference = xr.DataArray(np.where(gap, np.nan, field), dims=("y", "x"), name="p").dl.inpaint(domain=None)
-    for offset, scale in ((101325.0, 1e-3), (0.0, 1e39)):
+    for offset, scale in ((101325.0, 1e-3), (0.0, 1e39), (0.0, 1e300)):
         arr = xr.DataArray(np.where(gap, np.nan, offset + scale * field), dims=("y", "x"), name="p")
         got = arr.dl.inpaint(domain=None)
         assert got.dtype == np.float64 and np.isfinite(got.values).all()

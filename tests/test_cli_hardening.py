@@ -571,6 +571,7 @@ def test_cli_checks_paths_values_and_rules_before_the_work(env, tmp_path, monkey
                    "cannot be compared")
     # A mask true nowhere: an all-NaN output, exit 0, before.
     one_line_error(["inpaint", env.a, str(tmp_path / "o.nc"), "--mask", "DQF == 99"], "is true nowhere")
+    one_line_error(["inpaint", env.a, str(tmp_path / "o.nc"), "--var", " , "], "--var names no variable")
     assert not os.path.exists(tmp_path / "o.nc")
     # evaluate --out in a missing folder or on a folder: refused before evaluating; a seed that no
     # netCDF attribute takes, or a negative one, named.
@@ -620,3 +621,8 @@ def test_demo_replaces_only_its_own_outputs(tmp_path, capsys):
     assert main(["demo", "--out", str(ours), "--size", "32"]) == 0  # an earlier demo's: replaced
     assert main(["demo", "--out", str(ours / "demo.png"), "--size", "32"]) == 1
     assert "is a file" in capsys.readouterr().err
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "filled.zarr").symlink_to(ours / "filled.zarr")  # an earlier demo's, through a link
+    assert main(["demo", "--out", str(linked), "--size", "32"]) == 1
+    assert "is a link" in capsys.readouterr().err and (ours / "filled.zarr").exists()

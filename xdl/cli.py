@@ -42,6 +42,9 @@ __all__ = ["main"]
 # ----------------------------------------------------------------------------- arguments
 
 def _check_vars(ds, names, path, what="--var"):
+    if names is not None and not names and what != "--context":  # --context "": no context, on purpose
+        # "--var ' , '" filled nothing and exited 0 (probe).
+        raise InputError(f"{what} names no variable; give names (e.g. {what} sst) or leave it out.")
     for n in names or ():
         if n not in ds.data_vars:
             raise InputError(f"{path}: no variable {n!r} ({what}); it has: {', '.join(map(str, ds.data_vars))}.")

@@ -78,7 +78,7 @@ def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, d
     within :func:`fill_bounds`) and of its status flags. ``near``: valid input within the
     model's reach (its halo), which tells a model failure (non-finite output there) from a pixel
     with nothing to fill from. ``check`` is only a dependency (the lazy valid-range warning).
-    ``missing``: the value of a pixel left unfilled (None: NaN; raw input: its fill value)."""
+    ``missing``: raw input's fill value, kept where the input held it (other unfilled pixels: NaN)."""
     low, high = fill_bounds(lo, hi, clip=clip, limits=limits)
     # Within the output type too: a float16 field peaking at 64,000 got bounds beyond its 65,504,
     # so fills there became inf, then NaN flagged unfillable (probe). NaN bounds stay NaN.
@@ -90,7 +90,10 @@ def compose_block(values, valid, model_values, inside, lo, hi, near, check, *, d
     # A fill is a finite model value within finite bounds: a sample without any valid value of
     # this variable has no bounds (NaN) and stays unfilled even where context let the model run.
     ok = finite & np.isfinite(fill)
-    unfilled = dtype.type(np.nan if missing is None else missing)
+    unfilled = dtype.type(np.nan)
+    if missing is not None:  # where the raw input held its fill value, it keeps it; a NaN stays NaN
+        with np.errstate(invalid="ignore"):
+            unfilled = np.where(values == missing, dtype.type(missing), unfilled)
     fill = np.where(inside & ok, fill, unfilled)  # an inf is no value: never clipped into one
     # Valid values are the input's own, bit for bit; gaps get the model's value or stay missing.
     result = np.where(valid, values.astype(dtype, copy=False), fill)

@@ -78,6 +78,8 @@ def _refuse_others(out: Path, zarr_path: Path, png: Path) -> None:
     if any((out / name).exists() for name in ("zarr.json", ".zgroup", ".zattrs")):
         raise InputError(f"--out {out}: is a zarr store; give another folder for the demo's outputs.")
     ours = False
+    if zarr_path.is_symlink():  # replacing it would delete through the link, or fail in rmtree
+        raise InputError(f"{zarr_path}: is a link; give another --out.")
     if zarr_path.exists():
         try:
             with xr.open_zarr(zarr_path) as earlier:

@@ -31,7 +31,7 @@ from .engine.graph import TILES_GAPS
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
 from .engine.options import RunOptions, check_halo
-from .predict import eligible_variables, finish, output_channel, run_engine, spatial_dims_for, stack_channels
+from .predict import as_float, eligible_variables, finish, output_channel, run_engine, spatial_dims_for, stack_channels
 from .engine.spec import engine_spec
 
 def _check_units(arr: xr.DataArray, spec) -> None:
@@ -74,7 +74,9 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     ``cf_rule``: the valid masks are the CF rule's (no ``mask=``): warn when it drops many values."""
     spec = job.spec
     spatial = spatial_dims_for(arrays[0], spec, dims)
-    masked = [a.where(v) for a, v in zip(arrays, valids)]
+    # Integers as float64 (where() alone makes int16 float32): the output's type, so a second pass
+    # over it reads the same values with the same statistics and gives it back (probe).
+    masked = [as_float(a).where(v) for a, v in zip(arrays, valids)]
     _warn_empty(arrays, valids)
     names = [str(a.name) for a in arrays]
     extra = job.request.channels(masked, spatial) if job.request is not None else []

@@ -238,10 +238,11 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     fenced = np.isfinite(spread) & (spread > 0)
     lo = np.where(fenced, q_lo - spread, -np.inf)
     hi = np.where(fenced, q_hi + spread, np.inf)
-    # In float32 (what the model input is clipped with), rounded outwards: never tighter.
-    lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
-    lo = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32).astype(np.float64)
-    hi = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32).astype(np.float64)
+    if stats_dtype(sub.dtype) == np.float32:
+        # In float32 (what the model input is clipped with), rounded outwards: never tighter.
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+        lo = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32).astype(np.float64)
+        hi = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32).astype(np.float64)
     with np.errstate(invalid="ignore"):
         beyond = bool((x < lo).any() or (x > hi).any())  # NaN compares False: never "beyond"
     clipped = np.minimum(np.maximum(x, lo), hi) if beyond else x
@@ -252,9 +253,15 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
     deviation = clipped - mean
     if not all_finite:
         deviation = np.where(finite, deviation, 0.0)
+    # Squares of deviations beyond 1e154 overflow float64 (a field of 1e300: std inf, every fill
+    # NaN; probe): such samples are scaled by their largest deviation first.
+    size = np.abs(deviation).max(axis=axes, keepdims=True)
+    scale = np.where(size > 1e150, size, 1.0)
+    if bool((scale != 1.0).any()):
+        deviation = deviation / scale
     np.multiply(deviation, deviation, out=deviation)
     var = deviation.sum(axis=axes, keepdims=True) / count
-    std = np.sqrt(var)
+    std = np.sqrt(var) * scale
     if not raw_std:
         std = np.where(std > 0, std, 1.0)
     return np.concatenate([mean, std, lo, hi], axis=-1).astype(stats_dtype(sub.dtype))

@@ -116,11 +116,16 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
 # ---------------------------------------------------------------------------------------------
 # Arranging xarray variables into a (*batch, channel, *spatial) dask array and back.
 
-def _as_float(da_in: xr.DataArray) -> xr.DataArray:
+def as_float(da_in: xr.DataArray) -> xr.DataArray:
+    """``da_in`` as floats: floats as they are, booleans float32, integers float64 (exact to 2**53)."""
     if np.issubdtype(da_in.dtype, np.floating):
         return da_in
-    if np.issubdtype(da_in.dtype, np.integer) or np.issubdtype(da_in.dtype, np.bool_):
+    if np.issubdtype(da_in.dtype, np.bool_):
         return da_in.astype(np.float32)
+    if np.issubdtype(da_in.dtype, np.integer):
+        # float64, as inpaint's output of integers is: a second pass over that output then reads
+        # the same values with the same (float64) statistics and gives it back (probe).
+        return da_in.astype(np.float64)
     raise InputError(f"variable {da_in.name!r} has dtype {da_in.dtype}; models need numbers. "
                      "Convert or drop it (e.g. ds.drop_vars(...)).")
 
@@ -137,7 +142,7 @@ def cf_masked(arr: xr.DataArray) -> xr.DataArray:
     """
     if not any(k in arr.attrs for k in cf.VALIDITY_ATTRS):
         return arr
-    return _as_float(arr).where(cf.cf_valid_mask(arr).data)
+    return as_float(arr).where(cf.cf_valid_mask(arr).data)
 
 
 def spatial_dims_for(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[str, ...]:
@@ -155,7 +160,7 @@ def spatial_dims_for(template: xr.DataArray, spec: EngineSpec, dims) -> tuple[st
 
 
 def stack_channels(arrays: list[xr.DataArray], spatial: tuple[str, ...]) -> xr.DataArray:
-    arrays = [_as_float(a) for a in arrays]
+    arrays = [as_float(a) for a in arrays]
     arrays = list(xr.broadcast(*arrays)) if len(arrays) > 1 else arrays
     batch = [d for d in arrays[0].dims if d not in spatial]
     if len(arrays) == 1 and isinstance(arrays[0].data, da.Array) and arrays[0].dims == (*batch, *spatial):

@@ -300,9 +300,10 @@ _COMPRESSION_KEYS = ("zlib", "complevel", "shuffle", "compression", "fletcher32"
 def raw_missing_value(da: xr.DataArray) -> float | None:
     """The value that marks "no value" in ``da``'s values as they are, when xarray did not mask
     them (opened with ``mask_and_scale=False`` or ``decode_cf=False``: ``_FillValue`` or
-    ``missing_value`` still in its attrs), else None. An output of such raw values marks its
-    unfilled pixels with it, as the input did: written as NaN, netCDF4 would not mask them
-    (they are not the declared fill value) while xarray reads NaN either way.
+    ``missing_value`` still in its attrs), else None. An output of such raw values keeps it in
+    the unfilled pixels that held it, as the input did: written as NaN, netCDF4 would not mask
+    them (they are not the declared fill value) while xarray reads NaN either way. (A NaN in
+    float data built with such attrs stays NaN.)
 
     >>> import xarray as xr, numpy as np
     >>> raw_missing_value(xr.DataArray(np.zeros(2, "i2"), attrs={"_FillValue": np.int16(1023)}))

@@ -392,20 +392,22 @@ def _within_halo(missing: np.ndarray, plans, out_spatial) -> np.ndarray:
     return hit[(slice(None),) + tuple(slice(p.halo, p.halo + n) for p, n in zip(plans, out_spatial))]
 
 
-# The fewest points a pointwise model call gets. The block's valid points split into calls of
-# ``batch_size``, and the last call holds the rest, a count that follows the chunking; a matrix
-# product of a few rows rounds differently from one of many (an MLP on 1-13 rows: other bits than
-# in a larger call; from 14 rows on, the same on the CPUs measured), so chunkings gave results
-# 1.5e-8 apart (probe). Repeating the last point up to this many makes them bit-identical.
+# A pointwise model's calls: a block's valid points go in calls of at most ``batch_size``, each
+# with the last point repeated PAD_POINTS times after its own and at least MIN_POINTS_PER_CALL rows
+# in all. A matrix product rounds the rows of its last, partial block of rows (and every row of a
+# call of a few rows) otherwise than the rest, and which points fall there followed the chunking:
+# results 1.5e-8 apart (probes). With the padding every real point lies in a full block.
 MIN_POINTS_PER_CALL = 256
+PAD_POINTS = 64
 
 
-def _padded_points(points: np.ndarray, batch_size: int) -> np.ndarray:
-    """``points`` with its last one repeated so no call of ``batch_size`` holds fewer than
-    :data:`MIN_POINTS_PER_CALL` (the caller keeps the first ``len(points)`` results)."""
-    rest = len(points) % batch_size
-    short = MIN_POINTS_PER_CALL - rest if 0 < rest < MIN_POINTS_PER_CALL else 0
-    return np.concatenate([points, np.repeat(points[-1:], short, axis=0)]) if short else points
+def _padded_calls(points: np.ndarray, batch_size: int):
+    """``(call, n)`` for each call over ``points``: the rows to run and how many of them are real."""
+    per_call = max(batch_size - PAD_POINTS, 1)
+    for start in range(0, len(points), per_call):
+        part = points[start:start + per_call]
+        extra = max(PAD_POINTS, MIN_POINTS_PER_CALL - len(part))
+        yield np.concatenate([part, np.repeat(part[-1:], extra, axis=0)]), len(part)
 
 
 def _pointwise_block(block, payload, *, out_shape, spec, device, autocast, batch_size, n_lead, tiles, compiled,
@@ -416,8 +418,8 @@ def _pointwise_block(block, payload, *, out_shape, spec, device, autocast, batch
     result = np.full((points.shape[0], spec.out_channels), np.nan, np.float32)
     if valid.any():
         resident = ResidentModel.get(payload, device, spec.takes_mask, compiled, spec.single_threaded)
-        values = resident.run(_padded_points(points[valid].astype(np.float32), batch_size), None, autocast,
-                              batch_size, spec.out_channels, threads=threads)
-        result[valid] = values[:int(valid.sum())]  # NaN where the model gave NaN or inf (the runner sees to it)
+        values = [resident.run(call, None, autocast, len(call), spec.out_channels, threads=threads)[:n]
+                  for call, n in _padded_calls(points[valid].astype(np.float32), batch_size)]
+        result[valid] = np.concatenate(values)  # NaN where the model gave NaN or inf (the runner sees to it)
     result = result.reshape(moved.shape[:-1] + (spec.out_channels,))
     return np.moveaxis(result, -1, n_lead)

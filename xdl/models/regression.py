@@ -277,13 +277,20 @@ class ContextFit(NamedTuple):
     coefficients: torch.Tensor
 
 
+# A context field known beside the target in under this share of the target's known pixels (or
+# under MIN_SUPPORT of them) has no fit worth reading. A share, not a count: a small field's tile
+# is mostly its mirror image, which counts one real pixel many times (a 48 x 56 field: 16).
+UNFITTED_SHARE = 0.01
+
+
 @torch.no_grad()
 def unfitted_fields(target_mask: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """``(N, K, 1, 1)``: True for each field of ``present`` ``(N, K, H, W)`` with fewer than
-    :data:`MIN_SUPPORT` values where the target ``(N, 1, H, W)`` is known, in a sample where the
-    target itself has that many: no fit can say how it relates to the target. Such a field is
-    better treated as absent (a context seen in one pixel, inside the target's gap, took a fit
-    without support there: errors of 1.1 on a field of range 4, with sigma at its floor; probe).
+    """``(N, K, 1, 1)``: True for each field of ``present`` ``(N, K, H, W)`` with values where the
+    target ``(N, 1, H, W)`` is known at fewer than :data:`MIN_SUPPORT` pixels or under
+    :data:`UNFITTED_SHARE` of the target's, in a sample where the target itself has that many:
+    no fit can say how it relates to the target. Such a field is better treated as absent (a
+    context seen in one pixel, inside the target's gap, took a fit without support there: errors
+    of 1.1 on a field of range 4, with sigma at its floor; probe).
 
     >>> t = torch.ones(1, 1, 4, 4); t[..., 0, 0] = 0
     >>> p = torch.ones(1, 2, 4, 4); p[:, 1] = 0; p[:, 1, 0, 0] = 1
@@ -292,10 +299,12 @@ def unfitted_fields(target_mask: torch.Tensor, present: torch.Tensor) -> torch.T
     """
     known = target_mask > 0.5
     both = (known & (present > 0.5)).flatten(2).sum(-1)
-    enough = known.flatten(2).sum(-1) >= MIN_SUPPORT
-    return ((both < MIN_SUPPORT) & enough)[..., None, None]
+    count = known.flatten(2).sum(-1)
+    few = (both < MIN_SUPPORT) | (both < UNFITTED_SHARE * count)
+    return (few & (count >= MIN_SUPPORT))[..., None, None]
 
 
+@torch.no_grad()
 def absent_fields(mask: torch.Tensor) -> torch.Tensor:
     """``(N, K, 1, 1)``: True for each field of ``mask`` ``(N, K, H, W)`` (1 = value) without any value
     in its sample, e.g. a time step beyond a series' end.
