@@ -123,9 +123,9 @@ class GapFillTask(BaseTask):
         n = mean.shape[1]
         truth, valid = b["x"][:, :n], b["valid"][:, :n]
         terms = gap_loss(mean, truth, valid, seen, self.weights)
-        self._hidden = torch.count_nonzero(valid & ~seen)
+        hidden = valid & ~seen
+        self._hidden = torch.count_nonzero(hidden)
         if sigma is not None:
-            hidden = valid & ~seen
             terms["nll"] = gaussian_nll(mean.detach(), sigma, truth, hidden, self.weights.get("nll_beta", 0.0))
             terms["loss"] = terms["loss"] + self.weights["nll"] * terms["nll"]
         return terms
