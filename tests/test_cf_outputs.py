@@ -639,3 +639,28 @@ def test_fills_near_the_limits_of_the_output_type():
         got = arr.dl.inpaint(domain=None)
         assert got.dtype == np.float64 and np.isfinite(got.values).all()
         np.testing.assert_allclose((got.values[gap] - offset) / scale, reference.values[gap], rtol=0, atol=1e-5)
+
+
+def test_cftime_axes_and_climatology_bounds_are_written_as_cf_asks(tmp_path):
+    """A noleap time axis (cftime dates) got _FillValue NaN on the coordinate and its bounds, an
+    error for the CF checker; climatology bounds were not treated as bounds (other units and
+    calendar than their time, and a _FillValue; probe)."""
+    cftime = pytest.importorskip("cftime")
+    times = [cftime.DatetimeNoLeap(2001, 1, 16 + k) for k in range(3)]
+    bounds = [[cftime.DatetimeNoLeap(2001, 1, 15 + k), cftime.DatetimeNoLeap(2001, 1, 16 + k)] for k in range(3)]
+    values = np.arange(3 * 8 * 9, dtype="f4").reshape(3, 8, 9)
+    values[:, 3, 2:6] = np.nan
+    ds = xr.Dataset({"t": (("time", "y", "x"), values), "time_bnds": (("time", "nv"), bounds)},
+                    coords={"time": ("time", times, {"bounds": "time_bnds"})})
+    write_output(ds.dl.inpaint(domain=None), str(tmp_path / "noleap.nc"))
+    with netCDF4.Dataset(tmp_path / "noleap.nc") as nc:
+        assert "_FillValue" not in nc["time"].ncattrs() and "_FillValue" not in nc["time_bnds"].ncattrs()
+    dates = np.array(["2001-01-16", "2001-01-17", "2001-01-18"], "datetime64[ns]")
+    clim = np.stack([dates - np.timedelta64(1, "D"), dates], axis=1)
+    ds = xr.Dataset({"t": (("time", "y", "x"), values), "climatology_bounds": (("time", "nv"), clim)},
+                    coords={"time": ("time", dates, {"climatology": "climatology_bounds"})})
+    ds.time.encoding.update(units="days since 1600-1-1 0:0:0", calendar="gregorian")
+    write_output(ds.dl.inpaint(domain=None), str(tmp_path / "clim.nc"))
+    with netCDF4.Dataset(tmp_path / "clim.nc") as nc:
+        time, bnds = nc["time"], nc["climatology_bounds"]
+        assert bnds.units == time.units and bnds.calendar == time.calendar and "_FillValue" not in bnds.ncattrs()

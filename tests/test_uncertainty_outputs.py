@@ -385,3 +385,24 @@ def test_a_flag_variable_named_as_a_variable_to_fill_is_refused():
     with pytest.raises(InputError, match="'l2p_flags' is a flag variable.*mask=ds\\['l2p_flags'\\] == 0"):
         ds.dl.inpaint(variables=["l2p_flags"])
     assert "l2p_flags_inpainted" not in ds.dl.inpaint(domain=None)
+
+
+def test_earlier_fills_are_recognised_through_their_link():
+    """Found by a probe of chained use: a renamed output's fills came back as observations (flag 0,
+    sigma 0), as the flags were found by name only; a DataArray of an output took its fills for
+    data without a word; evaluate scored xdl's flag codes; a variable's own earlier sigma was read
+    as its context and then dropped from the output."""
+    arr, _ = field()
+    card = {"uncertainty": {"kind": "gaussian", "scale": 1.0}, "normalization": {"kind": "per_sample"}}
+    first = arr.to_dataset().dl.inpaint(xdl.Model(SigmaOf(0.5), card=card), uncertainty=True, domain=None)
+    filled = first.sst_inpainted.values == FLAG_FILLED
+    renamed = first.rename({"sst": "temp"})
+    again = renamed.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), variables=["temp"], uncertainty=True,
+                               domain=None)
+    assert (again.temp_inpainted.values[filled] == FLAG_FILLED).all() and (again.temp_sigma.values[filled] > 0).all()
+    with pytest.warns(xdl.XdlWarning, match="'sst_inpainted' in ancillary_variables.*not at hand"):
+        first.sst.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), domain=None)
+    with pytest.raises(InputError, match="'sst_inpainted' is a flag variable"):
+        first.dl.evaluate(xdl.Model(SigmaOf(0.25), card=card), variables=["sst_inpainted"], domain=None)
+    with pytest.raises(InputError, match=r"context=\['sst_sigma'\]: the standard error of an earlier fill"):
+        first.dl.inpaint(variables=["sst"], context=["sst_sigma"], domain=None)

@@ -140,10 +140,32 @@ def observed_mask(ds, arr: xr.DataArray, mask) -> xr.DataArray:
     fills them again (the same model and options give every output back) and ``evaluate`` never
     scores against them; ``mask=`` is the user's own rule, taken as given."""
     valid = valid_mask(arr, mask)
-    flags = ds.data_vars.get(f"{arr.name}_inpainted") if mask is None and isinstance(ds, xr.Dataset) else None
-    if flags is None or not written_by_xdl(flags):
+    if mask is not None:
+        return valid
+    flags = earlier_flags(ds, arr)
+    if flags is None:
         return valid
     return valid & (flags != FLAG_FILLED)
+
+
+def earlier_flags(ds, arr: xr.DataArray) -> xr.DataArray | None:
+    """The flags of an earlier xdl fill of ``arr`` in Dataset ``ds``: ``<name>_inpainted``, else
+    the xdl flag variable its ``ancillary_variables`` names (a renamed variable keeps its link:
+    its fills came back as observations, flag 0, sigma 0; probe). None without any. For a
+    DataArray (no flags at hand) whose link names xdl's flags, a warning: its fills count as data."""
+    links = str(arr.attrs.get("ancillary_variables", "")).split()
+    held = ds.data_vars if isinstance(ds, xr.Dataset) else {}
+    for name in [f"{arr.name}_inpainted"] + links:
+        flags = held.get(name)
+        if flags is not None and written_by_xdl(flags):
+            return flags
+    absent = [n for n in links if n.endswith("_inpainted") and n not in held]
+    if absent:
+        warnings.warn(f"{arr.name!r} names {absent[0]!r} in ancillary_variables, the flags of an earlier fill, which "
+                      "are not at hand (a DataArray holds none): its filled pixels count as observations here. "
+                      "Pass the Dataset with its flags (ds.dl...) so they are filled and scored as gaps.",
+                      XdlWarning, stacklevel=4)
+    return None
 
 
 def chunks_like(obj, arr: xr.DataArray):

@@ -134,6 +134,14 @@ class ContextRequest:
         if both:
             raise InputError(f"{both} are both filled (variables=) and context (context=); a variable's own "
                              "other times come with time_window=, so drop them from context=.")
+        # A target's own standard error from an earlier fill is no observation of anything: it was
+        # read as data, then dropped from the output as stale (probe).
+        from .uncertainty import stale_sigma
+
+        own = sorted(n for n in self.names if n in {stale_sigma(self.ds, t) for t in targets})
+        if own:
+            raise InputError(f"context={own}: the standard error of an earlier fill of a variable being filled is "
+                             "no context; drop it from context=.")
 
     def _field(self, name: str, target: xr.DataArray, spatial) -> xr.DataArray:
         var = self.ds[name]

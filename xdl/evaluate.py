@@ -83,6 +83,11 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
     missing = [n for n in names if n not in obj.data_vars]
     if missing:
         raise InputError(f"variables {missing} not in the dataset; it has {list(obj.data_vars)}.")
+    for name in names:
+        kind = cf.code_kind(obj[name])
+        if kind is not None:  # as inpaint refuses it: codes interpolated were scored (probe)
+            raise InputError(f"variable {name!r} is {kind} (CF): its values are codes, not a field to fill or "
+                             "score; evaluate the data variables it describes instead (variables=[...]).")
     return [obj[n] for n in names]
 
 

@@ -25,7 +25,7 @@ from .compose import (FLAG_ATTRS, FLAG_FILLED, FLAG_MODEL_FAILED, FLAG_NOT_WRITT
                       sigma_variable, unhashed, written_by_xdl)
 from .context import ContextRequest, check_request, context_model
 from .conventions import cf, domains, layout, projection
-from .conventions.validity import as_mask, valid_mask
+from .conventions.validity import as_mask
 from .errors import InputError, ModelError, XdlWarning
 from .engine.graph import TILES_GAPS
 from .models import pretrained
@@ -312,7 +312,7 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     if arr.name is None:
         arr = arr.rename("data")
     _check_units(arr, spec)
-    valid = valid_mask(arr, mask)
+    valid = observed_mask(arr, arr, mask)  # the CF rule; a warning when its link names flags it lacks
     dom = _resolve_domain(domain, arr, arr, valid, dims)
     filled, flag_arrays, sigmas = _fill_one([arr], [valid], dom, job, dims, clip, cf_rule=mask is None)
     lazy = isinstance(arr.data, da.Array)

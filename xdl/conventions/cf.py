@@ -396,9 +396,10 @@ def netcdf_ready(ds: xr.Dataset, hints: xr.Dataset | None = None) -> xr.Dataset:
     hints = ds if hints is None else hints
     bounds_of = {}
     for name, var in out.variables.items():
-        b = var.attrs.get("bounds")
-        if isinstance(b, str) and b in out.variables:
-            bounds_of[b] = name
+        for key in ("bounds", "climatology"):  # CF's climatology bounds are bounds too (probe)
+            b = var.attrs.get(key) or var.encoding.get(key)
+            if isinstance(b, str) and b in out.variables:
+                bounds_of[b] = name
     for name, var in out.variables.items():
         enc = var.encoding
         hint = hints.variables[name].encoding if name in hints.variables else {}
@@ -417,7 +418,7 @@ def netcdf_ready(ds: xr.Dataset, hints: xr.Dataset | None = None) -> xr.Dataset:
                 enc.pop("chunksizes", None)
         is_coordinate = name in out.dims and var.dims == (name,)
         if (is_coordinate or name in bounds_of or (name in out.coords and var.ndim == 0)) \
-                and "_FillValue" not in hint and var.dtype.kind in "fcM":
+                and "_FillValue" not in hint and var.dtype.kind in "fcMO":  # O: cftime dates (noleap)
             enc["_FillValue"] = None
         if name in bounds_of and np.issubdtype(var.dtype, np.datetime64):
             # CF: bounds share their coordinate's units and calendar; take the first one known.
