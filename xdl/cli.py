@@ -41,9 +41,10 @@ __all__ = ["main"]
 
 # ----------------------------------------------------------------------------- arguments
 
-def _check_vars(ds, names, path, what="--var"):
-    if names is not None and not names and what != "--context":  # --context "": no context, on purpose
-        # "--var ' , '" filled nothing and exited 0 (probe).
+def _check_vars(ds, names, path, what="--var", empty_ok=False):
+    """Every name in ``names`` is a data variable of ``ds``; an option given but naming none (``--var
+    ' , '`` filled nothing and exited 0: probe) is refused unless ``empty_ok`` (``--context ""``: none)."""
+    if names is not None and not names and not empty_ok:
         raise InputError(f"{what} names no variable; give names (e.g. {what} sst) or leave it out.")
     for n in names or ():
         if n not in ds.data_vars:
@@ -80,7 +81,7 @@ def _cmd_inpaint(a) -> int:
     variables = _split(a.var)
     _check_vars(ds, variables, a.input)
     mask = None if a.mask is None else _keeping_some(mask_expression(a.mask, ds, "--mask"), a.mask)
-    _check_vars(ds, context, a.input, "--context")
+    _check_vars(ds, context, a.input, "--context", empty_ok=True)
     result = inpaint(ds, model, variables=variables, mask=mask, domain=domain_argument(a.domain, ds, a.domain_file),
                      device=a.device, tile=a.tile, compile=_compile(a.compile), progress=False,
                      context=context, time_window=a.time_window, uncertainty=a.uncertainty)
@@ -97,8 +98,10 @@ def _write(a, result, ds, model) -> int:
 
     keep_coordinate_metadata(result, ds)
     start = time.perf_counter()
+    # Name lists as the command reads them: --var a,b and --var a --var b are one job.
+    options = {**vars(a), **{k: _split(getattr(a, k)) for k in _NAME_LISTS if hasattr(a, k)}}
     write_output(result, a.output, overwrite=a.overwrite, progress=a.progress, resume=a.resume,
-                 job=job_record(vars(a), model_key(model)))
+                 job=job_record(options, model_key(model)))
     _say(f"xdl {a.command}: wrote {a.output} in {time.perf_counter() - start:.1f} s")
     return 0
 
@@ -117,6 +120,8 @@ def _cmd_predict(a) -> int:
     return _write(a, result, ds, model)
 
 
+_NAME_LISTS = ("var", "inputs", "targets", "outputs", "context")  # options that take names, repeated or comma-separated
+
 _TRAIN_FLAGS = {  # CLI attribute -> fit() keyword
     "var": "variables", "inputs": "inputs", "targets": "targets", "epochs": "epochs",
     "steps": "steps_per_epoch", "batch_size": "batch_size", "tile": "tile", "masks": "masks",
@@ -133,13 +138,14 @@ def _cmd_train(a) -> int:
     except ImportError as e:
         raise InputError(f"training is not available in this xdl installation ({e}).") from None
     kwargs = read_config(a.config) if a.config else {}
-    for attr in ("var", "inputs", "targets", "context"):  # one name may be a string, as fit() takes it
-        if isinstance(kwargs.get(_TRAIN_FLAGS[attr]), str):
-            kwargs[_TRAIN_FLAGS[attr]] = [kwargs[_TRAIN_FLAGS[attr]]]
+    for attr in _NAME_LISTS:  # one name may be a string, as fit() takes it
+        key = _TRAIN_FLAGS.get(attr)
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = [kwargs[key]]
     for attr, key in _TRAIN_FLAGS.items():  # flags given on the command line win over the file
         value = getattr(a, attr)
         if value is not None:
-            kwargs[key] = _split(value) if attr in ("var", "inputs", "targets", "context") else value
+            kwargs[key] = _split(value) if attr in _NAME_LISTS else value
     # A bar only on a terminal, as inpaint's (it filled log files line by line; probe).
     kwargs.setdefault("progress", sys.stderr.isatty())
     model = a.model or kwargs.pop("model", None)
@@ -165,7 +171,7 @@ def _cmd_train(a) -> int:
         model = load_model(model)
     ds = open_input(a.input, a.chunks)
     for attr in ("var", "inputs", "targets", "context"):
-        _check_vars(ds, kwargs.get(_TRAIN_FLAGS[attr]), a.input, f"--{attr}")
+        _check_vars(ds, kwargs.get(_TRAIN_FLAGS[attr]), a.input, f"--{attr}", empty_ok=attr == "context")
     start = time.perf_counter()
     trained = fit(ds, model, **kwargs)
     trained.save(a.out)
@@ -200,7 +206,7 @@ def _cmd_evaluate(a) -> int:
     if not gaps:
         raise InputError("--gaps is empty; give gap kinds such as scanlines,blocks,clouds.")
     context = _split(a.context)
-    _check_vars(ds, context, a.input, "--context")
+    _check_vars(ds, context, a.input, "--context", empty_ok=True)
     # Only when given: the same call as before for the single-field case.
     with_context = {"context": context, "time_window": a.time_window} if context or a.time_window else {}
     report = evaluate(ds, a.model, variables=variables, gaps=gaps if len(gaps) > 1 else gaps[0],

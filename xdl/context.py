@@ -40,6 +40,7 @@ from .errors import InputError, XdlWarning
 from .modelcard import CONTEXT_ANY
 from .models.context import with_context
 from .models.resolve import model_label
+from .uncertainty import stale_sigma
 
 __all__ = ["ContextRequest", "check_request", "context_model", "context_names", "takes_context", "window_steps",
            "DEFAULT_RULE"]
@@ -136,8 +137,6 @@ class ContextRequest:
                              "other times come with time_window=, so drop them from context=.")
         # A target's own standard error from an earlier fill is no observation of anything: it was
         # read as data, then dropped from the output as stale (probe).
-        from .uncertainty import stale_sigma
-
         own = sorted(n for n in self.names if n in {stale_sigma(self.ds, t) for t in targets})
         if own:
             raise InputError(f"context={own}: the standard error of an earlier fill of a variable being filled is "

@@ -250,18 +250,22 @@ def robust_moments(sub: np.ndarray, n_spatial: int, raw_std: bool = False) -> np
         clipped = np.where(finite, clipped, 0.0)
     count = np.maximum(finite.sum(axis=axes, keepdims=True), 1)
     mean = clipped.sum(axis=axes, keepdims=True) / count
-    deviation = clipped - mean
-    if not all_finite:
-        deviation = np.where(finite, deviation, 0.0)
-    # Squares of deviations beyond 1e154 overflow float64 (a field of 1e300: std inf, every fill
-    # NaN; probe): such samples are scaled by their largest deviation first.
-    size = np.abs(deviation).max(axis=axes, keepdims=True)
-    scale = np.where(size > 1e150, size, 1.0)
-    if bool((scale != 1.0).any()):
-        deviation = deviation / scale
-    np.multiply(deviation, deviation, out=deviation)
-    var = deviation.sum(axis=axes, keepdims=True) / count
-    std = np.sqrt(var) * scale
+
+    def deviations():
+        deviation = clipped - mean
+        return deviation if all_finite else np.where(finite, deviation, 0.0)
+
+    deviation = deviations()
+    with np.errstate(over="ignore"):
+        np.multiply(deviation, deviation, out=deviation)
+    std = np.sqrt(deviation.sum(axis=axes, keepdims=True) / count)
+    if not bool(np.isfinite(std).all()):
+        # Squares of deviations beyond 1e154 overflow float64 (a field of 1e300: std inf, every
+        # fill NaN; probe): those samples again, scaled by their largest deviation first (a
+        # second pass only then, off the common path).
+        deviation = deviations()
+        scale = np.where(np.isfinite(std), 1.0, np.abs(deviation).max(axis=axes, keepdims=True))
+        std = np.sqrt(np.square(deviation / scale).sum(axis=axes, keepdims=True) / count) * scale
     if not raw_std:
         std = np.where(std > 0, std, 1.0)
     return np.concatenate([mean, std, lo, hi], axis=-1).astype(stats_dtype(sub.dtype))

@@ -86,8 +86,9 @@ _NOT_IN_JOB = ("output", "overwrite", "resume", "progress", "func")
 
 def job_record(options: dict, model_hash: str | None = None) -> dict:
     """The CLI's ``job``: what determines an output's values, compared on ``--resume``. Every
-    parsed option (``vars(args)``; flag names as keys), the identities of the files that IN and
-    --domain-file name, and the model's content hash."""
+    parsed option (``vars(args)`` with name lists as the command splits them; flag names as
+    keys), the identities of the files that IN and --domain-file name, and the model's content
+    hash."""
     job = {}
     for key, value in sorted(options.items()):
         if key in _NOT_IN_JOB:
@@ -100,9 +101,6 @@ def job_record(options: dict, model_hash: str | None = None) -> dict:
             job[f"{flag} files"] = [input_identity(p) for p in input_paths(value)]
         elif key == "model" and model_hash is not None:
             continue  # its content hash says which model; a name and the file it names are one model
-        elif key in ("var", "context") and isinstance(value, list):
-            # Repeated and comma-separated are one list: --var a,b is --var a --var b.
-            job[flag] = [n.strip() for v in value for n in str(v).split(",") if n.strip()]  # as the CLI splits them
         else:
             job[flag] = value
     if model_hash is not None:
