@@ -664,3 +664,28 @@ def test_cftime_axes_and_climatology_bounds_are_written_as_cf_asks(tmp_path):
     with netCDF4.Dataset(tmp_path / "clim.nc") as nc:
         time, bnds = nc["time"], nc["climatology_bounds"]
         assert bnds.units == time.units and bnds.calendar == time.calendar and "_FillValue" not in bnds.ncattrs()
+
+
+def test_raw_counts_write_region_by_region_to_zarr(tmp_path):
+    """write_output of raw counts (mask_and_scale=False: packing and _FillValue held as attributes)
+    to zarr failed: xarray's region write applied the store's decoded encoding to values already
+    packed ("Key '_FillValue' already exists"). Raw variables now go straight into their arrays:
+    the store reads back as the in-memory result, raw and decoded (probe, session 34)."""
+    y, x = np.mgrid[0:48, 0:64]
+    counts = np.round(2000 + 300 * np.sin(x / 7.0) + 200 * np.cos(y / 5.0)).astype("i2")
+    counts[20:24, 10:50] = 4095
+    attrs = {"_FillValue": np.int16(4095), "scale_factor": np.float32(0.04572892),
+             "add_offset": np.float32(-1.6443), "units": "mW m-2 sr-1 (cm-1)-1"}
+    xr.Dataset({"Rad": (("y", "x"), counts, attrs)}).to_netcdf(tmp_path / "in.nc")
+    raw = xr.open_dataset(tmp_path / "in.nc", mask_and_scale=False, chunks={"y": 16})
+    out = raw.dl.inpaint(variables=["Rad"], domain=None, uncertainty=True)
+    write_output(out, str(tmp_path / "out.zarr"))
+    expected = out.compute()
+    back = xr.open_zarr(tmp_path / "out.zarr", mask_and_scale=False)
+    for name in ("Rad", "Rad_sigma", "Rad_inpainted"):
+        np.testing.assert_array_equal(back[name].values, expected[name].values, err_msg=name)
+    decoded = xr.open_zarr(tmp_path / "out.zarr").Rad.values
+    valid = counts != 4095
+    np.testing.assert_allclose(decoded[valid], counts[valid] * 0.04572892 - 1.6443, rtol=1e-6)
+    assert np.isfinite(decoded).all()
+    raw.close()

@@ -242,13 +242,7 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
             iterator = tqdm(todo, desc=f"writing {path.name}", unit="region")
         for index in iterator:
             lo, hi = regions[index]
-            part = ds[lazy].isel({dim: slice(lo, hi)})
-            part = part.drop_vars([c for c in part.coords])  # coordinates were written with the layout
-            with warnings.catch_warnings():
-                # Opening a store without consolidated metadata lists its members; xdl's progress
-                # log and job files are not zarr nodes, and zarr would warn about each of them.
-                warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
-                part.to_zarr(path, region={dim: slice(lo, hi)}, consolidated=False)
+            _write_region(ds, path, lazy, dim, lo, hi)
             done.add(index)
             _write_log(log_path, fingerprint, done)
         _set_status(path, "complete")
@@ -258,6 +252,39 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
             shutil.rmtree(path, ignore_errors=True)
         raise
     return path
+
+
+# Attributes that make xarray encode on a region write: a variable that carries them as attributes
+# holds raw (still packed) values, which xarray would pack a second time.
+_RAW_KEYS = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+def _write_region(ds: xr.Dataset, path: Path, names: list[str], dim: str, lo: int, hi: int) -> None:
+    """Write ``ds[names]`` between ``lo`` and ``hi`` along ``dim`` into the store at ``path``, in one
+    compute. Raw variables (opened with ``mask_and_scale=False``) go straight into their zarr
+    arrays: xarray's region write applies the store's decoded encoding to them, and fails on (or
+    re-packs) values that are already packed (probe)."""
+    import dask
+    import dask.array as da
+    import zarr
+
+    part = ds[names].isel({dim: slice(lo, hi)})
+    part = part.drop_vars([c for c in part.coords])  # coordinates were written with the layout
+    raw = [name for name in names if any(key in part[name].attrs for key in _RAW_KEYS)]
+    jobs = []
+    if raw:
+        group = zarr.open_group(str(path), mode="r+")
+        regions = [tuple(slice(lo, hi) if d == dim else slice(None) for d in part[name].dims) for name in raw]
+        jobs.append(da.store([part[name].data for name in raw], [group[name] for name in raw],
+                             regions=regions, compute=False))
+        part = part.drop_vars(raw)
+    if part.data_vars:
+        with warnings.catch_warnings():
+            # Opening a store without consolidated metadata lists its members; xdl's progress
+            # log and job files are not zarr nodes, and zarr would warn about each of them.
+            warnings.filterwarnings("ignore", message="Object at .* is not recognized", category=UserWarning)
+            jobs.append(part.to_zarr(path, region={dim: slice(lo, hi)}, consolidated=False, compute=False))
+    dask.compute(*jobs)
 
 
 def _regions(chunks, regions_per_step: int = 1, min_length: float = 1) -> list[tuple[int, int]]:
