@@ -57,14 +57,30 @@ class _Job:
     distances: tuple | None = None  # the card's (distance_bins, distance_scales), when it has them
 
 
-def _warn_empty(arrays, valids) -> None:
+FEW_VALUES = 4  # valid values in a field (sample) below which no statistics say how wrong a fill is
+
+
+def _warn_empty(arrays, valids, spatial) -> None:
     for a, v in zip(arrays, valids):
         # No error for a variable without any valid value (a lazy input could not say so before
         # computing): it comes back NaN, flagged unfillable; in memory, where it is free to see, a warning.
-        if not isinstance(v.data, da.Array) and not bool(np.asarray(v).any()):
+        if isinstance(v.data, da.Array):
+            continue
+        if not bool(np.asarray(v).any()):
             warnings.warn(f"variable {a.name!r} has no valid value at all: nothing to fill from, so it stays "
                           "NaN (flag 2, unfillable). Check its mask, _FillValue and valid_range.",
                           XdlWarning, stacklevel=5)
+            continue
+        if not spatial:  # pointwise, or a step that follows its neighbouring steps (time_window)
+            continue
+        counts = np.asarray(v.sum(list(spatial)))
+        few = counts[(counts > 0) & (counts < FEW_VALUES)]
+        if few.size:
+            # One or two values: no spread to judge a fill by (a field seen in one pixel had a sigma
+            # of 1e-3 for errors of 4.5 K; probe). Said, whatever the sigma then is.
+            warnings.warn(f"variable {a.name!r} has only {int(few.min())} valid value(s) in {few.size} of its "
+                          f"{counts.size} field(s): fills there rest on no statistics, and their sigma "
+                          "(uncertainty=True) is a guess, not an estimate.", XdlWarning, stacklevel=5)
 
 
 def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, job: _Job, dims,
@@ -77,7 +93,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     # Integers as float64 (where() alone makes int16 float32): the output's type, so a second pass
     # over it reads the same values with the same statistics and gives it back (probe).
     masked = [as_float(a).where(v) for a, v in zip(arrays, valids)]
-    _warn_empty(arrays, valids)
+    _warn_empty(arrays, valids, () if job.request is not None and job.request.offsets else spatial)
     names = [str(a.name) for a in arrays]
     extra = job.request.channels(masked, spatial) if job.request is not None else []
     targets = masked

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from .context import SIGMA_FLOOR, ContextEncoder, check_info, factor_from_raw, sigma_from_raw
 from .harmonic import harmonic_fill
-from .kriging import interpolation_variance, krige, own_interpolation, spatial_std, with_own_interpolation
+from .kriging import SILL_BELOW, Kriged, interpolation_variance, krige, own_interpolation, spatial_std, with_own_interpolation
 from .registry import MAX_IO_CHANNELS, check_int, check_levels, register
 from .regression import MIN_SUPPORT, absent_fields, local_regression, presence_regression, unfitted_fields
 from .unet import UNet
@@ -291,6 +291,8 @@ class FillUNet(nn.Module):
                               _interpolated_context_variance(fit, xc, present, known), wanted_i),
                         target, known, torch.isfinite(fit.estimate),
                         (self.iterations, self.biharmonic_iterations), wanted_i))
+                    kriged[-1] = self._alone_as_without_context(kriged[-1], target, known, present,
+                                                                neighbours=bool((info[:, 1] > 0.5).any()))
                     if not self.has_correction:  # the kriged fill is the result: no regression input to build
                         continue
                     estimate = torch.where(torch.isfinite(fit.estimate), fit.estimate, kriged[-1].value)
@@ -321,6 +323,37 @@ class FillUNet(nn.Module):
                  F.pixel_unshuffle((corrected - first_guess).to(xt.dtype), p),
                  torch.cat(spreads, 1).to(xt.dtype), pooled]
         return corrected, extra, scale
+
+
+    def _alone_as_without_context(self, kriged, target, known, present, neighbours):
+        """``kriged`` with the samples where no context field has a value to fit on (``present``
+        (N, K, H, W), unfitted fields cleared) replaced by the fill and error without context: an
+        all-NaN context field, said to add nothing, moved fills by 67% of their error (probe). So
+        too, without neighbouring steps (whose prior serves such a step), where the target has no
+        more distinct known values than the fit has coefficients: in a small field's mirrored tile one pixel
+        counted 12 times, and the exact fit through it had a sigma of 1e-3 for errors of 4 (probe)."""
+        alone = absent_fields(present).flatten(1).all(1)
+        if not neighbours:
+            # One value more than the fit's coefficients (the context fields and an intercept): else
+            # it passes through every value, with no residual to tell its error by.
+            alone = alone | _few_distinct(target, known, present.shape[1] + 2)
+        if not bool(alone.any()):
+            return kriged
+        own = own_interpolation(target[alone], known[alone], iterations=(self.iterations, self.biharmonic_iterations))
+        value, std = kriged.value.float().clone(), kriged.std.float().clone()
+        value[alone], std[alone] = own.value, own.std
+        return Kriged(value, std)
+
+
+def _few_distinct(target, known, needed: int) -> torch.Tensor:
+    """(N,) bool: the samples whose ``target`` (N, 1, H, W) has fewer than ``needed`` distinct values
+    at its ``known`` pixels (counted only in planes with fewer known pixels than :data:`SILL_BELOW`)."""
+    known = known > 0.5
+    count = torch.count_nonzero(known.flatten(1), dim=1)
+    few = count < needed
+    for i in torch.nonzero((count >= needed) & (count < SILL_BELOW)).flatten().tolist():
+        few[i] = torch.unique(target[i][known[i]]).numel() < needed
+    return few
 
 
 def _channels(planes: list[torch.Tensor]) -> torch.Tensor:

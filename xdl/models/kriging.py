@@ -788,8 +788,8 @@ def _sparse_sill(var, target, known, where):
     """``var`` with the sparse planes (fewer than :data:`SILL_BELOW` known pixels, under
     :data:`SPARSE_SHARE` of the plane) set, at ``where``, to
     the variance of their known values (the error of an interpolation with no correlation to lean
-    on; :data:`SPARSE_NO_SPREAD` squared for a plane of one pixel, in the per-sample standardised
-    units). ERA-40 total column water seen in 3 or 30 random pixels had a sigma of 0.02 and 2.4
+    on; :data:`SPARSE_NO_SPREAD` squared for a plane of one pixel or of one value, in the per-sample
+    standardised units). ERA-40 total column water seen in 3 or 30 random pixels had a sigma of 0.02 and 2.4
     for errors of 26 and 12 (RMS): lags without pairs held the structure function at 0."""
     known = _as_bool(known)
     count = torch.count_nonzero(known.flatten(2), dim=-1)
@@ -799,5 +799,8 @@ def _sparse_sill(var, target, known, where):
     values = torch.where(known, target.float(), 0.0)
     mean = values.flatten(2).sum(-1) / count.clamp(min=1)
     spread = (torch.where(known, values - mean[..., None, None], 0.0) ** 2).flatten(2).sum(-1)
-    sill = torch.where(count > 1, spread / (count - 1).clamp(min=1), torch.full_like(spread, SPARSE_NO_SPREAD ** 2))
+    # No spread also where every known value is the same: in a tile's mirrored halo one pixel
+    # counts several times (a field seen in one pixel had sigma 1e-3 for errors of 4.5; probe).
+    sill = torch.where((count > 1) & (spread > 0), spread / (count - 1).clamp(min=1),
+                       torch.full_like(spread, SPARSE_NO_SPREAD ** 2))
     return torch.where(sparse[..., None, None] & where, sill[..., None, None].to(var.dtype), var)
