@@ -689,3 +689,44 @@ def test_raw_counts_write_region_by_region_to_zarr(tmp_path):
     np.testing.assert_allclose(decoded[valid], counts[valid] * 0.04572892 - 1.6443, rtol=1e-6)
     assert np.isfinite(decoded).all()
     raw.close()
+
+
+def test_zarr_v2_inputs_and_restored_chunks_write_to_a_new_zarr(tmp_path):
+    """A zarr v2 store (Blosc, numcodecs) filled and written to zarr (v3) failed with "Expected a
+    BytesBytesCodec" in the CLI and with to_zarr; a variable passed through as opened with other
+    chunks than stored failed with "would overlap multiple Dask chunks" (probe). Both write now,
+    the values as the input's."""
+    rng = np.random.default_rng(0)
+    v = (280 + rng.normal(0, 0.1, (2, 96, 96))).astype("f4")
+    v[:, 40:42] = np.nan
+    ds = xr.Dataset({"sst": (("time", "y", "x"), v), "other": (("time", "y", "x"), v + 1)},
+                    coords={"time": [0, 1], "y": np.arange(96.0), "x": np.arange(96.0)})
+    ds.to_zarr(tmp_path / "v2.zarr", zarr_format=2, encoding={n: {"chunks": (1, 40, 40)} for n in ("sst", "other")})
+    opened = xr.open_zarr(tmp_path / "v2.zarr", chunks={"time": 1, "y": 64, "x": 64})
+    filled = opened.dl.inpaint(variables=["sst"], domain=None)
+    filled.to_zarr(tmp_path / "out.zarr")
+    back = xr.open_zarr(tmp_path / "out.zarr")
+    np.testing.assert_array_equal(back.other.values, v + 1)
+    np.testing.assert_array_equal(back.sst.values, filled.sst.values)
+    assert main(["inpaint", str(tmp_path / "v2.zarr"), str(tmp_path / "cli.zarr"), "--domain", "none",
+                 "--var", "sst", "--no-progress"]) == 0
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "cli.zarr").sst.values, back.sst.values)
+
+
+def test_outputs_never_name_bounds_they_do_not_hold(tmp_path):
+    """predict dropped time_bnds but kept time:bounds; a DataArray's fill wrote t:bounds naming a
+    variable its file lacked (CF errors; probes). predict now carries the bounds, a DataArray's
+    result forgets a name it cannot hold."""
+    times = np.array(["2020-01-01", "2020-01-02", "2020-01-03"], dtype="datetime64[ns]")
+    bnds = np.stack([times, times + np.timedelta64(1, "D")], 1)
+    v = np.random.default_rng(1).normal(size=(3, 16, 16)).astype("f4")
+    v[:, 5, :] = np.nan
+    ds = xr.Dataset({"t": (("time", "y", "x"), v), "time_bnds": (("time", "nv"), bnds)},
+                    coords={"time": ("time", times, {"bounds": "time_bnds"})})
+    out = ds.dl.predict(torch.nn.Conv2d(1, 1, 1), inputs=["t"], outputs=["t2"])
+    assert "time_bnds" in out and out.time.attrs["bounds"] == "time_bnds"
+    da = ds.t.dl.inpaint(domain=None)
+    assert "bounds" not in da.time.attrs and "bounds" not in da.time.encoding
+    da.to_netcdf(tmp_path / "a.nc")
+    with netCDF4.Dataset(tmp_path / "a.nc") as nc:
+        assert "bounds" not in nc["time"].ncattrs()

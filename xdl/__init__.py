@@ -16,7 +16,7 @@ _SUBMODULES = {"engine", "conventions", "masks", "baselines", "metrics", "io", "
 _ALIASES = {"zoo": "models.zoo", "pretrained": "models.pretrained"}
 # torch (about 2 s of CPU to import) loads on first use of a model, not with `import xdl`: the
 # `xdl` command's --help and usage errors stay fast.
-_LAZY = {"Model": "modelfile", "load_model": "modelfile"}
+_LAZY = {"Model": "modelfile", "load_model": "modelfile", "clear_cache": "engine.runner"}
 
 # The public API (`from xdl import *`, documentation tools); every name resolves (tests/unit/test_package.py).
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "OutputWriteError", "XdlWarning",
     # a model: card + torch module, saved and loaded as one file
     "Model", "load_model",
+    # the models' resident copies (the 8 used last are kept per process): freed now
+    "clear_cache",
     # the modules of the verbs (also on the .dl accessor)
     "predict", "inpaint", "evaluate", "fit", "train", "demo",
     # building blocks

@@ -294,6 +294,8 @@ def finish(result, lazy: bool, progress: bool, only=None):
     variables of a Dataset to compute (those made from the input); the others stay as they came
     (a lazy context field or an unrelated variable of an opened file is not read into memory)."""
     cf.drop_packing(result)
+    cf.drop_dangling_bounds(result)
+    cf.drop_stale_storage(result)
     if lazy:
         return result
     part = result if only is None else result[list(only)]
@@ -366,6 +368,12 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         gm = cf.grid_mapping_name(arr)
         if gm and gm in ds.variables and gm not in out_ds.variables:
             out_ds[gm] = ds[gm]
+    for coord in list(out_ds.coords.values()):  # cell bounds (time_bnds) go with their coordinate
+        for key in ("bounds", "climatology"):
+            name = coord.attrs.get(key, coord.encoding.get(key))
+            if (name in ds.variables and name not in out_ds.variables
+                    and all(out_ds.sizes.get(d, n) == n for d, n in ds[name].sizes.items())):
+                out_ds[name] = ds[name]
     out_ds.attrs = cf.append_history(ds.attrs, f"predict model={model_label(model)} "
                                      f"({model_key(model)[:12]}) inputs={[g[0] for g in groups]}")
     return finish(out_ds, lazy, progress)

@@ -476,3 +476,26 @@ def test_a_write_into_the_input_after_the_first_call_is_an_error(monkeypatch):
     gappy[0, 0, 0, 0] = np.nan
     with pytest.raises(ModelError, match="wrote into its input"):
         resident.run_complete(gappy, None, 1, 1, threads)  # never masked and run again from changed data
+
+
+def test_resident_models_are_bounded_and_can_be_cleared():
+    """Every distinct model predicted stayed resident for the life of the process (8 UNets: +70 MB
+    a worker; probe). The least recently used go beyond MAX_RESIDENT; xdl.clear_cache() frees all."""
+    import numpy as np
+    import torch
+    import xarray as xr
+
+    import xdl
+    from xdl.engine import runner
+
+    ds = xr.Dataset({"t": (("y", "x"), np.random.default_rng(0).normal(size=(16, 16)).astype("f4"))})
+    xdl.clear_cache()
+    for i in range(runner.MAX_RESIDENT + 3):
+        net = torch.nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            net.weight.fill_(float(i + 1))
+        out = ds.dl.predict(net, inputs=["t"], outputs=["u"])
+        np.testing.assert_allclose(out.u.values, ds.t.values * (i + 1) + float(net.bias), rtol=1e-5)
+        assert len(runner._RESIDENT) <= runner.MAX_RESIDENT
+    xdl.clear_cache()
+    assert len(runner._RESIDENT) == 0

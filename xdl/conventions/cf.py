@@ -66,6 +66,58 @@ def drop_packing(obj):
     return obj
 
 
+def drop_dangling_bounds(obj):
+    """Forget a coordinate's CF ``bounds``/``climatology`` naming a variable that ``obj`` (a result)
+    does not hold: a DataArray's output wrote ``t:bounds = "time_bounds"`` without ``time_bounds``,
+    a CF error (probe)."""
+    names = set(obj.variables) if isinstance(obj, xr.Dataset) else set(obj.coords) | {obj.name}
+    for coord in obj.coords.values():
+        for key in ("bounds", "climatology"):
+            for where in (coord.attrs, coord.encoding):
+                if key in where and str(where[key]) not in names:
+                    del where[key]
+    return obj
+
+
+_V2_CODEC_KEYS = ("compressors", "compressor", "filters", "serializer")
+_CHUNK_ENCODING_KEYS = ("chunks", "preferred_chunks", "shards")
+
+
+def drop_stale_storage(obj):
+    """Forget storage encodings that would stop ``obj.to_zarr(new)``: zarr v2 codecs of a v2 source
+    (zarr 3 writes v3 and refuses them: "Expected a BytesBytesCodec"), and stored chunks or shards
+    that the variable's dask chunks no longer align with (a variable passed through as opened with
+    other chunks: "would overlap multiple Dask chunks"; probe). xarray's own choice then applies."""
+    import dask.array as da
+
+    variables = obj.variables.values() if isinstance(obj, xr.Dataset) else [obj.variable, *obj.coords.values()]
+    for var in variables:
+        encoding = var.encoding
+        if any(_is_v2_codec(encoding.get(key)) for key in _V2_CODEC_KEYS):
+            for key in _V2_CODEC_KEYS:
+                encoding.pop(key, None)
+        data = var.data
+        if isinstance(data, da.Array) and any(key in encoding for key in _CHUNK_ENCODING_KEYS):
+            stored = encoding.get("shards") or encoding.get("chunks")
+            if not _aligned(data.chunks, stored):
+                for key in _CHUNK_ENCODING_KEYS:
+                    encoding.pop(key, None)
+    return obj
+
+
+def _is_v2_codec(value) -> bool:
+    """True for numcodecs codecs (zarr v2's), alone or in a list."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(type(v).__module__.startswith("numcodecs") for v in values if v is not None)
+
+
+def _aligned(chunks, stored) -> bool:
+    """Whether dask ``chunks`` cut only at multiples of the ``stored`` chunk shape (the last may be short)."""
+    if not stored or len(stored) != len(chunks):
+        return not stored
+    return all(all(c % s == 0 for c in cs[:-1]) for cs, s in zip(chunks, stored) if s)
+
+
 def history_line(action: str) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"{now} xdl {__version__} {action}"

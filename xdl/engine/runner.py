@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import pickle
@@ -50,7 +51,11 @@ _LOCKS_GUARD = threading.Lock()
 INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the calling thread
 ONE_BATCH_VALUES = 2 ** 22  # the largest block (values) a near-free CPU model may run as one batch
 ONE_BATCH_CHECKS = 16  # block shapes checked per resident model (each check is one more model call)
-_RESIDENT: dict[tuple[str, str, bool], "ResidentModel"] = {}
+# Resident copies by (model hash, device, compiled), the most recently used last; beyond
+# MAX_RESIDENT the least recently used is let go (a sweep over checkpoints kept every one, on the
+# GPU too, for the life of the process; probe). A call already running keeps its own reference.
+MAX_RESIDENT = 8
+_RESIDENT: "collections.OrderedDict[tuple[str, str, bool], ResidentModel]" = collections.OrderedDict()
 
 
 class WroteInput(ModelError):
@@ -178,7 +183,9 @@ class ResidentModel:
         cache_key = (payload.key, str(device), bool(compiled))
         with _LOCKS_GUARD:
             resident = _RESIDENT.get(cache_key)
-            if resident is None:
+            if resident is not None:
+                _RESIDENT.move_to_end(cache_key)
+            else:
                 # A private copy: the user's module keeps its device and train/eval state. Made
                 # in a thread that ends with it: a copy's torch ops in this (dask) thread would
                 # leave an OpenMP team there (see feeding.in_passing_thread).
@@ -188,6 +195,8 @@ class ResidentModel:
                                label=getattr(payload, "label", None) or type(module).__name__,
                                calls_at_once=bool(calls_at_once))
                 _RESIDENT[cache_key] = resident
+                while len(_RESIDENT) > MAX_RESIDENT:
+                    _RESIDENT.popitem(last=False)
         return resident
 
     def run(self, x: np.ndarray, mask: np.ndarray | None, autocast: torch.dtype | None,

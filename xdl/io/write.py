@@ -15,7 +15,10 @@ __all__ = ["NETCDF_SUFFIXES", "check_output", "keep_coordinate_metadata", "outpu
            "write_output"]
 
 NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".netcdf", ".cdf")
-_CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards")
+# How the source stored its variables: chunks, and zarr codecs (a v2 store's numcodecs codecs fail
+# a v3 write; probe). netCDF compression keys (zlib, complevel) are netcdf_ready's to set.
+_CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards", "compressors", "compressor", "filters",
+               "serializer")
 
 
 def output_kind(path: str) -> str:
@@ -44,7 +47,7 @@ def check_output(path: str, overwrite: bool, inputs=()) -> str:
 
 
 def ready_to_write(ds):
-    """Drop chunk encodings of the source format and make dask chunks regular (zarr needs it)."""
+    """Drop the source format's chunk and codec encodings and make dask chunks regular (zarr needs it)."""
     import dask.array as da
 
     ds = ds.copy()
