@@ -358,14 +358,17 @@ def test_evaluate_merra2_is_drawn_with_south_at_the_bottom(env, tmp_path, monkey
     assert f"wrote {png}" in capsys.readouterr().err and png.exists()
 
 
-def test_evaluate_panel_rmse_says_it_is_sample_0(env, tmp_path, monkeypatch):
+def test_evaluate_panel_rmse_says_which_sample_it_is(env, tmp_path, monkeypatch):
+    """The maps show the middle sample (the first lacks the step before it, which a time_window fill
+    reads; probe) and say so; the hidden share is of the valid pixels, as in the table."""
     from matplotlib.axes import Axes
 
     titles, real = [], Axes.set_title
     monkeypatch.setattr(Axes, "set_title", lambda self, t, *a, **k: (titles.append(t), real(self, t, *a, **k))[1])
     xdl.evaluate.evaluate(field(n=2)[["sst"]], env.m0, fraction=0.1, domain=None, baselines=(),
                           plot=tmp_path / "p.png")
-    assert any("sample 0 RMSE" in t for t in titles)
+    assert any("sample 1 RMSE" in t for t in titles)
+    assert any("% of valid hidden)" in t for t in titles)
 
 
 def test_ctrl_c_exit_hook_never_prints_an_event_loop_traceback(monkeypatch):

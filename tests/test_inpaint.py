@@ -345,3 +345,19 @@ def test_in_memory_inputs_are_never_written():
     ds["c"].dl.predict(WritesItsInput(), compile=False)
     for k, v in before.items():
         assert ds[k].values.tobytes() == v.tobytes(), k
+
+
+def test_one_mask_for_several_default_variables_warns():
+    """mask=ds.C13_DQF == 0 on a Dataset of two bands refilled 600 good pixels of the other band,
+    silently (probe). A mask applied to more than one default variable now warns, naming them."""
+    import warnings
+
+    v = np.random.default_rng(0).normal(size=(20, 20)).astype("f4")
+    ds = xr.Dataset({"a": (("y", "x"), v), "b": (("y", "x"), v + 1), "b_DQF": (("y", "x"), np.zeros((20, 20), "i1"))})
+    ds["b_DQF"][5] = 1
+    with pytest.warns(xdl.XdlWarning, match=r"mask= \(made from 'b_DQF'\) is applied to every variable filled: a, b"):
+        ds.dl.inpaint(mask=ds.b_DQF == 0, domain=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xdl.XdlWarning)
+        out = ds.dl.inpaint(mask=ds.b_DQF == 0, domain=None, variables=["b"])
+    assert (out.b_inpainted.values[5] == 1).all() and (out.b_inpainted.values[:5] == 0).all()

@@ -353,6 +353,13 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         if not names:
             raise InputError(f"no float variable with spatial dims to fill in this dataset ({list(ds.data_vars)}); "
                              "pass variables=[...] and dims=(...).")
+        if mask is not None and len(names) > 1:
+            # One band's quality flags as the mask of every band: the others' good pixels were
+            # replaced, silently (probe: mask=ds.C13_DQF == 0 refilled 600 good C07 pixels).
+            made_from = f" (made from {mask.name!r})" if getattr(mask, "name", None) is not None else ""
+            warnings.warn(f"mask={made_from} is applied to every variable filled: "
+                          f"{', '.join(map(str, names))}; their values where it is False are replaced. Pass "
+                          "variables=[...] to fill only those it describes.", XdlWarning, stacklevel=4)
     else:
         names = [variables] if isinstance(variables, str) else list(variables)
     missing = [n for n in names if n not in ds.data_vars]

@@ -88,34 +88,39 @@ def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None
     """Truth | gaps | each method's fill on the top row, errors on the hidden pixels below; with
     ``sigma`` (that of the method ``sigma_of``, same shape as ``truth``) a last column: its map on the hidden pixels and
     the reliability curve (observed vs expected coverage at 10..90%, scored on every sample).
-    Maps show the first sample; returns ``path``."""
+    Maps show the middle sample (the first one of a series lacks the step before it, which a
+    ``time_window`` fill reads: its map disagreed with the table; probe); returns ``path``."""
     from matplotlib.figure import Figure
 
     path = Path(path)
-    first = (0,) * (truth.ndim - 2)
+    leading = truth.shape[:-2]
+    first = tuple(int(i) for i in np.unravel_index(int(np.prod(leading, dtype=int)) // 2, leading)) if leading else ()
     t, k, h = truth[first], keep[first], hidden[first]
+    # The share of the valid pixels, as the table counts it (not of all pixels: "2%" beside 9.8%).
+    share = h.sum() / max(int(np.isfinite(t).sum()), 1)
+    shown = ", ".join(map(str, first))
     finite = t[np.isfinite(t)]
     vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
     errors = {m: np.where(h, f[first] - t, np.nan) for m, f in fills.items()}
     emax = max([np.nanmax(np.abs(e)) for e in errors.values() if np.isfinite(e).any()] or [1.0]) or 1.0
     ncol = 1 + len(fills) + (sigma is not None)
-    fig = Figure(figsize=(3.2 * ncol, 6.2), layout="constrained")
+    fig = Figure(figsize=(3.6 * ncol, 6.4), layout="constrained")
     axes = fig.subplots(2, ncol, squeeze=False)
     panels = [(axes[0, 0], t, "truth", "viridis", vmin, vmax),
-              (axes[1, 0], np.where(k, t, np.nan), f"input with {label} gaps ({h.mean():.0%} hidden)",
+              (axes[1, 0], np.where(k, t, np.nan), f"input with {label} gaps ({share:.0%} of valid hidden)",
                "viridis", vmin, vmax)]
     for j, (m, f) in enumerate(fills.items(), start=1):
         e = errors[m]
         rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
         panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
-        panels.append((axes[1, j], e, f"{m}: error, sample 0 RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
+        panels.append((axes[1, j], e, f"{m}: error, {'sample ' + shown + ' ' if first else ''}RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
     if sigma is not None:
         s = np.where(h, sigma[first], np.nan)
         smax = float(np.nanmax(s)) if np.isfinite(s).any() else 1.0
         panels.append((axes[0, -1], s, f"{sigma_of}: sigma on the hidden pixels", "magma", 0.0, smax or 1.0))
         _reliability_panel(axes[1, -1], truth, fills[sigma_of], sigma, hidden, 9)
     draw_panels(fig, panels, origin=origin, fontsize=9)
-    lead = "" if truth.ndim == 2 else " (maps: sample 0; the table scores every sample)"
+    lead = "" if truth.ndim == 2 else f" (maps: sample {shown}; the table scores every sample)"
     fig.suptitle(f"{title}: gap filling on hidden valid pixels{lead}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
