@@ -1,37 +1,44 @@
-"""The ``.dl`` accessor on xarray objects: a stateless front door to xdl's functions."""
+"""The ``.dl`` accessor on xarray objects: a stateless front door to xdl's functions.
+
+Each verb is imported when first read (``import xdl`` stays light: torch loads with a model), and
+``ds.dl.inpaint`` is that function bound to ``ds``, with its own signature and docstring, so
+``help(ds.dl.inpaint)``, ``ds.dl.inpaint?`` and editors' call tips show every option.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+
 import xarray as xr
+
+
+def _verb(module: str, summary: str) -> property:
+    """A property giving ``xdl.<module>.<module>`` bound to the accessor's object."""
+
+    def bound_to(accessor):
+        func = getattr(importlib.import_module(f"xdl.{module}"), module)
+
+        @functools.wraps(func)
+        def verb(*args, **kwargs):
+            return func(accessor._obj, *args, **kwargs)
+
+        signature = inspect.signature(func)
+        verb.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+        return verb
+
+    return property(bound_to, doc=f"{summary}; see :func:`xdl.{module}.{module}`.")
 
 
 class _DLAccessor:
     def __init__(self, obj):
         self._obj = obj
 
-    def predict(self, model, **kwargs):
-        """Run a model over this object; see :func:`xdl.predict.predict`."""
-        from .predict import predict
-
-        return predict(self._obj, model, **kwargs)
-
-    def inpaint(self, model=None, **kwargs):
-        """Fill gaps with a learned gap filler; see :func:`xdl.inpaint.inpaint`."""
-        from .inpaint import inpaint
-
-        return inpaint(self._obj, model, **kwargs)
-
-    def fit(self, model, **kwargs):
-        """Train a zoo model on this data; see :func:`xdl.fit.fit`."""
-        from .fit import fit
-
-        return fit(self._obj, model, **kwargs)
-
-    def evaluate(self, model=None, **kwargs):
-        """Score gap filling against classical baselines; see :func:`xdl.evaluate.evaluate`."""
-        from .evaluate import evaluate
-
-        return evaluate(self._obj, model, **kwargs)
+    predict = _verb("predict", "Run a model over this object")
+    inpaint = _verb("inpaint", "Fill gaps with a learned gap filler")
+    fit = _verb("fit", "Train a zoo model on this data")
+    evaluate = _verb("evaluate", "Score gap filling against classical baselines")
 
 
 @xr.register_dataset_accessor("dl")

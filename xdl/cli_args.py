@@ -119,7 +119,7 @@ def train_args(s) -> None:
     s.add_argument("--steps", type=int, default=None, help="steps per epoch")
     s.add_argument("--batch-size", type=int, default=None)
     s.add_argument("--tile", type=int, default=None, help="training tile side in pixels")
-    s.add_argument("--masks", default=None, metavar="KIND", help="training gaps: irregular, scanlines, blocks, clouds, observed")
+    s.add_argument("--masks", default=None, metavar="KIND", help="training gaps: irregular, scanlines, blocks, clouds, mixed, observed")
     context_args(s, None)
     s.add_argument("--checkpoint-dir", default=None, metavar="DIR")
     s.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")

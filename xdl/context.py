@@ -90,7 +90,7 @@ def check_request(model, label: str, context, time_window, n_targets: int) -> tu
     if not takes_context(model):
         raise InputError(f"model {label!r} takes no context fields (its card has no 'context'): it fills a "
                          f"variable from that variable alone, so {given} cannot be used. Pass a context "
-                         "model (the bundled default, or fill-unet with context_features), or drop context= "
+                         "model (model=None, the bundled fill-context; or fill-unet with context_features), or drop context= "
                          "and time_window=.")
     rule = card_rule or DEFAULT_RULE
     if "variables" in rule:

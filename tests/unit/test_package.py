@@ -50,3 +50,24 @@ def test_no_module_imports_the_package_root():
             if to_root and names:
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {sorted(names)}")
     assert not offenders, offenders
+
+
+def test_accessor_verbs_show_their_options():
+    """help(ds.dl.inpaint) showed (model=None, **kwargs) and 'see xdl.inpaint.inpaint': no option for
+    help, ``?`` or call tips (probe). The verbs are now the functions bound to the object."""
+    import inspect
+
+    import numpy as np
+    import xarray as xr
+
+    import xdl
+
+    ds = xr.Dataset({"t": (("y", "x"), np.ones((8, 8), "f4"))})
+    for verb, options in {"inpaint": ("model", "context", "time_window", "uncertainty", "mask"),
+                          "predict": ("model", "inputs", "outputs"), "fit": ("model", "masks", "epochs"),
+                          "evaluate": ("model", "gaps", "baselines")}.items():
+        bound = getattr(ds.dl, verb)
+        params = inspect.signature(bound).parameters
+        assert "obj" not in params and all(o in params for o in options), verb
+        assert bound.__doc__ == getattr(getattr(xdl, verb), verb).__doc__
+    assert ds.t.dl.inpaint(domain=None).shape == (8, 8)

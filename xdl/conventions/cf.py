@@ -305,7 +305,7 @@ def out_of_range_message(name, outside: int, finite: int, every: bool = False) -
     return (f"variable {name!r}: {outside} of its {finite} finite values ({outside / finite:.1%}) are outside "
             "its CF valid range (valid_range/valid_min/valid_max) and are treated as gaps, so they are "
             f"replaced; to keep them, pass your own rule, e.g. mask=np.isfinite(ds[{str(name)!r}]) "
-            "(CLI: --mask EXPR).")
+            f"(CLI: --mask \"{name} > -1e30\", any rule true on every finite value).")
 
 
 def lost_packing(da: xr.DataArray) -> str | None:
