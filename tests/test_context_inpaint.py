@@ -376,3 +376,20 @@ def test_time_window_fills_are_bounded_by_the_neighbours_range_too():
         out = data.dl.inpaint(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None).compute()
         np.testing.assert_array_equal(out.sst.values[2][gap], v[3][gap])
     assert v[3][gap].max() > 1.1 * np.nanmax(ds.sst.values[2])  # beyond the patch's range: not clamped
+
+
+def test_time_window_default_variables_leave_a_static_field_out():
+    """inpaint(time_window=1) without variables= on a Dataset holding a static 2-D field failed,
+    advising a time coordinate for it (probe). The static field is now left out, with a warning;
+    named as context it still serves."""
+    rng = np.random.default_rng(0)
+    sst = rng.normal(size=(4, 12, 16)).astype("f4")
+    sst[2, 4:6, 3:9] = np.nan
+    ds = xr.Dataset({"sst": (("time", "y", "x"), sst), "orog": (("y", "x"), rng.random((12, 16)).astype("f4"))},
+                    coords={"time": np.arange(4)})
+    with pytest.warns(xdl.XdlWarning, match="orog: no time dim"):
+        out = ds.dl.inpaint(time_window=1, domain=None)
+    assert "orog_inpainted" not in out and np.isfinite(out.sst.values).all()
+    np.testing.assert_array_equal(out.orog.values, ds.orog.values)
+    with pytest.raises(xdl.InputError, match="time_window needs a time dim"):
+        ds.dl.inpaint(time_window=1, variables=["orog"], domain=None)

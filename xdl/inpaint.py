@@ -345,6 +345,29 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     return finish(projection.with_mapping_variable(out, arr), lazy, progress)
 
 
+def _series_only(ds, names, spec, dims, job) -> list:
+    """The default variables a ``time_window`` fill can take: those with a time (sequence) dim. A
+    static field beside them (orography) failed the whole call, its error advising a time
+    coordinate (probe); it is left out with a warning, unless nothing else is left."""
+    if job.request is None or not job.request.offsets:
+        return names
+
+    def is_series(name):
+        try:
+            layout.sequence_dim(ds[name], tuple(spatial_dims_for(ds[name], spec, dims)))
+            return True
+        except InputError:
+            return False
+
+    series = [n for n in names if is_series(n)]
+    if not series or len(series) == len(names):
+        return names
+    static = [n for n in names if n not in series]
+    warnings.warn(f"{', '.join(map(str, static))}: no time dim, so time_window cannot fill it and it is left as it "
+                  f"is; fill it in a call without time_window, or pass it as context=.", XdlWarning, stacklevel=5)
+    return series
+
+
 def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags, clip, progress):
     context = job.request.names if job.request is not None else []
     if variables is None:
@@ -353,6 +376,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         if not names:
             raise InputError(f"no float variable with spatial dims to fill in this dataset ({list(ds.data_vars)}); "
                              "pass variables=[...] and dims=(...).")
+        names = _series_only(ds, names, spec, dims, job)
         if mask is not None and len(names) > 1:
             # One band's quality flags as the mask of every band: the others' good pixels were
             # replaced, silently (probe: mask=ds.C13_DQF == 0 refilled 600 good C07 pixels).

@@ -344,6 +344,14 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
             warnings.warn(f"domain='auto': {count} of {arr.name!r} {where} and stay "
                           "NaN (flag 3, outside_fill_domain); pass domain=None to fill them, or a domain of your own.",
                           XdlWarning, stacklevel=2)
+        if outside.any() and ocean_model and samples < SERIES:
+            # Every missing pixel is land there: in one step or a few, gaps of the user's own are
+            # too, and nothing is ever filled (probe: 743 ocean gaps of a tos step, flag 3, silently).
+            warnings.warn(f"domain='auto': {arr.name!r} is a model's ocean-grid output (areacello), so every pixel "
+                          f"none of its {samples} sample(s) observes ({int(outside.sum())}) is taken for land and stays "
+                          "NaN (flag 3); gaps of your own there are too. Pass domain= your sea mask (e.g. "
+                          "ds.areacello > 0 or a complete step's notnull()), or domain=None to fill everywhere.",
+                          XdlWarning, stacklevel=2)
         if outside.any():
             coords = {d: arr[d] for d in spatial if d in arr.coords}
             terms.append(xr.DataArray(~outside, dims=spatial, coords=coords, name="observed_region"))
