@@ -56,7 +56,10 @@ def _open_many(pattern: str, files: list[str], chunks):
                                  engine="zarr" if all(map(is_zarr, files)) else None)
     except (ValueError, OSError) as e:
         raise InputError(f"{pattern}: cannot combine its {len(files)} files by their coordinates ({e}); "
-                         "give files that tile or follow each other along a coordinate.") from None
+                         "give files that tile or follow each other along a coordinate. Files of one scene "
+                         "holding one band each under the same name (GOES L1b 'Rad') do neither: merge them into "
+                         "one file first, a variable per band (as examples/goes_band_repair.py does), then "
+                         "--var and --context name the bands.") from None
 
 
 def _open_one(path: str, chunks):
