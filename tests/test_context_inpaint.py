@@ -393,3 +393,28 @@ def test_time_window_default_variables_leave_a_static_field_out():
     np.testing.assert_array_equal(out.orog.values, ds.orog.values)
     with pytest.raises(xdl.InputError, match="time_window needs a time dim"):
         ds.dl.inpaint(time_window=1, variables=["orog"], domain=None)
+
+
+def test_a_context_fields_own_earlier_fills_are_no_observations():
+    """A context field filled earlier by xdl (its <name>_inpainted flags 1) gave its fills to the
+    fit as observations (found in session 34, not changed then). They are now missing for it, as a
+    target's own earlier fills are: the same fill as with those pixels NaN."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:48, 0:64]
+    c = (np.sin(x / 6.0) + np.cos(y / 5.0) + 0.05 * rng.standard_normal((48, 64))).astype("f4")
+    t = (2.0 * c + 1.0 + 0.05 * rng.standard_normal((48, 64))).astype("f4")
+    t[20:26, 10:50] = np.nan
+    filled_c = c.copy()
+    filled_c[18:28, 30:40] = 50.0  # an earlier fill gone wrong
+    flags = np.zeros((48, 64), "i1")
+    flags[18:28, 30:40] = 1
+    earlier = xr.Dataset({"t": (("y", "x"), t), "c": (("y", "x"), filled_c),
+                          "c_inpainted": (("y", "x"), flags, {"flag_values": np.array([-1, 0, 1, 2, 3, 4], "i1"),
+                                                              "flag_meanings": "not_written valid filled_by_model "
+                                                              "unfillable outside_fill_domain model_failed",
+                                                              "comment": "written by xdl"})})
+    got = earlier.dl.inpaint(variables=["t"], context=["c"], domain=None, uncertainty=True)
+    missing_c = xr.Dataset({"t": (("y", "x"), t), "c": (("y", "x"), np.where(flags == 1, np.nan, c).astype("f4"))})
+    want = missing_c.dl.inpaint(variables=["t"], context=["c"], domain=None, uncertainty=True)
+    np.testing.assert_array_equal(got.t.values, want.t.values)
+    np.testing.assert_array_equal(got.t_sigma.values, want.t_sigma.values)

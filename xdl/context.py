@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .compose import FLAG_FILLED, earlier_flags
 from .conventions import layout
 from .conventions.validity import range_check, valid_mask
 from .errors import InputError, XdlWarning
@@ -156,6 +157,9 @@ class ContextRequest:
         if var.dtype == bool:  # a land-sea mask as True/False: its values as numbers
             var = var.astype(np.float32)
         valid = valid_mask(var, None, context=True)
+        earlier = earlier_flags(self.ds, var)
+        if earlier is not None:  # an earlier xdl fill of it: its fills are no observations, as for a target
+            valid = valid & (earlier != FLAG_FILLED)
         field = var.where(valid)  # its own gaps: missing, the model sees its mask
         if not isinstance(field.data, da.Array) and not bool(valid.any()):  # valid values are finite
             # In memory, where it is free to see (as for a target): the model would just ignore it.
