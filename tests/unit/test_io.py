@@ -160,3 +160,24 @@ def test_thin_chunks_are_written_in_regions_of_at_least_min_region_bytes(tmp_pat
     computes.clear()
     to_zarr_resumable(ds, path, mode="w", regions_per_step=4)  # asked for: 4 chunks a region
     assert len(computes) == 10
+
+
+def test_a_killed_runs_temporary_is_removed_by_the_next_write(tmp_path):
+    """A SIGKILLed netCDF write left its hidden temporary (as large as the output) for good (found in
+    session 34). The next write of the same path removes one of a process that is gone; one of a
+    live process (a run still writing) stays."""
+    import subprocess
+    import sys
+
+    from xdl.io import files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stem = f".out.nc.tmp-{files._HOST}-"
+    dead, live = tmp_path / f"{stem}{gone.pid}", tmp_path / f"{stem}{os.getppid()}"
+    dead.write_text("half a file")
+    live.write_text("being written")
+    with replace_atomically(tmp_path / "out.nc") as tmp:
+        with open(tmp, "w") as f:
+            f.write("done")
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.nc", live.name])

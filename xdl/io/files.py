@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,10 +51,12 @@ def remove_path(path) -> None:
 
 @contextmanager
 def replace_atomically(path, *, clear: bool = False):
-    """Yield a temporary sibling of ``path`` (``.NAME.tmp-PID``) to write; when the block ends
+    """Yield a temporary sibling of ``path`` (``.NAME.tmp-HOST-PID``) to write; when the block ends
     without an error it is renamed onto ``path``, so a crash never leaves a half-written file.
-    The temporary is removed in every case. ``clear=True`` first removes what is at ``path``
-    (a rename cannot replace a directory), for callers that already agreed to overwrite it.
+    The temporary is removed in every case; one a killed run of this host left (SIGKILL, power
+    loss: nothing of it could clean up) is removed by the next write of ``path``. ``clear=True``
+    first removes what is at ``path`` (a rename cannot replace a directory), for callers that
+    already agreed to overwrite it.
 
     >>> import tempfile
     >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
@@ -63,7 +66,9 @@ def replace_atomically(path, *, clear: bool = False):
     ('done', ['a.txt'])
     """
     target = Path(os.fspath(path).rstrip("/") or os.fspath(path))
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    stem = f".{target.name}.tmp-{_HOST}-"
+    tmp = target.with_name(f"{stem}{os.getpid()}")
+    _remove_dead_runs_temporaries(target.parent, stem)
     remove_path(tmp)
     try:
         yield os.fspath(tmp)
@@ -72,6 +77,32 @@ def replace_atomically(path, *, clear: bool = False):
         os.replace(tmp, target)
     finally:
         remove_path(tmp)
+
+
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+
+
+def _remove_dead_runs_temporaries(folder: Path, stem: str) -> None:
+    """Remove ``folder/STEM<pid>`` left by runs of this host whose process is gone (another host's,
+    on a shared file system, is never touched: its PIDs mean nothing here)."""
+    try:
+        names = [n for n in os.listdir(folder or ".") if n.startswith(stem)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(stem):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_path(folder / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's, or unknowable: leave it
+    return True
 
 
 def refuse_existing(path, fix: str = "pass --overwrite to replace it, or choose another path") -> None:
