@@ -28,6 +28,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -384,8 +385,9 @@ def _prepare(obj, raw: xr.DataArray, spec, mask, domain, dims):
     valid = observed_mask(obj, arr, mask)
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)  # integer fields (packed counts) are scored in float; CF rules said what is valid
-    arr = arr.compute()
-    valid = np.asarray(valid.broadcast_like(arr).transpose(*arr.dims).values, dtype=bool)
+    # One compute for both: the valid mask is made from the same chunks (read twice before).
+    arr, valid = dask.compute(arr, valid.broadcast_like(arr).transpose(*arr.dims))
+    valid = np.asarray(valid.values, dtype=bool)
     truth = np.asarray(arr.values)
     truth = np.where(valid, truth, np.nan).astype(truth.dtype, copy=False)
     dom = None
