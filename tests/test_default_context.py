@@ -197,6 +197,22 @@ def test_a_field_seen_in_one_or_two_pixels_warns_and_its_sigma_is_not_at_the_flo
         np.testing.assert_array_equal(with_it.t_sigma.values, alone.t_sigma.values)
 
 
+def test_a_sparse_target_of_two_values_still_uses_its_context():
+    """The distinct points a fit needs are (value, context) pairs, not values: a 0/1 field seen in
+    12 pixels lost an informative context (RMSE 0.27 -> 0.48; review)."""
+    y, x = np.mgrid[0:64, 0:64]
+    c = (0.7 + 0.7 * np.sin(x / 6.0) * np.cos(y / 9.0)).astype("f4")
+    truth = np.round(c).astype("f4")
+    t = np.full(truth.shape, np.nan, "f4")
+    idx = np.random.default_rng(0).choice(64 * 64, 12, replace=False)
+    t.flat[idx] = truth.flat[idx]
+    ds = xr.Dataset({"t": (("y", "x"), t), "c": (("y", "x"), c)})
+    alone = ds[["t"]].dl.inpaint(domain=None, uncertainty=True)
+    with_c = ds.dl.inpaint(variables=["t"], context=["c"], domain=None, uncertainty=True)
+    gaps = np.isnan(t)
+    assert _rmse(with_c.t.values, truth, gaps) < 0.7 * _rmse(alone.t.values, truth, gaps)
+
+
 def test_a_context_field_without_a_value_beside_the_target_is_left_out():
     """A context seen in one pixel, inside the target's gap: no fit can relate it to the target,
     yet the fill used it (errors of 1.1 on a field of range 4, sigma at its floor; probe). Now it

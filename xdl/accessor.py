@@ -1,44 +1,53 @@
 """The ``.dl`` accessor on xarray objects: a stateless front door to xdl's functions.
 
-Each verb is imported when first read (``import xdl`` stays light: torch loads with a model), and
-``ds.dl.inpaint`` is that function bound to ``ds``, with its own signature and docstring, so
-``help(ds.dl.inpaint)``, ``ds.dl.inpaint?`` and editors' call tips show every option.
+Each verb's module is imported when the verb is first used or inspected (``import xdl`` stays
+light: torch loads with a model), and ``ds.dl.inpaint`` is a bound method with that function's
+signature and docstring, so ``help(ds.dl.inpaint)``, ``ds.dl.inpaint?`` and editors' call tips
+show every option; like any bound method it pickles (the accessor and the verb's name).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
+import types
 
 import xarray as xr
 
 
-def _verb(module: str, summary: str) -> property:
-    """A property giving ``xdl.<module>.<module>`` bound to the accessor's object."""
+class _Verb:
+    """``xdl.<name>.<name>`` as a method of the accessor: called with the accessor's object."""
 
-    def bound_to(accessor):
-        func = getattr(importlib.import_module(f"xdl.{module}"), module)
+    def __init__(self, name: str):
+        self.__name__ = self.__qualname__ = name
 
-        @functools.wraps(func)
-        def verb(*args, **kwargs):
-            return func(accessor._obj, *args, **kwargs)
+    def _function(self):
+        return getattr(importlib.import_module(f"xdl.{self.__name__}"), self.__name__)
 
-        signature = inspect.signature(func)
-        verb.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
-        return verb
+    def __call__(self, accessor, *args, **kwargs):
+        return self._function()(accessor._obj, *args, **kwargs)
 
-    return property(bound_to, doc=f"{summary}; see :func:`xdl.{module}.{module}`.")
+    def __get__(self, accessor, owner=None):
+        return self if accessor is None else types.MethodType(self, accessor)
+
+    @property
+    def __doc__(self):
+        return self._function().__doc__
+
+    @property
+    def __signature__(self):
+        # The function's own (obj, model, *, ...); a bound method drops the first parameter.
+        return inspect.signature(self._function())
 
 
 class _DLAccessor:
     def __init__(self, obj):
         self._obj = obj
 
-    predict = _verb("predict", "Run a model over this object")
-    inpaint = _verb("inpaint", "Fill gaps with a learned gap filler")
-    fit = _verb("fit", "Train a zoo model on this data")
-    evaluate = _verb("evaluate", "Score gap filling against classical baselines")
+    predict = _Verb("predict")
+    inpaint = _Verb("inpaint")
+    fit = _Verb("fit")
+    evaluate = _Verb("evaluate")
 
 
 @xr.register_dataset_accessor("dl")

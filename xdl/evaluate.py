@@ -410,4 +410,4 @@ def _plot(path, arr, label, many, truth, keep, hidden, fills, sigma) -> Path:
     if many:
         path = path.with_name(f"{path.stem}_{variable}_{label}{path.suffix or '.png'}")
     return evaluation_figure(path, variable, label, truth, keep, hidden, fills, sigma=sigma,
-                             origin=image_origin(arr), sigma_of=MODEL_METHOD)
+                             origin=image_origin(arr), sigma_of=MODEL_METHOD, sample_dims=arr.dims[:-2])

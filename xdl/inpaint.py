@@ -346,20 +346,16 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
 
 
 def _series_only(ds, names, spec, dims, job) -> list:
-    """The default variables a ``time_window`` fill can take: those with a time (sequence) dim. A
-    static field beside them (orography) failed the whole call, its error advising a time
-    coordinate (probe); it is left out with a warning, unless nothing else is left."""
+    """The default variables a ``time_window`` fill can take: all but static fields (no dim besides
+    the spatial ones). A static field beside them (orography) failed the whole call, its error
+    advising a time coordinate (probe); it is left out with a warning, unless nothing else is left."""
     if job.request is None or not job.request.offsets:
         return names
 
-    def is_series(name):
-        try:
-            layout.sequence_dim(ds[name], tuple(spatial_dims_for(ds[name], spec, dims)))
-            return True
-        except InputError:
-            return False
+    def is_static(name):  # no dim besides the spatial ones (a field with others gets sequence_dim's error)
+        return set(ds[name].dims) <= set(spatial_dims_for(ds[name], spec, dims))
 
-    series = [n for n in names if is_series(n)]
+    series = [n for n in names if not is_static(n)]
     if not series or len(series) == len(names):
         return names
     static = [n for n in names if n not in series]

@@ -84,7 +84,7 @@ def figure_path(path) -> Path:
 
 
 def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None, origin="upper",
-                      sigma_of="model") -> Path:
+                      sigma_of="model", sample_dims=None) -> Path:
     """Truth | gaps | each method's fill on the top row, errors on the hidden pixels below; with
     ``sigma`` (that of the method ``sigma_of``, same shape as ``truth``) a last column: its map on the hidden pixels and
     the reliability curve (observed vs expected coverage at 10..90%, scored on every sample).
@@ -98,7 +98,8 @@ def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None
     t, k, h = truth[first], keep[first], hidden[first]
     # The share of the valid pixels, as the table counts it (not of all pixels: "2%" beside 9.8%).
     share = h.sum() / max(int(np.isfinite(t).sum()), 1)
-    shown = ", ".join(map(str, first))
+    names = list(sample_dims) if sample_dims is not None and len(sample_dims) == len(first) else None
+    shown = ", ".join(f"{d}={i}" for d, i in zip(names, first)) if names else ", ".join(map(str, first))
     finite = t[np.isfinite(t)]
     vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
     errors = {m: np.where(h, f[first] - t, np.nan) for m, f in fills.items()}
@@ -107,13 +108,13 @@ def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None
     fig = Figure(figsize=(3.6 * ncol, 6.4), layout="constrained")
     axes = fig.subplots(2, ncol, squeeze=False)
     panels = [(axes[0, 0], t, "truth", "viridis", vmin, vmax),
-              (axes[1, 0], np.where(k, t, np.nan), f"input with {label} gaps ({share:.0%} of valid hidden)",
+              (axes[1, 0], np.where(k, t, np.nan), f"input, {label} gaps\n({share:.0%} of valid hidden)",
                "viridis", vmin, vmax)]
     for j, (m, f) in enumerate(fills.items(), start=1):
         e = errors[m]
         rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
         panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
-        panels.append((axes[1, j], e, f"{m}: error, {'sample ' + shown + ' ' if first else ''}RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
+        panels.append((axes[1, j], e, f"{m}: error, {shown + ' ' if first else ''}RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
     if sigma is not None:
         s = np.where(h, sigma[first], np.nan)
         smax = float(np.nanmax(s)) if np.isfinite(s).any() else 1.0

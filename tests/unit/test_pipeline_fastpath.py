@@ -478,9 +478,10 @@ def test_a_write_into_the_input_after_the_first_call_is_an_error(monkeypatch):
         resident.run_complete(gappy, None, 1, 1, threads)  # never masked and run again from changed data
 
 
-def test_resident_models_are_bounded_and_can_be_cleared():
+def test_resident_models_are_bounded_and_can_be_cleared(monkeypatch):
     """Every distinct model predicted stayed resident for the life of the process (8 UNets: +70 MB
-    a worker; probe). The least recently used go beyond MAX_RESIDENT; xdl.clear_cache() frees all."""
+    a worker; probe). Beyond MAX_RESIDENT the least recently used go once idle IDLE_SECONDS (never
+    sooner: one graph over 10 models made 399 copies; review); xdl.clear_cache() frees all."""
     import numpy as np
     import torch
     import xarray as xr
@@ -489,13 +490,20 @@ def test_resident_models_are_bounded_and_can_be_cleared():
     from xdl.engine import runner
 
     ds = xr.Dataset({"t": (("y", "x"), np.random.default_rng(0).normal(size=(16, 16)).astype("f4"))})
+    def sweep(count):
+        for i in range(count):
+            net = torch.nn.Conv2d(1, 1, 1)
+            with torch.no_grad():
+                net.weight.fill_(float(i + 1))
+            out = ds.dl.predict(net, inputs=["t"], outputs=["u"])
+            np.testing.assert_allclose(out.u.values, ds.t.values * (i + 1) + float(net.bias), rtol=1e-5)
+
     xdl.clear_cache()
-    for i in range(runner.MAX_RESIDENT + 3):
-        net = torch.nn.Conv2d(1, 1, 1)
-        with torch.no_grad():
-            net.weight.fill_(float(i + 1))
-        out = ds.dl.predict(net, inputs=["t"], outputs=["u"])
-        np.testing.assert_allclose(out.u.values, ds.t.values * (i + 1) + float(net.bias), rtol=1e-5)
-        assert len(runner._RESIDENT) <= runner.MAX_RESIDENT
+    sweep(runner.MAX_RESIDENT + 3)  # all used within the last minute: kept
+    assert len(runner._RESIDENT) == runner.MAX_RESIDENT + 3
+    xdl.clear_cache()
+    monkeypatch.setattr(runner, "IDLE_SECONDS", 0.0)
+    sweep(runner.MAX_RESIDENT + 3)
+    assert len(runner._RESIDENT) == runner.MAX_RESIDENT
     xdl.clear_cache()
     assert len(runner._RESIDENT) == 0

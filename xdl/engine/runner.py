@@ -52,9 +52,12 @@ INLINE_SECONDS = 0.01  # a CPU model faster than this a block runs in the callin
 ONE_BATCH_VALUES = 2 ** 22  # the largest block (values) a near-free CPU model may run as one batch
 ONE_BATCH_CHECKS = 16  # block shapes checked per resident model (each check is one more model call)
 # Resident copies by (model hash, device, compiled), the most recently used last; beyond
-# MAX_RESIDENT the least recently used is let go (a sweep over checkpoints kept every one, on the
-# GPU too, for the life of the process; probe). A call already running keeps its own reference.
+# MAX_RESIDENT the least recently used is let go once it has been idle IDLE_SECONDS (a sweep over
+# checkpoints kept every one, on the GPU too, for the life of the process; probe). Never sooner:
+# one graph over more models than that would copy them again block after block (399 copies of 10
+# models; review). A call already running keeps its own reference.
 MAX_RESIDENT = 8
+IDLE_SECONDS = 60.0
 _RESIDENT: "collections.OrderedDict[tuple[str, str, bool], ResidentModel]" = collections.OrderedDict()
 
 
@@ -176,6 +179,7 @@ class ResidentModel:
     # The model declares single-threaded CPU calls (``cpu_threads`` 1): run with one thread, they go
     # in the calling (dask) threads, several at once, not one at a time through the feeder.
     calls_at_once: bool = False
+    last_used: float = 0.0  # time.monotonic() of the last get(): copies idle this long may be let go
 
     @classmethod
     def get(cls, payload: ModelPayload, device: torch.device, takes_mask: bool,
@@ -183,8 +187,10 @@ class ResidentModel:
         cache_key = (payload.key, str(device), bool(compiled))
         with _LOCKS_GUARD:
             resident = _RESIDENT.get(cache_key)
+            now = time.monotonic()
             if resident is not None:
                 _RESIDENT.move_to_end(cache_key)
+                resident.last_used = now
             else:
                 # A private copy: the user's module keeps its device and train/eval state. Made
                 # in a thread that ends with it: a copy's torch ops in this (dask) thread would
@@ -194,8 +200,12 @@ class ResidentModel:
                                compiled=torch.compile(module, dynamic=False) if compiled else None,
                                label=getattr(payload, "label", None) or type(module).__name__,
                                calls_at_once=bool(calls_at_once))
+                resident.last_used = now
                 _RESIDENT[cache_key] = resident
                 while len(_RESIDENT) > MAX_RESIDENT:
+                    oldest = next(iter(_RESIDENT.values()))
+                    if now - oldest.last_used < IDLE_SECONDS:
+                        break
                     _RESIDENT.popitem(last=False)
         return resident
 

@@ -266,6 +266,7 @@ def _write_region(ds: xr.Dataset, path: Path, names: list[str], dim: str, lo: in
     re-packs) values that are already packed (probe)."""
     import dask
     import dask.array as da
+    import numpy as np
     import zarr
 
     part = ds[names].isel({dim: slice(lo, hi)})
@@ -275,8 +276,12 @@ def _write_region(ds: xr.Dataset, path: Path, names: list[str], dim: str, lo: in
     if raw:
         group = zarr.open_group(str(path), mode="r+")
         regions = [tuple(slice(lo, hi) if d == dim else slice(None) for d in part[name].dims) for name in raw]
-        jobs.append(da.store([part[name].data for name in raw], [group[name] for name in raw],
-                             regions=regions, compute=False))
+        targets = [group[name] for name in raw]
+        # Floats into an integer array (an encoding dtype): rounded, as xarray's encoder does, not truncated.
+        sources = [da.round(part[name].data) if np.issubdtype(t.dtype, np.integer)
+                   and np.issubdtype(part[name].dtype, np.floating) else part[name].data
+                   for name, t in zip(raw, targets)]
+        jobs.append(da.store(sources, targets, regions=regions, compute=False))
         part = part.drop_vars(raw)
     if part.data_vars:
         with warnings.catch_warnings():

@@ -291,7 +291,7 @@ class FillUNet(nn.Module):
                               _interpolated_context_variance(fit, xc, present, known), wanted_i),
                         target, known, torch.isfinite(fit.estimate),
                         (self.iterations, self.biharmonic_iterations), wanted_i))
-                    kriged[-1] = self._alone_as_without_context(kriged[-1], target, known, present,
+                    kriged[-1] = self._alone_as_without_context(kriged[-1], target, known, complete, present,
                                                                 neighbours=bool((info[:, 1] > 0.5).any()))
                     if not self.has_correction:  # the kriged fill is the result: no regression input to build
                         continue
@@ -325,18 +325,19 @@ class FillUNet(nn.Module):
         return corrected, extra, scale
 
 
-    def _alone_as_without_context(self, kriged, target, known, present, neighbours):
+    def _alone_as_without_context(self, kriged, target, known, context, present, neighbours):
         """``kriged`` with the samples where no context field has a value to fit on (``present``
         (N, K, H, W), unfitted fields cleared) replaced by the fill and error without context: an
         all-NaN context field, said to add nothing, moved fills by 67% of their error (probe). So
         too, without neighbouring steps (whose prior serves such a step), where the target has no
-        more distinct known values than the fit has coefficients: in a small field's mirrored tile one pixel
+        more distinct known points (its value and the ``context`` values present there) than the
+        fit has coefficients: in a small field's mirrored tile one pixel
         counted 12 times, and the exact fit through it had a sigma of 1e-3 for errors of 4 (probe)."""
         alone = absent_fields(present).flatten(1).all(1)
         if not neighbours:
             # One value more than the fit's coefficients (the context fields and an intercept): else
             # it passes through every value, with no residual to tell its error by.
-            alone = alone | _few_distinct(target, known, present.shape[1] + 2)
+            alone = alone | _few_distinct(target, known, present.shape[1] + 2, context, present)
         if not bool(alone.any()):
             return kriged
         own = own_interpolation(target[alone], known[alone], iterations=(self.iterations, self.biharmonic_iterations))
@@ -345,14 +346,18 @@ class FillUNet(nn.Module):
         return Kriged(value, std)
 
 
-def _few_distinct(target, known, needed: int) -> torch.Tensor:
-    """(N,) bool: the samples whose ``target`` (N, 1, H, W) has fewer than ``needed`` distinct values
-    at its ``known`` pixels (counted only in planes with fewer known pixels than :data:`SILL_BELOW`)."""
+def _few_distinct(target, known, needed: int, context, present) -> torch.Tensor:
+    """(N,) bool: the samples with fewer than ``needed`` distinct points (the ``target`` (N, 1, H, W)
+    value and the ``context`` (N, K, H, W) values where ``present``) at the target's ``known``
+    pixels: a tile's mirrored halo repeats a point, never makes a new one. Counted only in planes
+    with fewer known pixels than :data:`SILL_BELOW`."""
     known = known > 0.5
     count = torch.count_nonzero(known.flatten(1), dim=1)
     few = count < needed
     for i in torch.nonzero((count >= needed) & (count < SILL_BELOW)).flatten().tolist():
-        few[i] = torch.unique(target[i][known[i]]).numel() < needed
+        here = known[i, 0]
+        points = torch.cat([target[i][:, here], torch.where(present[i] > 0.5, context[i], 0.0)[:, here]], 0)
+        few[i] = torch.unique(points.float(), dim=1).shape[1] < needed
     return few
 
 
