@@ -730,3 +730,27 @@ def test_outputs_never_name_bounds_they_do_not_hold(tmp_path):
     da.to_netcdf(tmp_path / "a.nc")
     with netCDF4.Dataset(tmp_path / "a.nc") as nc:
         assert "bounds" not in nc["time"].ncattrs()
+
+
+def test_outputs_keep_cf_coordinate_variables_and_ancillaries_clean(tmp_path):
+    """Packed int16 x/y (GOES) came out of the Python API as float32 with _FillValue NaN, which CF
+    forbids on a coordinate variable; a DataArray's fill kept ancillary_variables = "DQF" without
+    DQF (checker errors; probe). Neither now; the values of x/y as decoded."""
+    x = np.arange(16, dtype="i2")
+    ds = xr.Dataset({"LST": (("y", "x"), np.random.default_rng(2).normal(300, 2, (12, 16)).astype("f4"),
+                             {"ancillary_variables": "DQF"}),
+                     "DQF": (("y", "x"), np.zeros((12, 16), "u1"))},
+                    coords={"x": ("x", x, {"scale_factor": 5.6e-05, "add_offset": -0.1, "units": "rad"}),
+                            "y": ("y", np.arange(12, dtype="i2"), {"scale_factor": -5.6e-05, "add_offset": 0.1})})
+    ds.LST[4, 3:9] = np.nan
+    ds.to_netcdf(tmp_path / "in.nc")
+    src = xr.open_dataset(tmp_path / "in.nc")
+    for name, out in {"ds": src.dl.inpaint(variables=["LST"], domain=None),
+                      "da": src.LST.dl.inpaint(domain=None)}.items():
+        out.to_netcdf(tmp_path / f"{name}.nc")
+        with netCDF4.Dataset(tmp_path / f"{name}.nc") as nc:
+            for coord in ("x", "y"):
+                assert "_FillValue" not in nc[coord].ncattrs(), (name, coord)
+            np.testing.assert_array_equal(nc["x"][:], src.x.values)
+            assert "DQF" in nc.variables or "ancillary_variables" not in nc["LST"].ncattrs(), name
+    src.close()

@@ -294,7 +294,7 @@ def finish(result, lazy: bool, progress: bool, only=None):
     variables of a Dataset to compute (those made from the input); the others stay as they came
     (a lazy context field or an unrelated variable of an opened file is not read into memory)."""
     cf.drop_packing(result)
-    cf.drop_dangling_bounds(result)
+    cf.drop_dangling_references(result)
     cf.drop_stale_storage(result)
     if lazy:
         return result

@@ -57,25 +57,34 @@ def drop_packing(obj):
     coordinates are written as the decoded values, bit for bit. Float coordinates also lose a
     ``scale_factor``/``add_offset``/``_Unsigned`` left in their attributes (GDAL copies a GOES
     GeoTIFF's fixed-grid packing onto x/y in metres): every reader of the output would apply it again."""
-    for coord in obj.coords.values():
+    for name, coord in obj.coords.items():
         if np.issubdtype(coord.dtype, np.floating):
             for key in _PACKING_KEYS:
                 coord.encoding.pop(key, None)
             for key in ("scale_factor", "add_offset", "_Unsigned"):
                 coord.attrs.pop(key, None)
+            if coord.dims == (name,):  # a CF coordinate variable has no _FillValue (xarray gives floats NaN)
+                coord.encoding["_FillValue"] = None
     return obj
 
 
-def drop_dangling_bounds(obj):
+def drop_dangling_references(obj):
     """Forget a coordinate's CF ``bounds``/``climatology`` naming a variable that ``obj`` (a result)
-    does not hold: a DataArray's output wrote ``t:bounds = "time_bounds"`` without ``time_bounds``,
-    a CF error (probe)."""
+    does not hold, and a DataArray's ``ancillary_variables`` names it does not hold: a DataArray's
+    output wrote ``t:bounds = "time_bounds"`` without ``time_bounds``, and GOES ``LST`` named
+    ``DQF`` (CF errors; probes). A Dataset's ancillaries are :func:`drop_absent_ancillaries`'."""
     names = set(obj.variables) if isinstance(obj, xr.Dataset) else set(obj.coords) | {obj.name}
     for coord in obj.coords.values():
         for key in ("bounds", "climatology"):
             for where in (coord.attrs, coord.encoding):
                 if key in where and str(where[key]) not in names:
                     del where[key]
+    if isinstance(obj, xr.DataArray) and "ancillary_variables" in obj.attrs:
+        kept = [n for n in str(obj.attrs["ancillary_variables"]).split() if n in names]
+        if kept:
+            obj.attrs["ancillary_variables"] = " ".join(kept)
+        else:
+            del obj.attrs["ancillary_variables"]
     return obj
 
 
