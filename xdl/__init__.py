@@ -26,7 +26,7 @@ __all__ = [
     "OutputWriteError", "XdlWarning",
     # a model: card + torch module, saved and loaded as one file
     "Model", "load_model",
-    # the models' resident copies (the 8 used last are kept per process): freed now
+    # the models' resident copies (beyond 8 a process, those idle a minute go): freed now
     "clear_cache",
     # the modules of the verbs (also on the .dl accessor)
     "predict", "inpaint", "evaluate", "fit", "train", "demo",
