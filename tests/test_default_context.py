@@ -195,6 +195,12 @@ def test_a_field_seen_in_one_or_two_pixels_warns_and_its_sigma_is_not_at_the_flo
         assert (alone.t_sigma.values[gaps] > (0.1 if len(pixels) == 1 else 0.0)).all(), pixels
         np.testing.assert_array_equal(with_it.t.values, alone.t.values)
         np.testing.assert_array_equal(with_it.t_sigma.values, alone.t_sigma.values)
+    # A tiny field: its mirrored tile counted the one pixel 1,080 times, past the sparse count.
+    tiny = np.full((5, 7), np.nan, "f4")
+    tiny[2, 3] = 280.0
+    with pytest.warns(xdl.XdlWarning, match="only 1 valid value"):
+        out = xr.Dataset({"t": (("y", "x"), tiny)}).dl.inpaint(uncertainty=True, domain=None)
+    assert (out.t_sigma.values[np.isnan(tiny)] > 0.1).all()
 
 
 def test_a_sparse_target_of_two_values_still_uses_its_context():

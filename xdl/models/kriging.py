@@ -793,14 +793,17 @@ def _sparse_sill(var, target, known, where):
     for errors of 26 and 12 (RMS): lags without pairs held the structure function at 0."""
     known = _as_bool(known)
     count = torch.count_nonzero(known.flatten(2), dim=-1)
-    sparse = (count < SILL_BELOW) & (count < SPARSE_SHARE * known.shape[-2] * known.shape[-1])
-    if not bool(sparse.any()):
+    thin = count < SPARSE_SHARE * known.shape[-2] * known.shape[-1]
+    if not bool(thin.any()):
         return var
     values = torch.where(known, target.float(), 0.0)
     mean = values.flatten(2).sum(-1) / count.clamp(min=1)
     spread = (torch.where(known, values - mean[..., None, None], 0.0) ** 2).flatten(2).sum(-1)
-    # No spread also where every known value is the same: in a tile's mirrored halo one pixel
-    # counts several times (a field seen in one pixel had sigma 1e-3 for errors of 4.5; probe).
-    sill = torch.where((count > 1) & (spread > 0), spread / (count - 1).clamp(min=1),
+    # No spread also where every known value is the same, however many times it is counted: in a
+    # small field's mirrored tile one pixel counts up to a thousand times (a field seen in one
+    # pixel had sigma 1e-3 for errors of 4.5; probe). A thin plane without spread takes the sill.
+    flat = spread <= 0
+    sparse = thin & ((count < SILL_BELOW) | flat)
+    sill = torch.where((count > 1) & ~flat, spread / (count - 1).clamp(min=1),
                        torch.full_like(spread, SPARSE_NO_SPREAD ** 2))
     return torch.where(sparse[..., None, None] & where, sill[..., None, None].to(var.dtype), var)
