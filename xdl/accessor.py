@@ -30,6 +30,11 @@ class _Verb:
     def __get__(self, accessor, owner=None):
         return self if accessor is None else types.MethodType(self, accessor)
 
+    def __set__(self, accessor, value):
+        # Read-only, which also makes it a data descriptor: doctest then leaves the function's own
+        # examples to its module instead of running them here, where its name is not defined.
+        raise AttributeError(f"the .dl accessor's {self.__name__!r} cannot be replaced")
+
     @property
     def __doc__(self):
         return self._function().__doc__

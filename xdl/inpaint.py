@@ -76,7 +76,7 @@ def _warn_empty(arrays, valids, spatial) -> None:
         counts = np.asarray(v.sum(list(spatial)))
         few = counts[(counts > 0) & (counts < FEW_VALUES)]
         if few.size:
-            # One or two values: no spread to judge a fill by (a field seen in one pixel had a sigma
+            # Up to three values: no spread to judge a fill by (a field seen in one pixel had a sigma
             # of 1e-3 for errors of 4.5 K; probe). Said, whatever the sigma then is.
             warnings.warn(f"variable {a.name!r} has only {int(few.min())} valid value(s) in {few.size} of its "
                           f"{counts.size} field(s): fills there rest on no statistics, and their sigma "
