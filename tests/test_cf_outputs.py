@@ -754,3 +754,27 @@ def test_outputs_keep_cf_coordinate_variables_and_ancillaries_clean(tmp_path):
             np.testing.assert_array_equal(nc["x"][:], src.x.values)
             assert "DQF" in nc.variables or "ancillary_variables" not in nc["LST"].ncattrs(), name
     src.close()
+
+
+def test_netcdf_default_fill_values_are_gaps(tmp_path):
+    """A netCDF variable without _FillValue holds the library's default fill (9.97e36) where nothing
+    was written: netCDF4 masks it, xarray reads it as a number, and xdl took it for data (a context
+    field with it spoilt the fills beside them; probe). It is a gap now, for targets and context."""
+    y, x = np.mgrid[0:40, 0:56]
+    t = (np.sin(x / 6.0) + np.cos(y / 5.0)).astype("f4")
+    with netCDF4.Dataset(tmp_path / "in.nc", "w") as nc:
+        nc.createDimension("y", 40)
+        nc.createDimension("x", 56)
+        for name in ("t", "c"):
+            v = nc.createVariable(name, "f4", ("y", "x"), fill_value=False)  # no _FillValue attribute
+            v[:] = t if name == "t" else 2 * t
+        nc["t"][10:13, 5:40] = netCDF4.default_fillvals["f4"]
+        nc["c"][30:33, 0:20] = netCDF4.default_fillvals["f4"]
+    ds = xr.open_dataset(tmp_path / "in.nc")
+    assert "_FillValue" not in ds.t.attrs and float(ds.t.max()) > 1e36  # xarray reads the number
+    out = ds.dl.inpaint(variables=["t"], domain=None)
+    assert (out.t_inpainted.values[10:13, 5:40] == FLAG_FILLED).all()
+    assert float(np.abs(out.t.values).max()) < 10
+    with_c = ds.dl.inpaint(variables=["t"], context=["c"], domain=None)
+    assert float(np.abs(with_c.t.values - t).max()) < 0.05
+    ds.close()

@@ -238,21 +238,33 @@ def cf_valid_mask(da: xr.DataArray) -> xr.DataArray:
     return xr.DataArray(valid, dims=da.dims, coords=da.coords, name=f"{da.name}_valid" if da.name else None)
 
 
+# netCDF's default fill value of float and double variables (NC_FILL_FLOAT, NC_FILL_DOUBLE): what an
+# unwritten value holds when a file declares no _FillValue. netCDF4 masks it; xarray reads it as a
+# number (a probe's context field with it among its values spoilt the fills beside them).
+NC_DEFAULT_FILL = 9.969209968386869e36
+
+
 def _present(da: xr.DataArray):
-    """``da.data`` finite and not a ``_FillValue`` / ``missing_value`` (numpy or dask bool)."""
+    """``da.data`` finite and not a ``_FillValue`` / ``missing_value`` (numpy or dask bool); a float
+    variable that declares neither: not netCDF's default fill value either (:data:`NC_DEFAULT_FILL`),
+    as netCDF4 reads it."""
     data = da.data
     present = np.isfinite(data) if np.issubdtype(da.dtype, np.floating) else xr.ones_like(da, dtype=bool).data
     packed = _packed(da)
+    declared = False
     for key in ("_FillValue", "missing_value"):
         value, where = _encoding_or_attr(da, key)
         if value is None:
             continue
+        declared = True
         values = np.atleast_1d(value)
         if where == "encoding" and packed:
             values = _decode(values, da)
         for v in values:
             present = present & (data != np.asarray(v).astype(da.dtype) if np.issubdtype(da.dtype, np.floating)
                                  else data != v)
+    if not declared and da.dtype in (np.float32, np.float64):
+        present = present & (data != da.dtype.type(NC_DEFAULT_FILL))
     return present
 
 
