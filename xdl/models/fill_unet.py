@@ -288,7 +288,7 @@ class FillUNet(nn.Module):
                     wanted_i = None if wanted is None else wanted[:, i:i + 1]
                     kriged.append(with_own_interpolation(
                         krige(target, known, fit.estimate, fit.variance,
-                              _interpolated_context_variance(fit, xc, present, known), wanted_i),
+                              _interpolated_context_variance(fit, xc, present, known), wanted_i, fit.exact),
                         target, known, torch.isfinite(fit.estimate),
                         (self.iterations, self.biharmonic_iterations), wanted_i))
                     kriged[-1] = self._alone_as_without_context(kriged[-1], target, known, complete, present,

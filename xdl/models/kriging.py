@@ -422,7 +422,7 @@ class Kriged(NamedTuple):
 
 
 @torch.no_grad()
-def krige(target, known, estimate, variance, added_variance=None, wanted=None) -> Kriged:
+def krige(target, known, estimate, variance, added_variance=None, wanted=None, exact=None) -> Kriged:
     """The regression ``estimate`` (N, 1, H, W; NaN where no context field is present) with its
     residual kriged into the gaps; where it is NaN, the target's own thin-plate interpolation
     (:func:`~xdl.models.harmonic.thin_plate_fill`) from its known pixels and the kriged values
@@ -430,8 +430,10 @@ def krige(target, known, estimate, variance, added_variance=None, wanted=None) -
     variance at each pixel; ``added_variance`` (optional, like it): error variance the estimate
     carries besides the residual (from context values that were themselves interpolated), added
     to the kriging variance. ``wanted`` (bool, like ``known``; optional): the gaps whose fill is
-    read back (outside it, e.g. off the Earth, the value and error are left unrefined). See the
-    module docstring.
+    read back (outside it, e.g. off the Earth, the value and error are left unrefined). ``exact``
+    (bool, like ``known``; optional): where the estimate rests on real context values only;
+    elsewhere a known pixel's residual is capped (:data:`INEXACT_RESIDUAL_CAP`). See the module
+    docstring.
 
     >>> y, x = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     >>> t = (torch.sin(x / 4) + torch.cos(y / 5))[None, None]; m = torch.ones_like(t); m[..., 20:23, :] = 0
@@ -443,10 +445,20 @@ def krige(target, known, estimate, variance, added_variance=None, wanted=None) -
     (True, True)
     """
     with torch.autocast(target.device.type, enabled=False):  # statistics and fills in fp32, always
-        return _krige(target, known, estimate, variance, added_variance, wanted)
+        return _krige(target, known, estimate, variance, added_variance, wanted, exact)
 
 
-def _krige(target, known, estimate, variance, added_variance, wanted) -> Kriged:
+# A known pixel whose estimate rests on an interpolated context value (another field missing there)
+# has as residual that interpolation's error too: beyond this many of the fit's residual standard
+# deviations it is capped before kriging spreads it into the gaps beside. A field present everywhere
+# (a constant, orography) beside a gappy other hour made such residuals of MERRA-2 PS thousands of
+# Pa: fills where the other hour is present erred 234 Pa against 14 without it; capped at 10 sigma,
+# 35 (3 sigma: 18, but ERA5 hourly clouds 8% worse; leaving them out entirely: 14, but training
+# time series 1.11x worse; benchmarks/RESULTS.md, session 35).
+INEXACT_RESIDUAL_CAP = 10.0
+
+
+def _krige(target, known, estimate, variance, added_variance, wanted, exact=None) -> Kriged:
     from .harmonic import thin_plate_fill
 
     known = _as_bool(known)
@@ -454,6 +466,9 @@ def _krige(target, known, estimate, variance, added_variance, wanted) -> Kriged:
     base = known & fitted  # where the residual is known
     target = target.float()
     residual = torch.where(base, target - estimate.float(), 0.0)
+    if exact is not None and not bool(exact.all()):
+        cap = INEXACT_RESIDUAL_CAP * torch.sqrt(variance.float().clamp(min=0.0))
+        residual = torch.where(base & ~exact, torch.maximum(torch.minimum(residual, cap), -cap), residual)
     rho = lag_correlation(residual, base)
     cap = max_lag()
     gaps = ~known if wanted is None else ~known & wanted
