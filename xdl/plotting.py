@@ -94,15 +94,15 @@ def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None
 
     path = Path(path)
     leading = truth.shape[:-2]
-    first = tuple(int(i) for i in np.unravel_index(int(np.prod(leading, dtype=int)) // 2, leading)) if leading else ()
-    t, k, h = truth[first], keep[first], hidden[first]
+    sample = tuple(int(i) for i in np.unravel_index(int(np.prod(leading, dtype=int)) // 2, leading)) if leading else ()
+    t, k, h = truth[sample], keep[sample], hidden[sample]
     # The share of the valid pixels, as the table counts it (not of all pixels: "2%" beside 9.8%).
     share = h.sum() / max(int(np.isfinite(t).sum()), 1)
-    names = list(sample_dims) if sample_dims is not None and len(sample_dims) == len(first) else None
-    shown = ", ".join(f"{d}={i}" for d, i in zip(names, first)) if names else ", ".join(map(str, first))
+    names = list(sample_dims) if sample_dims is not None and len(sample_dims) == len(sample) else None
+    shown = ", ".join(f"{d}={i}" for d, i in zip(names, sample)) if names else ", ".join(map(str, sample))
     finite = t[np.isfinite(t)]
     vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
-    errors = {m: np.where(h, f[first] - t, np.nan) for m, f in fills.items()}
+    errors = {m: np.where(h, f[sample] - t, np.nan) for m, f in fills.items()}
     emax = max([np.nanmax(np.abs(e)) for e in errors.values() if np.isfinite(e).any()] or [1.0]) or 1.0
     ncol = 1 + len(fills) + (sigma is not None)
     fig = Figure(figsize=(3.6 * ncol, 6.4), layout="constrained")
@@ -113,10 +113,10 @@ def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None
     for j, (m, f) in enumerate(fills.items(), start=1):
         e = errors[m]
         rmse = float(np.sqrt(np.nanmean(e ** 2))) if np.isfinite(e).any() else np.nan
-        panels.append((axes[0, j], f[first], f"{m}: filled", "viridis", vmin, vmax))
-        panels.append((axes[1, j], e, f"{m}: error, {shown + ' ' if first else ''}RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
+        panels.append((axes[0, j], f[sample], f"{m}: filled", "viridis", vmin, vmax))
+        panels.append((axes[1, j], e, f"{m}: error, {shown + ' ' if sample else ''}RMSE {rmse:.3g}", "RdBu_r", -emax, emax))
     if sigma is not None:
-        s = np.where(h, sigma[first], np.nan)
+        s = np.where(h, sigma[sample], np.nan)
         smax = float(np.nanmax(s)) if np.isfinite(s).any() else 1.0
         panels.append((axes[0, -1], s, f"{sigma_of}: sigma on the hidden pixels", "magma", 0.0, smax or 1.0))
         _reliability_panel(axes[1, -1], truth, fills[sigma_of], sigma, hidden, 9)

@@ -369,8 +369,7 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         if gm and gm in ds.variables and gm not in out_ds.variables:
             out_ds[gm] = ds[gm]
     for coord in list(out_ds.coords.values()):  # cell bounds (time_bnds) go with their coordinate
-        for key in ("bounds", "climatology"):
-            name = coord.attrs.get(key, coord.encoding.get(key))
+        for name in cf.bounds_names(coord):
             if (name in ds.variables and name not in out_ds.variables
                     and all(out_ds.sizes.get(d, n) == n for d, n in ds[name].sizes.items())):
                 out_ds[name] = ds[name]

@@ -68,6 +68,17 @@ def drop_packing(obj):
     return obj
 
 
+def bounds_names(var) -> list[str]:
+    """The variables ``var``'s CF ``bounds`` and ``climatology`` name (in its attrs, or in its encoding
+    after ``decode_coords``).
+
+    >>> bounds_names(xr.DataArray([0.0], dims="time", attrs={"bounds": "time_bnds"}))
+    ['time_bnds']
+    """
+    names = (var.attrs.get(key) or var.encoding.get(key) for key in ("bounds", "climatology"))
+    return [n for n in names if isinstance(n, str) and n]
+
+
 def drop_dangling_references(obj):
     """Forget a coordinate's CF ``bounds``/``climatology`` naming a variable that ``obj`` (a result)
     does not hold, and a DataArray's ``ancillary_variables`` names it does not hold: a DataArray's
@@ -79,17 +90,14 @@ def drop_dangling_references(obj):
             for where in (coord.attrs, coord.encoding):
                 if key in where and str(where[key]) not in names:
                     del where[key]
-    if isinstance(obj, xr.DataArray) and "ancillary_variables" in obj.attrs:
-        kept = [n for n in str(obj.attrs["ancillary_variables"]).split() if n in names]
-        if kept:
-            obj.attrs["ancillary_variables"] = " ".join(kept)
-        else:
-            del obj.attrs["ancillary_variables"]
+    if isinstance(obj, xr.DataArray):
+        drop_absent_ancillaries(obj)
     return obj
 
 
-_V2_CODEC_KEYS = ("compressors", "compressor", "filters", "serializer")
-_CHUNK_ENCODING_KEYS = ("chunks", "preferred_chunks", "shards")
+# A zarr source's codec and chunk encodings (netCDF's chunks are "chunksizes").
+ZARR_CODEC_KEYS = ("compressors", "compressor", "filters", "serializer")
+ZARR_CHUNK_KEYS = ("chunks", "preferred_chunks", "shards")
 
 
 def drop_stale_storage(obj):
@@ -102,14 +110,14 @@ def drop_stale_storage(obj):
     variables = obj.variables.values() if isinstance(obj, xr.Dataset) else [obj.variable, *obj.coords.values()]
     for var in variables:
         encoding = var.encoding
-        if any(_is_v2_codec(encoding.get(key)) for key in _V2_CODEC_KEYS):
-            for key in _V2_CODEC_KEYS:
+        if any(_is_v2_codec(encoding.get(key)) for key in ZARR_CODEC_KEYS):
+            for key in ZARR_CODEC_KEYS:
                 encoding.pop(key, None)
         data = var.data
-        if isinstance(data, da.Array) and any(key in encoding for key in _CHUNK_ENCODING_KEYS):
+        if isinstance(data, da.Array) and any(key in encoding for key in ZARR_CHUNK_KEYS):
             stored = encoding.get("shards") or encoding.get("chunks")
             if not _aligned(data.chunks, stored):
-                for key in _CHUNK_ENCODING_KEYS:
+                for key in ZARR_CHUNK_KEYS:
                     encoding.pop(key, None)
     return obj
 
@@ -141,21 +149,27 @@ def append_history(attrs: dict, action: str) -> dict:
     return attrs
 
 
-def drop_absent_ancillaries(ds: xr.Dataset, names=None) -> xr.Dataset:
+def drop_absent_ancillaries(ds, names=None):
     """Remove from each variable's ``ancillary_variables`` (of the variables ``names`` only, if given)
     the names that are not in ``ds`` (in place; returns ``ds``): a DataArray's attribute can name a
     quality flag of the file it came from (GOES ``Rad`` names ``DQF``), which a new Dataset built
     from it, or a user's Dataset of ``Rad`` alone, does not hold, and CF asks that the names exist.
+    ``ds`` may be a DataArray: its own attribute, against its coordinates.
 
     >>> ds = xr.Dataset({"Rad": ((), 1.0, {"ancillary_variables": "DQF Rad_sigma"}), "Rad_sigma": ((), 0.1)})
     >>> drop_absent_ancillaries(ds).Rad.attrs["ancillary_variables"]
     'Rad_sigma'
     """
-    for var in (ds.variables.values() if names is None else (ds.variables[n] for n in names)):
+    if isinstance(ds, xr.DataArray):
+        held, variables = set(ds.coords) | {ds.name}, [ds.variable]
+    else:
+        held = ds.variables
+        variables = ds.variables.values() if names is None else (ds.variables[n] for n in names)
+    for var in variables:
         listed = str(var.attrs.get("ancillary_variables", "")).split()
         if not listed:
             continue
-        kept = [n for n in listed if n in ds.variables]
+        kept = [n for n in listed if n in held]
         if kept:
             var.attrs["ancillary_variables"] = " ".join(kept)
         else:
@@ -469,9 +483,8 @@ def netcdf_ready(ds: xr.Dataset, hints: xr.Dataset | None = None) -> xr.Dataset:
     hints = ds if hints is None else hints
     bounds_of = {}
     for name, var in out.variables.items():
-        for key in ("bounds", "climatology"):  # CF's climatology bounds are bounds too (probe)
-            b = var.attrs.get(key) or var.encoding.get(key)
-            if isinstance(b, str) and b in out.variables:
+        for b in bounds_names(var):  # CF's climatology bounds are bounds too (probe)
+            if b in out.variables:
                 bounds_of[b] = name
     for name, var in out.variables.items():
         enc = var.encoding

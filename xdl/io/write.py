@@ -17,8 +17,7 @@ __all__ = ["NETCDF_SUFFIXES", "check_output", "keep_coordinate_metadata", "outpu
 NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5", ".netcdf", ".cdf")
 # How the source stored its variables: chunks, and zarr codecs (a v2 store's numcodecs codecs fail
 # a v3 write; probe). netCDF compression keys (zlib, complevel) are netcdf_ready's to set.
-_CHUNK_KEYS = ("chunks", "preferred_chunks", "chunksizes", "shards", "compressors", "compressor", "filters",
-               "serializer")
+_STORAGE_KEYS = (*cf.ZARR_CHUNK_KEYS, "chunksizes", *cf.ZARR_CODEC_KEYS)
 
 
 def output_kind(path: str) -> str:
@@ -52,7 +51,7 @@ def ready_to_write(ds):
 
     ds = ds.copy()
     for name, var in list(ds.variables.items()):
-        for key in _CHUNK_KEYS:
+        for key in _STORAGE_KEYS:
             var.encoding.pop(key, None)
         data = var.data
         if isinstance(data, da.Array) and data.ndim:

@@ -324,7 +324,6 @@ class FillUNet(nn.Module):
                  torch.cat(spreads, 1).to(xt.dtype), pooled]
         return corrected, extra, scale
 
-
     def _alone_as_without_context(self, kriged, target, known, context, present, neighbours):
         """``kriged`` with the samples where no context field has a value to fit on (``present``
         (N, K, H, W), unfitted fields cleared) replaced by the fill and error without context: an

@@ -467,8 +467,8 @@ def _krige(target, known, estimate, variance, added_variance, wanted, exact=None
     target = target.float()
     residual = torch.where(base, target - estimate.float(), 0.0)
     if exact is not None and not bool(exact.all()):
-        cap = INEXACT_RESIDUAL_CAP * torch.sqrt(variance.float().clamp(min=0.0))
-        residual = torch.where(base & ~exact, torch.maximum(torch.minimum(residual, cap), -cap), residual)
+        limit = INEXACT_RESIDUAL_CAP * torch.sqrt(variance.float().clamp(min=0.0))
+        residual = torch.where(base & ~exact, torch.maximum(torch.minimum(residual, limit), -limit), residual)
     rho = lag_correlation(residual, base)
     cap = max_lag()
     gaps = ~known if wanted is None else ~known & wanted
