@@ -100,6 +100,41 @@ def test_raw_counts_lose_unsigned_on_float_output(tmp_path):
         xr.open_dataset(tmp_path / "o.nc").load()
 
 
+def test_raw_unsigned_counts_are_read_as_unsigned(tmp_path):
+    """Found by a probe: int16 counts marked _Unsigned, opened with mask_and_scale=False, were
+    filled as signed (values above 32767 wrapped to negatives) and written as floats without the
+    mark: read back, 320-480 K came out as -327..327 K, valid pixels too; a valid_range [0, -2]
+    (0..65534 unsigned) made every value invalid."""
+    ny, nx = 40, 48
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    counts = (40000 + 8000 * np.sin(xx / 9.0) * np.cos(yy / 11.0)).astype("u2")
+    counts[10:12, :] = 65535
+    path = tmp_path / "u.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("y", ny)
+        nc.createDimension("x", nx)
+        v = nc.createVariable("T", "i2", ("y", "x"), fill_value=np.int16(-1))
+        v.set_auto_maskandscale(False)
+        v.setncattr("_Unsigned", "true")
+        v.scale_factor, v.add_offset, v.units = np.float32(0.01), np.float32(0.0), "K"
+        v.valid_range = np.array([0, -2], "i2")
+        v[:] = counts.view("i2")
+    raw = xr.open_dataset(path, mask_and_scale=False)
+    decoded = xr.open_dataset(path).T.values
+    for obj in (raw, raw.T):
+        out = obj.dl.inpaint(_Const(0.5), domain=None, **({"variables": ["T"]} if obj is raw else {}))
+        values = out.T if isinstance(out, xr.Dataset) else out
+        valid = counts != 65535
+        np.testing.assert_array_equal(values.values[valid], counts[valid].astype("f8"))
+        write_output(values.to_dataset() if isinstance(out, xr.DataArray) else out, str(tmp_path / "o.nc"))
+        back = xr.open_dataset(tmp_path / "o.nc").T.values
+        np.testing.assert_allclose(back[valid], decoded[valid], rtol=1e-6)
+        assert 300 < np.nanmin(back) and np.nanmax(back) < 500 and np.isfinite(back).all()  # the wrap: -327
+        os.remove(tmp_path / "o.nc")
+    sigma = raw.dl.inpaint(variables=["T"], uncertainty=True, domain=None).T_sigma
+    assert float(sigma.max()) < 2000  # counts: under 20 K, where the wrap gave sigmas of 11,000 counts
+
+
 def test_packed_netcdf_round_trip_reads_alike_and_twice_gives_the_same(tmp_path):
     path = _packed_file(tmp_path)
     first, second = tmp_path / "first.nc", tmp_path / "second.nc"

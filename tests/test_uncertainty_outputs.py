@@ -406,3 +406,26 @@ def test_earlier_fills_are_recognised_through_their_link():
         first.dl.evaluate(xdl.Model(SigmaOf(0.25), card=card), variables=["sst_inpainted"], domain=None)
     with pytest.raises(InputError, match=r"context=\['sst_sigma'\]: the standard error of an earlier fill"):
         first.dl.inpaint(variables=["sst"], context=["sst_sigma"], domain=None)
+
+
+def test_earlier_fills_written_without_flags_are_known_by_their_sigma(tmp_path):
+    """Found by a probe: a fill written with flags=False and uncertainty=True, filled again, gave
+    its earlier fills flag 0 and sigma 0 (observations), with no word; sigma > 0 marks them."""
+    arr, _ = field()
+    card = {"uncertainty": {"kind": "gaussian", "scale": 1.0}, "normalization": {"kind": "per_sample"}}
+    first = arr.to_dataset().dl.inpaint(xdl.Model(SigmaOf(0.5), card=card), uncertainty=True, flags=False,
+                                        domain=None)
+    first.to_netcdf(tmp_path / "first.nc")
+    back = xr.open_dataset(tmp_path / "first.nc")
+    filled = back.sst_sigma.values > 0
+    assert filled.any() and "sst_inpainted" not in back
+    again = back.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), uncertainty=True, domain=None)
+    assert (again.sst_inpainted.values[filled] == FLAG_FILLED).all() and (again.sst_sigma.values[filled] > 0).all()
+    assert (again.sst_sigma.values[~filled & np.isfinite(arr.values)] == 0).all()
+    # Flags dropped by the user, sigma kept: the same; both dropped: a warning that names the Dataset.
+    assert (first.sst_sigma.values[filled] > 0).all()
+    renamed = back.rename({"sst": "temp"})
+    again = renamed.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), variables=["temp"], domain=None)
+    assert (again.temp_inpainted.values[filled] == FLAG_FILLED).all()
+    with pytest.warns(xdl.XdlWarning, match="'sst_sigma' in ancillary_variables.*this Dataset does not hold them"):
+        back.drop_vars("sst_sigma").dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), domain=None)

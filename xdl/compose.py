@@ -142,28 +142,34 @@ def observed_mask(ds, arr: xr.DataArray, mask) -> xr.DataArray:
     valid = valid_mask(arr, mask)
     if mask is not None:
         return valid
-    flags = earlier_flags(ds, arr)
-    if flags is None:
-        return valid
-    return valid & (flags != FLAG_FILLED)
+    filled = earlier_fills(ds, arr)
+    return valid if filled is None else valid & ~filled
 
 
-def earlier_flags(ds, arr: xr.DataArray) -> xr.DataArray | None:
-    """The flags of an earlier xdl fill of ``arr`` in Dataset ``ds``: ``<name>_inpainted``, else
-    the xdl flag variable its ``ancillary_variables`` names (a renamed variable keeps its link:
-    its fills came back as observations, flag 0, sigma 0; probe). None without any. For a
-    DataArray (no flags at hand) whose link names xdl's flags, a warning: its fills count as data."""
+def earlier_fills(ds, arr: xr.DataArray) -> xr.DataArray | None:
+    """Where an earlier xdl fill of ``arr`` in Dataset ``ds`` wrote a value (bool), or None without
+    one: its flags say ``filled_by_model`` (``<name>_inpainted``, else the xdl flag variable its
+    ``ancillary_variables`` names: a renamed variable keeps its link; its fills came back as
+    observations, flag 0, sigma 0; probe), else, written without flags (``flags=False``), its
+    standard error is > 0 there (0 on valid input, NaN where nothing was filled: a second pass
+    took such fills for observations, probe). For a DataArray (neither at hand) whose link names
+    xdl's flags or sigma, a warning: its fills count as data."""
     links = str(arr.attrs.get("ancillary_variables", "")).split()
     held = ds.data_vars if isinstance(ds, xr.Dataset) else {}
     for name in [f"{arr.name}_inpainted"] + links:
         flags = held.get(name)
         if flags is not None and written_by_xdl(flags):
-            return flags
-    absent = [n for n in links if n.endswith("_inpainted") and n not in held]
+            return flags == FLAG_FILLED
+    for name in [uncertainty.sigma_name(arr.name)] + links:
+        sigma = held.get(name)
+        if sigma is not None and uncertainty.is_fill_sigma(sigma):
+            return sigma > 0
+    absent = [n for n in links if n not in held and (n.endswith("_inpainted") or n.endswith("_sigma"))]
     if absent:
-        warnings.warn(f"{arr.name!r} names {absent[0]!r} in ancillary_variables, the flags of an earlier fill, which "
-                      "are not at hand (a DataArray holds none): its filled pixels count as observations here. "
-                      "Pass the Dataset with its flags (ds.dl...) so they are filled and scored as gaps.",
+        where = "this Dataset does not hold them" if isinstance(ds, xr.Dataset) else "a DataArray holds none"
+        warnings.warn(f"{arr.name!r} names {absent[0]!r} in ancillary_variables, the flags or standard error of an "
+                      f"earlier fill, which are not at hand ({where}): its filled pixels count as observations "
+                      "here. Pass the Dataset with them (ds.dl...) so they are filled and scored as gaps.",
                       XdlWarning, stacklevel=4)
     return None
 

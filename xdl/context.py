@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .compose import FLAG_FILLED, earlier_flags
-from .conventions import layout
+from .compose import earlier_fills
+from .conventions import cf, layout
 from .conventions.validity import range_check, valid_mask
 from .errors import InputError, XdlWarning
 from .modelcard import CONTEXT_ANY
@@ -144,7 +144,7 @@ class ContextRequest:
                              "no context; drop it from context=.")
 
     def _field(self, name: str, target: xr.DataArray, spatial) -> xr.DataArray:
-        var = self.ds[name]
+        var = cf.unsigned_view(self.ds[name])
         wrong = [d for d in var.dims if d not in target.dims or var.sizes[d] != target.sizes[d]]
         if wrong or not set(spatial) <= set(var.dims):
             raise InputError(f"context variable {name!r} {dict(var.sizes)} is not on the grid of {target.name!r} "
@@ -157,9 +157,9 @@ class ContextRequest:
         if var.dtype == bool:  # a land-sea mask as True/False: its values as numbers
             var = var.astype(np.float32)
         valid = valid_mask(var, None, context=True)
-        earlier = earlier_flags(self.ds, var)
+        earlier = earlier_fills(self.ds, var)
         if earlier is not None:  # an earlier xdl fill of it: its fills are no observations, as for a target
-            valid = valid & (earlier != FLAG_FILLED)
+            valid = valid & ~earlier
         field = var.where(valid)  # its own gaps: missing, the model sees its mask
         if not isinstance(field.data, da.Array) and not bool(valid.any()):  # valid values are finite
             # In memory, where it is free to see (as for a target): the model would just ignore it.

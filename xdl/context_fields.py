@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .conventions import cf
 from .errors import InputError
 
 __all__ = ["Case", "check", "context_array", "shifted"]
@@ -61,6 +62,7 @@ def context_array(field: xr.DataArray, arr: xr.DataArray, name: str) -> np.ndarr
         raise InputError(f"context variable {name!r} {dict(field.sizes)} is not on the grid of {arr.name!r} "
                          f"{dict(arr.sizes)} (dims {bad} differ): a context field needs the target's spatial "
                          "dims, sizes and coordinates (and any of its other dims); regrid it or drop it from context=.")
+    field = cf.unsigned_view(field)
     values = field.astype(np.float64).where(valid_mask(field, None, context=True))  # read, never filled
     order = [d for d in arr.dims if d in field.dims]
     data = np.asarray(values.transpose(*order).values)

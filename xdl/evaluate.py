@@ -89,7 +89,7 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
         if kind is not None:  # as inpaint refuses it: codes interpolated were scored (probe)
             raise InputError(f"variable {name!r} is {kind} (CF): its values are codes, not a field to fill or "
                              "score; evaluate the data variables it describes instead (variables=[...]).")
-    return [obj[n] for n in names]
+    return [cf.unsigned_view(obj[n]) for n in names]
 
 
 def _together(obj, arrays, spec) -> list[str] | None:

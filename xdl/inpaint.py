@@ -327,6 +327,7 @@ def _refuse_name_clashes(ds, names, context, flags: bool, sigma: bool) -> None:
 def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress):
     if arr.name is None:
         arr = arr.rename("data")
+    arr = cf.unsigned_view(arr)
     _check_units(arr, spec)
     valid = observed_mask(arr, arr, mask)  # the CF rule; a warning when its link names flags it lacks
     dom = _resolve_domain(domain, arr, arr, valid, dims)
@@ -398,7 +399,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
     lazy = False
     made = []  # the variables this fill writes: the rest of the Dataset is returned as it came
     for group in _groups(names, spec):
-        arrays = [ds[n] for n in group]
+        arrays = [cf.unsigned_view(ds[n]) for n in group]
         for a in arrays:
             _check_units(a, spec)
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)

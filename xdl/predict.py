@@ -140,6 +140,7 @@ def cf_masked(arr: xr.DataArray) -> xr.DataArray:
     >>> cf_masked(raw).values.tolist()
     [5.0, nan, 7.0]
     """
+    arr = cf.unsigned_view(arr)
     if not any(k in arr.attrs for k in cf.VALIDITY_ATTRS):
         return arr
     return as_float(arr).where(cf.cf_valid_mask(arr).data)

@@ -36,7 +36,7 @@ from .dask_wrap import as_dask
 from .errors import InputError, ModelError, XdlWarning
 from .modelcard import sigma_name  # the rule lives with the card (that module imports no xarray)
 
-__all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "stale_sigma", "sigma_attrs", "sigma_name", "FILLED",
+__all__ = ["sigma_scale", "input_kind", "INPUT_KINDS", "require_sigma", "sigma_block", "stale_sigma", "is_fill_sigma", "sigma_attrs", "sigma_name", "FILLED",
            "distance_calibration", "gap_distance", "distance_factor", "lazy_gap_distance", "distance_scaled"]
 
 SCIPY_SHARE = 0.05  # gap share above which scipy's transform is faster than visiting gap pixels (same numbers)
@@ -100,9 +100,12 @@ def stale_sigma(ds: xr.Dataset, name: str) -> str | None:
     """The name of the ``<var>_sigma`` an earlier xdl fill of ``name`` left in ``ds`` (its long_name
     says so), or None: a new fill replaces those fills, so that sigma no longer describes them."""
     sigma = sigma_name(name)
-    if sigma in ds.data_vars and str(ds[sigma].attrs.get("long_name", "")).startswith("standard error of the gap-filled"):
-        return sigma
-    return None
+    return sigma if sigma in ds.data_vars and is_fill_sigma(ds[sigma]) else None
+
+
+def is_fill_sigma(var: xr.DataArray) -> bool:
+    """Whether ``var`` is the standard error of an xdl fill (its long_name says so)."""
+    return str(var.attrs.get("long_name", "")).startswith("standard error of the gap-filled")
 
 
 def sigma_block(valid, flags, sigma, *, dtype, model=None):

@@ -189,6 +189,31 @@ def _is_unsigned(da: xr.DataArray) -> bool:
     return str(da.encoding.get("_Unsigned", da.attrs.get("_Unsigned", ""))).lower() == "true"
 
 
+def unsigned_view(da: xr.DataArray) -> xr.DataArray:
+    """``da`` as its unsigned twin where it holds raw signed integers marked ``_Unsigned = "true"``
+    (opened with ``mask_and_scale=False``, which leaves the mark in its attrs), its fill values and
+    limits reinterpreted alike; else ``da`` itself. Read as signed, counts above 32767 wrapped to
+    negatives: the fill interpolated across the wrap, and a float output (which has no sign to
+    reinterpret, so loses the mark) decoded to -327 K where the file meant 327 (probe).
+
+    >>> raw = xr.DataArray(np.array([-1, 5, -32768], "i2"), attrs={"_Unsigned": "true", "_FillValue": np.int16(-1)})
+    >>> v = unsigned_view(raw)
+    >>> v.values.tolist(), int(v.attrs["_FillValue"]), "_Unsigned" in v.attrs
+    ([65535, 5, 32768], 65535, False)
+    """
+    if not (str(da.attrs.get("_Unsigned", "")).lower() == "true" and np.issubdtype(da.dtype, np.signedinteger)):
+        return da
+    unsigned = np.dtype(da.dtype.str.replace("i", "u"))
+    attrs = {k: v for k, v in da.attrs.items() if k != "_Unsigned"}
+    for key in _FILL_KEYS + _RANGE_KEYS:
+        if key in attrs and np.issubdtype(np.asarray(attrs[key]).dtype, np.signedinteger):
+            value = np.asarray(attrs[key]).astype(da.dtype).view(unsigned)
+            attrs[key] = value if value.ndim else unsigned.type(value)
+    out = da.copy(data=da.data.view(unsigned))
+    out.attrs = attrs
+    return out
+
+
 def _decode(value, da: xr.DataArray):
     """Raw (packed) value -> decoded units, when xarray unpacked the variable. ``_Unsigned``
     signed integers are read as their unsigned twins first, as netCDF readers do."""
