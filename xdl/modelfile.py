@@ -212,13 +212,12 @@ class Model:
         return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
 
     def content_hash(self) -> str:
-        """sha256 hex of the card (sorted-key JSON) and every tensor (name, dtype, shape, bytes)
-        in sorted name order. Equal hashes mean equal computations; used as a cache key."""
+        """sha256 hex of the card (sorted-key JSON) and the module's tensors and settings
+        (:func:`~xdl.models.registry.state_digest`). Equal hashes mean equal computations; used
+        as a cache key."""
         h = hashlib.sha256()
         h.update(json.dumps(self._card, sort_keys=True).encode())
-        for name, t in sorted(self._tensors().items()):
-            h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(registry.state_digest(self.module).encode())
         return h.hexdigest()
 
     def save(self, path) -> None:

@@ -87,8 +87,11 @@ def as_mask(value, like: xr.DataArray, what: str) -> xr.DataArray:
         if np.issubdtype(value.dtype, np.floating):
             value = value.fillna(0)
         value = value.astype(bool)
-    # Labels now match (up to float noise): take the data's own coordinates.
-    return xr.DataArray(value.data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
+    # Labels now match (up to float noise): take the data's own coordinates. An in-memory mask is
+    # copied: a lazy result held the user's array itself, and a change to it before the compute
+    # changed the fill (a domain buffer reused: 896 pixels left unfilled; probe).
+    data = value.data if isinstance(value.data, da.Array) else np.array(value.data, copy=True)
+    return xr.DataArray(data, dims=value.dims, coords={d: like[d] for d in value.dims if d in like.coords})
 
 
 def valid_mask(arr: xr.DataArray, mask, context: bool = False) -> xr.DataArray:

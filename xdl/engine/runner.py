@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
+from ..models.registry import tensor_digest
 from .checks import all_finite, finite_or_nan, jointly_finite, same_bits
 from .feeding import (can_run_single_threaded, copy_stream, device_feeder, device_lock, host_tensors,
                       in_passing_thread, set_own_threads, single_threaded)
@@ -140,11 +141,19 @@ class ModelPayload:
         self.key = key
         self.label = label or type(module).__name__  # named in errors about the model
         self._blob = None
+        # The module's weights now, when the graph is built: the graph computes with them wherever
+        # and whenever it runs. Read from the live module at the first task, weights changed in
+        # between (fine-tuning in place) went into the resident cache under the old weights' key,
+        # and every later fill with the old ones (the bundled default's too) ran the new (probe).
+        self._digest = tensor_digest(module)
+        # Copied in a passing thread: a copy's torch ops in the caller's would leave it an OpenMP team.
+        self._state = in_passing_thread(lambda: {k: v.detach().to("cpu", copy=True)
+                                                 for k, v in module.state_dict().items()})
 
     def __getstate__(self):
         # The user's own module within the user's own job (not a file from elsewhere), so pickle
         # is fine here; cloudpickle also carries classes defined in a script or notebook.
-        blob = self._blob if self.module is None else cloudpickle.dumps(self.module)
+        blob = self._blob if self.module is None else cloudpickle.dumps(self.get_module())
         return {"key": self.key, "blob": blob, "label": self.label}
 
     def __setstate__(self, state):
@@ -152,12 +161,22 @@ class ModelPayload:
         self.key = state["key"]
         self.label = state.get("label") or "model"
         self._blob = state["blob"]
-        self.module = None
+        self.module = None  # no live module here: the one pickled when the graph was sent
+        self._unpickled = None
 
     def get_module(self) -> torch.nn.Module:
+        """The module with the weights it had when the payload was made: the live one while they
+        are unchanged (its own object: what its code shares with the caller stays shared), else a
+        copy given them back."""
         if self.module is None:
-            self.module = pickle.loads(self._blob)
-        return self.module
+            if self._unpickled is None:
+                self._unpickled = pickle.loads(self._blob)
+            return self._unpickled
+        if tensor_digest(self.module) == self._digest:
+            return self.module
+        module = copy.deepcopy(self.module)
+        module.load_state_dict(self._state)
+        return module
 
 
 @dataclass
@@ -192,9 +211,8 @@ class ResidentModel:
                 _RESIDENT.move_to_end(cache_key)
                 resident.last_used = now
             else:
-                # A private copy: the user's module keeps its device and train/eval state. Made
-                # in a thread that ends with it: a copy's torch ops in this (dask) thread would
-                # leave an OpenMP team there (see feeding.in_passing_thread).
+                # A private copy: the user's module keeps its device and train/eval state. Made in a thread that ends with it: a copy's torch ops in
+                # this (dask) thread would leave an OpenMP team there (see feeding.in_passing_thread).
                 module = in_passing_thread(lambda: copy.deepcopy(payload.get_module()).to(device).eval())
                 resident = cls(module=module, device=device, takes_mask=takes_mask,
                                compiled=torch.compile(module, dynamic=False) if compiled else None,

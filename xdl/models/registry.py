@@ -10,9 +10,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import math
 import numbers
+
+import torch
 
 from ..errors import UnknownModelError
 
@@ -123,3 +126,37 @@ def count_parameters(module, trainable_only: bool = False) -> int:
     8
     """
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def state_digest(module) -> str:
+    """sha256 hex of what ``module`` computes with beside its code: every tensor of its state_dict
+    (name, dtype, shape, bytes, in name order) and its and its submodules' public attributes that
+    are plain values (an iteration count set after building: two fill-unets that differed only in
+    it shared a cache key, and one ran with the other's; probe). Other attributes count by type.
+
+    >>> import torch
+    >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    >>> b.load_state_dict(a.state_dict()) and None
+    >>> state_digest(a) == state_digest(b), (setattr(b, "steps", 3), state_digest(a) == state_digest(b))[1]
+    (True, False)
+    """
+    h = hashlib.sha256()
+    plain = (bool, int, float, str, bytes, type(None), tuple, list, dict)
+    for path, sub in module.named_modules():
+        for name, value in sorted(vars(sub).items()):
+            if name.startswith("_") or name == "training":
+                continue
+            text = f"{path}.{name}={value!r}" if isinstance(value, plain) else f"{path}.{name}:{type(value).__name__}"
+            h.update(text.encode() + b"\n")
+    h.update(tensor_digest(module).encode())
+    return h.hexdigest()
+
+
+def tensor_digest(module) -> str:
+    """sha256 hex of every tensor of ``module``'s state_dict (name, dtype, shape, bytes, in name order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
