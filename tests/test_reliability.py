@@ -1,6 +1,7 @@
 """Scale and reliability: resumable writes, cluster faults, weights shipped once, bad input,
 determinism and chunking invariance as properties."""
 
+import json
 import os
 import sys
 
@@ -61,7 +62,7 @@ def test_interrupted_write_resumes_to_the_same_store(tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
         to_zarr_resumable(ds.dl.predict(flaky, halo=2, mode="spatial"), store,
                           regions_per_step=1)
-    done_before = len(__import__("json").loads((store / LOG_NAME).read_text())["done"])
+    done_before = len(json.loads((store / LOG_NAME).read_text())["done"])
     assert 0 < done_before < ds.sizes["time"]
     to_zarr_resumable(ds.dl.predict(flaky, halo=2, mode="spatial"), store, resume=True, regions_per_step=1)
     np.testing.assert_array_equal(xr.open_zarr(store).v.values, xr.open_zarr(reference).v.values)
@@ -77,6 +78,77 @@ def test_resume_refuses_a_different_job_and_existing_outputs_need_mode_w(tmp_pat
         to_zarr_resumable(dataset(n=3).chunk({"time": 1}), store, resume=True)
     to_zarr_resumable(ds * 2, store, mode="w")
     np.testing.assert_array_equal(xr.open_zarr(store).v.values, ds.v.values * 2)
+
+
+def test_of_two_writes_started_at_once_to_a_new_store_one_is_refused(tmp_path, monkeypatch):
+    """Found by a probe: two CLI writes to one new OUT both laid the store out and wrote into it,
+    mixing two jobs, and both exited 0. The store's folder is claimed atomically."""
+    store = tmp_path / "out.zarr"
+    store.mkdir()  # the other process's claim, made after this one looked
+    real_exists = type(store).exists
+    monkeypatch.setattr(type(store), "exists", lambda self: False if self == store else real_exists(self))
+    with pytest.raises(OutputExistsError, match="another process created it"):
+        to_zarr_resumable(dataset(n=2).chunk({"time": 1}), store)
+    assert store.is_dir() and not any(store.iterdir())  # the other's folder, untouched
+
+
+def test_resume_refuses_a_store_changed_after_the_job(tmp_path):
+    """Found by a probe: a finished store appended to by another tool (its status dropped, a
+    longer time axis) was resumed, marked complete and kept."""
+    ds = dataset(n=4).chunk({"time": 1})
+    store = tmp_path / "out.zarr"
+    to_zarr_resumable(ds, store)
+    dataset(n=2, seed=1).assign_coords(time=[4, 5]).chunk({"time": 1}).to_zarr(store, append_dim="time")
+    with pytest.raises(InputError, match="holds 'v' with shape \\(6, 48, 64\\).*not the store this job left"):
+        to_zarr_resumable(ds, store, resume=True)
+    fresh = tmp_path / "fresh.zarr"
+    to_zarr_resumable(ds, fresh)
+    meta = fresh / "zarr.json"
+    root = json.loads(meta.read_text())
+    root["attributes"] = {}
+    meta.write_text(json.dumps(root))
+    with pytest.raises(InputError, match="no xdl write status"):
+        to_zarr_resumable(ds, fresh, resume=True)
+
+
+def test_write_output_refuses_to_replace_the_input_it_reads(tmp_path):
+    """Found by a probe: write_output(result, its own input, overwrite=True) replaced the store it
+    was still reading (0 finite values left) and a netCDF input, which the CLI refuses."""
+    from xdl.io import write_output
+
+    ds = dataset(n=2)
+    ds["v"][:, 5:8, :] = np.nan
+    ds.to_zarr(tmp_path / "in.zarr")
+    ds.to_netcdf(tmp_path / "in.nc")
+    for name, opened in (("in.zarr", xr.open_zarr(tmp_path / "in.zarr")),
+                         ("in.nc", xr.open_dataset(tmp_path / "in.nc", chunks={}))):
+        filled = opened.dl.inpaint(variables=["v"], domain=None)
+        with pytest.raises(InputError, match="the output is an input"):
+            write_output(filled, str(tmp_path / name), overwrite=True)
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "in.zarr").v.values, ds.v.values)
+
+
+def test_outputs_of_awkward_kinds_and_names(tmp_path):
+    """Found by a probe: overwriting a link to a store or a file named *.zarr failed with "Free
+    space ... --resume"; a missing folder failed after the work for netCDF (zarr made it); a
+    250-character name failed as "Permission denied" (its temporary name was too long)."""
+    from xdl.io import write_output
+
+    ds = dataset(n=2).chunk({"time": 1})
+    (tmp_path / "elsewhere.zarr").mkdir()
+    (tmp_path / "link.zarr").symlink_to(tmp_path / "elsewhere.zarr")
+    (tmp_path / "file.zarr").write_text("not a store")
+    for name in ("link.zarr", "file.zarr"):
+        write_output(ds, str(tmp_path / name), overwrite=True)
+        np.testing.assert_array_equal(xr.open_zarr(tmp_path / name).v.values, ds.v.values)
+    assert (tmp_path / "elsewhere.zarr").is_dir()  # the link went, not what it pointed to
+    for name in ("missing/out.nc", "missing/out.zarr"):
+        with pytest.raises(InputError, match="the folder .*missing does not exist; create it first"):
+            write_output(ds, str(tmp_path / name))
+    long = tmp_path / ("x" * 250 + ".nc")
+    write_output(ds, str(long))
+    np.testing.assert_array_equal(xr.open_dataset(long).v.values, ds.v.values)
+    assert sorted(os.listdir(tmp_path)) == sorted(["elsewhere.zarr", "link.zarr", "file.zarr", long.name])
 
 
 @pytest.mark.slow

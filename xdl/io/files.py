@@ -5,6 +5,7 @@ input-overlap checks. Only the standard library: model files and the CLI use it 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -66,7 +67,10 @@ def replace_atomically(path, *, clear: bool = False):
     ('done', ['a.txt'])
     """
     target = Path(os.fspath(path).rstrip("/") or os.fspath(path))
-    stem = f".{target.name}.tmp-{_HOST}-"
+    name = target.name
+    if len(f".{name}.tmp-{_HOST}-{os.getpid()}".encode()) > MAX_NAME:  # a long OUT name: its digest
+        name = hashlib.sha256(name.encode()).hexdigest()[:16]
+    stem = f".{name}.tmp-{_HOST}-"
     tmp = target.with_name(f"{stem}{os.getpid()}")
     _remove_dead_runs_temporaries(target.parent, stem)
     remove_path(tmp)
@@ -79,6 +83,7 @@ def replace_atomically(path, *, clear: bool = False):
         remove_path(tmp)
 
 
+MAX_NAME = 255  # bytes in a file name on the common file systems (a 250-character OUT failed as "Permission denied")
 _HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 
 

@@ -3,6 +3,7 @@ over an input, never over an existing output unless asked."""
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 
@@ -36,6 +37,9 @@ def check_output(path: str, overwrite: bool, inputs=()) -> str:
     or writing it would destroy data being read), and an existing output without --overwrite."""
     kind = output_kind(path)
     refuse_overlap(path, inputs)
+    folder = os.path.dirname(os.path.abspath(path.rstrip("/") or path))
+    if not os.path.isdir(folder):  # a netCDF write failed after the work, a zarr one made the folders
+        raise InputError(f"{path}: the folder {folder} does not exist; create it first.")
     if overwrite:
         return kind
     if kind == "zarr" and os.path.lexists(path) and store_status(path) == "incomplete":
@@ -43,6 +47,14 @@ def check_output(path: str, overwrite: bool, inputs=()) -> str:
                                 "same command with --resume to finish it, or --overwrite to start over.")
     refuse_existing(path)
     return kind
+
+
+def sources(obj) -> list[str]:
+    """The files ``obj`` was read from, as xarray records them (``encoding["source"]`` of the
+    Dataset and its variables): an output must not replace them (``write_output(result, its input,
+    overwrite=True)`` replaced the input it was still reading: a store of NaN; probe)."""
+    found = [obj.encoding.get("source")] + [v.encoding.get("source") for v in obj.variables.values()]
+    return sorted({s for s in found if isinstance(s, str) and s})
 
 
 def ready_to_write(ds):
@@ -70,7 +82,7 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
     half-written OUT (nor destroys an existing one). A failed write (disk full, HDF error) raises
     :class:`xdl.errors.OutputWriteError` naming OUT and the cause.
     """
-    kind = check_output(path, overwrite or resume)
+    kind = check_output(path, overwrite or resume, inputs=sources(ds))
     original, ds = ds, ready_to_write(ds)
     if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
         from ..conventions.cf import netcdf_ready
@@ -100,8 +112,10 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
         if isinstance(e, XdlError):
             raise
         # netCDF4 reports a full disk as RuntimeError("NetCDF: HDF error"); zarr as OSError.
-        hint = (" Free space or choose another place, then rerun with --resume (the regions written "
-                "are kept)." if kind == "zarr" and os.path.exists(path) else " Nothing was left at OUT.")
+        full = getattr(e, "errno", None) == errno.ENOSPC or "HDF error" in str(e)
+        fix = "Free space or choose another place" if full else "Mend the cause"
+        hint = (f" {fix}, then rerun with --resume (the regions written are kept)."
+                if kind == "zarr" and os.path.exists(path) else " Nothing was left at OUT.")
         raise OutputWriteError(f"{path}: writing failed ({type(e).__name__}: {e}).{hint}") from e
 
 

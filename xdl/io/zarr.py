@@ -23,8 +23,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
-from .files import input_paths, refuse_existing, replace_atomically
+from ..errors import InputError, OutputExistsError
+from .files import input_paths, refuse_existing, remove_path, replace_atomically
 
 if TYPE_CHECKING:  # annotations only: the module imports no xarray at load time
     import xarray as xr
@@ -219,18 +219,21 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
     created = False
     if resume and path.exists():
         done = _regions_done(path, fingerprint, job)
+        _refuse_changed_store(path, ds)
     else:
         if path.exists():
             if mode != "w":
                 refuse_existing(path, "pass mode='w' (CLI: --overwrite) to replace it, or resume=True "
                                 "(CLI: --resume) to finish an interrupted write")
-            shutil.rmtree(path)
+            remove_path(path)  # a link itself, not what it points to; a file named *.zarr too
+        _claim(path)
         created = True
     try:
         if created:
             layout = ds.copy()
             layout.attrs = {**ds.attrs, STATUS_ATTR: "incomplete"}
-            layout.to_zarr(path, compute=False, mode="w", consolidated=False)  # consolidated once at the end
+            # Into the folder this run claimed (mode "w-": xarray lays it out without clearing it).
+            layout.to_zarr(path, compute=False, mode="w-", consolidated=False)  # consolidated once at the end
             if job is not None:
                 (path / JOB_NAME).write_text(json.dumps(job, sort_keys=True, indent=1))
             _write_log(log_path, fingerprint, done)
@@ -309,6 +312,40 @@ def _regions(chunks, regions_per_step: int = 1, min_length: float = 1) -> list[t
     if stop > start:
         regions.append((start, stop))
     return regions
+
+
+def _claim(path: Path) -> None:
+    """Create the store's folder, failing if it exists: of two writes started at once to a new
+    OUT, one is refused here (both laid the store out and wrote their regions into it, mixing two
+    jobs, and both said they wrote it; probe)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise OutputExistsError(f"{os.fspath(path)}: another process created it while this write started; "
+                                "let that one finish, or choose another path.") from None
+
+
+def _refuse_changed_store(path: Path, ds: xr.Dataset) -> None:
+    """A store to resume must still be as this job left it: xdl's write status at its root and
+    the job's arrays with the job's shapes (a finished store appended to or rewritten by another
+    tool was resumed, marked complete and kept, mixed; probe)."""
+    import zarr
+
+    problem = None
+    with warnings.catch_warnings():  # zarr names the progress log and job record as strangers
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(os.fspath(path), mode="r")
+        for name, var in ds.data_vars.items():
+            if name not in group or tuple(group[name].shape) != var.shape:
+                got = "no such array" if name not in group else f"shape {tuple(group[name].shape)}"
+                problem = f"holds {name!r} with {got}, where this job writes {var.shape}"
+                break
+    if problem is None and store_status(path) is None:
+        problem = "has no xdl write status (another tool wrote to it since)"
+    if problem:
+        raise InputError(f"{os.fspath(path)!r} {problem}: it is not the store this job left; pass mode='w' "
+                         "(CLI: --overwrite) to start over, or choose another path.")
 
 
 def _regions_done(path: Path, fingerprint: str, job) -> set[int]:
