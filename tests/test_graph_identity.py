@@ -23,15 +23,16 @@ def _series(seed=0):
 def test_a_graph_runs_the_weights_it_was_built_with_and_leaves_the_cache_clean():
     xdl.clear_cache()
     ds = _series()
-    reference = ds.dl.inpaint(domain=None).sst.values
+    unet = pretrained.load("fill-default")  # a model with weights
+    reference = ds.dl.inpaint(unet, domain=None).sst.values
     xdl.clear_cache()  # the first task of the graph below makes the resident copy
-    model = pretrained.load()
+    model = pretrained.load("fill-default")
     built = ds.dl.inpaint(model, domain=None).sst
     with torch.no_grad():
         for p in model.module.parameters():
             p.add_(0.05 * torch.randn_like(p, generator=torch.Generator().manual_seed(0)))
     np.testing.assert_array_equal(built.values, reference)  # the weights at build time
-    np.testing.assert_array_equal(ds.dl.inpaint(domain=None).sst.values, reference)  # the default is untouched
+    np.testing.assert_array_equal(ds.dl.inpaint(unet, domain=None).sst.values, reference)  # the bundled one is untouched
     changed = ds.dl.inpaint(model, domain=None).sst.values
     assert np.nanmax(np.abs(changed - reference)) > 0  # a new graph: the new weights
 
@@ -39,9 +40,9 @@ def test_a_graph_runs_the_weights_it_was_built_with_and_leaves_the_cache_clean()
 def test_settings_beside_the_weights_are_part_of_the_model_key():
     xdl.clear_cache()
     ds = _series(1)
-    tweaked = pretrained.load()
+    tweaked = pretrained.load("fill-default")
     tweaked.module.iterations, tweaked.module.biharmonic_iterations = 1, 0
-    default = pretrained.load()
+    default = pretrained.load("fill-default")
     assert tweaked.content_hash() != default.content_hash()
     a = ds.dl.inpaint(tweaked, domain=None).sst
     b = ds.dl.inpaint(default, domain=None).sst

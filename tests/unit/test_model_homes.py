@@ -75,7 +75,7 @@ def test_public_names_of_the_model_homes():
 
 def test_default_model_is_resolved_in_one_place(monkeypatch, tmp_path):
     bundled = resolve_model(None, default=pretrained.DEFAULT_INPAINT)
-    assert model_key(bundled) == model_key(pretrained.load()) and model_label(bundled) == "fill-default"
+    assert model_key(bundled) == model_key(pretrained.load()) and model_label(bundled) == "fill-context"
     assert resolve_model(bundled) is bundled
     with pytest.raises(InputError, match="got NoneType"):
         resolve_model(None)  # a verb without a default (predict)
@@ -85,7 +85,7 @@ def test_default_model_is_resolved_in_one_place(monkeypatch, tmp_path):
              "evaluate": lambda: xdl.evaluate.evaluate(field),
              "demo": lambda: xdl.demo.run(out_dir=tmp_path / "demo", size=32, verbose=False)}
     for verb, call in calls.items():
-        with pytest.raises(InputError, match="no bundled default model 'fill-default' is installed") as e:
+        with pytest.raises(InputError, match="no bundled default model 'fill-context' is installed") as e:
             call()
         assert "model" in str(e.value).split("installed with this xdl;")[1], verb  # says what to pass
     assert not (tmp_path / "demo" / "filled.zarr").exists()

@@ -94,7 +94,7 @@ TEAMS = """
     ds = xr.Dataset({"t": (("y", "x"), gappy.astype("f4")), "c": (("y", "x"), (2 * a + 1).astype("f4"))})
     model = xdl.pretrained.load(xdl.pretrained.default_for(context=["c"]))
     ds.chunk({"y": 128}).dl.inpaint(model, variables=["t"], context=["c"]).compute(scheduler="threads")
-    ds.chunk({"y": 128}).dl.inpaint(variables=["t"]).compute(scheduler="threads")
+    ds.chunk({"y": 128}).dl.inpaint(xdl.pretrained.load("fill-default"), variables=["t"]).compute(scheduler="threads")
     holder = any(t.name == "xdl-openmp-short-waits" for t in threading.enumerate())
     print(native() - before, torch.get_num_threads(), int(holder))
 """
