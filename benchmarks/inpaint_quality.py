@@ -184,7 +184,7 @@ def finetune(ds, var, steps, default):
     spe = max(steps // 3, 1)
     tuned = fit(ds[[var]], default, variables=[var], masks="mixed", epochs=3, steps_per_epoch=spe,
                 batch_size=8, tile=128, val=0.15, val_steps=5, lr=2e-4, progress=False, seed=1)
-    # Trained per_sample on this variable; keep the engine-facing card of the default model.
+    # Trained per_sample on this variable; keep the engine-facing card of the model it started from.
     card = {**tuned.card, "inputs": [], "outputs": []}
     return xdl.Model(tuned.module, card)
 
@@ -255,7 +255,8 @@ def main():
                                           baselines=())
             print()
             print(table(xr.concat([tuned_report, report.drop_sel({"method": "model"})], "method"),
-                        f"{label}: default model fine-tuned on the scene ({steps} steps, {t_fit:.0f} s CPU)"))
+                        f"{label}: {base.card.get('name', 'the model')} fine-tuned on the scene ({steps} steps, "
+                        f"{t_fit:.0f} s CPU)"))
         print()
     if not (args.speed_only or args.no_context):
         run_context_cases(model, args.quick, args.seeds)

@@ -4,8 +4,9 @@ From one run, on the same array and the same threads (dask's threaded scheduler)
 - ``predict().compute()`` with a near-free model (``x * 2``, a module with ``in_channels = 1``),
 - the naive ``xr.apply_ufunc(dask="parallelized")`` torch closure users write today,
 - a plain dask elementwise ``x * 2``,
-and their ratios; then ``inpaint()`` with the default model against the model alone on the same
-tiles (the harmonic-plus-UNet forward on each tile, called directly).
+and their ratios; then ``inpaint()`` with the bundled ``fill-default`` (a UNet; the plain default
+until session 36) against that model alone on the same tiles (its harmonic-plus-UNet forward on
+each tile, called directly).
 
 The three paths run in turns, round after round, and the ratios are given for each path's best
 round and for its median round: on a machine shared with other work, load then falls on all
@@ -116,7 +117,7 @@ def main() -> None:
     if args.skip_inpaint:
         return
 
-    # inpaint with the default model vs the model alone on the same tiles
+    # inpaint with fill-default vs the model alone on the same tiles
     ny, nx = args.inpaint_shape
     y = np.linspace(0, 1, ny)[:, None]
     x = np.linspace(0, 1, nx)[None, :]
@@ -146,7 +147,7 @@ def main() -> None:
         sync(args.device)
 
     t_model = best_of(model_alone, min(args.repeats, 5))
-    print(f"\ninpaint {ny} x {nx} (scan-line gaps, default model, {len(tiles)} tiles of "
+    print(f"\ninpaint {ny} x {nx} (scan-line gaps, fill-default, {len(tiles)} tiles of "
           f"{plans[0].tile_size} x {plans[1].tile_size}): inpaint {t_inpaint:.2f} s, model alone on the same "
           f"tiles {t_model:.2f} s (inpaint / model = {t_inpaint / t_model:.2f})")
 

@@ -8,7 +8,7 @@ C07-C11 of the same scan (``context=``) and scores the fill on the hidden pixels
 and biharmonic interpolation and the regressions of the band on the same context (one fit for
 the scene; one per 25-pixel block on the pixels within 60 pixels).
 
-A model that takes no context (the bundled default before it learned to) is scored on the band
+A model that takes no context (e.g. ``--model fill-default``) is scored on the band
 alone, beside the same baselines on the same hidden pixels: the gap patterns depend only on the
 seed, the band and the gap kind.
 
@@ -58,7 +58,7 @@ def score(ds, model, targets):
 def main():
     args = parser(__doc__).parse_args()
     ds = scene(args.small)
-    # A file or a bundled name; by default the bundled model for context, as inpaint(context=...) takes.
+    # A file or a bundled name; by default the bundled default, as inpaint(context=...) takes.
     model = resolve_model(args.model, default=xdl.pretrained.default_for(context=CONTEXT))
     targets = TARGETS[:2] if args.small else TARGETS
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Distance-to-data calibration of the bundled context model's sigma (issue #16).
 
-``fill-context``'s sigma head was trained on 128-256 px windows: inside the large blocks and clouds
-of a full-size scene its sigmas are far too small. This script runs the model (through xdl's own
+A sigma head trained on 128-256 px windows (as ``fill-context``'s was before session 22, when the
+bundled file lost its learned weights) gives sigmas far too small inside the large blocks and
+clouds of a full-size scene. This script runs the model (through xdl's own
 ``inpaint``) on FULL-SIZE scenes of its training data only (never the held-out benchmark scenes:
 GOES-16 CONUS C07/C16, MERRA-2 PS, ERA-40 TCW), hides gaps of the benchmark's kinds and sizes
 (``xdl.hiding``: scan lines, blocks, clouds, 10% of the valid pixels, several seeds) over each whole

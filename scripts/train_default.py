@@ -1,8 +1,8 @@
 """The bundled context gap filler, ``xdl/weights/fill-context.safetensors``, and the training of a
 learned correction for it.
 
-``inpaint``'s default when context, a time window or a sigma is asked for (a plain ``inpaint``
-keeps ``fill-default``). Since 2026-12-05 (session 22) the bundled file holds no learned weights:
+``inpaint``'s default for every request (alone, with context, a time window or a sigma) since
+session 36; until then a plain ``inpaint`` took ``fill-default``. Since 2026-12-05 (session 22) the bundled file holds no learned weights:
 ``python scripts/train_default.py kriged`` writes ``FillUNet(correction_scale="kriged",
 correction=False)``: a local regression of the target on any context fields, its residual kriged
 into the gaps, and the kriging standard error as sigma (xdl/models/kriging.py). A learned UNet
@@ -438,7 +438,7 @@ def kriged(out: Path) -> None:
                                             "(field alone), 0.75 (other variables), 0.66 (time steps) (2026-12-06, "
                                             "session 24; 2026-12-05: 0.80, 0.73, 0.65, which on the held-out scenes "
                                             "met fewer targets, 47 of 144 against 91)")},
-            "description": ("xdl's default gap filler with context and sigma, without learned weights: harmonic "
+            "description": ("xdl's default gap filler (alone, with context or with a sigma), without learned weights: harmonic "
                             "interpolation of the gaps refined towards a biharmonic fill; with context fields (other "
                             "bands or variables, neighbouring time steps) a local least-squares regression of the "
                             "target on them (a window serves a cell only where the cell's mean context lies within 5 "

@@ -239,3 +239,19 @@ def test_a_context_fit_resumes_bit_identically(tmp_path):
         fit(ds, "fill-unet", variables=["sst"], context=["wind"], time_window=2, epochs=2, steps_per_epoch=2,
             batch_size=2, tile=32, val_steps=1, progress=False, checkpoint_dir=str(tmp_path / "split"), seed=3,
             resume=True, **TINY_FILL)
+
+
+def test_the_default_is_refused_and_a_bundled_name_fine_tunes():
+    """Found by probes: fit(xdl.pretrained.load()) raised torch's "optimizer got an empty parameter
+    list" once the default had no weights; fit("fill-default") (and `xdl train --model
+    fill-default`, as `xdl zoo` suggests) was an unknown architecture; a fine-tuned copy kept the
+    bundled model's name."""
+    rng = np.random.default_rng(0)
+    ds = xr.Dataset({"sst": (("time", "y", "x"), rng.standard_normal((4, 64, 64)).astype("f4"))})
+    with pytest.raises(InputError, match="'fill-context' has no weights to train.*load\\('fill-default'\\)"):
+        fit(ds, xdl.pretrained.load(), variables=["sst"], epochs=1, steps_per_epoch=1, tile=64, batch_size=2,
+            progress=False)
+    tuned = fit(ds, "fill-default", variables=["sst"], epochs=1, steps_per_epoch=1, tile=64, batch_size=2,
+                progress=False)
+    assert tuned.card["name"] == "fill-default-fine-tuned"
+    assert tuned.card["description"].startswith("fill-default-fine-tuned: fine-tuned by xdl fit from fill-default")

@@ -78,6 +78,11 @@ def test_save_load_bit_identical(tmp_path, name):
     assert torch.equal(a, b)
     assert m2.card == m.card
     assert m2.content_hash() == m.content_hash()
+    # Readable as any new file is (safetensors alone writes 0600: a cluster's workers under another
+    # user could not read a saved model; probe).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
     for k, v in m.module.state_dict().items():  # buffers included
         assert torch.equal(v, m2.module.state_dict()[k]), k
 

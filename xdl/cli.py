@@ -283,7 +283,7 @@ def _say(text: str) -> None:
 
 # name: (help, the function adding its arguments, the function running it)
 _COMMANDS = {
-    "inpaint": ("Fill the gaps of variables with a learned gap filler; valid values stay identical.",
+    "inpaint": ("Fill the gaps of variables (by default with the bundled fill-context); valid values stay identical.",
                 inpaint_args, _cmd_inpaint),
     "predict": ("Run a model over a dataset (learned mappings between variables).", predict_args, _cmd_predict),
     "train": ("Train a zoo architecture (or fine-tune a saved model) and save it.", train_args, _cmd_train),

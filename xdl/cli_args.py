@@ -144,7 +144,7 @@ def evaluate_args(s) -> None:
     s.add_argument("--domain-file", default=None, metavar="FILE", help="take --domain's variables from this file")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--plot", default=None, metavar="PNG",
-                   help="figure of truth, gaps, fills and errors (first sample); with several variables or "
+                   help="figure of truth, gaps, fills and errors (middle sample); with several variables or "
                         "gap kinds, one file each: PNG's stem + _<var>_<gaps>.png (the paths are printed)")
     s.add_argument("--out", default=None, metavar="METRICS", help="write the metrics to .nc or .csv")
     s.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -151,7 +151,7 @@ def earlier_fills(ds, arr: xr.DataArray) -> xr.DataArray | None:
     one: its flags say ``filled_by_model`` (``<name>_inpainted``, else the xdl flag variable its
     ``ancillary_variables`` names: a renamed variable keeps its link; its fills came back as
     observations, flag 0, sigma 0; probe), else, written without flags (``flags=False``), its
-    standard error is > 0 there (0 on valid input, NaN where nothing was filled: a second pass
+    standard error is not 0 where it has a value (0 on valid input, NaN where nothing was filled: a second pass
     took such fills for observations, probe). For a DataArray (neither at hand) whose link names
     xdl's flags or sigma, a warning: its fills count as data."""
     links = str(arr.attrs.get("ancillary_variables", "")).split()
@@ -163,7 +163,8 @@ def earlier_fills(ds, arr: xr.DataArray) -> xr.DataArray | None:
     for name in [uncertainty.sigma_name(arr.name)] + links:
         sigma = held.get(name)
         if sigma is not None and uncertainty.is_fill_sigma(sigma):
-            return sigma > 0
+            # 0 on valid input; a fill whose model gave no usable sigma has NaN beside its value.
+            return (sigma != 0) & arr.notnull()
     absent = [n for n in links if n not in held and (n.endswith("_inpainted") or n.endswith("_sigma"))]
     if absent:
         where = "this Dataset does not hold them" if isinstance(ds, xr.Dataset) else "a DataArray holds none"

@@ -200,7 +200,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
         land/sea masks and flags, swath footprints, wide never-observed regions); pixels outside
         are never hidden.
     seed : the gap patterns depend only on ``seed``, the variable's position and the gap kind.
-    plot : a PNG path: one figure per variable and gap kind (first sample): truth, gaps, each
+    plot : a PNG path: one figure per variable and gap kind (middle sample): truth, gaps, each
         method's fill and its error on the hidden pixels, and the model's sigma with its
         reliability curve when it gives one. With several variables or gap kinds the files are
         ``<stem>_<variable>_<gaps>.png``; their paths are in ``attrs["plots"]``.

@@ -43,6 +43,7 @@ import warnings
 import numpy as np
 import torch
 
+from .models.resolve import model_label
 from .errors import InputError, XdlWarning
 from .modelfile import Model
 from .engine.runner import resolve_device, resolve_precision
@@ -162,7 +163,13 @@ def _check_batch_norm(module, config, size_multiple: int, mode: str) -> None:
 
 
 def _existing_model(model, model_config) -> Model | None:
-    """The :class:`Model` to fine-tune (None for a zoo name), or InputError."""
+    """The :class:`Model` to fine-tune (None for a zoo name), or InputError. A bundled model's name
+    (``"fill-default"``) is that model (``xdl zoo`` lists them for --model; it was taken for an
+    unknown architecture: probe)."""
+    from .models import pretrained
+
+    if isinstance(model, str) and model in pretrained.names():
+        model = pretrained.load(model)
     existing = model if isinstance(model, Model) else (Model(model) if isinstance(model, torch.nn.Module) else None)
     if existing is None and not isinstance(model, str):
         raise InputError(f"model must be a zoo name (e.g. 'fill-unet', 'unet', 'pix2pix') or an xdl.Model, "
@@ -170,6 +177,12 @@ def _existing_model(model, model_config) -> Model | None:
     if existing is not None and model_config:
         raise InputError(f"model options {sorted(model_config)} only apply when model is a zoo name; "
                          "an existing xdl.Model keeps its architecture.")
+    if existing is not None and not any(p.requires_grad for p in existing.module.parameters()):
+        # The bundled default (fill-context) has no learned weights: torch said "optimizer got an
+        # empty parameter list" (probe).
+        raise InputError(f"model {model_label(existing)!r} has no weights to train. Fine-tune the bundled model "
+                         "whose UNet learns, xdl.pretrained.load('fill-default'), or fit a zoo model by name "
+                         "(e.g. 'fill-unet').")
     return existing
 
 

@@ -144,7 +144,7 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
             clip=0.1, device="auto", precision="auto", tile=None, halo=None, batch_size=None,
             periodic=None, progress=False, compile="auto", nan_policy="propagate", threads=None,
             context=None, time_window=0, uncertainty=False):
-    """Fill the gaps of ``obj`` with a learned gap filler; valid values stay bit-identical.
+    """Fill the gaps of ``obj`` with a gap filler (by default the bundled ``fill-context``); valid values stay bit-identical.
 
     Parameters
     ----------

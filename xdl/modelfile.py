@@ -56,6 +56,12 @@ def _version():
     return __version__
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # read by setting it; put back at once
+    os.umask(mask)
+    return mask
+
+
 def _jsonable(obj, what):
     try:
         return json.loads(json.dumps(obj))
@@ -238,6 +244,9 @@ class Model:
         with replace_atomically(path) as tmp:
             # clone: safetensors refuses tensors that share storage (tied weights, views).
             save_file({k: v.clone() for k, v in self._tensors().items()}, tmp, metadata=meta)
+            # safetensors writes owner-only files (0600): a model shared with a cluster's workers or
+            # other users could not be read. The permissions of any new file instead.
+            os.chmod(tmp, 0o666 & ~_umask())
 
     def __repr__(self):
         c = self._card

@@ -196,19 +196,31 @@ def unsigned_view(da: xr.DataArray) -> xr.DataArray:
     negatives: the fill interpolated across the wrap, and a float output (which has no sign to
     reinterpret, so loses the mark) decoded to -327 K where the file meant 327 (probe).
 
-    >>> raw = xr.DataArray(np.array([-1, 5, -32768], "i2"), attrs={"_Unsigned": "true", "_FillValue": np.int16(-1)})
+    >>> raw = xr.DataArray(np.array([-1, 5, -32768], "i2"), attrs={"_Unsigned": "true", "_FillValue": np.int16(-1),
+    ...                                                         "missing_value": -1.0})
     >>> v = unsigned_view(raw)
-    >>> v.values.tolist(), int(v.attrs["_FillValue"]), "_Unsigned" in v.attrs
-    ([65535, 5, 32768], 65535, False)
+    >>> v.values.tolist(), int(v.attrs["_FillValue"]), float(v.attrs["missing_value"]), "_Unsigned" in v.attrs
+    ([65535, 5, 32768], 65535, 65535.0, False)
     """
-    if not (str(da.attrs.get("_Unsigned", "")).lower() == "true" and np.issubdtype(da.dtype, np.signedinteger)):
+    if not (_is_unsigned(da) and np.issubdtype(da.dtype, np.signedinteger)):
         return da
     unsigned = np.dtype(da.dtype.str.replace("i", "u"))
+    info = np.iinfo(da.dtype)
     attrs = {k: v for k, v in da.attrs.items() if k != "_Unsigned"}
     for key in _FILL_KEYS + _RANGE_KEYS:
-        if key in attrs and np.issubdtype(np.asarray(attrs[key]).dtype, np.signedinteger):
-            value = np.asarray(attrs[key]).astype(da.dtype).view(unsigned)
-            attrs[key] = value if value.ndim else unsigned.type(value)
+        value = np.asarray(attrs.get(key))
+        if key not in attrs or not np.issubdtype(value.dtype, np.number):
+            continue
+        # Signed values, and whole numbers of another type (a float missing_value -1.0 is no less
+        # the count -1: left as it was, those pixels became observations of 65535; probe).
+        if not (np.all(value == np.round(value)) and np.all((value >= info.min) & (value < -info.min))):
+            continue
+        negative = value < 0
+        if not negative.any():
+            continue
+        as_type = unsigned if np.issubdtype(value.dtype, np.integer) else value.dtype
+        twin = value.astype(da.dtype).view(unsigned).astype(as_type)
+        attrs[key] = twin if twin.ndim else twin.dtype.type(twin)
     out = da.copy(data=da.data.view(unsigned))
     out.attrs = attrs
     return out

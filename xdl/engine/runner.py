@@ -35,6 +35,7 @@ import pickle
 import threading
 import time
 import warnings
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelError
-from ..models.registry import tensor_digest
+from ..models.registry import settings, state_digest
 from .checks import all_finite, finite_or_nan, jointly_finite, same_bits
 from .feeding import (can_run_single_threaded, copy_stream, device_feeder, device_lock, host_tensors,
                       in_passing_thread, set_own_threads, single_threaded)
@@ -141,14 +142,12 @@ class ModelPayload:
         self.key = key
         self.label = label or type(module).__name__  # named in errors about the model
         self._blob = None
-        # The module's weights now, when the graph is built: the graph computes with them wherever
-        # and whenever it runs. Read from the live module at the first task, weights changed in
-        # between (fine-tuning in place) went into the resident cache under the old weights' key,
-        # and every later fill with the old ones (the bundled default's too) ran the new (probe).
-        self._digest = tensor_digest(module)
-        # Copied in a passing thread: a copy's torch ops in the caller's would leave it an OpenMP team.
-        self._state = in_passing_thread(lambda: {k: v.detach().to("cpu", copy=True)
-                                                 for k, v in module.state_dict().items()})
+        # The module's weights and settings now, when the graph is built: the graph computes with
+        # them wherever and whenever it runs. Read from the live module at the first task, weights
+        # changed in between (fine-tuning in place) went into the resident cache under the old
+        # key, and every later fill with the old ones (the bundled model's too) ran the new (probe).
+        self._digest = state_digest(module)
+        self._snapshot = _snapshot(module, self._digest)
 
     def __getstate__(self):
         # The user's own module within the user's own job (not a file from elsewhere), so pickle
@@ -165,18 +164,47 @@ class ModelPayload:
         self._unpickled = None
 
     def get_module(self) -> torch.nn.Module:
-        """The module with the weights it had when the payload was made: the live one while they
-        are unchanged (its own object: what its code shares with the caller stays shared), else a
-        copy given them back."""
+        """The module as it was when the payload was made: the live one while unchanged (its own
+        object: what its code shares with the caller stays shared), else a copy given back the
+        weights and settings it had then."""
         if self.module is None:
             if self._unpickled is None:
                 self._unpickled = pickle.loads(self._blob)
             return self._unpickled
-        if tensor_digest(self.module) == self._digest:
+        if state_digest(self.module) == self._digest:
             return self.module
-        module = copy.deepcopy(self.module)
-        module.load_state_dict(self._state)
+        return self._snapshot.restored(self.module)
+
+
+class _Snapshot:
+    """A module's state_dict (on the CPU) and plain settings, to give a copy of it back."""
+
+    def __init__(self, module: torch.nn.Module):
+        # Copied in a passing thread: a copy's torch ops in the caller's would leave it an OpenMP team.
+        self.state = in_passing_thread(lambda: {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor)
+                                                else copy.deepcopy(v) for k, v in module.state_dict().items()})
+        self.settings = copy.deepcopy(settings(module))
+
+    def restored(self, live: torch.nn.Module) -> torch.nn.Module:
+        module = copy.deepcopy(live)
+        module.load_state_dict(self.state)
+        for (path, name), value in self.settings.items():
+            setattr(module.get_submodule(path), name, copy.deepcopy(value))
         return module
+
+
+# Snapshots by digest, shared by the payloads of equal models while any of them is held: each lazy
+# result kept a copy of the weights (5 results of a 100 MB model: +380 MB; review probe).
+_SNAPSHOTS: "weakref.WeakValueDictionary[str, _Snapshot]" = weakref.WeakValueDictionary()
+_SNAPSHOTS_GUARD = threading.Lock()
+
+
+def _snapshot(module: torch.nn.Module, digest: str) -> _Snapshot:
+    with _SNAPSHOTS_GUARD:
+        snap = _SNAPSHOTS.get(digest)
+        if snap is None:
+            snap = _SNAPSHOTS[digest] = _Snapshot(module)
+        return snap
 
 
 @dataclass
@@ -211,8 +239,9 @@ class ResidentModel:
                 _RESIDENT.move_to_end(cache_key)
                 resident.last_used = now
             else:
-                # A private copy: the user's module keeps its device and train/eval state. Made in a thread that ends with it: a copy's torch ops in
-                # this (dask) thread would leave an OpenMP team there (see feeding.in_passing_thread).
+                # A private copy: the user's module keeps its device and train/eval state. Made
+                # in a thread that ends with it: a copy's torch ops in this (dask) thread would
+                # leave an OpenMP team there (see feeding.in_passing_thread).
                 module = in_passing_thread(lambda: copy.deepcopy(payload.get_module()).to(device).eval())
                 resident = cls(module=module, device=device, takes_mask=takes_mask,
                                compiled=torch.compile(module, dynamic=False) if compiled else None,

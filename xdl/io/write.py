@@ -54,7 +54,8 @@ def sources(obj) -> list[str]:
     Dataset and its variables): an output must not replace them (``write_output(result, its input,
     overwrite=True)`` replaced the input it was still reading: a store of NaN; probe)."""
     found = [obj.encoding.get("source")] + [v.encoding.get("source") for v in obj.variables.values()]
-    return sorted({s for s in found if isinstance(s, str) and s})
+    # Files and stores only: a plain folder recorded as a source (".") is no input to replace.
+    return sorted({s for s in found if isinstance(s, str) and s and (os.path.isfile(s) or is_zarr(s))})
 
 
 def ready_to_write(ds):
@@ -82,7 +83,15 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
     half-written OUT (nor destroys an existing one). A failed write (disk full, HDF error) raises
     :class:`xdl.errors.OutputWriteError` naming OUT and the cause.
     """
-    kind = check_output(path, overwrite or resume, inputs=sources(ds))
+    try:
+        kind = check_output(path, overwrite or resume, inputs=sources(ds))
+    except InputError as e:
+        if "an input" not in str(e):
+            raise
+        raise InputError(f"{e} xdl never replaces a file its result was read from (the project's rule, and a zarr "
+                         "store would be read back as NaN where its chunks went). Write elsewhere and move it once "
+                         "written, or, when nothing is read from the input any more (result.load()), drop the "
+                         "record of it: result.encoding.pop('source') and each variable's.") from None
     original, ds = ds, ready_to_write(ds)
     if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
         from ..conventions.cf import netcdf_ready

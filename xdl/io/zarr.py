@@ -221,7 +221,7 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
         done = _regions_done(path, fingerprint, job)
         _refuse_changed_store(path, ds)
     else:
-        if path.exists():
+        if os.path.lexists(path):  # a dangling link too
             if mode != "w":
                 refuse_existing(path, "pass mode='w' (CLI: --overwrite) to replace it, or resume=True "
                                 "(CLI: --resume) to finish an interrupted write")

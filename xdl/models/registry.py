@@ -128,11 +128,20 @@ def count_parameters(module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+PLAIN = (bool, int, float, str, bytes, type(None), tuple, list, dict)
+
+
+def settings(module) -> dict:
+    """``{(submodule path, name): value}`` of ``module``'s and its submodules' public attributes
+    that are plain values (numbers, strings, containers): what it computes with beside its tensors."""
+    return {(path, name): value for path, sub in module.named_modules() for name, value in sorted(vars(sub).items())
+            if not name.startswith("_") and name != "training" and isinstance(value, PLAIN)}
+
+
 def state_digest(module) -> str:
-    """sha256 hex of what ``module`` computes with beside its code: every tensor of its state_dict
-    (name, dtype, shape, bytes, in name order) and its and its submodules' public attributes that
-    are plain values (an iteration count set after building: two fill-unets that differed only in
-    it shared a cache key, and one ran with the other's; probe). Other attributes count by type.
+    """sha256 hex of what ``module`` computes with beside its code: its :func:`settings` (an
+    iteration count set after building: two fill-unets that differed only in it shared a cache key,
+    and one ran with the other's; probe) and its state_dict (:func:`tensor_digest`).
 
     >>> import torch
     >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
@@ -141,21 +150,20 @@ def state_digest(module) -> str:
     (True, False)
     """
     h = hashlib.sha256()
-    plain = (bool, int, float, str, bytes, type(None), tuple, list, dict)
-    for path, sub in module.named_modules():
-        for name, value in sorted(vars(sub).items()):
-            if name.startswith("_") or name == "training":
-                continue
-            text = f"{path}.{name}={value!r}" if isinstance(value, plain) else f"{path}.{name}:{type(value).__name__}"
-            h.update(text.encode() + b"\n")
+    for (path, name), value in settings(module).items():
+        h.update(f"{path}.{name}={value!r}\n".encode())
     h.update(tensor_digest(module).encode())
     return h.hexdigest()
 
 
 def tensor_digest(module) -> str:
-    """sha256 hex of every tensor of ``module``'s state_dict (name, dtype, shape, bytes, in name order)."""
+    """sha256 hex of ``module``'s state_dict: each tensor's name, dtype, shape and bytes in name
+    order; an entry that is no tensor (a module's ``get_extra_state``) by its repr."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
+        if not isinstance(t, torch.Tensor):
+            h.update(f"\0{name}\0{t!r}\0".encode())
+            continue
         t = t.detach().cpu().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
