@@ -92,6 +92,29 @@ def test_of_two_writes_started_at_once_to_a_new_store_one_is_refused(tmp_path, m
     assert store.is_dir() and not any(store.iterdir())  # the other's folder, untouched
 
 
+def test_a_second_writer_of_one_store_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    """Found by a probe: two --overwrite writes of one store at once removed each other's store and
+    both failed, the output lost. A writer holds .NAME.xdl-writer beside the store."""
+    import socket
+    import subprocess
+
+    from xdl.io.files import writer_lock
+
+    ds = dataset(n=2).chunk({"time": 1})
+    store = tmp_path / "out.zarr"
+    to_zarr_resumable(ds, store)
+    with writer_lock(store):  # another writer at work
+        with pytest.raises(OutputExistsError, match="another xdl process .* is writing it"):
+            to_zarr_resumable(ds * 2, store, mode="w")
+    np.testing.assert_array_equal(xr.open_zarr(store).v.values, ds.v.values)  # untouched
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+    (tmp_path / ".out.zarr.xdl-writer").write_text(f"{host} {gone.stdout.strip()}")  # a killed run's lock
+    to_zarr_resumable(ds * 2, store, mode="w")
+    np.testing.assert_array_equal(xr.open_zarr(store).v.values, ds.v.values * 2)
+    assert not (tmp_path / ".out.zarr.xdl-writer").exists()
+
+
 def test_resume_refuses_a_store_changed_after_the_job(tmp_path):
     """Found by a probe: a finished store appended to by another tool (its status dropped, a
     longer time axis) was resumed, marked complete and kept."""

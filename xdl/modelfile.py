@@ -57,7 +57,16 @@ def _version():
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # read by setting it; put back at once
+    """The process's umask: from /proc where Linux has it (setting it to read it, as elsewhere,
+    changes it for every thread for a moment)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

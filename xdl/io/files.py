@@ -67,10 +67,7 @@ def replace_atomically(path, *, clear: bool = False):
     ('done', ['a.txt'])
     """
     target = Path(os.fspath(path).rstrip("/") or os.fspath(path))
-    name = target.name
-    if len(f".{name}.tmp-{_HOST}-{os.getpid()}".encode()) > MAX_NAME:  # a long OUT name: its digest
-        name = hashlib.sha256(name.encode()).hexdigest()[:16]
-    stem = f".{name}.tmp-{_HOST}-"
+    stem = f".{_short_name(target, f'.tmp-{_HOST}-{os.getpid()}')}.tmp-{_HOST}-"
     tmp = target.with_name(f"{stem}{os.getpid()}")
     _remove_dead_runs_temporaries(target.parent, stem)
     remove_path(tmp)
@@ -84,6 +81,49 @@ def replace_atomically(path, *, clear: bool = False):
 
 
 MAX_NAME = 255  # bytes in a file name on the common file systems (a 250-character OUT failed as "Permission denied")
+
+
+def _short_name(target: Path, suffix: str) -> str:
+    """``target``'s name for a hidden sibling ``.NAME<suffix>``: its digest where that would be too long."""
+    if len(f".{target.name}{suffix}".encode()) > MAX_NAME:
+        return hashlib.sha256(target.name.encode()).hexdigest()[:16]
+    return target.name
+
+
+@contextmanager
+def writer_lock(path):
+    """Hold ``.NAME.xdl-writer`` beside ``path`` (created exclusively, naming this host and
+    process) while writing it: a second writer of the same OUT is refused, where two at once (two
+    --overwrite runs) removed each other's store and both failed, the output lost (probe). A lock
+    left by a process of this host that is gone is taken over; another host's is never touched."""
+    target = Path(os.fspath(path).rstrip("/") or os.fspath(path))
+    lock = target.with_name(f".{_short_name(target, '.xdl-writer')}.xdl-writer")
+    me = f"{_HOST} {os.getpid()}"
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, pid = (lock.read_text().split() + ["", ""])[:2]
+            except OSError:
+                host, pid = "", ""
+            if attempt == 0 and host == _HOST and pid.isdigit() and not _alive(int(pid)):
+                remove_path(lock)
+                continue
+            raise OutputExistsError(f"{target}: another xdl process ({host or 'unknown host'}, pid {pid or '?'}) is "
+                                    f"writing it; let it finish, or choose another path (a lock its host can no longer "
+                                    f"clear: remove {lock}).") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield
+    finally:
+        try:
+            if lock.read_text() == me:
+                lock.unlink()
+        except OSError:
+            pass
 _HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 
 

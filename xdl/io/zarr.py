@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, OutputExistsError
-from .files import input_paths, refuse_existing, remove_path, replace_atomically
+from .files import input_paths, refuse_existing, remove_path, replace_atomically, writer_lock
 
 if TYPE_CHECKING:  # annotations only: the module imports no xarray at load time
     import xarray as xr
@@ -214,6 +214,12 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
         regions = _regions(chunks, regions_per_step)
     job = _jsonable(job)
     fingerprint = _fingerprint(ds, dim, regions, job)
+    with writer_lock(path):
+        return _write_regions(ds, path, lazy, dim, regions, fingerprint, job, resume, mode, progress)
+
+
+def _write_regions(ds, path: Path, lazy, dim, regions, fingerprint, job, resume, mode, progress) -> Path:
+    """:func:`to_zarr_resumable`'s writing, under the store's writer lock."""
     log_path = path / LOG_NAME
     done: set[int] = set()
     created = False

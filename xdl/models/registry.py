@@ -15,6 +15,7 @@ import importlib
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from ..errors import UnknownModelError
@@ -129,13 +130,35 @@ def count_parameters(module, trainable_only: bool = False) -> int:
 
 
 PLAIN = (bool, int, float, str, bytes, type(None), tuple, list, dict)
+VALUES = PLAIN + (np.generic, np.ndarray, torch.Tensor)  # numbers from numpy and torch too
 
 
 def settings(module) -> dict:
     """``{(submodule path, name): value}`` of ``module``'s and its submodules' public attributes
-    that are plain values (numbers, strings, containers): what it computes with beside its tensors."""
+    that are values (numbers, strings, containers, numpy values, tensors that are no parameter or
+    buffer): what it computes with beside its state_dict."""
     return {(path, name): value for path, sub in module.named_modules() for name, value in sorted(vars(sub).items())
-            if not name.startswith("_") and name != "training" and isinstance(value, PLAIN)}
+            if not name.startswith("_") and name != "training" and isinstance(value, VALUES)}
+
+
+def _encoded(value) -> bytes:
+    """A stable byte encoding of a setting: arrays and tensors by dtype, shape and every byte (a
+    repr shortens long ones with "...": two settings differing in the middle hashed alike; probe),
+    containers item by item, anything else by its repr."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        head = f"tensor:{value.dtype}:{tuple(value.shape)}:".encode()
+        return head + value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    if isinstance(value, (np.ndarray, np.generic)):
+        value = np.asarray(value)
+        if value.dtype == object:
+            return b"object[" + b",".join(_encoded(v) for v in value.ravel()) + b"]"
+        return f"ndarray:{value.dtype.str}:{value.shape}:".encode() + np.ascontiguousarray(value).tobytes()
+    if isinstance(value, dict):
+        return b"{" + b",".join(_encoded(k) + b":" + _encoded(v) for k, v in value.items()) + b"}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[".encode() + b",".join(_encoded(v) for v in value) + b"]"
+    return f"{type(value).__name__}:{value!r}".encode()
 
 
 def state_digest(module) -> str:
@@ -146,23 +169,23 @@ def state_digest(module) -> str:
     >>> import torch
     >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     >>> b.load_state_dict(a.state_dict()) and None
-    >>> state_digest(a) == state_digest(b), (setattr(b, "steps", 3), state_digest(a) == state_digest(b))[1]
+    >>> state_digest(a) == state_digest(b), (setattr(b, "steps", np.int64(3)), state_digest(a) == state_digest(b))[1]
     (True, False)
     """
     h = hashlib.sha256()
     for (path, name), value in settings(module).items():
-        h.update(f"{path}.{name}={value!r}\n".encode())
+        h.update(f"{path}.{name}=".encode() + _encoded(value) + b"\n")
     h.update(tensor_digest(module).encode())
     return h.hexdigest()
 
 
 def tensor_digest(module) -> str:
     """sha256 hex of ``module``'s state_dict: each tensor's name, dtype, shape and bytes in name
-    order; an entry that is no tensor (a module's ``get_extra_state``) by its repr."""
+    order; an entry that is no tensor (a module's ``get_extra_state``) by :func:`_encoded`."""
     h = hashlib.sha256()
     for name, t in sorted(module.state_dict().items()):
         if not isinstance(t, torch.Tensor):
-            h.update(f"\0{name}\0{t!r}\0".encode())
+            h.update(f"\0{name}\0".encode() + _encoded(t) + b"\0")
             continue
         t = t.detach().cpu().contiguous()
         h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())

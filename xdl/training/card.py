@@ -70,9 +70,12 @@ def build_card(ctx: CardContext, task, config, state, uncertainty: dict | None =
         training["mask_fraction"] = ctx.mask_fraction
         training["loss"] = loss_text(task.weights)
     card = {k: v for k, v in ctx.old_card.items()}
-    if card.get("name") and not str(card["name"]).endswith("-fine-tuned"):
+    from ..models import pretrained
+
+    if card.get("name") in pretrained.names():
         # A bundled model fine-tuned on the user's data is no longer it: its name in outputs'
         # history and messages says so (it kept "fill-default" and that model's description; probe).
+        # A user's own model keeps the name the user gave it.
         card["name"] = f"{card['name']}-fine-tuned"
         card["description"] = (f"{card['name']}: fine-tuned by xdl fit from {ctx.old_card['name']} "
                                f"(see training). {card.get('description', '')}")[:2000]
