@@ -94,7 +94,8 @@ def test_of_two_writes_started_at_once_to_a_new_store_one_is_refused(tmp_path, m
 
 def test_a_second_writer_of_one_store_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
     """Found by a probe: two --overwrite writes of one store at once removed each other's store and
-    both failed, the output lost. A writer holds .NAME.xdl-writer beside the store."""
+    both failed, the output lost. A writer holds an OS lock (flock) on .NAME.xdl-writer beside the
+    store, released when its process ends, killed or not: a file left by a killed run blocks nothing."""
     import socket
     import subprocess
 
@@ -109,7 +110,7 @@ def test_a_second_writer_of_one_store_is_refused_and_a_dead_ones_lock_is_taken_o
     np.testing.assert_array_equal(xr.open_zarr(store).v.values, ds.v.values)  # untouched
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
-    (tmp_path / ".out.zarr.xdl-writer").write_text(f"{host} {gone.stdout.strip()}")  # a killed run's lock
+    (tmp_path / ".out.zarr.xdl-writer").write_text(f"host {host}, pid {gone.stdout.strip()}")  # a killed run's file
     to_zarr_resumable(ds * 2, store, mode="w")
     np.testing.assert_array_equal(xr.open_zarr(store).v.values, ds.v.values * 2)
     assert not (tmp_path / ".out.zarr.xdl-writer").exists()

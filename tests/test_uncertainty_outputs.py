@@ -428,10 +428,11 @@ def test_earlier_fills_written_without_flags_are_known_by_their_sigma(tmp_path):
     again = renamed.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), variables=["temp"], domain=None)
     assert (again.temp_inpainted.values[filled] == FLAG_FILLED).all()
     # sigma packed by the user: its 0 reads back within a packing step of 0 (here -0.0005): still valid
-    first.to_netcdf(tmp_path / "packed.nc", encoding={"sst_sigma": {"dtype": "i2", "scale_factor": 0.001,
-                                                                   "add_offset": -0.0005, "_FillValue": -32767}})
-    packed = xr.open_dataset(tmp_path / "packed.nc")
-    again = packed.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), domain=None)
-    np.testing.assert_array_equal(again.sst_inpainted.values == FLAG_FILLED, filled)
+    for i, (scale, offset) in enumerate([(0.001, -0.0005), (0.01, 273.15), (0.4, 0.3)]):
+        first.to_netcdf(tmp_path / f"packed{i}.nc", encoding={"sst_sigma": {
+            "dtype": "i2", "scale_factor": scale, "add_offset": offset, "_FillValue": -32767}})
+        packed = xr.open_dataset(tmp_path / f"packed{i}.nc")
+        again = packed.dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), domain=None)
+        np.testing.assert_array_equal(again.sst_inpainted.values == FLAG_FILLED, filled)
     with pytest.warns(xdl.XdlWarning, match="'sst_sigma' in ancillary_variables.*this Dataset does not hold them"):
         back.drop_vars("sst_sigma").dl.inpaint(xdl.Model(SigmaOf(0.25), card=card), domain=None)

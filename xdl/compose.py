@@ -163,11 +163,11 @@ def earlier_fills(ds, arr: xr.DataArray) -> xr.DataArray | None:
     for name in [uncertainty.sigma_name(arr.name)] + links:
         sigma = held.get(name)
         if sigma is not None and uncertainty.is_fill_sigma(sigma):
-            # 0 on valid input, read back within one packing step of 0 when the user packed it (a
+            # 0 on valid input, read back within half a packing step of 0 when the user packed it (a
             # stored 0 decoded to -0.0005 made every pixel a fill, and the field NaN; probe); a
             # fill whose model gave no usable sigma has NaN beside its value.
-            step = abs(float(sigma.encoding.get("scale_factor", 0.0) or 0.0)) + abs(float(sigma.encoding.get("add_offset", 0.0) or 0.0))
-            return ((sigma > step) | sigma.isnull()) & arr.notnull()
+            half_step = 0.5 * abs(float(sigma.encoding.get("scale_factor", 0.0) or 0.0))
+            return ((sigma > half_step * (1 + 1e-6)) | sigma.isnull()) & arr.notnull()
     absent = [n for n in links if n not in held and (n.endswith("_inpainted") or n.endswith("_sigma"))]
     if absent:
         where = "this Dataset does not hold them" if isinstance(ds, xr.Dataset) else "a DataArray holds none"

@@ -10,6 +10,11 @@ import os
 import shutil
 import socket
 from contextlib import contextmanager
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from pathlib import Path
 
 from ..errors import InputError, OutputExistsError
@@ -81,6 +86,7 @@ def replace_atomically(path, *, clear: bool = False):
 
 
 MAX_NAME = 255  # bytes in a file name on the common file systems (a 250-character OUT failed as "Permission denied")
+_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 
 
 def _short_name(target: Path, suffix: str) -> str:
@@ -92,39 +98,46 @@ def _short_name(target: Path, suffix: str) -> str:
 
 @contextmanager
 def writer_lock(path):
-    """Hold ``.NAME.xdl-writer`` beside ``path`` (created exclusively, naming this host and
-    process) while writing it: a second writer of the same OUT is refused, where two at once (two
-    --overwrite runs) removed each other's store and both failed, the output lost (probe). A lock
-    left by a process of this host that is gone is taken over; another host's is never touched."""
-    target = Path(os.fspath(path).rstrip("/") or os.fspath(path))
+    """Hold an exclusive ``flock`` on ``.NAME.xdl-writer`` beside ``path`` (the real path, not a
+    link to it) while writing it: a second writer of the same OUT is refused, where two at once
+    (two --overwrite runs) removed each other's store and both failed, the output lost (probe). The
+    operating system releases the lock when its process ends, killed or not, so a dead run's lock
+    never blocks (a pid written in the file, tried first, was fooled by a reused pid and raced on
+    taking over; review probe); the file names the holder for the message only."""
+    target = Path(os.path.realpath(os.fspath(path).rstrip("/") or os.fspath(path)))
     lock = target.with_name(f".{_short_name(target, '.xdl-writer')}.xdl-writer")
-    me = f"{_HOST} {os.getpid()}"
-    for attempt in range(2):
+    if fcntl is None:  # no flock (Windows): unlocked, as before
+        yield
+        return
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                host, pid = (lock.read_text().split() + ["", ""])[:2]
-            except OSError:
-                host, pid = "", ""
-            if attempt == 0 and host == _HOST and pid.isdigit() and not _alive(int(pid)):
-                remove_path(lock)
-                continue
-            raise OutputExistsError(f"{target}: another xdl process ({host or 'unknown host'}, pid {pid or '?'}) is "
-                                    f"writing it; let it finish, or choose another path (a lock its host can no longer "
-                                    f"clear: remove {lock}).") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        break
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputExistsError(f"{target}: another xdl process ({holder}) is writing it; let it finish, or "
+                                    "choose another path.") from None
+        try:  # the file released and removed by its holder between our open and our lock: again
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     try:
+        try:  # who holds it, for another writer's message (a full disk must not stop the write)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"host {_HOST}, pid {os.getpid()}".encode())
+        except OSError:
+            pass
         yield
     finally:
         try:
-            if lock.read_text() == me:
-                lock.unlink()
+            os.unlink(lock)
         except OSError:
             pass
-_HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
+        os.close(fd)
 
 
 def _remove_dead_runs_temporaries(folder: Path, stem: str) -> None:

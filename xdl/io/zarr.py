@@ -214,6 +214,7 @@ def to_zarr_resumable(ds: xr.Dataset, path, *, resume: bool = False, mode: str |
         regions = _regions(chunks, regions_per_step)
     job = _jsonable(job)
     fingerprint = _fingerprint(ds, dim, regions, job)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the lock lives there
     with writer_lock(path):
         return _write_regions(ds, path, lazy, dim, regions, fingerprint, job, resume, mode, progress)
 

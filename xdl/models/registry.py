@@ -10,10 +10,13 @@ Example:
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
 import importlib
 import math
 import numbers
+import types
 
 import numpy as np
 import torch
@@ -130,7 +133,9 @@ def count_parameters(module, trainable_only: bool = False) -> int:
 
 
 PLAIN = (bool, int, float, str, bytes, type(None), tuple, list, dict)
-VALUES = PLAIN + (np.generic, np.ndarray, torch.Tensor)  # numbers from numpy and torch too
+# Numbers from numpy and torch too, sets, dtypes, enums and functions (an activation set after building).
+VALUES = PLAIN + (np.generic, np.ndarray, torch.Tensor, set, frozenset, torch.dtype, enum.Enum, types.FunctionType,
+                  types.BuiltinFunctionType, functools.partial)
 
 
 def settings(module) -> dict:
@@ -158,7 +163,15 @@ def _encoded(value) -> bytes:
         return b"{" + b",".join(_encoded(k) + b":" + _encoded(v) for k, v in value.items()) + b"}"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__}[".encode() + b",".join(_encoded(v) for v in value) + b"]"
-    return f"{type(value).__name__}:{value!r}".encode()
+    if isinstance(value, (set, frozenset)):  # in a stable order (iteration follows PYTHONHASHSEED)
+        return b"set[" + b",".join(sorted(_encoded(v) for v in value)) + b"]"
+    if isinstance(value, functools.partial):
+        return b"partial(" + _encoded(value.func) + _encoded(value.args) + _encoded(value.keywords) + b")"
+    if callable(value) and hasattr(value, "__qualname__"):  # by name: its repr holds an address
+        return f"callable:{getattr(value, '__module__', '')}.{value.__qualname__}".encode()
+    if isinstance(value, PLAIN + (np.generic, torch.dtype, enum.Enum)):
+        return f"{type(value).__name__}:{value!r}".encode()
+    return f"object:{type(value).__module__}.{type(value).__qualname__}".encode()  # a repr may hold an address
 
 
 def state_digest(module) -> str:
