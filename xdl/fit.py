@@ -43,8 +43,9 @@ import warnings
 import numpy as np
 import torch
 
-from .models.resolve import model_label
 from .errors import InputError, XdlWarning
+from .models import pretrained
+from .models.resolve import model_label
 from .modelfile import Model
 from .engine.runner import resolve_device, resolve_precision
 from .training import data
@@ -166,8 +167,6 @@ def _existing_model(model, model_config) -> Model | None:
     """The :class:`Model` to fine-tune (None for a zoo name), or InputError. A bundled model's name
     (``"fill-default"``) is that model (``xdl zoo`` lists them for --model; it was taken for an
     unknown architecture: probe)."""
-    from .models import pretrained
-
     if isinstance(model, str) and model in pretrained.names():
         model = pretrained.load(model)
     existing = model if isinstance(model, Model) else (Model(model) if isinstance(model, torch.nn.Module) else None)

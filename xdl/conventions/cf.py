@@ -208,8 +208,10 @@ def unsigned_view(da: xr.DataArray) -> xr.DataArray:
     info = np.iinfo(da.dtype)
     attrs = {k: v for k, v in da.attrs.items() if k != "_Unsigned"}
     for key in _FILL_KEYS + _RANGE_KEYS:
-        value = np.asarray(attrs.get(key))
-        if key not in attrs or not np.issubdtype(value.dtype, np.number):
+        if key not in attrs:
+            continue
+        value = np.asarray(attrs[key])
+        if not np.issubdtype(value.dtype, np.number):
             continue
         # Signed values, and whole numbers of another type (a float missing_value -1.0 is no less
         # the count -1: left as it was, those pixels became observations of 65535; probe).

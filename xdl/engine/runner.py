@@ -177,7 +177,7 @@ class ModelPayload:
 
 
 class _Snapshot:
-    """A module's state_dict (on the CPU) and plain settings, to give a copy of it back."""
+    """A module's state_dict (on the CPU) and settings (:func:`~xdl.models.registry.settings`), to give a copy of it back."""
 
     def __init__(self, module: torch.nn.Module):
         # Copied in a passing thread: a copy's torch ops in the caller's would leave it an OpenMP team.

@@ -10,14 +10,14 @@ import os
 import shutil
 import socket
 from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import InputError, OutputExistsError
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
-from pathlib import Path
-
-from ..errors import InputError, OutputExistsError
 
 __all__ = ["GLOB_CHARS", "input_paths", "is_zarr", "refuse_existing", "refuse_overlap", "remove_path",
            "replace_atomically"]
@@ -175,9 +175,9 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
 
 
-def refuse_overlap(path, inputs) -> None:
+def refuse_overlap(path, inputs, fix: str = "Write to a path outside every input.") -> None:
     """Refuse an output that is, contains or lies inside any of ``inputs`` (paths or globs; None
-    entries are skipped): writing it would destroy data being read."""
+    entries are skipped): writing it would destroy data being read. ``fix`` says how to proceed."""
     path = os.fspath(path)
     real = os.path.realpath(path.rstrip("/") or path)
     for given in inputs:
@@ -186,4 +186,4 @@ def refuse_overlap(path, inputs) -> None:
                 how = ("is" if real == source else "contains" if source.startswith(real + os.sep)
                        else "lies inside")
                 raise InputError(f"{path}: the output {how} an input ({source}); writing it would destroy "
-                                 "data being read. Write to a path outside every input.")
+                                 f"data being read. {fix}")

@@ -32,11 +32,11 @@ def output_kind(path: str) -> str:
                      f"{', '.join(NETCDF_SUFFIXES)} (netCDF).")
 
 
-def check_output(path: str, overwrite: bool, inputs=()) -> str:
+def check_output(path: str, overwrite: bool, inputs=(), overlap_fix: str | None = None) -> str:
     """The output kind; refuses an output that is, contains or lies inside any input (overwriting
     or writing it would destroy data being read), and an existing output without --overwrite."""
     kind = output_kind(path)
-    refuse_overlap(path, inputs)
+    refuse_overlap(path, inputs, *([overlap_fix] if overlap_fix else []))
     folder = os.path.dirname(os.path.abspath(path.rstrip("/") or path))
     if not os.path.isdir(folder):  # a netCDF write failed after the work, a zarr one made the folders
         raise InputError(f"{path}: the folder {folder} does not exist; create it first.")
@@ -47,6 +47,13 @@ def check_output(path: str, overwrite: bool, inputs=()) -> str:
                                 "same command with --resume to finish it, or --overwrite to start over.")
     refuse_existing(path)
     return kind
+
+
+# How to proceed when a result would be written over a file it was read from.
+_SOURCE_FIX = ("Write to a path outside every input. xdl never replaces a file its result was read from (the "
+               "project's rule, and a zarr store would be read back as NaN where its chunks went). Write elsewhere "
+               "and move it once written, or, when nothing is read from the input any more (result.load()), drop "
+               "the record of it: result.encoding.pop('source') and each variable's.")
 
 
 def sources(obj) -> list[str]:
@@ -83,15 +90,7 @@ def write_output(ds, path: str, *, overwrite: bool = False, progress: bool = Fal
     half-written OUT (nor destroys an existing one). A failed write (disk full, HDF error) raises
     :class:`xdl.errors.OutputWriteError` naming OUT and the cause.
     """
-    try:
-        kind = check_output(path, overwrite or resume, inputs=sources(ds))
-    except InputError as e:
-        if "an input" not in str(e):
-            raise
-        raise InputError(f"{e} xdl never replaces a file its result was read from (the project's rule, and a zarr "
-                         "store would be read back as NaN where its chunks went). Write elsewhere and move it once "
-                         "written, or, when nothing is read from the input any more (result.load()), drop the "
-                         "record of it: result.encoding.pop('source') and each variable's.") from None
+    kind = check_output(path, overwrite or resume, inputs=sources(ds), overlap_fix=_SOURCE_FIX)
     original, ds = ds, ready_to_write(ds)
     if kind == "netcdf":  # compression, chunk sizes, CF-clean coordinates and bounds
         from ..conventions.cf import netcdf_ready

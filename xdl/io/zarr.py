@@ -324,8 +324,7 @@ def _regions(chunks, regions_per_step: int = 1, min_length: float = 1) -> list[t
 def _claim(path: Path) -> None:
     """Create the store's folder, failing if it exists: of two writes started at once to a new
     OUT, one is refused here (both laid the store out and wrote their regions into it, mixing two
-    jobs, and both said they wrote it; probe)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    jobs, and both said they wrote it; probe). Its parent exists: the writer lock is made there."""
     try:
         path.mkdir()
     except FileExistsError:

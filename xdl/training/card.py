@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
+from ..models import pretrained
+
 
 def describe_data(src, names) -> dict:
     """The card's description of a data source: variables, sizes, dims, sample count, title/source."""
@@ -70,8 +72,6 @@ def build_card(ctx: CardContext, task, config, state, uncertainty: dict | None =
         training["mask_fraction"] = ctx.mask_fraction
         training["loss"] = loss_text(task.weights)
     card = {k: v for k, v in ctx.old_card.items()}
-    from ..models import pretrained
-
     if card.get("name") in pretrained.names():
         # A bundled model fine-tuned on the user's data is no longer it: its name in outputs'
         # history and messages says so (it kept "fill-default" and that model's description; probe).
