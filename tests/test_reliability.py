@@ -150,6 +150,16 @@ def test_write_output_refuses_to_replace_the_input_it_reads(tmp_path):
         with pytest.raises(InputError, match="the output is an input"):
             write_output(filled, str(tmp_path / name), overwrite=True)
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "in.zarr").v.values, ds.v.values)
+    # Merged inputs keep no encoding["source"]: the files are found in the dask graph (a merged
+    # zarr store was emptied by its own result before).
+    merged = xr.merge([xr.open_zarr(tmp_path / "in.zarr"),
+                       xr.open_mfdataset([tmp_path / "in.nc"]).rename(v="w")])
+    filled = merged.dl.inpaint(variables=["v", "w"], domain=None)
+    assert not filled.encoding.get("source") and not filled.v.encoding.get("source")
+    for name in ("in.zarr", "in.nc"):
+        with pytest.raises(InputError, match="the output is an input"):
+            write_output(filled, str(tmp_path / name), overwrite=True)
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "in.zarr").v.values, ds.v.values)
 
 
 def test_outputs_of_awkward_kinds_and_names(tmp_path):

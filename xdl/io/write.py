@@ -61,8 +61,50 @@ def sources(obj) -> list[str]:
     Dataset and its variables): an output must not replace them (``write_output(result, its input,
     overwrite=True)`` replaced the input it was still reading: a store of NaN; probe)."""
     found = [obj.encoding.get("source")] + [v.encoding.get("source") for v in obj.variables.values()]
+    found += _files_read(obj)
     # Files and stores only: a plain folder recorded as a source (".") is no input to replace.
     return sorted({s for s in found if isinstance(s, str) and s and (os.path.isfile(s) or is_zarr(s))})
+
+
+_WRAPPER_DEPTH = 8  # xarray's lazy wrappers around a backend array: 3-4 deep in xarray 2025
+
+
+def _files_read(obj) -> list[str]:
+    """The local zarr stores and netCDF files ``obj``'s dask graph reads: a store opened with
+    ``open_zarr`` and then merged (``xr.merge``) keeps no ``encoding["source"]``, nor does a
+    gap-filled variable of ``open_mfdataset``, and ``write_output(result, that store,
+    overwrite=True)`` emptied the store it was still reading (probe, session 36). Found through the
+    public ``array`` chain of xarray's lazy wrappers (:func:`_file_read`); others are skipped."""
+    graph = obj.__dask_graph__() if hasattr(obj, "__dask_graph__") else None
+    if not graph:
+        return []
+    found = set()
+    for layer in getattr(graph, "layers", {"": graph}).values():
+        for value in (layer.values() if isinstance(layer, dict) or hasattr(layer, "mapping") else ()):
+            path = _file_read(value)
+            if path:
+                found.add(path)
+    return sorted(found)
+
+
+def _file_read(value):
+    """The local zarr store or netCDF file behind ``value`` (an xarray lazy array), or None: what
+    the backend wrapper's ``get_array()`` gives, a zarr array's store root or a netCDF4 variable's
+    file."""
+    for _ in range(_WRAPPER_DEPTH):
+        try:
+            if hasattr(value, "get_array"):
+                array = value.get_array()
+                if hasattr(array, "store_path"):  # zarr
+                    root = getattr(array.store_path.store, "root", None)
+                    return os.fspath(root) if root is not None else None
+                return os.fspath(array.group().filepath())  # netCDF4
+        except Exception:  # another backend, or another version of one: nothing to find
+            return None
+        value = getattr(value, "array", None)
+        if value is None:
+            return None
+    return None
 
 
 def ready_to_write(ds):
