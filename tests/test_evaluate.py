@@ -232,6 +232,30 @@ def test_packed_counts_are_scored_in_physical_units():
     assert float(a.rmse.squeeze()) > 0 and str(a.units.values[0]) == "K"
 
 
+def test_the_figure_is_in_physical_units_and_counts_the_domain(tmp_path, monkeypatch):
+    """Found by a probe: with packed counts the figure showed counts ("RMSE 2.27e+03" beside the
+    table's 3.07), and its share hidden was of every valid pixel, not of those in the domain."""
+    from xdl import plotting
+
+    seen = {}
+
+    def spy(path, title, label, truth, keep, hidden, fills, **kw):
+        seen.update(truth=truth, fill=fills["linear"], eligible=kw["eligible"], hidden=hidden)
+        return path
+
+    monkeypatch.setattr(plotting, "evaluation_figure", spy)
+    counts = np.round((smooth((40, 48)) - 270) / 0.05).astype("i2")
+    attrs = {"units": "K", "scale_factor": 0.05, "add_offset": 270.0, "_FillValue": np.int16(-32768)}
+    raw = xr.Dataset({"t": (("y", "x"), counts, attrs)})
+    domain = xr.DataArray(np.arange(48) < 24, dims="x").broadcast_like(raw.t)
+    evaluate(raw, False, variables=["t"], gaps="blocks", baselines=("linear",), seed=3, domain=domain,
+             fraction=0.2, plot=tmp_path / "p.png")
+    np.testing.assert_allclose(seen["truth"], counts * 0.05 + 270.0, rtol=1e-6)
+    assert 260 < np.nanmean(seen["fill"]) < 280
+    assert not seen["eligible"][:, 24:].any() and seen["eligible"][:, :24].all()
+    assert seen["hidden"].sum() / seen["eligible"].sum() == pytest.approx(0.2, abs=0.02)
+
+
 def test_a_model_of_two_variables_is_scored_on_both():
     # A fill-unet fitted on u and v fills them together: evaluate gives it both (each in turn
     # hidden, the other as it is), and refuses one of them alone with advice.

@@ -290,7 +290,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
             _warn_unequal_pixels(values["n"][iv, ig], methods, str(raw.name), label)
             if plot is not None:
                 plots.append(_plot(plot, arr, label, len(arrays) > 1 or len(gap_specs) > 1,
-                                   truth, keep, hidden, fills, fill_sigma))
+                                   truth, keep, hidden, fills, fill_sigma, eligible))
 
     attrs = {"model": model_name, "seed": int(seed), "fraction": fraction,
              "baselines": ",".join(baselines), "scored": "hidden pixels that were valid in the input only",
@@ -401,13 +401,20 @@ def _prepare(obj, raw: xr.DataArray, spec, mask, domain, dims):
     return arr, truth, valid, dom
 
 
-def _plot(path, arr, label, many, truth, keep, hidden, fills, sigma) -> Path:
-    """One figure per variable and gap kind (:func:`xdl.plotting.evaluation_figure`)."""
+def _plot(path, arr, label, many, truth, keep, hidden, fills, sigma, eligible) -> Path:
+    """One figure per variable and gap kind (:func:`xdl.plotting.evaluation_figure`), in the
+    variable's physical units like the table (packed counts unpacked: a figure of counts said
+    "RMSE 2.27e+03" beside the table's 3.07 kg m-2; probe)."""
     from .plotting import evaluation_figure, image_origin
 
     path = Path(path)
     variable = str(arr.name)
     if many:
         path = path.with_name(f"{path.stem}_{variable}_{label}{path.suffix or '.png'}")
+    scale, offset = (float(np.asarray(arr.attrs.get(k, d)).ravel()[0]) for k, d in (("scale_factor", 1.0), ("add_offset", 0.0)))
+    if (scale, offset) != (1.0, 0.0):
+        truth, fills = truth * scale + offset, {m: f * scale + offset for m, f in fills.items()}
+        sigma = None if sigma is None else sigma * abs(scale)
     return evaluation_figure(path, variable, label, truth, keep, hidden, fills, sigma=sigma,
-                             origin=image_origin(arr), sigma_of=MODEL_METHOD, sample_dims=arr.dims[:-2])
+                             origin=image_origin(arr), sigma_of=MODEL_METHOD, sample_dims=arr.dims[:-2],
+                             eligible=eligible)

@@ -84,20 +84,23 @@ def figure_path(path) -> Path:
 
 
 def evaluation_figure(path, title, label, truth, keep, hidden, fills, sigma=None, origin="upper",
-                      sigma_of="model", sample_dims=None) -> Path:
+                      sigma_of="model", sample_dims=None, eligible=None) -> Path:
     """Truth | gaps | each method's fill on the top row, errors on the hidden pixels below; with
     ``sigma`` (that of the method ``sigma_of``, same shape as ``truth``) a last column: its map on the hidden pixels and
     the reliability curve (observed vs expected coverage at 10..90%, scored on every sample).
     Maps show the middle sample (the first one of a series lacks the step before it, which a
-    ``time_window`` fill reads: its map disagreed with the table; probe); returns ``path``."""
+    ``time_window`` fill reads: its map disagreed with the table; probe); the share hidden is of
+    the ``eligible`` pixels (valid, inside the domain) where given. Returns ``path``."""
     from matplotlib.figure import Figure
 
     path = Path(path)
     leading = truth.shape[:-2]
     sample = tuple(int(i) for i in np.unravel_index(int(np.prod(leading, dtype=int)) // 2, leading)) if leading else ()
     t, k, h = truth[sample], keep[sample], hidden[sample]
-    # The share of the valid pixels, as the table counts it (not of all pixels: "2%" beside 9.8%).
-    share = h.sum() / max(int(np.isfinite(t).sum()), 1)
+    # The share of the valid pixels (inside the domain, ``eligible``, when given), as the table
+    # counts it (not of all pixels: "2%" beside 9.8%; not of the land too: "6%" beside 20%).
+    pool = np.isfinite(t) if eligible is None else eligible[sample]
+    share = h.sum() / max(int(pool.sum()), 1)
     names = list(sample_dims) if sample_dims is not None and len(sample_dims) == len(sample) else None
     shown = ", ".join(f"{d}={i}" for d, i in zip(names, sample)) if names else ", ".join(map(str, sample))
     finite = t[np.isfinite(t)]
