@@ -325,6 +325,11 @@ def test_time_window_steps_along_a_sequence_dim_but_not_along_levels():
         for call in (levels.dl.inpaint, levels.dl.evaluate):
             with pytest.raises(InputError, match="time_window needs a time dim.*vertical dim"):
                 call(picker((1.0, 1.0)), variables=["sst"], time_window=1, domain=None)
+    # Months beside levels (a monthly climatology by level): the months are the sequence (refused before; probe).
+    stacked = xr.concat([months, months], dim=xr.DataArray([500, 850], dims="level", name="level"))
+    out = stacked.transpose("month", "level", ...).dl.inpaint(picker((1.0, 1.0)), variables=["sst"], time_window=1,
+                                                              domain=None, clip=None)
+    np.testing.assert_array_equal(out.sst.isel(level=1).values[0][gap[0]], v[1][gap[0]])
 
 
 def test_an_in_memory_fill_leaves_the_other_variables_as_they_came():

@@ -98,12 +98,14 @@ _VERTICAL_STANDARD_NAMES = ("air_pressure", "depth", "height", "altitude", "mode
 
 
 def sequence_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
-    """The dim that ``time_window`` steps along: :func:`time_dim`, else the one other dim (passes,
-    days, steps, months: a sequence whatever its coordinate), unless that is a vertical axis
-    (CF axis Z, ``positive``, a pressure or depth standard_name, a usual level name): the levels
+    """The dim that ``time_window`` steps along: :func:`time_dim`, else the one other dim that is
+    not vertical (passes, days, steps, months: a sequence whatever its coordinate; a vertical axis
+    is CF axis Z, ``positive``, a pressure or depth standard_name or a usual level name): the levels
     above and below are no neighbouring times. An InputError naming the dims otherwise.
 
     >>> sequence_dim(xr.DataArray(np.zeros((2, 3, 4)), dims=("month", "y", "x")), ("y", "x"))
+    'month'
+    >>> sequence_dim(xr.DataArray(np.zeros((2, 2, 3, 4)), dims=("month", "level", "y", "x")), ("y", "x"))
     'month'
     """
     try:
@@ -111,8 +113,9 @@ def sequence_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
     except InputError:
         pass
     others = [d for d in da.dims if d not in spatial]
-    if len(others) == 1 and not _is_vertical(da, others[0]):
-        return others[0]
+    sequences = [d for d in others if not _is_vertical(da, d)]
+    if len(sequences) == 1:  # levels beside it are no candidates: (month, level, lat, lon) was refused (probe)
+        return sequences[0]
     found = "none" if not others else ("the vertical dim " if len(others) == 1 else "several other dims ") + str(others)
     raise InputError(f"time_window needs a time dim; {da.name!r} {tuple(da.dims)} has {found} (spatial "
                      f"{tuple(spatial)}). Give it a time coordinate (CF axis T or datetimes) or use time_window=0; "
