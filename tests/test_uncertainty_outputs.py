@@ -79,6 +79,21 @@ def test_dataarray_sigma_output_names_only_variables_it_holds():
     assert kept.sst.attrs["ancillary_variables"] == "DQF sst_inpainted sst_sigma"
 
 
+def test_dataarray_names_a_nameless_input_and_clashes_with_its_coordinates():
+    """Found by a probe: a nameless DataArray came back named 'data'; with uncertainty=True a
+    name that is also a coordinate (nameless with a 'data' coordinate, 'lat' beside a 2-D lat)
+    failed with xarray's MergeError."""
+    arr, _ = field()
+    model = xdl.Model(ConstantSigma(0.5), card={"normalization": {"kind": "none"}})
+    assert arr.rename(None).dl.inpaint(model, domain=None).name is None
+    assert list(arr.rename(None).dl.inpaint(model, domain=None, uncertainty=True).data_vars) == [
+        "data", "data_inpainted", "data_sigma"]
+    lat = xr.DataArray(np.zeros(arr.shape[1:]), dims=("y", "x"))
+    for clash, name in ((arr.rename(None).assign_coords(data=lat), "data"), (arr.assign_coords(lat=lat).rename("lat"), "lat")):
+        with pytest.raises(InputError, match=f"'{name}' is already a coordinate of the DataArray: name it otherwise"):
+            clash.dl.inpaint(model, domain=None, uncertainty=True)
+
+
 def test_dataset_output_names_only_variables_it_holds():
     """A user's Dataset of the variable alone (its flag left behind) still names the flag; the
     filled variable's ancillary_variables then names only what the output holds. Another

@@ -324,9 +324,24 @@ def _refuse_name_clashes(ds, names, context, flags: bool, sigma: bool) -> None:
                                  f"rename it first (ds.rename({{{extra!r}: ...}})) or {advice}.")
 
 
+def _dataarray_names(arr, sigma: bool):
+    """``arr`` named for the fill (a nameless one ``data``), after refusing names that clash with
+    its own coordinates: its Dataset of value, flags and sigma (``uncertainty=True``) failed with
+    xarray's MergeError (probe)."""
+    named = arr if arr.name is not None else arr.rename("data")
+    if sigma:
+        name = str(named.name)
+        for added in (name, f"{name}_inpainted", uncertainty.sigma_name(name)):
+            if added in arr.coords:
+                raise InputError(f"uncertainty=True returns {name!r}, its flags and its sigma as a Dataset, and "
+                                 f"{added!r} is already a coordinate of the DataArray: name it otherwise "
+                                 f"(da.rename('{name}_values')) or drop that coordinate.")
+    return named
+
+
 def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress):
-    if arr.name is None:
-        arr = arr.rename("data")
+    nameless = arr.name is None
+    arr = _dataarray_names(arr, job.uncertainty)
     arr = cf.unsigned_view(arr)
     _check_units(arr, spec)
     valid = observed_mask(arr, arr, mask)  # the CF rule; a warning when its link names flags it lacks
@@ -334,7 +349,7 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     filled, flag_arrays, sigmas = _fill_one([arr], [valid], dom, job, dims, clip, cf_rule=mask is None)
     lazy = isinstance(arr.data, da.Array)
     if sigmas is None:
-        result = filled[0]
+        result = filled[0] if not nameless else filled[0].rename(None)  # a nameless input stays so
         result.attrs = cf.append_history(result.attrs, _history(model, job))
         return finish(projection.with_mapping_variable(result, arr), lazy, progress)
     # uncertainty=True: value, sigma and flags together, as a Dataset.
