@@ -767,6 +767,27 @@ def test_outputs_never_name_bounds_they_do_not_hold(tmp_path):
         assert "bounds" not in nc["time"].ncattrs()
 
 
+def test_a_float_files_fill_value_is_kept_and_the_flags_get_their_own(tmp_path):
+    """Found by a probe: a float32 file's _FillValue -999 became NaN in the output (its readers
+    look for -999 outside the domain); packed files' fill values stay dropped (values are decoded)."""
+    v = np.random.default_rng(0).random((2, 30, 40)).astype("f4")
+    v[:, 5:8, 5:9] = np.nan
+    v[:, :, :3] = np.nan  # outside the domain: stays missing
+    ds = xr.Dataset({"v": (("time", "y", "x"), v)})
+    ds.v.encoding.update(_FillValue=np.float32(-999.0), missing_value=np.float32(-999.0), dtype=np.dtype("f4"))
+    out = ds.dl.inpaint(domain=xr.DataArray(np.arange(40) >= 3, dims="x"), uncertainty=True)
+    out.to_netcdf(tmp_path / "o.nc")
+    with netCDF4.Dataset(tmp_path / "o.nc") as nc:
+        nc.set_auto_mask(False)
+        assert nc["v"].getncattr("_FillValue") == -999 and nc["v"].getncattr("missing_value") == -999
+        assert (nc["v"][:, :, :3] == -999).all() and (nc["v_sigma"][:, :, :3] == -999).all()
+        assert nc["v_inpainted"].getncattr("_FillValue") == -1 and "missing_value" not in nc["v_inpainted"].ncattrs()
+    np.testing.assert_array_equal(xr.open_dataset(tmp_path / "o.nc").v.values, out.v.values)
+    packed = ds.copy()
+    packed.v.encoding.update(dtype=np.dtype("i2"), scale_factor=0.001, _FillValue=np.int16(-32768))
+    assert "_FillValue" not in packed.dl.inpaint(domain=None).v.encoding
+
+
 def test_outputs_keep_cf_coordinate_variables_and_ancillaries_clean(tmp_path):
     """Packed int16 x/y (GOES) came out of the Python API as float32 with _FillValue NaN, which CF
     forbids on a coordinate variable; a DataArray's fill kept ancillary_variables = "DQF" without

@@ -227,7 +227,8 @@ def compose_variable(arr, valid, known, model_values, domain, near_any, spatial,
     cf.carry_georeferencing(arr, result)
     result.name = arr.name
     flags.attrs = {**FLAG_ATTRS, "long_name": f"gap filling status of {arr.name}"}
-    flags.encoding = {k: v for k, v in result.encoding.items() if k not in ("grid_mapping", "coordinates")}
+    flags.encoding = {k: v for k, v in result.encoding.items()
+                      if k not in ("grid_mapping", "coordinates", "_FillValue", "missing_value")}
     # _FillValue: the CF attribute (netCDF, zarr 2's fill); fill_value: zarr 3's array fill.
     flags.encoding.update({"_FillValue": FLAG_NOT_WRITTEN, "fill_value": FLAG_NOT_WRITTEN})
     cf.carry_georeferencing(arr, flags)

@@ -499,10 +499,21 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
 
 def output_encoding(source: xr.DataArray) -> dict:
     """The parts of ``source``'s encoding an output of decoded values keeps: georeferencing and
-    compression (never its packing: dtype, scale_factor, add_offset, _Unsigned, fill values)."""
+    compression, and the fill values of an unpacked float variable (-999.0 in a float32 file: its
+    missing pixels, outside the domain, are written as its readers expect; a probe saw them become
+    NaN). Never its packing: dtype, scale_factor, add_offset, _Unsigned, a packed file's fill values.
+
+    >>> output_encoding(xr.DataArray([1.0], encoding={"dtype": np.dtype("f4"), "_FillValue": -999.0, "zlib": True}))
+    {'zlib': True, '_FillValue': -999.0}
+    """
     # original_shape: xarray drops chunksizes that no longer fit when the output is a subset.
     keep = ("grid_mapping", "chunksizes", "original_shape") + _COMPRESSION_KEYS  # coordinates: carry_georeferencing
-    return {k: v for k, v in source.encoding.items() if k in keep}
+    out = {k: v for k, v in source.encoding.items() if k in keep}
+    enc = source.encoding
+    stored = np.dtype(enc.get("dtype", source.dtype))
+    if stored.kind == "f" and source.dtype.kind == "f" and not any(k in enc for k in ("scale_factor", "add_offset")):
+        out.update({k: enc[k] for k in _FILL_KEYS if k in enc})
+    return out
 
 
 DEFAULT_COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}
