@@ -788,6 +788,23 @@ def test_a_float_files_fill_value_is_kept_and_the_flags_get_their_own(tmp_path):
     assert "_FillValue" not in packed.dl.inpaint(domain=None).v.encoding
 
 
+def test_a_zarr_input_writes_netcdf_without_byte_order_warnings(tmp_path):
+    """Found by a probe: a zarr 3 store records dtypes with their byte order ('<i2'), and netCDF4
+    warned "endian-ness of dtype and endian kwarg do not match" for every such variable."""
+    from xdl.io import write_output
+
+    counts = (np.arange(600, dtype="i2") % 50).reshape(1, 20, 30)
+    ds = xr.Dataset({"v": (("time", "y", "x"), np.random.default_rng(0).random((1, 20, 30))),
+                     "n": (("time", "y", "x"), counts)})
+    ds.to_zarr(tmp_path / "in.zarr")
+    opened = xr.open_zarr(tmp_path / "in.zarr")
+    assert opened.n.encoding["dtype"].str == "<i2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_output(opened.dl.inpaint(variables=["v"], domain=None), str(tmp_path / "out.nc"))
+    np.testing.assert_array_equal(xr.open_dataset(tmp_path / "out.nc").n.values, counts)
+
+
 def test_outputs_keep_cf_coordinate_variables_and_ancillaries_clean(tmp_path):
     """Packed int16 x/y (GOES) came out of the Python API as float32 with _FillValue NaN, which CF
     forbids on a coordinate variable; a DataArray's fill kept ancillary_variables = "DQF" without

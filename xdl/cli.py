@@ -22,13 +22,15 @@ zoo architectures (untrained; `xdl train` trains the spatial ones):
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
 import threading
 import time
+import warnings
 
-from .errors import InputError, XdlError
+from .errors import InputError, XdlError, XdlWarning
 from .io.expr import domain_argument, mask_expression
 from .io.files import refuse_existing, refuse_overlap
 from .io.open import open_input, read_config
@@ -337,6 +339,9 @@ def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 on usage errors, 0 on --help
     previous = _on_sigterm(_terminate)
+    formatwarning = warnings.formatwarning
+    if not os.environ.get("XDL_DEBUG"):
+        warnings.formatwarning = functools.partial(_one_line_warning, args.command)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as e:
@@ -362,8 +367,16 @@ def main(argv=None) -> int:
         print(f"xdl {args.command}: error: {msg}", file=sys.stderr)
         return 1
     finally:
+        warnings.formatwarning = formatwarning
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(command, message, category, filename, lineno, line=None) -> str:
+    """A warning as the CLI prints it: one line naming the command, like its errors (Python's
+    format showed xdl's or dask's file, line and source line: traceback noise to a user; probe)."""
+    kind = "warning" if issubclass(category, XdlWarning) else f"warning ({category.__name__})"
+    return f"xdl {command}: {kind}: {str(message).strip()}\n"
 
 
 if __name__ == "__main__":  # python -m xdl.cli

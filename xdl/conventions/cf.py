@@ -539,6 +539,10 @@ def netcdf_ready(ds: xr.Dataset, hints: xr.Dataset | None = None) -> xr.Dataset:
     for name, var in out.variables.items():
         enc = var.encoding
         hint = hints.variables[name].encoding if name in hints.variables else {}
+        stored = enc.get("dtype")
+        if stored is not None and np.dtype(stored).isnative and np.dtype(stored).byteorder in "<>":
+            # zarr 3 spells the byte order ('<i2'); netCDF4 warned that it did not match its 'native'
+            enc["dtype"] = np.dtype(stored).newbyteorder("=")
         if var.ndim and var.dtype.kind in "biuf":
             if not any(k in enc for k in _COMPRESSION_KEYS) or not (enc.get("zlib") or enc.get("compression")):
                 source = {k: hint[k] for k in _COMPRESSION_KEYS if k in hint}
