@@ -268,6 +268,24 @@ def test_a_model_of_two_variables_is_scored_on_both():
     assert (report.n.values > 0).all()
     with pytest.raises(InputError, match="fills 2 variables together"):
         evaluate(ds, m, variables=["u"], gaps="blocks")
+    # Names in another order go to the card's channels; one at another's channel is refused (a
+    # u, v model given v, u filled each through the other's channel, silently; probe).
+    swapped = evaluate(ds, m, variables=["v", "u"], gaps="blocks", baselines=("linear",))  # gaps by position
+    assert np.isfinite(swapped.rmse.values).all()
+    gappy = ds.copy(deep=True)
+    gappy.u[:, 10:14, 10:20] = np.nan
+    gappy.v[:, 10:14, 10:20] = np.nan
+    xr.testing.assert_equal(gappy.dl.inpaint(m, variables=["v", "u"], domain=None)[["u", "v"]],
+                            gappy.dl.inpaint(m, variables=["u", "v"], domain=None)[["u", "v"]])
+    predicted = gappy.fillna(0).dl.predict(m, inputs=["v", "u"])
+    xr.testing.assert_equal(predicted, gappy.fillna(0).dl.predict(m, inputs=["u", "v"]))
+    other = gappy.assign(w=gappy.u)
+    for call in (lambda: other.dl.inpaint(m, variables=["w", "u"]), lambda: other.fillna(0).dl.predict(m, inputs=["w", "u"])):
+        with pytest.raises(InputError, match=r"takes \['u', 'v'\] in that order .* puts some of them at other channels"):
+            call()
+    renamed = gappy.rename(u="a", v="b")  # names the card does not know: taken in order
+    np.testing.assert_array_equal(renamed.dl.inpaint(m, variables=["a", "b"], domain=None).a.values,
+                                  gappy.dl.inpaint(m, variables=["u", "v"], domain=None).u.values)
 
 
 def test_methods_scored_on_different_pixels_are_told():

@@ -31,7 +31,7 @@ from .engine.graph import TILES_GAPS
 from .models import pretrained
 from .models.resolve import model_key, model_label, resolve_model
 from .engine.options import RunOptions, check_halo
-from .predict import as_float, eligible_variables, finish, output_channel, run_engine, spatial_dims_for, stack_channels
+from .predict import as_float, eligible_variables, finish, in_card_order, output_channel, run_engine, spatial_dims_for, stack_channels
 from .engine.spec import engine_spec
 
 def _check_units(arr: xr.DataArray, spec) -> None:
@@ -269,7 +269,7 @@ def _groups(names: list[str], spec) -> list[list[str]]:
     if len(names) != spec.in_channels:
         raise InputError(f"the model fills {spec.in_channels} variables together ({spec.inputs}); "
                          f"pass variables= with {spec.in_channels} names, got {names}.")
-    return [names]
+    return [in_card_order(spec.inputs, names)]
 
 
 def _resolve_domain(domain, container, arr, valid, dims):

@@ -255,6 +255,26 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
     return out
 
 
+def in_card_order(card: list, given: list, option: str = "variables") -> list:
+    """``given`` (the variables for a model's input channels) in the order of the names its card
+    was trained with: the same names in another order are put in the card's; some of them at
+    other channels than the card's (``["t2m", "u10"]`` for a ``u10, v10`` model) is an
+    InputError; names none of which the card knows are taken in order (another dataset's names).
+    A u10, v10 model given v10, u10 filled each through the other's channel, silently (probe).
+
+    >>> in_card_order(["u", "v"], ["v", "u"]), in_card_order(["u", "v"], ["a", "b"])
+    (['u', 'v'], ['a', 'b'])
+    """
+    card, given = list(card or []), list(given)
+    if len(card) != len(given) or given == card or not set(given) & set(card):
+        return given
+    if set(given) == set(card):
+        return card
+    raise InputError(f"the model takes {card} in that order (its card's names), and {given} puts some of them at "
+                     f"other channels: pass {option}={card}, or only names the card does not know to apply it to "
+                     "other variables in the order given.")
+
+
 def card_names(card: list, given: list) -> list:
     """The card's names for the channels when it has one per channel, else the names given."""
     return list(card) if card and len(card) == len(given) else list(given)
@@ -333,6 +353,7 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         if len(names) != spec.in_channels:
             raise InputError(f"the model takes {spec.in_channels} input channel(s) but {len(names)} "
                              f"variable(s) were given: {names}.")
+        names = in_card_order(spec.inputs, names, "inputs")
         out_names = _names(outputs) if outputs is not None else (list(spec.outputs)[:n_out] or None)
         if out_names is None:
             out_names = names if n_out == len(names) else [f"output_{i}" for i in range(n_out)]
