@@ -391,3 +391,22 @@ def test_an_input_dim_named_channel_beside_new_channels_is_an_input_error():
     arr = xr.DataArray(np.ones((3, 16, 16), "f4"), dims=("channel", "y", "x"), name="t")
     with pytest.raises(InputError, match="has a dim 'channel' that is not the model's input channels.*rename"):
         arr.dl.predict(torch.nn.Conv2d(1, 2, 1))
+
+
+def test_a_modules_own_mode_attribute_is_not_xdls_engine_mode():
+    """Found by a probe: a net with ``self.mode = "bilinear"`` (torch's nn.Upsample has one too)
+    was refused as "mode='bilinear': use one of ('spatial', 'pointwise', 'volume')"."""
+    import xdl
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mode = "bilinear"
+            self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    ds = xr.Dataset({"t": (("y", "x"), np.random.default_rng(0).random((20, 24)).astype("f4"))})
+    out = ds.dl.predict(Net(), inputs=["t"])
+    assert out.t.shape == (20, 24) and xdl.Model(Net()).card["mode"] is None

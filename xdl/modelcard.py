@@ -34,6 +34,19 @@ MAX_CONTEXT_FIELDS = 64   # as xdl.models.context.MAX_CONTEXT_FIELDS
 # user's data records {"variables": [...], "time_window": k} instead and takes only that.
 CONTEXT_ANY = {"accepts": "any", "max_fields": 32, "max_time_window": 3}
 _MODES = (None, "spatial", "pointwise", "volume")
+
+
+def module_mode(module):
+    """A module's ``mode`` attribute when it is one of xdl's engine modes, else None: torch's own
+    modules name other things so (``nn.Upsample``'s "nearest", a user's "bilinear"), and those
+    were refused as xdl's mode (probe).
+
+    >>> import torch
+    >>> module_mode(torch.nn.Upsample(scale_factor=1)), module_mode(type("M", (), {"mode": "volume"})())
+    (None, 'volume')
+    """
+    mode = getattr(module, "mode", None)
+    return mode if isinstance(mode, str) and mode in _MODES else None
 _NORM_KINDS = ("none", "global", "per_sample")
 _FLOAT32_MAX = 3.4e38
 

@@ -24,7 +24,7 @@ import os
 import torch
 
 from .errors import InputError, ModelFileError, UnknownModelError
-from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, short, sigma_name  # noqa: F401 (CARD_LIMITS: re-exported)
+from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, module_mode, short, sigma_name  # noqa: F401 (CARD_LIMITS: re-exported)
 from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, check_finite, fail, open_regular,
                           read_header, read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
 from .io.files import replace_atomically
@@ -116,7 +116,7 @@ class Model:
             "architecture": arch,
             "config": _jsonable(g("config", {}) if arch else {}, "config"),
             # None = unknown for a plain module: the engine then guesses or probes it.
-            "mode": g("mode"),
+            "mode": module_mode(module),
             "in_channels": g("in_channels"),
             "out_channels": g("out_channels"),
             "size_multiple": None if g("size_multiple") is None else int(g("size_multiple")),

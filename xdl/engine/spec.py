@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError, ModelError
-from ..modelcard import CARD_LIMITS
+from ..modelcard import CARD_LIMITS, module_mode
 from ..models import registry
 from ..models.context import unwrapped
 from .feeding import in_passing_thread
@@ -244,7 +244,7 @@ def engine_spec(model, mode: str | None = None, halo: int | None = None) -> Engi
 
 
 def _engine_spec(card, module, pick, mode, halo_override) -> EngineSpec:
-    mode = mode or pick("mode") or guess_mode(module)
+    mode = mode or card.get("mode") or module_mode(module) or guess_mode(module)
     if mode not in MODES:
         raise InputError(f"mode={mode!r}: use one of {MODES}.")
     takes_mask = bool(pick("takes_mask", False))
