@@ -11,7 +11,7 @@ import xarray as xr
 import xdl
 from xdl import normalize
 from xdl.cli import main
-from xdl.errors import InputError, ModelError
+from xdl.errors import InputError, ModelError, XdlWarning
 from xdl.inpaint import FLAG_FILLED, FLAG_OUTSIDE, FLAG_VALID
 
 
@@ -198,6 +198,27 @@ def test_predict_returns_sigma_variables():
     assert out.u_sigma.attrs["long_name"] == "standard error of the predicted u"
     single = ds.t.dl.predict(model, outputs=["w"])
     assert list(single.channel.values) == ["w", "w_sigma"]
+
+
+def test_predict_makes_a_sigma_that_is_no_standard_error_nan_and_warns():
+    """Found by a probe: predict passed a model's negative and zero sigmas on (-2, 0 after the
+    card's scale 2) where inpaint makes them NaN and warns."""
+    class Bad(torch.nn.Module):
+        in_channels, out_channels = 1, 2
+
+        def forward(self, x):
+            s = torch.full_like(x, 0.5)
+            s[..., ::3, :] = -1.0
+            s[..., 1::3, :] = 0.0
+            return torch.cat([x, s], 1)
+
+    ds = xr.Dataset({"t": (("y", "x"), np.random.default_rng(0).normal(280, 1, (24, 24)).astype("f4"))})
+    model = xdl.Model(Bad(), card={"inputs": ["t"], "outputs": ["t"], "uncertainty": {"kind": "gaussian", "scale": 2.0}})
+    for call in (lambda: ds.dl.predict(model).t_sigma, lambda: ds.t.dl.predict(model).sel(channel="t_sigma"),
+                 lambda: ds.chunk({"y": 12}).dl.predict(model).t_sigma.compute()):
+        with pytest.warns(XdlWarning, match="gave a sigma that is NaN, inf, 0 or negative for predicted pixels"):
+            values = call().values
+        assert np.isnan(values[::3]).all() and np.isnan(values[1::3]).all() and (values[2::3] == 1.0).all()
 
 
 def test_a_sigma_model_with_an_odd_channel_count_is_a_model_error_in_predict():

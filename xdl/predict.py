@@ -380,6 +380,8 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         out = run_engine(x, model, spec, run, spatial, names_g, out_g, sigma_scale=scale)
         sigmas = [uncertainty.sigma_name(n) for n in out_g] if scale is not None else []
         pieces = _output_arrays(out, x, out_g + sigmas, spec, arrays[0])
+        pieces[len(out_g):] = [uncertainty.predicted_sigma(mean, sigma, model_label(model))
+                               for mean, sigma in zip(pieces, pieces[len(out_g):])]
         for mean, sigma in zip(pieces, pieces[len(out_g):]):
             sigma.attrs.update(uncertainty.sigma_attrs(mean, "predicted"))
             uncertainty.link(mean.attrs, str(sigma.name))
@@ -492,6 +494,9 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
     out = run_engine(x, model, spec, run, spatial, names if len(names) == spec.in_channels else [str(name)] * spec.in_channels,
                      out_names[:len(out_names) // 2] if scale is not None else out_names, sigma_scale=scale)
     pieces = _output_arrays(out, x, out_names, spec, arrays[0])
+    if scale is not None:
+        half = len(pieces) // 2
+        pieces[half:] = [uncertainty.predicted_sigma(m, s, model_label(model)) for m, s in zip(pieces, pieces[half:])]
     if len(pieces) == 1:
         result = pieces[0]
         result.name = arr.name

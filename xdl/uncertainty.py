@@ -126,6 +126,25 @@ def sigma_block(valid, flags, sigma, *, dtype, model=None):
     return np.where(valid, dtype.type(0), filled).astype(dtype, copy=False)
 
 
+def predicted_sigma(mean: xr.DataArray, sigma: xr.DataArray, model=None) -> xr.DataArray:
+    """A predicted ``sigma`` (``predict`` of a model with a sigma output) with NaN where it is no
+    standard error (NaN, inf, 0 or negative) and a warning naming the model where that is beside
+    a finite mean, as :func:`sigma_block` does for fills (predict passed -2 and 0 on; probe)."""
+    def block(m, s):
+        s = np.asarray(s)
+        with np.errstate(invalid="ignore"):
+            usable = np.isfinite(s) & (s > 0)
+        if (np.isfinite(m) & ~usable).any():
+            warnings.warn(f"model {model!r} gave a sigma that is NaN, inf, 0 or negative for predicted pixels; "
+                          "their sigma is NaN. Check the model's sigma output channels and its card's 'uncertainty' "
+                          "entry.", XdlWarning, stacklevel=1)  # the caller is a dask task
+        return np.where(usable, s, s.dtype.type(np.nan))
+
+    if isinstance(sigma.data, da.Array) and isinstance(mean.data, da.Array):  # both the engine's output
+        return sigma.copy(data=da.map_blocks(block, mean.data.rechunk(sigma.data.chunks), sigma.data, dtype=sigma.dtype))
+    return sigma.copy(data=block(np.asarray(mean.values), sigma.values))
+
+
 def sigma_attrs(source: xr.DataArray, what: str = "gap-filled") -> dict:
     """CF attributes of the standard error of ``source`` (standard-name modifier ``standard_error``)."""
     name = source.name
