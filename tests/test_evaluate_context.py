@@ -177,3 +177,12 @@ def test_end_to_end_with_a_context_model():
     report = evaluate(scene(), model, variables=["t"], context=["c"], time_window=1, gaps="blocks", domain=None)
     assert report.method.values.tolist() == ["model"] + CONTEXT_METHODS
     assert np.isfinite(report.rmse).all() and np.isfinite(report.crps.sel({"method": "model"})).all()
+
+
+def test_the_default_variables_leave_the_context_out():
+    """Found by a probe: inpaint(context=["c"]) fills the other float fields, evaluate with the
+    same call refused its own default: "['c'] listed both as variables to score and as context"."""
+    ds = scene().drop_vars("static")
+    report = evaluate(ds, False, context=["c"], gaps="blocks", domain=None)
+    assert report.variable.values.tolist() == ["t"]
+    assert evaluate(ds, False, context="c", gaps="blocks", domain=None).variable.values.tolist() == ["t"]

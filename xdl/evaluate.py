@@ -67,7 +67,9 @@ _METRIC_ATTRS = {
 }
 
 
-def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
+def _variables(obj, variables, spec, dims, context=None) -> list[xr.DataArray]:
+    """The variables to score: ``variables``, or every float field but the ``context`` ones (as
+    inpaint leaves them out: evaluate refused its own default as "listed both"; probe)."""
     from .predict import eligible_variables
 
     if isinstance(obj, xr.DataArray):
@@ -75,7 +77,8 @@ def _variables(obj, variables, spec, dims) -> list[xr.DataArray]:
     if not isinstance(obj, xr.Dataset):
         raise InputError(f"evaluate works on xarray Dataset or DataArray objects, not {type(obj).__name__}.")
     if variables is None:
-        names = eligible_variables(obj, spec, dims, floats_only=True)
+        inputs_only = {context} if isinstance(context, str) else set(context or ())
+        names = [n for n in eligible_variables(obj, spec, dims, floats_only=True) if n not in inputs_only]
         if not names:
             raise InputError(f"no float variable with spatial dims to evaluate in this dataset "
                              f"({list(obj.data_vars)}); pass variables=[...] and dims=(...).")
@@ -250,7 +253,7 @@ def evaluate(obj, model=None, *, variables=None, gaps="scanlines", fraction=0.1,
     fraction = _check_fraction(fraction)
     seed = masks.check_seed(seed)
     gap_specs = hiding.gap_specs(gaps, observed)
-    arrays = _variables(obj, variables, spec, dims)
+    arrays = _variables(obj, variables, spec, dims, context)
     context, time_window = context_fields.check(obj, [str(a.name) for a in arrays], context, time_window)
     baselines = _check_baselines(baselines, context, time_window)
     together = None if model is False else _together(obj, arrays, spec)
