@@ -255,6 +255,17 @@ def test_predict_dataarray_attrs_decoded(tmp_path):
     assert "scale_factor" not in out.attrs and "scale_factor" not in out.encoding
 
 
+def test_predict_dataarray_output_forgets_what_described_the_input():
+    """Found by a probe: a DataArray's predict output kept GRIB_name '2 metre temperature' and
+    the like (written to a file, a network's output labelled as ERA5 t2m); the Dataset path keeps
+    none. Where the values lie (grid_mapping) stays."""
+    arr = xr.DataArray(np.random.default_rng(0).random((20, 24)).astype("f4"), dims=("y", "x"), name="t2m",
+                       attrs={"GRIB_name": "2 metre temperature", "GRIB_paramId": 167, "units": "K",
+                              "comment": "analysis", "grid_mapping": "crs"})
+    out = arr.dl.predict(torch.nn.Conv2d(1, 1, 3, padding=1))
+    assert set(out.attrs) == {"grid_mapping", "history"}
+
+
 # ----------------------------------------------------------------------------- issue 12.7: physical bounds
 
 def test_fills_never_cross_zero_for_a_positive_field():

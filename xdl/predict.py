@@ -20,10 +20,9 @@ from .engine.spec import EngineSpec, engine_spec
 from .models.resolve import model_key, model_label, resolve_model
 
 CHANNEL = "__xdl_channel__"
-# Attributes that describe the input's values: wrong for a model's output, unless it fills gaps.
-_VALUE_ATTRS = {"units", "standard_name", "long_name", "valid_range", "valid_min", "valid_max",
-                "scale_factor", "add_offset", "_FillValue", "missing_value", "flag_values",
-                "flag_meanings", "flag_masks", "ancillary_variables", "_Unsigned"}
+# The input's attributes a model's output keeps unless it fills gaps: where the values lie, true
+# of any output (the others describe the input's values: units, names, GRIB_name, ranges).
+_PLACE_ATTRS = {"grid_mapping", "coordinates"}
 # Pixels (times channels) per model call. On CPUs one tile at a time is fastest (measured:
 # a 5M-parameter UNet on 576x576 tiles ran 0.40 Mpix/s in batches of 1, 0.17 in batches of 6,
 # as activations fall out of cache); a GPU wants big batches.
@@ -510,7 +509,9 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         result.name = arr.name
         cf.carry_georeferencing(arrays[0], result)
     # Decoded values: valid_* in decoded units, no packing attributes (cf.output_attrs).
-    kept = {k: v for k, v in cf.output_attrs(arr, result.dtype).items() if spec.fills_gaps or k not in _VALUE_ATTRS}
+    # A model's own output keeps only where it lies (grid_mapping), as on the Dataset path: GRIB_name
+    # '2 metre temperature' and the like labelled a network's output as the input (probe).
+    kept = {k: v for k, v in cf.output_attrs(arr, result.dtype).items() if spec.fills_gaps or k in _PLACE_ATTRS}
     result.attrs = cf.append_history({**kept, **result.attrs},
                                      f"predict model={model_label(model)} ({model_key(model)[:12]})")
     return finish(projection.with_mapping_variable(result, arr), lazy, progress)
