@@ -649,3 +649,18 @@ def test_cli_warnings_are_one_line_naming_the_command(tmp_path):
     warned = [line for line in err.splitlines() if ": warning" in line]
     assert warned and all(line.startswith("xdl inpaint: warning: domain='auto'") for line in warned), err
     assert ".py:" not in err and "warnings.warn" not in err
+
+
+def test_a_model_error_is_one_line_in_the_cli(tmp_path, monkeypatch, capsys):
+    """Found by fuzzing: xdl's ModelError is also a RuntimeError, and the CLI's out-of-memory clause
+    (RuntimeError) re-raised it: a 16-30 line traceback for a model that misbehaved."""
+    import xdl.cli
+    from xdl.errors import ModelError
+
+    def misbehaves(args):
+        raise ModelError("model 'm' returned 3 channels, its card says 1")
+
+    help_text, arguments, _ = xdl.cli._COMMANDS["inpaint"]
+    monkeypatch.setitem(xdl.cli._COMMANDS, "inpaint", (help_text, arguments, misbehaves))
+    assert main(["inpaint", "in.nc", str(tmp_path / "o.nc")]) == 1
+    assert capsys.readouterr().err == "xdl inpaint: error: model 'm' returned 3 channels, its card says 1\n"

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 import xdl
 from xdl.models import pretrained
@@ -169,7 +170,7 @@ def test_issue_examples_name_file_and_key(tmp_path):
 
     path = _with_card(BUNDLED, tmp_path / "halo.safetensors", _set(None, "halo", 10 ** 12))
     with pytest.raises(ModelFileError, match=r"halo.safetensors: invalid card: card 'halo' must be a whole "
-                                             r"number in \[0, 4096\], got 1000000000000"):
+                                             r"number in \[0, 1024\], got 1000000000000"):
         load_model(path)
 
     path = _with_card(BUNDLED, tmp_path / "iter.safetensors", _set("config", "iterations", 10 ** 12))
@@ -258,7 +259,9 @@ def test_card_values_checked_in_memory_too():
         deep = [deep]
     with pytest.raises(InputError, match="card"):
         xdl.Model(m, card={"training": {"x": deep}})
-    assert xdl.Model(m, card={"halo": 4096}).halo == 4096
+    assert xdl.Model(m, card={"halo": 1024}).halo == 1024
+    with pytest.raises(InputError, match=r"halo' must be a whole number in \[0, 1024\]"):
+        xdl.Model(m, card={"halo": 4096})  # a 2100 x 2100 field took 10304 x 10304 tiles: 10 GB (probe)
 
 
 # ---------------------------------------------------------------- point 3: not a regular file
@@ -516,15 +519,46 @@ def test_float64_weights_beyond_float32_are_refused_after_the_cast(tmp_path):
 
 
 def test_a_card_whose_tiles_would_be_mostly_padding_is_refused_before_allocating():
-    """halo and size_multiple 4096 are each within the card's limits; together they made a 64 x 64
-    field one 12,288-pixel-square tile (tens of GB asked for; probe)."""
+    """halo 1024 and size_multiple 4096 are each within the card's limits; together (the halo
+    rounded up to the multiple) they made a 64 x 64 field one 12,288-pixel-square tile (tens of GB
+    asked for; probe)."""
     import xarray as xr
 
     m = xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4)
-    wide = xdl.Model(m.module, card={**m.card, "halo": 4096, "size_multiple": 4096})
+    wide = xdl.Model(m.module, card={**m.card, "halo": 1024, "size_multiple": 4096})
     field = xr.DataArray(np.ones((64, 64), "f4"), dims=("y", "x"))
     start = time.perf_counter()
     with pytest.raises(InputError, match="12288 x 12288 pixels, over 64x the data it covers"):
         field.dl.predict(wide)
     assert time.perf_counter() - start < 5
     assert field.dl.predict(m).shape == (64, 64)  # the module's own halo: fine
+
+
+def test_unreadable_files_and_cards_the_module_cannot_keep_are_refused_at_load(tmp_path):
+    """Found by fuzzing: a read error (EIO) came through as "[Errno 5] Input/output error" with no
+    path; cards promising a sigma or context fields of a module without them loaded, then failed
+    at the first fill (the CLI with a traceback); a card's cpu_threads 32.0 passed the card's check
+    and failed the engine's."""
+    if os.path.exists("/proc/self/mem"):
+        with pytest.raises(ModelFileError, match="/proc/self/mem: cannot read the model file"):
+            load_model("/proc/self/mem")
+    m = xdl.zoo.create("pconv-unet", in_channels=1, depth=2, base_channels=4)
+    for extra, what in (({"uncertainty": {"kind": "gaussian", "scale": 1.0}}, "'uncertainty' says"),
+                        ({"context": {"variables": ["c"], "time_window": 0}}, "'context' says")):
+        m.save(tmp_path / "good.safetensors")
+        path = _with_card(tmp_path / "good.safetensors", tmp_path / "bad.safetensors", lambda card: card.update(extra))
+        with pytest.raises(ModelFileError, match=f"bad.safetensors: invalid card: the card's {what}"):
+            load_model(path)
+    threads = xdl.Model(m.module, card={**m.card, "cpu_threads": 32.0})
+    field = xr.DataArray(np.ones((16, 16), "f4"), dims=("y", "x"))
+    field[4:6, 4:8] = np.nan
+    assert np.isfinite(field.dl.inpaint(threads, domain=None).values).all()
+
+
+def test_a_normalisation_std_that_overflows_float32_is_refused():
+    """Found by fuzzing: std 1e-38 passed the card's check (> 0) and every fill came back NaN
+    (flag 4), the warning blaming the weights."""
+    m = xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4)
+    with pytest.raises(InputError, match="normalization std' must be .* every std >= 1e-20"):
+        xdl.Model(m, card={"normalization": {"kind": "global", "mean": {"a": 0.0}, "std": {"a": 1e-38}}})
+    assert xdl.Model(m, card={"normalization": {"kind": "global", "mean": {"a": 0.0}, "std": {"a": 1e-10}}})

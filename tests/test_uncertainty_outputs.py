@@ -155,9 +155,16 @@ def test_sigma_card_without_sigma_channels_is_a_model_error():
         def forward(self, x, mask):
             return x
 
+    # Refused where the card is made, loaded or not (a file with it failed at its first fill, the
+    # CLI with a traceback; probe); a module whose channels the card cannot see fails at the fill.
+    with pytest.raises(InputError, match="'uncertainty' says the model gives a sigma .* Same module has no sigma output"):
+        xdl.Model(Same(), card={"uncertainty": {"kind": "gaussian", "scale": 1.0}})
+    del Same.out_channels
     model = xdl.Model(Same(), card={"uncertainty": {"kind": "gaussian", "scale": 1.0}})
     with pytest.raises(ModelError, match="returns 1 channel"):
         field()[0].dl.inpaint(model)
+    with pytest.raises(InputError, match="'context' says the model takes context fields, but its Same module takes none"):
+        xdl.Model(Same(), card={"context": {"variables": ["c"], "time_window": 0}})
 
 
 def test_sigma_survives_zarr_and_netcdf(tmp_path):

@@ -351,6 +351,14 @@ def main(argv=None) -> int:
         terminated = isinstance(e, _Terminated)
         print(f"xdl {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
+    except (XdlError, OSError, ValueError, KeyError) as e:
+        # Bad input: one line, no traceback (XDL_DEBUG=1 shows it for bug reports). Before the
+        # RuntimeError clause: xdl's ModelError is one too (it was shown as a traceback; probe).
+        if os.environ.get("XDL_DEBUG"):
+            raise
+        msg = str(e).strip().replace("\n", " ") or type(e).__name__
+        print(f"xdl {args.command}: error: {msg}", file=sys.stderr)
+        return 1
     except (MemoryError, RuntimeError) as e:
         # numpy's MemoryError, torch's "can't allocate memory": one line too (probe: a 13-frame traceback)
         if os.environ.get("XDL_DEBUG") or not (isinstance(e, MemoryError) or "allocate memory" in str(e)):
@@ -358,13 +366,6 @@ def main(argv=None) -> int:
         print(f"xdl {args.command}: error: out of memory ({str(e).strip()[:200] or type(e).__name__}); give smaller "
               "--chunks or --tile, or run on a machine with more memory (a zarr OUT keeps its finished regions: "
               "--resume).", file=sys.stderr)
-        return 1
-    except (XdlError, OSError, ValueError, KeyError) as e:
-        # Bad input: one line, no traceback (XDL_DEBUG=1 shows it for bug reports).
-        if os.environ.get("XDL_DEBUG"):
-            raise
-        msg = str(e).strip().replace("\n", " ") or type(e).__name__
-        print(f"xdl {args.command}: error: {msg}", file=sys.stderr)
         return 1
     finally:
         warnings.formatwarning = formatwarning

@@ -24,9 +24,10 @@ CARD_KEYS = ("architecture", "config", "mode", "in_channels", "out_channels", "s
 
 
 # Ranges of the card's numbers: each bounds what the engine allocates or loops over for a tile
-# (a halo of 10**12 asked for 14.6 TiB), far above what the zoo's models use (halo <= 512).
+# (a halo of 10**12 asked for 14.6 TiB; one of 4096 made 10304 x 10304 tiles of a 2100 x 2100
+# field: 10 GB, probe), above what the zoo's models use (halo <= 512).
 CARD_LIMITS = {"in_channels": (1, registry.MAX_IO_CHANNELS), "out_channels": (1, registry.MAX_IO_CHANNELS),
-               "size_multiple": (1, 4096), "halo": (0, 4096), "min_tile": (0, 8192),
+               "size_multiple": (1, 4096), "halo": (0, 1024), "min_tile": (0, 8192),
                "cpu_threads": (1, 4096)}
 MAX_TIME_WINDOW = 8       # neighbouring time steps each side a context model may be given
 MAX_CONTEXT_FIELDS = 64   # as xdl.models.context.MAX_CONTEXT_FIELDS
@@ -49,6 +50,9 @@ def module_mode(module):
     return mode if isinstance(mode, str) and mode in _MODES else None
 _NORM_KINDS = ("none", "global", "per_sample")
 _FLOAT32_MAX = 3.4e38
+# The smallest normalisation std: dividing by 1e-38 overflowed float32 and every fill came back
+# NaN, blamed on the weights (fuzzing); trace gases in mol/mol vary by 1e-10.
+MIN_STD = 1e-20
 
 
 def short(v, n=80):
@@ -70,7 +74,7 @@ def check_card(card: dict) -> None:
     >>> check_card({"halo": 10 ** 12})
     Traceback (most recent call last):
     ...
-    xdl.errors.InputError: card 'halo' must be a whole number in [0, 4096], got 1000000000000
+    xdl.errors.InputError: card 'halo' must be a whole number in [0, 1024], got 1000000000000
     """
     if not isinstance(card, dict):
         raise InputError(f"card must be a JSON object (dict), got {type(card).__name__}")
@@ -123,10 +127,10 @@ def check_card(card: dict) -> None:
                 continue
             ok = isinstance(v, dict) and all(
                 isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-                and abs(x) < _FLOAT32_MAX and (stat_key == "mean" or x > 0) for x in v.values())
+                and abs(x) < _FLOAT32_MAX and (stat_key == "mean" or x >= MIN_STD) for x in v.values())
             if not ok:
                 fail(f"normalization {stat_key}", "an object {variable: finite number}"
-                     + (" with every std > 0" if stat_key == "std" else ""), v)
+                     + (f" with every std >= {MIN_STD:g}" if stat_key == "std" else ""), v)
 
 
 MAX_DISTANCE_BINS = 64      # distance-to-data bins of a sigma calibration

@@ -25,11 +25,12 @@ import torch
 
 from .errors import InputError, ModelFileError, UnknownModelError
 from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, module_mode, short, sigma_name  # noqa: F401 (CARD_LIMITS: re-exported)
-from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, check_finite, fail, open_regular,
+from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, check_finite, fail, open_regular, read_errors,
                           read_header, read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
 from .io.files import replace_atomically
 from .engine.feeding import in_passing_thread
 from .models import registry
+from .models.context import unwrapped
 
 __all__ = ["Model", "load_model", "read_header", "card_from_header", "check_card", "build_module",
            "FORMAT_VERSION", "CARD_KEYS", "CARD_LIMITS"]
@@ -78,6 +79,22 @@ def _jsonable(obj, what):
         raise InputError(f"{what} must be JSON-serialisable (plain dicts, lists, str, numbers): {e}") from None
 
 
+def _check_card_fits_module(card: dict, module) -> None:
+    """InputError where the card promises what the module cannot do: a sigma output (the card's
+    ``uncertainty``) from a module that declares none or returns an odd number of channels (a
+    means-then-sigmas output is even), context fields for a module that declares it takes none. A
+    file with such a card loaded and failed at its first fill, in the CLI with a traceback (probe)."""
+    if card.get("uncertainty"):
+        out_channels = card.get("out_channels")
+        if getattr(module, "sigma", None) is False or (isinstance(out_channels, int) and out_channels % 2):
+            raise InputError(f"the card's 'uncertainty' says the model gives a sigma per output, but its "
+                             f"{type(module).__name__} module has no sigma output ({out_channels} output channel(s)); "
+                             "drop 'uncertainty' from the card, or fit a model with a sigma head.")
+    if card.get("context") and not getattr(unwrapped(module), "takes_context", False):  # as with_context reads it
+        raise InputError(f"the card's 'context' says the model takes context fields, but its {type(module).__name__} "
+                         "module takes none; drop 'context' from the card.")
+
+
 class Model:
     """A torch module with its card: what it computes, on which variables, and how to run it.
 
@@ -109,7 +126,7 @@ class Model:
         self._card = self._fill_card(module, _jsonable(dict(card or {}), "card"))
 
     @staticmethod
-    def _fill_card(module, card):
+    def _fill_card(module, card):  # the card of Model(module, card): every default filled in, checked
         arch = registry.name_of(module)
         g = lambda a, d=None: getattr(module, a, d)  # noqa: E731
         defaults = {
@@ -140,6 +157,7 @@ class Model:
         if out["out_channels"] is None and out["outputs"]:
             out["out_channels"] = _output_channels(out["outputs"], bool(out.get("uncertainty")))
         check_card(out)
+        _check_card_fits_module(out, module)
         norm = out["normalization"] or {}
         out["normalization"] = {"kind": norm.get("kind", "none"), "mean": norm.get("mean", {}),
                                 "std": norm.get("std", {}), **norm}
@@ -363,7 +381,7 @@ def load_model(path, device="cpu", module: torch.nn.Module | None = None) -> Mod
 
 def _load_model(path, device, module) -> Model:
     f, size = open_regular(path)
-    with f:
+    with f, read_errors(path):
         header, n = read_header_from(f, path, size)
         card = card_from_header(path, header)
         arch = card.get("architecture")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 import os
 import stat
 import struct
@@ -176,9 +177,19 @@ def read_header(path) -> tuple[dict, int]:
     """
     path = os.fspath(path)
     f, size = open_regular(path)
-    with f:
+    with f, read_errors(path):
         header, _ = read_header_from(f, path, size)
     return header, size
+
+
+@contextmanager
+def read_errors(path):
+    """An OSError while reading ``path`` (EIO from a failing disk, /proc/self/mem) as a
+    :class:`ModelFileError` naming the file (it came through as "[Errno 5] Input/output error")."""
+    try:
+        yield
+    except OSError as e:
+        raise fail(path, f"cannot read the model file: {e.strerror or e}") from None
 
 
 def card_from_header(path, header) -> dict:

@@ -291,10 +291,11 @@ def _cpu_threads(value, module) -> int | None:
     if value is None:
         return None
     lo, hi = CARD_LIMITS["cpu_threads"]
-    if not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+    try:  # the card's rule (a whole number, 32.0 too: the card passed it and the engine refused it; probe)
+        return registry.check_int("cpu_threads", value, lo, hi)
+    except ValueError:
         raise ModelError(f"model {_label(module)!r} declares cpu_threads={value!r}; it must be a whole number "
-                         f"from {lo} to {hi} (CPU threads per model call), or absent. Fix its card or attribute.")
-    return int(value)
+                         f"from {lo} to {hi} (CPU threads per model call), or absent. Fix its card or attribute.") from None
 
 
 def _target_channels(value, in_channels: int, module) -> int | None:

@@ -20,6 +20,7 @@ import xarray as xr
 from ..conventions import layout
 from .. import masks as gapmasks
 from ..errors import InputError
+from ..modelcard import MIN_STD
 from ..normalize import Normalization, sample_statistics
 
 MIN_VALID_FRACTION = 0.1  # a window with fewer valid pixels is redrawn (up to RETRIES times)
@@ -316,7 +317,7 @@ def samplers(src, plan, ins, outs, mode, norm, masks, mask_fraction, dims, th, c
             if n not in norm["mean"] or n not in norm["std"]:
                 m, s, _ = combine(st["train"][idx[n]], plan.train_samples)
                 norm["mean"][n] = m
-                norm["std"][n] = s if s > 0 else 1.0
+                norm["std"][n] = s if s >= MIN_STD else 1.0  # a constant field: the card refuses less
     if mode == "gap" and isinstance(masks, str) and masks == "observed":
         full = sum(st["train"][idx[n]][0][plan.train_samples] for n in ins)
         if np.all(full == len(ins) * src.H * (plan.train_x[1] - plan.train_x[0])):
