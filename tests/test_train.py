@@ -462,3 +462,12 @@ def test_a_batch_that_leaves_batch_norm_one_value_is_refused_before_training():
     with pytest.raises(InputError, match="batch_size=1 with tile=4 .* use batch_size >= 2 or tile >= 8"):
         ds.dl.fit(model, inputs=["a"], targets=["a"], epochs=1, steps_per_epoch=1, batch_size=1, tile=4,
                   val=0.25, val_steps=1, progress=False)
+
+
+def test_a_model_without_a_mask_is_refused_as_a_gap_filler():
+    """Found by a probe: fit("unet", variables=[...]) trained a "gap filler" on zeros in its holes
+    that inpaint then gave NaN there (nan_policy "propagate"): every gap unfilled, flag 4, with a
+    warning blaming its weights."""
+    ds = xr.Dataset({"a": (("time", "y", "x"), np.random.default_rng(0).standard_normal((4, 32, 32)).astype("f4"))})
+    with pytest.raises(InputError, match="'unet' takes no mask, so it cannot tell a gap from data"):
+        ds.dl.fit("unet", variables=["a"], epochs=1, steps_per_epoch=1, batch_size=2, tile=16, progress=False)

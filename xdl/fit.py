@@ -136,6 +136,12 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
     with torch.random.fork_rng(devices=rng_devices(dev)):  # leave the caller's global RNG state alone
         torch.manual_seed(seed)
         module, old_card, takes_mask, sm = _build_module(existing, arch, model_config, ins, outs, gan, ctx)
+        if mode == "gap" and not takes_mask:
+            # Trained on zeros in its holes, it got NaN there from inpaint (nan_policy "propagate"):
+            # every gap came back unfilled, blamed on its weights (probe).
+            raise InputError(f"{arch or type(module).__name__!r} takes no mask, so it cannot tell a gap from data: "
+                             "for gap filling (variables=[...]) use model='fill-unet' or 'pconv-unet'; "
+                             "to learn a mapping between variables pass inputs=[...] and targets=[...].")
         if config.tile < sm:
             raise InputError(f"tile={config.tile} is smaller than the model's size multiple {sm}; use tile >= {sm} "
                              f"(a multiple of {sm}), or a shallower model.")
