@@ -410,3 +410,26 @@ def test_a_modules_own_mode_attribute_is_not_xdls_engine_mode():
     ds = xr.Dataset({"t": (("y", "x"), np.random.default_rng(0).random((20, 24)).astype("f4"))})
     out = ds.dl.predict(Net(), inputs=["t"])
     assert out.t.shape == (20, 24) and xdl.Model(Net()).card["mode"] is None
+
+
+def test_a_forward_that_always_raises_or_returns_bools_is_named_clearly():
+    """Found by a probe: a forward that raised showed up as "does not return outputs of its input's
+    spatial size ... (last error: ...)", and one returning a bool tensor as torch's raw
+    NotImplementedError ("abs_cpu" not implemented for 'Bool')."""
+    from xdl.errors import ModelError
+
+    class Raises(torch.nn.Module):
+        in_channels, out_channels = 1, 1
+
+        def forward(self, x):
+            raise RuntimeError("kernel missing for my custom op")
+
+    class Bools(Raises):
+        def forward(self, x):
+            return x > 0.5
+
+    ds = xr.Dataset({"t": (("y", "x"), np.random.default_rng(0).random((24, 24)).astype("f4"))})
+    with pytest.raises(ModelError, match="'Raises' raised RuntimeError whenever xdl called it .* kernel missing"):
+        ds.dl.predict(Raises(), inputs=["t"])
+    with pytest.raises(ModelError, match="'Bools' returned a torch.bool tensor"):
+        ds.dl.predict(Bools(), inputs=["t"])

@@ -258,15 +258,16 @@ def in_card_order(card: list, given: list, option: str = "variables") -> list:
     """``given`` (the variables for a model's input channels) in the order of the names its card
     was trained with: the same names in another order are put in the card's; some of them at
     other channels than the card's (``["t2m", "u10"]`` for a ``u10, v10`` model) is an
-    InputError; names none of which the card knows are taken in order (another dataset's names).
+    InputError; names the card does not know are taken in order (another dataset's names, or one
+    renamed in place: ``["a2", "b"]`` for ``a, b``).
     A u10, v10 model given v10, u10 filled each through the other's channel, silently (probe).
 
-    >>> in_card_order(["u", "v"], ["v", "u"]), in_card_order(["u", "v"], ["a", "b"])
-    (['u', 'v'], ['a', 'b'])
+    >>> in_card_order(["u", "v"], ["v", "u"]), in_card_order(["u", "v"], ["a", "b"]), in_card_order(["u", "v"], ["a", "v"])
+    (['u', 'v'], ['a', 'b'], ['a', 'v'])
     """
     card, given = list(card or []), list(given)
-    if len(card) != len(given) or given == card or not set(given) & set(card):
-        return given
+    if len(card) != len(given) or all(g not in card or card.index(g) == i for i, g in enumerate(given)):
+        return given  # the card's order, or other names, or some renamed in place (["a2", "b"] for a, b)
     if set(given) == set(card):
         return card
     raise InputError(f"the model takes {card} in that order (its card's names), and {given} puts some of them at "

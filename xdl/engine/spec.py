@@ -98,10 +98,11 @@ def _call(module, x, takes_mask):
         raise _ProbeFailed(error) from error
     if isinstance(out, (tuple, list)) and out:
         out = out[0]
-    if not isinstance(out, torch.Tensor) or out.is_complex():
+    if not isinstance(out, torch.Tensor) or out.is_complex() or out.dtype == torch.bool:
+        # A bool tensor (x > 280) failed later in torch's abs(), as a raw NotImplementedError (probe).
         what = type(out).__name__ if not isinstance(out, torch.Tensor) else f"a {out.dtype} tensor"
         raise ModelError(f"model {_label(module)!r} returned {what} for an input of shape {tuple(x.shape)}; "
-                         "its forward must return a real torch.Tensor (batch, channels, *spatial), "
+                         "its forward must return a real (float or integer) torch.Tensor (batch, channels, *spatial), "
                          "or a tuple whose first item is one.")
     return out
 
@@ -133,7 +134,7 @@ def _checked_call(module, x, takes_mask):
 
 def probe_size_multiple(module, in_channels: int, n_spatial: int, takes_mask: bool) -> int:
     """Smallest power of two ``m`` such that a size-``3m`` input comes back the same size."""
-    last_error = None
+    last_error, raised = None, set()
     for m in (1, 2, 4, 8, 16, 32, 64, 128):
         side = 3 * m
         x = torch.zeros((1, in_channels) + (side,) * n_spatial)
@@ -142,10 +143,18 @@ def probe_size_multiple(module, in_channels: int, n_spatial: int, takes_mask: bo
                 out = _call(module, x, takes_mask)
         except _ProbeFailed as error:  # a failed size is what we are probing for
             last_error = error.__cause__ or error
+            raised.add((type(last_error).__name__, str(last_error)))
             continue
         if tuple(out.shape[2:]) == (side,) * n_spatial:
             return m
         last_error = ValueError(f"output spatial shape {tuple(out.shape[2:])} for input {(side,) * n_spatial}")
+        raised.add(None)
+    if len(raised) == 1 and None not in raised:
+        # The same error at every size is the model's own, not a size it cannot take: say it first
+        # (it was the tail of "does not return outputs of its input's spatial size"; probe).
+        raise ModelError(f"model {_label(module)!r} raised {type(last_error).__name__} whenever xdl called it "
+                         f"(inputs of shape (1, {in_channels}) + spatial sizes 3 to 384): {str(last_error)[:300]}. "
+                         "Check its forward with such an input.") from last_error
     raise ModelError(
         f"model {_label(module)!r} does not return outputs of its input's spatial size for any size multiple "
         f"up to 128 (last error: {type(last_error).__name__}: {str(last_error)[:300]}). xdl needs same-size "
