@@ -503,7 +503,8 @@ def output_encoding(source: xr.DataArray) -> dict:
     missing pixels, outside the domain, are written as its readers expect; a probe saw them become
     NaN). Never its packing: dtype, scale_factor, add_offset, _Unsigned, a packed file's fill values.
 
-    >>> output_encoding(xr.DataArray([1.0], encoding={"dtype": np.dtype("f4"), "_FillValue": -999.0, "zlib": True}))
+    >>> v = xr.DataArray([1.0]); v.encoding = {"dtype": np.dtype("f4"), "_FillValue": -999.0, "zlib": True}
+    >>> output_encoding(v)
     {'zlib': True, '_FillValue': -999.0}
     """
     # original_shape: xarray drops chunksizes that no longer fit when the output is a subset.
