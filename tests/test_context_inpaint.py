@@ -423,3 +423,19 @@ def test_a_context_fields_own_earlier_fills_are_no_observations():
     want = missing_c.dl.inpaint(variables=["t"], context=["c"], domain=None, uncertainty=True)
     np.testing.assert_array_equal(got.t.values, want.t.values)
     np.testing.assert_array_equal(got.t_sigma.values, want.t_sigma.values)
+
+
+def test_time_window_without_a_time_dim_is_refused_before_any_work():
+    """Found by a probe: the CLI ran domain="auto"'s pass over the field, and printed its warning,
+    before refusing time_window on a field without time."""
+    import warnings
+
+    values = np.random.default_rng(0).random((40, 50))
+    values[:, :12] = np.nan  # a wide edge region: the domain pass would warn about it
+    ds = xr.Dataset({"v": (("y", "x"), values)})
+    for call in (lambda: ds.dl.inpaint(time_window=1), lambda: ds.v.dl.inpaint(time_window=1)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with pytest.raises(InputError, match="time_window needs a time dim"):
+                call()
+        assert not [w for w in seen if "domain" in str(w.message)]

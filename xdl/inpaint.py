@@ -339,9 +339,18 @@ def _dataarray_names(arr, sigma: bool):
     return named
 
 
+def _check_sequences(arrays, job, dims) -> None:
+    """With ``time_window``: each target's sequence dim, or its InputError, before any work (the
+    CLI ran the domain pass, and printed its warning, before refusing a field without time; probe)."""
+    if job.request is not None and job.request.time_window:
+        for arr in arrays:
+            layout.sequence_dim(arr, tuple(spatial_dims_for(arr, job.spec, dims)))
+
+
 def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress):
     nameless = arr.name is None
     arr = _dataarray_names(arr, job.uncertainty)
+    _check_sequences([arr], job, dims)
     arr = cf.unsigned_view(arr)
     _check_units(arr, spec)
     valid = observed_mask(arr, arr, mask)  # the CF rule; a warning when its link names flags it lacks
@@ -409,6 +418,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
                              f"pixels by it, pass a mask (e.g. mask=ds[{name!r}] == 0).")
     if job.request is not None:
         job.request.check_targets(names)
+    _check_sequences([ds[n] for n in names], job, dims)
     _refuse_name_clashes(ds, names, context, flags, job.uncertainty)
     out = ds.copy()
     lazy = False
