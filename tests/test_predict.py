@@ -433,3 +433,27 @@ def test_a_forward_that_always_raises_or_returns_bools_is_named_clearly():
         ds.dl.predict(Raises(), inputs=["t"])
     with pytest.raises(ModelError, match="'Bools' returned a torch.bool tensor"):
         ds.dl.predict(Bools(), inputs=["t"])
+
+
+def test_nan_out_of_a_finite_block_is_warned_in_predict():
+    """Found by fuzzing: a model file whose weights (3e38) overflow passed every check and predict
+    returned all NaN without a word; inpaint flags such pixels (4) and warns, predict now warns too.
+    Input NaN that propagates is no failure: no warning then."""
+    import warnings
+    from xdl.errors import XdlWarning
+
+    class Overflows(torch.nn.Module):
+        in_channels, out_channels = 1, 1
+
+        def forward(self, x):
+            return x * 3e38
+
+    ds = xr.Dataset({"t": (("y", "x"), np.full((16, 16), 2.0, "f4"))})
+    for data in (ds, ds.chunk({"y": 8})):
+        with pytest.warns(XdlWarning, match="returned NaN or inf for a block whose input is all finite"):
+            assert np.isnan(data.dl.predict(Overflows(), inputs=["t"]).t.values).all()
+    gappy = ds.copy(deep=True)
+    gappy.t[3, 3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", XdlWarning)
+        gappy.dl.predict(conv_net(), inputs=["t"]).compute()

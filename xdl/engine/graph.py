@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -20,6 +21,7 @@ from dask.base import tokenize
 from dask.delayed import delayed
 from dask.highlevelgraph import HighLevelGraph
 
+from ..errors import XdlWarning
 from . import tiling
 from .checks import all_finite
 from .runner import ModelPayload, ResidentModel
@@ -279,6 +281,12 @@ def _model_task(block, payload, *, kernel, expand_at, drop_at, block_info=None, 
     if drop_at is not None:
         out_shape.insert(drop_at, 1)
     out = kernel(block, payload, out_shape=tuple(out_shape), **options)
+    if options.get("tiles") == TILES_ALL and not all_finite(out) and all_finite(block):
+        # predict: NaN out of a finite block is the model's failure, never the input's. Weights of
+        # 3e38 overflowed to an all-NaN output without a word (fuzzing); inpaint flags it (4).
+        warnings.warn(f"model {getattr(payload, 'label', None) or 'model'!r} returned NaN or inf for a block whose "
+                      "input is all finite; those outputs are NaN. An overflow (its weights, the card's "
+                      "normalization) or a bug in its forward.", XdlWarning, stacklevel=1)  # in a dask task
     return out if drop_at is None else out[(slice(None),) * drop_at + (0,)]
 
 
