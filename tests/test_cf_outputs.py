@@ -797,6 +797,14 @@ def test_a_float_files_fill_value_is_kept_and_the_flags_get_their_own(tmp_path):
     packed = ds.copy()
     packed.v.encoding.update(dtype=np.dtype("i2"), scale_factor=0.001, _FillValue=np.int16(-32768))
     assert "_FillValue" not in packed.dl.inpaint(domain=None).v.encoding
+    # A missing_value that differs from _FillValue (or a list of them) is not kept: xarray refuses
+    # to write the two (a review found the outputs of such files unwritable).
+    for missing in (np.float32(-9999.0), np.array([-999.0, -9999.0], "f4")):
+        other = ds.copy()
+        other.v.encoding.update(_FillValue=np.float32(-999.0), missing_value=missing)
+        filled = other.dl.inpaint(domain=None)
+        assert filled.v.encoding["_FillValue"] == -999 and "missing_value" not in filled.v.encoding
+        filled.to_netcdf(tmp_path / "other.nc")
 
 
 def test_a_zarr_input_writes_netcdf_without_byte_order_warnings(tmp_path):

@@ -664,3 +664,11 @@ def test_a_model_error_is_one_line_in_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(xdl.cli._COMMANDS, "inpaint", (help_text, arguments, misbehaves))
     assert main(["inpaint", "in.nc", str(tmp_path / "o.nc")]) == 1
     assert capsys.readouterr().err == "xdl inpaint: error: model 'm' returned 3 channels, its card says 1\n"
+
+    def out_of_memory(args):  # torch's CPU message, wrapped by the engine (a review found the advice lost)
+        raise ModelError("model 'm' raised RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried ...")
+
+    monkeypatch.setitem(xdl.cli._COMMANDS, "inpaint", (help_text, arguments, out_of_memory))
+    assert main(["inpaint", "in.nc", str(tmp_path / "o.nc")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xdl inpaint: error: out of memory (") and "give smaller --chunks or --tile" in err

@@ -283,6 +283,13 @@ def test_a_model_of_two_variables_is_scored_on_both():
     for call in (lambda: other.dl.inpaint(m, variables=["w", "u"]), lambda: other.fillna(0).dl.predict(m, inputs=["w", "u"])):
         with pytest.raises(InputError, match=r"takes \['u', 'v'\] in that order .* puts some of them at other channels"):
             call()
+    stacked = gappy.fillna(0).to_dataarray("channel")  # a DataArray's channel coordinate, in another order too
+    np.testing.assert_array_equal(stacked.sel(channel=["v", "u"]).dl.predict(m, channel_dim="channel").values,
+                                  stacked.dl.predict(m, channel_dim="channel").values)
+    with pytest.raises(InputError, match="outputs=\\['V', 'U'\\] name its output channels, which follow the card's order"):
+        gappy.fillna(0).dl.predict(m, inputs=["v", "u"], outputs=["V", "U"])
+    with pytest.raises(InputError, match="names \\['u'\\] more than once"):
+        gappy.dl.inpaint(m, variables=["u", "u"])
     renamed = gappy.rename(u="a", v="b")  # names the card does not know: taken in order
     np.testing.assert_array_equal(renamed.dl.inpaint(m, variables=["a", "b"], domain=None).a.values,
                                   gappy.dl.inpaint(m, variables=["u", "v"], domain=None).u.values)

@@ -170,7 +170,7 @@ def test_issue_examples_name_file_and_key(tmp_path):
 
     path = _with_card(BUNDLED, tmp_path / "halo.safetensors", _set(None, "halo", 10 ** 12))
     with pytest.raises(ModelFileError, match=r"halo.safetensors: invalid card: card 'halo' must be a whole "
-                                             r"number in \[0, 1024\], got 1000000000000"):
+                                             r"number in \[0, 4096\], got 1000000000000"):
         load_model(path)
 
     path = _with_card(BUNDLED, tmp_path / "iter.safetensors", _set("config", "iterations", 10 ** 12))
@@ -259,9 +259,11 @@ def test_card_values_checked_in_memory_too():
         deep = [deep]
     with pytest.raises(InputError, match="card"):
         xdl.Model(m, card={"training": {"x": deep}})
-    assert xdl.Model(m, card={"halo": 1024}).halo == 1024
-    with pytest.raises(InputError, match=r"halo' must be a whole number in \[0, 1024\]"):
-        xdl.Model(m, card={"halo": 4096})  # a 2100 x 2100 field took 10304 x 10304 tiles: 10 GB (probe)
+    plain = torch.nn.Conv2d(1, 1, 3, padding=1)  # no halo of its own: the card's stands
+    assert xdl.Model(plain, card={"in_channels": 1, "out_channels": 1, "halo": 4096}).halo == 4096
+    with pytest.raises(InputError, match=r"card.s halo 4096 is more than its MLP module declares \(0\)"):
+        xdl.Model(m, card={"halo": 4096})  # fill-context's: a 2100 x 2100 field took 10304 x 10304 tiles, 10 GB
+    assert xdl.zoo.create("fill-unet", depth=9).halo == 2048  # the zoo's deepest keep their own (review)
 
 
 # ---------------------------------------------------------------- point 3: not a regular file
@@ -519,13 +521,13 @@ def test_float64_weights_beyond_float32_are_refused_after_the_cast(tmp_path):
 
 
 def test_a_card_whose_tiles_would_be_mostly_padding_is_refused_before_allocating():
-    """halo 1024 and size_multiple 4096 are each within the card's limits; together (the halo
-    rounded up to the multiple) they made a 64 x 64 field one 12,288-pixel-square tile (tens of GB
-    asked for; probe)."""
+    """halo and size_multiple 4096 are each within the card's limits; together they made a 64 x 64
+    field one 12,288-pixel-square tile (tens of GB asked for; probe)."""
     import xarray as xr
 
     m = xdl.zoo.create("unet", in_channels=1, depth=2, base_channels=4)
-    wide = xdl.Model(m.module, card={**m.card, "halo": 1024, "size_multiple": 4096})
+    wide = xdl.Model(torch.nn.Conv2d(1, 1, 3, padding=1), card={"in_channels": 1, "out_channels": 1, "halo": 4096,
+                                                                 "size_multiple": 4096})
     field = xr.DataArray(np.ones((64, 64), "f4"), dims=("y", "x"))
     start = time.perf_counter()
     with pytest.raises(InputError, match="12288 x 12288 pixels, over 64x the data it covers"):

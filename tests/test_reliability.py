@@ -159,6 +159,13 @@ def test_write_output_refuses_to_replace_the_input_it_reads(tmp_path):
     for name in ("in.zarr", "in.nc"):
         with pytest.raises(InputError, match="the output is an input"):
             write_output(filled, str(tmp_path / name), overwrite=True)
+    # A file:// URL (an fsspec store, no root), merged or not, and a netCDF3 file read by scipy (review).
+    ds.to_netcdf(tmp_path / "in3.nc", format="NETCDF3_64BIT", engine="scipy")
+    url = xr.open_zarr(f"file://{tmp_path / 'in.zarr'}")
+    scipy_nc = xr.open_dataset(tmp_path / "in3.nc", engine="scipy", chunks={}).rename(v="s")
+    for opened, name in ((url, "in.zarr"), (xr.merge([url, scipy_nc]), "in.zarr"), (xr.merge([url, scipy_nc]), "in3.nc")):
+        with pytest.raises(InputError, match="the output is an input"):
+            write_output(opened.dl.inpaint(variables=["v"], domain=None), str(tmp_path / name), overwrite=True)
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "in.zarr").v.values, ds.v.values)
 
 

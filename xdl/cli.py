@@ -351,21 +351,22 @@ def main(argv=None) -> int:
         terminated = isinstance(e, _Terminated)
         print(f"xdl {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return 143 if terminated else 130
-    except (XdlError, OSError, ValueError, KeyError) as e:
-        # Bad input: one line, no traceback (XDL_DEBUG=1 shows it for bug reports). Before the
-        # RuntimeError clause: xdl's ModelError is one too (it was shown as a traceback; probe).
+    except (XdlError, OSError, ValueError, KeyError, MemoryError, RuntimeError) as e:
+        # One line, no traceback (XDL_DEBUG=1 shows it for bug reports): bad input, a model's error
+        # (xdl's ModelError is a RuntimeError too: it was shown as a traceback; probe), and out of
+        # memory (numpy's MemoryError, torch's "can't allocate memory", also inside a ModelError)
+        # with what to do. Other RuntimeErrors are bugs: their traceback is shown.
         if os.environ.get("XDL_DEBUG"):
+            raise
+        if isinstance(e, MemoryError) or "allocate memory" in str(e):
+            print(f"xdl {args.command}: error: out of memory ({str(e).strip()[:200] or type(e).__name__}); give smaller "
+                  "--chunks or --tile, or run on a machine with more memory (a zarr OUT keeps its finished regions: "
+                  "--resume).", file=sys.stderr)
+            return 1
+        if isinstance(e, RuntimeError) and not isinstance(e, XdlError):
             raise
         msg = str(e).strip().replace("\n", " ") or type(e).__name__
         print(f"xdl {args.command}: error: {msg}", file=sys.stderr)
-        return 1
-    except (MemoryError, RuntimeError) as e:
-        # numpy's MemoryError, torch's "can't allocate memory": one line too (probe: a 13-frame traceback)
-        if os.environ.get("XDL_DEBUG") or not (isinstance(e, MemoryError) or "allocate memory" in str(e)):
-            raise
-        print(f"xdl {args.command}: error: out of memory ({str(e).strip()[:200] or type(e).__name__}); give smaller "
-              "--chunks or --tile, or run on a machine with more memory (a zarr OUT keeps its finished regions: "
-              "--resume).", file=sys.stderr)
         return 1
     finally:
         warnings.formatwarning = formatwarning
@@ -377,7 +378,7 @@ def _one_line_warning(command, message, category, filename, lineno, line=None) -
     """A warning as the CLI prints it: one line naming the command, like its errors (Python's
     format showed xdl's or dask's file, line and source line: traceback noise to a user; probe)."""
     kind = "warning" if issubclass(category, XdlWarning) else f"warning ({category.__name__})"
-    return f"xdl {command}: {kind}: {str(message).strip()}\n"
+    return f"xdl {command}: {kind}: {' '.join(str(message).split())}\n"
 
 
 if __name__ == "__main__":  # python -m xdl.cli

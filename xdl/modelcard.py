@@ -24,10 +24,11 @@ CARD_KEYS = ("architecture", "config", "mode", "in_channels", "out_channels", "s
 
 
 # Ranges of the card's numbers: each bounds what the engine allocates or loops over for a tile
-# (a halo of 10**12 asked for 14.6 TiB; one of 4096 made 10304 x 10304 tiles of a 2100 x 2100
-# field: 10 GB, probe), above what the zoo's models use (halo <= 512).
+# (a halo of 10**12 asked for 14.6 TiB), as large as the zoo's deepest models declare (a fill-unet
+# of depth 9: halo 2048). A card may not claim more halo than its module declares (see
+# modelfile): 4096 on fill-context made 10304 x 10304 tiles of a 2100 x 2100 field, 10 GB (fuzzing).
 CARD_LIMITS = {"in_channels": (1, registry.MAX_IO_CHANNELS), "out_channels": (1, registry.MAX_IO_CHANNELS),
-               "size_multiple": (1, 4096), "halo": (0, 1024), "min_tile": (0, 8192),
+               "size_multiple": (1, 4096), "halo": (0, 4096), "min_tile": (0, 8192),
                "cpu_threads": (1, 4096)}
 MAX_TIME_WINDOW = 8       # neighbouring time steps each side a context model may be given
 MAX_CONTEXT_FIELDS = 64   # as xdl.models.context.MAX_CONTEXT_FIELDS
@@ -74,7 +75,7 @@ def check_card(card: dict) -> None:
     >>> check_card({"halo": 10 ** 12})
     Traceback (most recent call last):
     ...
-    xdl.errors.InputError: card 'halo' must be a whole number in [0, 1024], got 1000000000000
+    xdl.errors.InputError: card 'halo' must be a whole number in [0, 4096], got 1000000000000
     """
     if not isinstance(card, dict):
         raise InputError(f"card must be a JSON object (dict), got {type(card).__name__}")

@@ -266,6 +266,9 @@ def in_card_order(card: list, given: list, option: str = "variables") -> list:
     (['u', 'v'], ['a', 'b'], ['a', 'v'])
     """
     card, given = list(card or []), list(given)
+    twice = sorted({str(g) for g in given if given.count(g) > 1})
+    if twice and given != card:
+        raise InputError(f"{option} names {twice} more than once: give each of the model's {len(given)} inputs once.")
     if len(card) != len(given) or all(g not in card or card.index(g) == i for i, g in enumerate(given)):
         return given  # the card's order, or other names, or some renamed in place (["a2", "b"] for a, b)
     if set(given) == set(card):
@@ -273,6 +276,15 @@ def in_card_order(card: list, given: list, option: str = "variables") -> list:
     raise InputError(f"the model takes {card} in that order (its card's names), and {given} puts some of them at "
                      f"other channels: pass {option}={card}, or only names the card does not know to apply it to "
                      "other variables in the order given.")
+
+
+def _refuse_outputs_after_reordering(given, ordered, outputs) -> None:
+    """``outputs=`` names the model's output channels, which follow the card's order: given with
+    inputs in another order, they were meant for that order and would be swapped (review)."""
+    if outputs is not None and list(given) != list(ordered):
+        raise InputError(f"inputs {list(given)} are in another order than the model's card {list(ordered)}, and "
+                         f"outputs={_names(outputs)} name its output channels, which follow the card's order: pass "
+                         f"the inputs as {list(ordered)} with the outputs in that order.")
 
 
 def card_names(card: list, given: list) -> list:
@@ -353,7 +365,9 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         if len(names) != spec.in_channels:
             raise InputError(f"the model takes {spec.in_channels} input channel(s) but {len(names)} "
                              f"variable(s) were given: {names}.")
-        names = in_card_order(spec.inputs, names, "inputs")
+        ordered = in_card_order(spec.inputs, names, "inputs")
+        _refuse_outputs_after_reordering(names, ordered, outputs)
+        names = ordered
         out_names = _names(outputs) if outputs is not None else (list(spec.outputs)[:n_out] or None)
         if out_names is None:
             out_names = names if n_out == len(names) else [f"output_{i}" for i in range(n_out)]
@@ -475,7 +489,11 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
             raise InputError(f"{arr.name!r} has {arr.sizes[channel_dim]} channels along {channel_dim!r}; "
                              f"the model takes {spec.in_channels}.")
         names = [str(v) for v in arr.coords[channel_dim].values] if channel_dim in arr.coords else list(spec.inputs)
-        arrays = [arr.isel({channel_dim: i}, drop=True) for i in range(arr.sizes[channel_dim])]
+        ordered = in_card_order(spec.inputs, names, "the channel coordinate")
+        _refuse_outputs_after_reordering(names, ordered, outputs)
+        order = [names.index(n) for n in ordered]  # the card's channels in the card's order (as the Dataset path)
+        names = ordered
+        arrays = [arr.isel({channel_dim: i}, drop=True) for i in order]
     else:
         names = [str(name)]
         arrays = [arr]

@@ -513,8 +513,16 @@ def output_encoding(source: xr.DataArray) -> dict:
     enc = source.encoding
     stored = np.dtype(enc.get("dtype", source.dtype))
     if stored.kind == "f" and source.dtype.kind == "f" and not any(k in enc for k in ("scale_factor", "add_offset")):
-        out.update({k: enc[k] for k in _FILL_KEYS if k in enc})
+        fills = {k: enc[k] for k in _FILL_KEYS if k in enc and np.ndim(enc[k]) == 0}
+        if len(fills) == 2 and not _same_value(*fills.values()):
+            fills.pop("missing_value")  # xarray refuses to write two that differ (-999 and -9999: review)
+        out.update(fills)
     return out
+
+
+def _same_value(a, b) -> bool:
+    a, b = float(np.asarray(a)), float(np.asarray(b))
+    return a == b or (np.isnan(a) and np.isnan(b))
 
 
 DEFAULT_COMPRESSION = {"zlib": True, "complevel": 4, "shuffle": True}

@@ -319,13 +319,22 @@ def _target_channels(value, in_channels: int, module) -> int | None:
     return int(value)
 
 
+PROBE_VALUES = 2 ** 26  # the largest input (values) of the one call that checks a user's module
+
+
 def _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask) -> tuple:
     """The output shape of one small call (zeros), with the model's errors as :class:`ModelError`."""
     if mode == "pointwise":
         x = torch.zeros((2, in_channels))
     else:
-        side = 3 * size_multiple
-        x = torch.zeros((1, in_channels) + (side,) * (3 if mode == "volume" else 2))
+        # Three multiples where that is small; one beyond (a card's size_multiple 4096 made a
+        # 12288-pixel-square call of 8 s before any check of the data could refuse it; review).
+        side = size_multiple * (3 if size_multiple <= 128 else 1)
+        shape = (1, in_channels) + (side,) * (3 if mode == "volume" else 2)
+        if math.prod(shape) > PROBE_VALUES:
+            raise InputError(f"model {_label(module)!r}: its size multiple {size_multiple} asks for calls on inputs of "
+                             f"{' x '.join(map(str, shape[2:]))} values and more; check its card's size_multiple.")
+        x = torch.zeros(shape)
     with _evaluating(module), torch.inference_mode():
         out = _checked_call(module, x, takes_mask)
     expected_rank = x.ndim

@@ -60,7 +60,7 @@ def sources(obj) -> list[str]:
     """The files ``obj`` was read from, as xarray records them (``encoding["source"]`` of the
     Dataset and its variables): an output must not replace them (``write_output(result, its input,
     overwrite=True)`` replaced the input it was still reading: a store of NaN; probe)."""
-    found = [obj.encoding.get("source")] + [v.encoding.get("source") for v in obj.variables.values()]
+    found = [_local(obj.encoding.get("source"))] + [_local(v.encoding.get("source")) for v in obj.variables.values()]
     found += _files_read(obj)
     # Files and stores only: a plain folder recorded as a source (".") is no input to replace.
     return sorted({s for s in found if isinstance(s, str) and s and (os.path.isfile(s) or is_zarr(s))})
@@ -70,7 +70,8 @@ _WRAPPER_DEPTH = 8  # xarray's lazy wrappers around a backend array: 3-4 deep in
 
 
 def _files_read(obj) -> list[str]:
-    """The local zarr stores and netCDF files ``obj``'s dask graph reads: a store opened with
+    """The local zarr stores and netCDF files ``obj``'s dask graph reads (not after
+    ``dask.optimize``, which may inline them into tasks): a store opened with
     ``open_zarr`` and then merged (``xr.merge``) keeps no ``encoding["source"]``, nor does a
     gap-filled variable of ``open_mfdataset``, and ``write_output(result, that store,
     overwrite=True)`` emptied the store it was still reading (probe, session 36). Found through the
@@ -88,23 +89,37 @@ def _files_read(obj) -> list[str]:
 
 
 def _file_read(value):
-    """The local zarr store or netCDF file behind ``value`` (an xarray lazy array), or None: what
-    the backend wrapper's ``get_array()`` gives, a zarr array's store root or a netCDF4 variable's
-    file."""
+    """The local zarr store or netCDF file behind ``value`` (an xarray lazy array), or None: the
+    zarr wrapper's ``get_array()`` store (a ``LocalStore``'s root, a ``file://`` fsspec store's
+    path), or the file of the netCDF wrapper's ``datastore.ds`` (netCDF4's ``filepath()``, scipy's
+    and h5netcdf's ``filename``)."""
     for _ in range(_WRAPPER_DEPTH):
         try:
+            if hasattr(value, "datastore"):  # netCDF4, scipy, h5netcdf
+                opened = value.datastore.ds
+                path = opened.filepath() if hasattr(opened, "filepath") else getattr(opened, "filename", None)
+                return _local(path)
             if hasattr(value, "get_array"):
-                array = value.get_array()
-                if hasattr(array, "store_path"):  # zarr
-                    root = getattr(array.store_path.store, "root", None)
-                    return os.fspath(root) if root is not None else None
-                return os.fspath(array.group().filepath())  # netCDF4
+                store = value.get_array().store_path.store  # zarr
+                if getattr(store, "root", None) is not None:
+                    return os.fspath(store.root)
+                protocol = getattr(getattr(store, "fs", None), "protocol", ())
+                local = protocol == "file" or (isinstance(protocol, tuple) and "file" in protocol)
+                return _local(getattr(store, "path", None)) if local else None
         except Exception:  # another backend, or another version of one: nothing to find
             return None
         value = getattr(value, "array", None)
         if value is None:
             return None
     return None
+
+
+def _local(path):
+    """``path`` (a file name or a ``file://`` URL) as a local path, or None."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    path = os.fspath(path)
+    return path[len("file://"):] if path.startswith("file://") else path
 
 
 def ready_to_write(ds):
