@@ -870,3 +870,21 @@ def test_netcdf_default_fill_values_are_gaps(tmp_path):
     with_c = ds.dl.inpaint(variables=["t"], context=["c"], domain=None)
     assert float(np.abs(with_c.t.values - t).max()) < 0.05
     ds.close()
+
+
+def test_another_bands_valid_range_does_not_clamp_fills_under_a_mask():
+    """Found by a probe: bands joined by open_mfdataset all carry the first file's valid_range (GOES
+    C07's -0.04..25.6 on C13 radiances of 20-124); under mask= every fill was clamped to 25.59 (true
+    mean 87.6), silently. A limit some values the mask calls valid lie beyond bounds no fill (the
+    README's way to keep out-of-range values, mask=np.isfinite(...), stays quiet)."""
+    y, x = np.mgrid[0:40, 0:50]
+    values = (70 + 30 * np.sin(x / 6.0) + 10 * np.cos(y / 5.0)).astype("f4")
+    gappy = values.copy()
+    gappy[18:21, :] = -1.0  # bad pixels, flagged
+    ds = xr.Dataset({"Rad": (("y", "x"), gappy, {"valid_range": np.array([-0.04, 25.6], "f4")}),
+                     "DQF": (("y", "x"), (gappy < 0).astype("i1"))})
+    for mask in (ds.DQF == 0, (ds.DQF == 0).chunk({"y": 20})):
+        out = ds.chunk({"y": 20}).dl.inpaint(variables=["Rad"], mask=mask, domain=None).compute()
+        filled = out.Rad.values[18:21]
+        assert filled.std() > 5 and np.abs(filled - values[18:21]).mean() < 5  # not one clamped value
+        np.testing.assert_array_equal(out.Rad.values[ds.DQF.values == 0], gappy[ds.DQF.values == 0])

@@ -307,6 +307,11 @@ def test_a_context_field_without_any_value_is_told():
     ds["wind"] = ds.wind.where(ds.wind > 1e9)  # e.g. assigned with other x/y labels: all NaN
     with pytest.warns(xdl.XdlWarning, match="context variable 'wind' has no valid value at all"):
         ds.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["wind"], domain=None)
+    # Valid only where the target is not (two grids outer-joined by xr.merge): told too (probe).
+    apart, _ = scene()
+    apart["wind"] = apart.wind.where(apart.sst.isnull())
+    with pytest.warns(xdl.XdlWarning, match="context variable 'wind' has no valid value where 'sst' has one"):
+        apart.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["wind"], domain=None)
 
 
 def test_time_window_steps_along_a_sequence_dim_but_not_along_levels():

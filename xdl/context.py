@@ -166,6 +166,14 @@ class ContextRequest:
             warnings.warn(f"context variable {name!r} has no valid value at all, so it adds nothing to the fill. "
                           "Check its _FillValue/valid_range and its coordinates (xr.merge or assigning a variable "
                           "with other x/y labels leaves it all NaN).", XdlWarning, stacklevel=6)
+        elif not isinstance(field.data, da.Array) and not isinstance(target.data, da.Array) \
+                and not bool((valid.broadcast_like(target) & target.notnull()).any()):
+            # Never beside a value of the target, nothing to learn how it relates from (a 1 km band
+            # xr.merge'd onto a 2 km one: an outer join, the two on disjoint pixels; probe).
+            warnings.warn(f"context variable {name!r} has no valid value where {target.name!r} has one, so it adds "
+                          "nothing to the fill. Are they on different grids that xr.merge joined (each valid on "
+                          "its own pixels)? Put the context on the target's grid first (coarsen, interp).",
+                          XdlWarning, stacklevel=6)
         checked = range_check(var, context=True)  # none of it data by its CF range: an error, not a blind model
         if isinstance(checked, da.Array) and isinstance(field.data, da.Array):
             field = field.copy(data=da.map_blocks(_after_check, field.data, checked, dtype=field.dtype))
