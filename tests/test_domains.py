@@ -592,6 +592,16 @@ def test_a_dataarray_without_its_land_water_flags_warns(tmp_path):
         ds.LST.dl.inpaint()
     kept = ds.LST.assign_coords(DQF=ds.DQF).dl.inpaint()
     assert np.isnan(kept.values[water]).all()
+    # A variable that names no flags (GHRSST L2P SST beside l2p_flags): the file's flag variable
+    # on its dims is found too (AMSR2 SST filled every land pixel of its swath silently; probe).
+    import netCDF4
+
+    (tmp_path / "unnamed").mkdir()
+    with netCDF4.Dataset(_lst_like_file(tmp_path / "unnamed"), "a") as nc:
+        nc["LST"].delncattr("ancillary_variables")
+    unnamed = xr.open_dataset(tmp_path / "unnamed" / "lst.nc")
+    with pytest.warns(xdl.XdlWarning, match=r"comes from a file whose flag variable 'DQF' has land/water classes"):
+        unnamed.LST.dl.inpaint()
 
 
 def test_a_missing_grid_mapping_of_the_dataset_itself_is_no_geostationary_advice():

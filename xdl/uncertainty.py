@@ -105,7 +105,7 @@ def stale_sigma(ds: xr.Dataset, name: str) -> str | None:
 
 def is_fill_sigma(var: xr.DataArray) -> bool:
     """Whether ``var`` is the standard error of an xdl fill (its long_name says so)."""
-    return str(var.attrs.get("long_name", "")).startswith("standard error of the gap-filled")
+    return str(var.attrs.get("long_name", "")).startswith(_SIGMA_LONG_NAME.format(what=FILLED_WHAT, name=""))
 
 
 def sigma_block(valid, flags, sigma, *, dtype, model=None):
@@ -145,10 +145,14 @@ def predicted_sigma(mean: xr.DataArray, sigma: xr.DataArray, model=None) -> xr.D
     return sigma.copy(data=block(np.asarray(mean.values), sigma.values))
 
 
-def sigma_attrs(source: xr.DataArray, what: str = "gap-filled") -> dict:
+FILLED_WHAT = "gap-filled"
+_SIGMA_LONG_NAME = "standard error of the {what} {name}"  # is_fill_sigma knows xdl's fills' sigma by it
+
+
+def sigma_attrs(source: xr.DataArray, what: str = FILLED_WHAT) -> dict:
     """CF attributes of the standard error of ``source`` (standard-name modifier ``standard_error``)."""
     name = source.name
-    attrs = {"long_name": f"standard error of the {what} {name}"}
+    attrs = {"long_name": _SIGMA_LONG_NAME.format(what=what, name=name)}
     if "units" in source.attrs:
         attrs["units"] = source.attrs["units"]
     # A variable read without decoding (mask_and_scale=False) holds packed counts and carries its

@@ -39,7 +39,7 @@ import xarray as xr
 
 from ..errors import XdlWarning
 from . import cf
-from .projection import grid_mapping, projection_disk, source_variable_attrs
+from .projection import grid_mapping, projection_disk, source_flag_variables, source_variable_attrs
 
 # A missing region is "wide" where some pixel lies this many pixels (chessboard) from every
 # observed pixel (an 11x11 square fits in it): scan lines, small clouds and the blocks of typical
@@ -139,15 +139,22 @@ def _land(var: xr.DataArray) -> xr.DataArray | None:
 
 def _warn_flags_left_behind(arr: xr.DataArray, found: set) -> None:
     """Warn when ``arr`` (filled as a DataArray) names an ancillary flag variable with land or water
-    classes (read from its file's attributes) that it does not carry: the Dataset's fill keeps
-    those pixels NaN, the DataArray's cannot see them (GOES LST water was filled)."""
-    for name in str(arr.attrs.get("ancillary_variables", "")).split():
+    classes (read from its file's attributes) that it does not carry, or its file holds one on its
+    dims: the Dataset's fill keeps those pixels NaN, the DataArray's cannot see them (GOES LST
+    water was filled; AMSR2 SST, which names no flags, over every land pixel of its swath: probe)."""
+    named = str(arr.attrs.get("ancillary_variables", "")).split()
+    in_file = source_flag_variables(arr)
+    beside = [n for n, (dims, _) in in_file.items() if n not in named and n != arr.name and dims
+              and set(dims) <= set(arr.dims) and len(dims) >= 2]
+    for name in named + beside:
         if name in arr.coords or name in found:
             continue
-        meanings = _meanings(source_variable_attrs(arr, name) or {})
-        if any(_LAND_MEANING.search(m) or _is_water(m) for m in meanings):
-            warnings.warn(f"{arr.name!r} names the flag variable {name!r}, whose land/water classes mark pixels "
-                          "never to fill, but a DataArray does not carry it: domain='auto' cannot read it. Fill "
+        attrs = in_file[name][1] if name in in_file else source_variable_attrs(arr, name) or {}
+        if any(_LAND_MEANING.search(m) or _is_water(m) for m in _meanings(attrs)):
+            what = (f"names the flag variable {name!r}, whose land/water classes mark" if name in named else
+                    f"comes from a file whose flag variable {name!r} has land/water classes that mark")
+            warnings.warn(f"{arr.name!r} {what} pixels never to fill, but a DataArray does not carry it: "
+                          "domain='auto' cannot read it. Fill "
                           f"the Dataset instead (ds.dl.inpaint(variables=[{str(arr.name)!r}])), keep the flags as "
                           f"a coordinate (da.assign_coords({name}=ds[{name!r}])), or pass domain=.",
                           XdlWarning, stacklevel=4)

@@ -33,6 +33,31 @@ def source_variable_attrs(arr: xr.DataArray, name: str) -> dict | None:
     return None if attrs is None else dict(attrs)
 
 
+def source_flag_variables(arr: xr.DataArray) -> dict:
+    """``{name: (dims, attrs)}`` of the variables with ``flag_meanings`` in the file ``arr`` was read
+    from (empty when it cannot be read): the flags a DataArray left behind in its file."""
+    source = arr.encoding.get("source")
+    if not source or not isinstance(source, str):
+        return {}
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return {}
+    return dict(_file_flag_variables(source, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=32)
+def _file_flag_variables(source: str, mtime_ns: int, size: int) -> tuple:
+    try:
+        import netCDF4
+
+        with netCDF4.Dataset(source) as nc:
+            return tuple((name, (tuple(var.dimensions), {k: var.getncattr(k) for k in var.ncattrs()}))
+                         for name, var in nc.variables.items() if "flag_meanings" in var.ncattrs())
+    except (OSError, ImportError, RuntimeError, ValueError):
+        return ()
+
+
 @functools.lru_cache(maxsize=32)
 def _file_variable_attrs(source: str, name: str, mtime_ns: int, size: int) -> dict | None:
     # Cached by path, modification time and size: the auto domain and the output's mapping
