@@ -672,3 +672,15 @@ def test_a_model_error_is_one_line_in_the_cli(tmp_path, monkeypatch, capsys):
     assert main(["inpaint", "in.nc", str(tmp_path / "o.nc")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("xdl inpaint: error: out of memory (") and "give smaller --chunks or --tile" in err
+
+
+def test_a_grib_input_gets_no_index_file_beside_it(tmp_path):
+    """Found by a probe: cfgrib's default wrote FILE.grib.5b7b6.idx into the input's folder (the
+    shared data folder); xdl never writes beside its inputs."""
+    pytest.importorskip("cfgrib")
+    source = shared_file("reanalysis/era5-2mt-2019-03-uk.grib")
+    (tmp_path / "in").mkdir()
+    grib = tmp_path / "in" / "t2m.grib"
+    shutil.copy(source, grib)
+    assert main(["inpaint", str(grib), str(tmp_path / "out.zarr")]) == 0
+    assert os.listdir(tmp_path / "in") == ["t2m.grib"]

@@ -66,6 +66,10 @@ def _open_one(path: str, chunks):
     import xarray as xr
 
     kwargs = {"engine": "zarr"} if is_zarr(path) else {}
+    if str(path).lower().endswith((".grib", ".grib2", ".grb", ".grb2")):
+        # cfgrib writes an index file beside its input by default: never into the input's folder
+        # (a shared or read-only data folder got FILE.grib.5b7b6.idx; probe).
+        kwargs = {"engine": "cfgrib", "backend_kwargs": {"indexpath": ""}}
     # Times that numpy cannot hold (or units nobody can parse) must not stop a gap fill that never
     # looks at them: try cftime, then keep every time variable as stored (raw numbers + units).
     attempts = [{}, {"decode_times": xr.coders.CFDatetimeCoder(use_cftime=True)}, {"decode_times": False}]
