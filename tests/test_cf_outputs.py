@@ -887,4 +887,5 @@ def test_another_bands_valid_range_does_not_clamp_fills_under_a_mask():
         out = ds.chunk({"y": 20}).dl.inpaint(variables=["Rad"], mask=mask, domain=None).compute()
         filled = out.Rad.values[18:21]
         assert filled.std() > 5 and np.abs(filled - values[18:21]).mean() < 5  # not one clamped value
+        assert filled.max() <= gappy.max()  # within the valid values the mask admits beyond the range
         np.testing.assert_array_equal(out.Rad.values[ds.DQF.values == 0], gappy[ds.DQF.values == 0])

@@ -310,8 +310,15 @@ def test_a_context_field_without_any_value_is_told():
     # Valid only where the target is not (two grids outer-joined by xr.merge): told too (probe).
     apart, _ = scene()
     apart["wind"] = apart.wind.where(apart.sst.isnull())
-    with pytest.warns(xdl.XdlWarning, match="context variable 'wind' has no valid value where 'sst' has one"):
+    with pytest.warns(xdl.XdlWarning, match="context variable 'wind' has no valid value where 'sst' has one: a model"):
         apart.dl.inpaint(picker((0.0, 0.0)), variables=["sst"], context=["wind"], domain=None)
+    # Told per variable filled: a second variable with values beside it gets no such warning.
+    apart["other"] = apart.sst.fillna(1.0)
+    apart["other"][:, :4, :4] = np.nan
+    with pytest.warns(xdl.XdlWarning) as record:
+        apart.dl.inpaint(variables=["sst", "other"], context=["wind"], domain=None)
+    told = [str(w.message) for w in record if "has no valid value where" in str(w.message)]
+    assert len(told) == 1 and "where 'sst' has one" in told[0]
 
 
 def test_time_window_steps_along_a_sequence_dim_but_not_along_levels():

@@ -457,3 +457,19 @@ def test_nan_out_of_a_finite_block_is_warned_in_predict():
     with warnings.catch_warnings():
         warnings.simplefilter("error", XdlWarning)
         gappy.dl.predict(conv_net(), inputs=["t"]).compute()
+
+
+def test_a_dataarray_channel_dim_without_labels_keeps_its_order():
+    """Found by a review: the card-order check read no names off a channel dim without a
+    coordinate and ran no channel at all (IndexError); a label given twice is no error for a
+    module whose card names none."""
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(2, 1, 3, padding=1)
+    arr = xr.DataArray(np.random.default_rng(0).random((2, 16, 16)).astype("f4"), dims=("band", "y", "x"))
+    out = arr.dl.predict(net, channel_dim="band")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(arr.values[None]))[0, 0].numpy()
+    # the interior: xdl mirrors the borders where the bare call pads with zeros
+    np.testing.assert_allclose(out.values[1:-1, 1:-1], expected[1:-1, 1:-1], rtol=1e-5, atol=1e-6)
+    labelled = arr.assign_coords(band=["c", "c"]).dl.predict(net, channel_dim="band")
+    np.testing.assert_array_equal(labelled.values, out.values)

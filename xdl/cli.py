@@ -354,11 +354,12 @@ def main(argv=None) -> int:
     except (XdlError, OSError, ValueError, KeyError, MemoryError, RuntimeError) as e:
         # One line, no traceback (XDL_DEBUG=1 shows it for bug reports): bad input, a model's error
         # (xdl's ModelError is a RuntimeError too: it was shown as a traceback; probe), and out of
-        # memory (numpy's MemoryError, torch's "can't allocate memory", also inside a ModelError)
+        # memory (numpy's MemoryError, torch's "can't allocate memory" and "CUDA out of memory", also
+        # inside a ModelError)
         # with what to do. Other RuntimeErrors are bugs: their traceback is shown.
         if os.environ.get("XDL_DEBUG"):
             raise
-        if isinstance(e, MemoryError) or "allocate memory" in str(e):
+        if isinstance(e, MemoryError) or any(t in str(e) for t in ("allocate memory", "out of memory")):
             print(f"xdl {args.command}: error: out of memory ({str(e).strip()[:200] or type(e).__name__}); give smaller "
                   "--chunks or --tile, or run on a machine with more memory (a zarr OUT keeps its finished regions: "
                   "--resume).", file=sys.stderr)

@@ -44,8 +44,9 @@ def unhashed(arr: xr.DataArray) -> xr.DataArray:
 
 def fill_bounds(lo, hi, *, clip, limits):
     """Per-sample bounds for fills: the sample's valid range widened by ``clip`` of it (when
-    ``clip`` is not None), never beyond the CF valid range ``limits`` (unless some of the sample's
-    valid values lie beyond it), and never across zero when every valid value of the sample is >= 0
+    ``clip`` is not None), never beyond the CF valid range ``limits`` (where some of the sample's
+    valid values lie beyond a limit, never beyond those values; where all do, that limit does not
+    describe them and bounds nothing), and never across zero when every valid value of the sample is >= 0
     (or <= 0): no negative water, rain or wind speed.
 
     >>> [b.tolist() for b in fill_bounds([280.0], [330.0], clip=0.1, limits=(9200.0, 56000.0))]
@@ -53,7 +54,7 @@ def fill_bounds(lo, hi, *, clip, limits):
     >>> [b.tolist() for b in fill_bounds([280.0], [330.0], clip=0.1, limits=(213.0, 330.0))]
     [[275.0], [330.0]]
     >>> [b.tolist() for b in fill_bounds([20.0], [124.0], clip=0.1, limits=(-0.04, 25.6))]  # another band's limits
-    [[9.6], [134.4]]
+    [[9.6], [124.0]]
     """
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     low = np.full(np.broadcast(lo, hi).shape, -np.inf)
@@ -68,10 +69,12 @@ def fill_bounds(lo, hi, *, clip, limits):
         # user's mask= over a variable whose packing, and so its limits' units, was lost, or whose
         # limits are another band's after open_mfdataset joined them): a clip to it gave every
         # fill one value (GOES C13 under C07's valid_range: 25.59 for a mean of 87.6; probe).
+        # Fills then stay within the valid values themselves on that side (a percentage the mask
+        # lets reach 100.4 is filled up to 100.4, not 10% beyond it; review).
         if limits[0] is not None:
-            low = np.where(lo < limits[0], low, np.maximum(low, limits[0]))
+            low = np.where(hi < limits[0], low, np.maximum(low, np.minimum(limits[0], lo)))
         if limits[1] is not None:
-            high = np.where(hi > limits[1], high, np.minimum(high, limits[1]))
+            high = np.where(lo > limits[1], high, np.minimum(high, np.maximum(limits[1], hi)))
     return low, high
 
 

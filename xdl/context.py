@@ -143,7 +143,7 @@ class ContextRequest:
             raise InputError(f"context={own}: the standard error of an earlier fill of a variable being filled is "
                              "no context; drop it from context=.")
 
-    def _field(self, name: str, target: xr.DataArray, spatial) -> xr.DataArray:
+    def _field(self, name: str, target: xr.DataArray, spatial, targets=()) -> xr.DataArray:
         var = cf.unsigned_view(self.ds[name])
         wrong = [d for d in var.dims if d not in target.dims or var.sizes[d] != target.sizes[d]]
         if wrong or not set(spatial) <= set(var.dims):
@@ -166,14 +166,16 @@ class ContextRequest:
             warnings.warn(f"context variable {name!r} has no valid value at all, so it adds nothing to the fill. "
                           "Check its _FillValue/valid_range and its coordinates (xr.merge or assigning a variable "
                           "with other x/y labels leaves it all NaN).", XdlWarning, stacklevel=6)
-        elif not isinstance(field.data, da.Array) and not isinstance(target.data, da.Array) \
-                and not bool((valid.broadcast_like(target) & target.notnull()).any()):
-            # Never beside a value of the target, nothing to learn how it relates from (a 1 km band
-            # xr.merge'd onto a 2 km one: an outer join, the two on disjoint pixels; probe).
-            warnings.warn(f"context variable {name!r} has no valid value where {target.name!r} has one, so it adds "
-                          "nothing to the fill. Are they on different grids that xr.merge joined (each valid on "
-                          "its own pixels)? Put the context on the target's grid first (coarsen, interp).",
-                          XdlWarning, stacklevel=6)
+        elif not isinstance(field.data, da.Array) and not any(isinstance(t.data, da.Array) for t in targets) \
+                and not any(bool((valid.broadcast_like(t) & t.notnull()).any()) for t in targets):
+            # Never beside a value of any target: nothing to learn how they relate from, where the
+            # fill learns it from the scene (a 1 km band xr.merge'd onto a 2 km one: an outer join,
+            # the two on disjoint pixels; probe). A model that learned it before may still use it.
+            names = ", ".join(repr(str(t.name)) for t in targets)
+            warnings.warn(f"context variable {name!r} has no valid value where {names} has one: a model that relates "
+                          "them from the scene itself (the bundled fill-context) gets nothing from it. Are they on "
+                          "different grids that xr.merge joined (each valid on its own pixels)? Put the context on "
+                          "the target's grid first (coarsen, interp).", XdlWarning, stacklevel=6)
         checked = range_check(var, context=True)  # none of it data by its CF range: an error, not a blind model
         if isinstance(checked, da.Array) and isinstance(field.data, da.Array):
             field = field.copy(data=da.map_blocks(_after_check, field.data, checked, dtype=field.dtype))
@@ -182,7 +184,7 @@ class ContextRequest:
     def channels(self, masked: list[xr.DataArray], spatial) -> list[xr.DataArray]:
         """The extra channels for the (masked) targets: context fields, then each target's neighbours."""
         target = masked[0]
-        out = [self._field(n, target, spatial) for n in self.names]
+        out = [self._field(n, target, spatial, masked) for n in self.names]
         for arr in masked:
             if not self.offsets:
                 break

@@ -180,7 +180,8 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     clip : keep fills within the valid values' range of the same sample (each time step's whole
         field), widened by this share of that range (default 0.1); None lets the model extrapolate.
         Whatever ``clip`` says, fills stay within the CF ``valid_range``/``valid_min``/``valid_max``
-        and never cross zero in a sample whose valid values are all >= 0 (or all <= 0).
+        (under ``mask=``, widened to the valid values the mask admits beyond it, no further) and
+        never cross zero in a sample whose valid values are all >= 0 (or all <= 0).
         Without ``mask=``, an ``XdlWarning`` says when the CF rule drops more than 1% of the finite
         values (lazy input: when the result is computed).
     Outputs hold decoded values: packed ``valid_*`` attributes are converted to decoded units and

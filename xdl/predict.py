@@ -266,6 +266,8 @@ def in_card_order(card: list, given: list, option: str = "variables") -> list:
     (['u', 'v'], ['a', 'b'], ['a', 'v'])
     """
     card, given = list(card or []), list(given)
+    if not card:  # a card without names (a plain module): the order given
+        return given
     twice = sorted({str(g) for g in given if given.count(g) > 1})
     if twice and given != card:
         raise InputError(f"{option} names {twice} more than once: give each of the model's {len(given)} inputs once.")
@@ -488,11 +490,16 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         if arr.sizes[channel_dim] != spec.in_channels:
             raise InputError(f"{arr.name!r} has {arr.sizes[channel_dim]} channels along {channel_dim!r}; "
                              f"the model takes {spec.in_channels}.")
-        names = [str(v) for v in arr.coords[channel_dim].values] if channel_dim in arr.coords else list(spec.inputs)
-        ordered = in_card_order(spec.inputs, names, "the channel coordinate")
-        _refuse_outputs_after_reordering(names, ordered, outputs)
-        order = [names.index(n) for n in ordered]  # the card's channels in the card's order (as the Dataset path)
-        names = ordered
+        order = list(range(arr.sizes[channel_dim]))
+        if channel_dim in arr.coords:
+            names = [str(v) for v in arr.coords[channel_dim].values]
+            ordered = in_card_order(spec.inputs, names, "the channel coordinate")
+            _refuse_outputs_after_reordering(names, ordered, outputs)
+            if ordered != names:  # the card's channels in the card's order (as the Dataset path); distinct names
+                order = [names.index(n) for n in ordered]
+            names = ordered
+        else:  # no labels: in the order given (a coordinate-less band dim crashed here; review)
+            names = list(spec.inputs)
         arrays = [arr.isel({channel_dim: i}, drop=True) for i in order]
     else:
         names = [str(name)]

@@ -327,9 +327,10 @@ def _probe_output_shape(module, in_channels, mode, size_multiple, takes_mask) ->
     if mode == "pointwise":
         x = torch.zeros((2, in_channels))
     else:
-        # Three multiples where that is small; one beyond (a card's size_multiple 4096 made a
-        # 12288-pixel-square call of 8 s before any check of the data could refuse it; review).
-        side = size_multiple * (3 if size_multiple <= 128 else 1)
+        # Three multiples (one leaves a deep model a 1-pixel bottleneck its padding refuses), but
+        # not past PROBE_VALUES: a card's size_multiple 4096 made a 12288-pixel-square call of 8 s
+        # before any check of the data could refuse it (review).
+        side = 3 * size_multiple
         shape = (1, in_channels) + (side,) * (3 if mode == "volume" else 2)
         if math.prod(shape) > PROBE_VALUES:
             raise InputError(f"model {_label(module)!r}: its size multiple {size_multiple} asks for calls on inputs of "
