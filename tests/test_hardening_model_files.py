@@ -531,8 +531,12 @@ def test_a_card_whose_tiles_would_be_mostly_padding_is_refused_before_allocating
                                                 "size_multiple": 4096})
     field = xr.DataArray(np.ones((64, 64), "f4"), dims=("y", "x"))
     start = time.perf_counter()
-    with pytest.raises(InputError, match="12288 x 12288 pixels, over 64x the data it covers"):
-        field.dl.predict(wide)
+    with pytest.raises(InputError, match="size multiple 4096 asks for calls on inputs of 12288 x 12288 values"):
+        field.dl.predict(wide)  # its one check call would be that big: refused before it
+    within = xdl.Model(torch.nn.Identity(), card={"in_channels": 1, "out_channels": 1, "halo": 4096,
+                                                  "size_multiple": 2048})
+    with pytest.raises(InputError, match="10240 x 10240 pixels, over 64x the data it covers"):
+        field.dl.predict(within)
     assert time.perf_counter() - start < 5
     assert field.dl.predict(m).shape == (64, 64)  # the module's own halo: fine
 
