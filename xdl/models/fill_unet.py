@@ -275,7 +275,8 @@ class FillUNet(nn.Module):
         for i in range(n):
             target, known = xt[:, i:i + 1], mt[:, i:i + 1]
             if self.regression == "presence":
-                prior = _neighbour_prior(complete, mc, info, i, n, known) if self.correction_scale == "kriged" else None
+                prior = (_neighbour_prior(complete, mc, info, i, n, known, target) if self.correction_scale == "kriged"
+                         else None)
                 present, fit_mask_i = mc, fit_mask
                 if self.correction_scale == "kriged" and not context_complete:
                     unfitted = unfitted_fields(known, mc)  # no support to fit on: as absent
@@ -365,7 +366,7 @@ def _channels(planes: list[torch.Tensor]) -> torch.Tensor:
     return planes[0] if len(planes) == 1 else torch.cat(planes, 1)
 
 
-def _neighbour_prior(complete, mc, info, i, n_targets, known):
+def _neighbour_prior(complete, mc, info, i, n_targets, known, target=None):
     """For a tile with too few pixels of target ``i`` to fit a regression on (a step seen in a
     handful of pixels): "the mean of its neighbouring steps" (``info`` rows ``[offset, 1]``, the
     targets' in order, each target's as many), as coefficients (N, K) over the context fields
@@ -377,7 +378,14 @@ def _neighbour_prior(complete, mc, info, i, n_targets, known):
     rows = torch.nonzero(info[:, 1] > 0.5).squeeze(1)
     if rows.numel() == 0 or rows.numel() % n_targets:
         return None
-    if not bool(((known > 0.5).flatten(1).sum(-1) < MIN_SUPPORT * (complete.shape[1] + 1)).any()):
+    needed = MIN_SUPPORT * (complete.shape[1] + 1)
+    # Pixels that are copies of fewer distinct points (``target``'s value and the context values at
+    # its known pixels) count as those points: in a small field's mirrored tile one pixel counted
+    # about 24 times, fitted exactly, and filled its step with its own value (RMSE 1.4-2.6 K, sigma
+    # 0.001 K, where the step seen in no pixel erred 0.08 K; probe).
+    force = None if target is None else _few_distinct(target, known, needed, complete, mc)
+    few = (known > 0.5).flatten(1).sum(-1) < needed
+    if not bool((few if force is None else few | force).any()):
         return None
     per = rows.numel() // n_targets
     mine = rows[i * per:(i + 1) * per]
@@ -396,7 +404,7 @@ def _neighbour_prior(complete, mc, info, i, n_targets, known):
     # Half their variance across steps: for t-1 and t+1, var(c_+1 - c_-1) / 4, the error of their
     # midpoint on a random walk.
     variance = torch.where(count > 1, across.flatten(1).mean(-1) / 2, alone)
-    return weights, torch.nan_to_num(variance, nan=1.0)
+    return weights, torch.nan_to_num(variance, nan=1.0), force
 
 
 def _interpolated_context_variance(fit, xc, mc, known):

@@ -85,15 +85,19 @@ def _fits(moments, radii, prior=None, cell_context=None):
     (N, Hc, Wc, K) is within :data:`MAX_EXTRAPOLATION` of theirs), else the whole tile's, else (a
     tile with too few pixels for a fit) the ``prior``:
     coefficients (N, K+1, Hc, Wc), residual variance and the finest window's pixel count (N, 1, Hc, Wc).
-    ``prior``: None, or ``(weights (N, K), variance (N,))``, coefficients on the context fields (a
-    row of NaN: none for that sample) with an intercept fitted to the pixels there are, and a floor
-    under its residual variance."""
+    ``prior``: None, or ``(weights (N, K), variance (N,))`` or ``(weights, variance, force (N,))``,
+    coefficients on the context fields (a row of NaN: none for that sample) with an intercept
+    fitted to the pixels there are, and a floor under its residual variance; ``force`` True for
+    the samples that take it whatever their pixel count (their pixels are copies of fewer distinct
+    points: a small field's mirrored tile), which then take no window's fit either."""
     n, hc, wc, k2, _ = moments.shape
     flat = moments.reshape(n, hc, wc, k2 * k2).permute(0, 3, 1, 2)
     tile = moments.sum((1, 2), keepdim=True)
     beta, residual, _ = _solve(tile)
+    forced = None
     if prior is not None:
         beta, residual = _with_prior(tile, beta, residual, *prior)
+        forced = prior[2] if len(prior) > 2 else None
     beta, residual = beta.expand(n, k2 - 1, hc, wc), residual.expand(n, 1, hc, wc)
     mean, inverse = (a.expand(n, hc, wc, *a.shape[3:]) for a in _context_spread(tile))
     count = None
@@ -102,6 +106,8 @@ def _fits(moments, radii, prior=None, cell_context=None):
         window = local.permute(0, 2, 3, 1).reshape(n, hc, wc, k2, k2)
         b, res, count = _solve(window)
         supported = count >= MIN_SUPPORT * (k2 - 1)
+        if forced is not None:
+            supported = supported & ~forced[:, None, None, None]
         m, inv = _context_spread(window)
         if cell_context is not None:
             supported &= (_distance2(cell_context, m, inv) <= MAX_EXTRAPOLATION ** 2)[:, None]
@@ -133,15 +139,17 @@ def _distance2(point, mean, inverse):
     return (offset[..., :, None] * inverse * offset[..., None, :]).sum((-2, -1))
 
 
-def _with_prior(tile, beta, residual, weights, variance):
+def _with_prior(tile, beta, residual, weights, variance, force=None):
     """The tile fits (N, K+1, 1, 1) and residual variances (N, 1, 1, 1), the ``weights`` (N, K)
     instead where the tile holds fewer than :data:`MIN_SUPPORT` pixels per coefficient (a step seen
-    in a handful of pixels: its fit was a constant with no error), with the intercept that fits
-    those pixels' mean and as residual variance their misfit, at least ``variance`` (N,)."""
+    in a handful of pixels: its fit was a constant with no error) or ``force`` (N,) says so, with
+    the intercept that fits those pixels' mean and as residual variance their misfit, at least
+    ``variance`` (N,)."""
     k2 = tile.shape[-1]
     m = tile[:, 0, 0]  # (N, K+2, K+2)
     count = m[:, 0, 0]
-    use = (count < MIN_SUPPORT * (k2 - 1)) & torch.isfinite(weights).all(-1)
+    few = count < MIN_SUPPORT * (k2 - 1)
+    use = (few if force is None else few | force) & torch.isfinite(weights).all(-1)
     if not bool(use.any()):
         return beta, residual
     w = torch.nan_to_num(weights.double())
