@@ -354,9 +354,8 @@ def main(argv=None) -> int:
     except (XdlError, OSError, ValueError, KeyError, MemoryError, RuntimeError) as e:
         # One line, no traceback (XDL_DEBUG=1 shows it for bug reports): bad input, a model's error
         # (xdl's ModelError is a RuntimeError too: it was shown as a traceback; probe), and out of
-        # memory (numpy's MemoryError, torch's "can't allocate memory" and "CUDA out of memory", also
-        # inside a ModelError)
-        # with what to do. Other RuntimeErrors are bugs: their traceback is shown.
+        # memory with what to do (numpy's MemoryError, torch's "can't allocate memory" and "CUDA out
+        # of memory", also inside a ModelError). Other RuntimeErrors are bugs: their traceback is shown.
         if os.environ.get("XDL_DEBUG"):
             raise
         if isinstance(e, MemoryError) or any(t in str(e) for t in ("allocate memory", "out of memory")):

@@ -331,12 +331,17 @@ _SCALED_SCORES = ("rmse", "mae", "crps", "crps_const")
 def _in_units(scores: dict, raw: xr.DataArray) -> dict:
     """``scores`` of packed counts (``scale_factor`` in the attributes: not decoded) converted to
     the physical units the ``units`` attribute names; unchanged for decoded values."""
-    factor = raw.attrs.get("scale_factor")
-    if factor is None:
+    if raw.attrs.get("scale_factor") is None:
         return scores
-    factor = float(np.asarray(factor).ravel()[0])
+    factor, _ = _packing(raw)
     return {k: v * factor if k in _SIGNED_SCORES else v * abs(factor) if k in _SCALED_SCORES else v
             for k, v in scores.items()}
+
+
+def _packing(raw: xr.DataArray) -> tuple[float, float]:
+    """``(scale_factor, add_offset)`` of counts read without decoding (attributes), else (1, 0)."""
+    return tuple(float(np.asarray(raw.attrs.get(k, d)).ravel()[0])
+                 for k, d in (("scale_factor", 1.0), ("add_offset", 0.0)))
 
 
 def _report(values, arrays, gap_specs, methods, share, attrs) -> xr.Dataset:
@@ -414,7 +419,7 @@ def _plot(path, arr, label, many, truth, keep, hidden, fills, sigma, eligible) -
     variable = str(arr.name)
     if many:
         path = path.with_name(f"{path.stem}_{variable}_{label}{path.suffix or '.png'}")
-    scale, offset = (float(np.asarray(arr.attrs.get(k, d)).ravel()[0]) for k, d in (("scale_factor", 1.0), ("add_offset", 0.0)))
+    scale, offset = _packing(arr)
     if (scale, offset) != (1.0, 0.0):
         truth, fills = truth * scale + offset, {m: f * scale + offset for m, f in fills.items()}
         sigma = None if sigma is None else sigma * abs(scale)

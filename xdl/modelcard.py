@@ -36,6 +36,11 @@ MAX_CONTEXT_FIELDS = 64   # as xdl.models.context.MAX_CONTEXT_FIELDS
 # user's data records {"variables": [...], "time_window": k} instead and takes only that.
 CONTEXT_ANY = {"accepts": "any", "max_fields": 32, "max_time_window": 3}
 _MODES = (None, "spatial", "pointwise", "volume")
+_NORM_KINDS = ("none", "global", "per_sample")
+_FLOAT32_MAX = 3.4e38
+# The smallest normalisation std: dividing by 1e-38 overflowed float32 and every fill came back
+# NaN, blamed on the weights (fuzzing); trace gases in mol/mol vary by 1e-10.
+MIN_STD = 1e-20
 
 
 def module_mode(module):
@@ -49,11 +54,6 @@ def module_mode(module):
     """
     mode = getattr(module, "mode", None)
     return mode if isinstance(mode, str) and mode in _MODES else None
-_NORM_KINDS = ("none", "global", "per_sample")
-_FLOAT32_MAX = 3.4e38
-# The smallest normalisation std: dividing by 1e-38 overflowed float32 and every fill came back
-# NaN, blamed on the weights (fuzzing); trace gases in mol/mol vary by 1e-10.
-MIN_STD = 1e-20
 
 
 def short(v, n=80):

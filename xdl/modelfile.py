@@ -83,22 +83,23 @@ def _check_card_fits_module(card: dict, module) -> None:
     """InputError where the card promises what the module cannot do: a sigma output (the card's
     ``uncertainty``) from a module that declares none or returns an odd number of channels (a
     means-then-sigmas output is even), more halo than the module declares, context fields for a
-    module that declares it takes none. A
-    file with such a card loaded and failed at its first fill, in the CLI with a traceback (probe)."""
+    module that declares it takes none. A file with such a card loaded and failed at its first
+    fill, in the CLI with a traceback (probe)."""
+    inner = unwrapped(module)  # the model inside a context wrapper, as with_context reads it
+    kind = type(inner).__name__
     if card.get("uncertainty"):
         out_channels = card.get("out_channels")
         if getattr(module, "sigma", None) is False or (isinstance(out_channels, int) and out_channels % 2):
-            raise InputError(f"the card's 'uncertainty' says the model gives a sigma per output, but its "
-                             f"{type(module).__name__} module has no sigma output ({out_channels} output channel(s)); "
-                             "drop 'uncertainty' from the card, or fit a model with a sigma head.")
-    own, claimed = getattr(unwrapped(module), "halo", None), card.get("halo")
+            raise InputError(f"the card's 'uncertainty' says the model gives a sigma per output, but its {kind} "
+                             f"module has no sigma output ({out_channels} output channel(s)); drop 'uncertainty' "
+                             "from the card, or fit a model with a sigma head.")
+    own, claimed = getattr(inner, "halo", None), card.get("halo")
     if isinstance(own, int) and not isinstance(own, bool) and isinstance(claimed, int) and claimed > own:
-        raise InputError(f"the card's halo {claimed} is more than its {type(unwrapped(module)).__name__} module "
-                         f"declares ({own}): tiles would be that much larger for nothing; give the card the module's "
-                         "halo or less.")
-    if card.get("context") and not getattr(unwrapped(module), "takes_context", False):  # as with_context reads it
-        raise InputError(f"the card's 'context' says the model takes context fields, but its {type(module).__name__} "
-                         "module takes none; drop 'context' from the card.")
+        raise InputError(f"the card's halo {claimed} is more than its {kind} module declares ({own}): tiles would "
+                         "be that much larger for nothing; give the card the module's halo or less.")
+    if card.get("context") and not getattr(inner, "takes_context", False):
+        raise InputError(f"the card's 'context' says the model takes context fields, but its {kind} module takes "
+                         "none; drop 'context' from the card.")
 
 
 class Model:

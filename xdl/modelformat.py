@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import contextmanager
 import os
 import stat
 import struct
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 import torch

@@ -280,13 +280,16 @@ def in_card_order(card: list, given: list, option: str = "variables") -> list:
                      "other variables in the order given.")
 
 
-def _refuse_outputs_after_reordering(given, ordered, outputs) -> None:
-    """``outputs=`` names the model's output channels, which follow the card's order: given with
-    inputs in another order, they were meant for that order and would be swapped (review)."""
+def _inputs_in_card_order(spec, given, outputs, option) -> list:
+    """:func:`in_card_order` for ``predict``, refusing ``outputs=`` then: it names the model's
+    output channels, which follow the card's order; given with inputs in another order, they were
+    meant for that order and would be swapped (review)."""
+    ordered = in_card_order(spec.inputs, given, option)
     if outputs is not None and list(given) != list(ordered):
         raise InputError(f"inputs {list(given)} are in another order than the model's card {list(ordered)}, and "
                          f"outputs={_names(outputs)} name its output channels, which follow the card's order: pass "
                          f"the inputs as {list(ordered)} with the outputs in that order.")
+    return ordered
 
 
 def card_names(card: list, given: list) -> list:
@@ -367,9 +370,7 @@ def _predict_dataset(ds, model, spec, run, inputs, outputs, dims, progress):
         if len(names) != spec.in_channels:
             raise InputError(f"the model takes {spec.in_channels} input channel(s) but {len(names)} "
                              f"variable(s) were given: {names}.")
-        ordered = in_card_order(spec.inputs, names, "inputs")
-        _refuse_outputs_after_reordering(names, ordered, outputs)
-        names = ordered
+        names = _inputs_in_card_order(spec, names, outputs, "inputs")
         out_names = _names(outputs) if outputs is not None else (list(spec.outputs)[:n_out] or None)
         if out_names is None:
             out_names = names if n_out == len(names) else [f"output_{i}" for i in range(n_out)]
@@ -493,8 +494,7 @@ def _predict_dataarray(arr, model, spec, run, inputs, outputs, dims, channel_dim
         order = list(range(arr.sizes[channel_dim]))
         if channel_dim in arr.coords:
             names = [str(v) for v in arr.coords[channel_dim].values]
-            ordered = in_card_order(spec.inputs, names, "the channel coordinate")
-            _refuse_outputs_after_reordering(names, ordered, outputs)
+            ordered = _inputs_in_card_order(spec, names, outputs, "the channel coordinate")
             if ordered != names:  # the card's channels in the card's order (as the Dataset path); distinct names
                 order = [names.index(n) for n in ordered]
             names = ordered

@@ -108,6 +108,19 @@ def is_fill_sigma(var: xr.DataArray) -> bool:
     return str(var.attrs.get("long_name", "")).startswith(_SIGMA_LONG_NAME.format(what=FILLED_WHAT, name=""))
 
 
+def _usable(sigma: np.ndarray) -> np.ndarray:
+    """Where ``sigma`` is a standard error: a positive finite number."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(sigma) & (sigma > 0)
+
+
+def _warn_unusable(model, pixels: str, kept: str = "") -> None:
+    # Same text from every block: Python shows it once per place under the default filters.
+    warnings.warn(f"model {model!r} gave a sigma that is NaN, inf, 0 or negative for {pixels}; their sigma is "
+                  f"NaN{kept}. Check the model's sigma output channels and its card's 'uncertainty' entry.",
+                  XdlWarning, stacklevel=2)  # the caller is a dask task
+
+
 def sigma_block(valid, flags, sigma, *, dtype, model=None):
     """One block of ``<var>_sigma``: 0 where the input was valid, the model's sigma where it
     filled the pixel (flag 1), NaN elsewhere (nothing filled: no error to give). A sigma that is
@@ -115,13 +128,9 @@ def sigma_block(valid, flags, sigma, *, dtype, model=None):
     warning naming the model."""
     sigma = np.asarray(sigma).astype(dtype, copy=False)
     filled = flags == FILLED
-    with np.errstate(invalid="ignore"):
-        usable = np.isfinite(sigma) & (sigma > 0)
+    usable = _usable(sigma)
     if (filled & ~valid & ~usable).any():
-        # Same text from every block: Python shows it once per place under the default filters.
-        warnings.warn(f"model {model!r} gave a sigma that is NaN, inf, 0 or negative for filled pixels; their "
-                      "sigma is NaN (the fills are kept). Check the model's sigma output channels and its "
-                      "card's 'uncertainty' entry.", XdlWarning, stacklevel=1)  # the caller is a dask task
+        _warn_unusable(model, "filled pixels", " (the fills are kept)")
     filled = np.where(filled & usable, sigma, dtype.type(np.nan))
     return np.where(valid, dtype.type(0), filled).astype(dtype, copy=False)
 
@@ -132,12 +141,9 @@ def predicted_sigma(mean: xr.DataArray, sigma: xr.DataArray, model=None) -> xr.D
     a finite mean, as :func:`sigma_block` does for fills (predict passed -2 and 0 on; probe)."""
     def block(m, s):
         s = np.asarray(s)
-        with np.errstate(invalid="ignore"):
-            usable = np.isfinite(s) & (s > 0)
+        usable = _usable(s)
         if (np.isfinite(m) & ~usable).any():
-            warnings.warn(f"model {model!r} gave a sigma that is NaN, inf, 0 or negative for predicted pixels; "
-                          "their sigma is NaN. Check the model's sigma output channels and its card's 'uncertainty' "
-                          "entry.", XdlWarning, stacklevel=1)  # the caller is a dask task
+            _warn_unusable(model, "predicted pixels")
         return np.where(usable, s, s.dtype.type(np.nan))
 
     if isinstance(sigma.data, da.Array) and isinstance(mean.data, da.Array):  # both the engine's output

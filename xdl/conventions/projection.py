@@ -22,20 +22,19 @@ _DISK_MAPPINGS = ("geostationary", "vertical_perspective")
 
 def source_variable_attrs(arr: xr.DataArray, name: str) -> dict | None:
     """The attributes of variable ``name`` in the file ``arr`` was read from, if it can be read."""
-    source = arr.encoding.get("source")
-    if not source or not isinstance(source, str):
-        return None
-    try:
-        stat = os.stat(source)
-    except OSError:
-        return None
-    attrs = _file_variable_attrs(source, name, stat.st_mtime_ns, stat.st_size)
-    return None if attrs is None else dict(attrs)
+    found = _source_variables(arr).get(name)
+    return None if found is None else dict(found[1])
 
 
 def source_flag_variables(arr: xr.DataArray) -> dict:
     """``{name: (dims, attrs)}`` of the variables with ``flag_meanings`` in the file ``arr`` was read
     from (empty when it cannot be read): the flags a DataArray left behind in its file."""
+    return {name: (dims, dict(attrs)) for name, (dims, attrs) in _source_variables(arr).items()
+            if "flag_meanings" in attrs}
+
+
+def _source_variables(arr: xr.DataArray) -> dict:
+    """``{name: (dims, attrs)}`` of every variable of the file ``arr`` was read from ({} when none)."""
     source = arr.encoding.get("source")
     if not source or not isinstance(source, str):
         return {}
@@ -43,35 +42,22 @@ def source_flag_variables(arr: xr.DataArray) -> dict:
         stat = os.stat(source)
     except OSError:
         return {}
-    return dict(_file_flag_variables(source, stat.st_mtime_ns, stat.st_size))
+    return dict(_file_variables(source, stat.st_mtime_ns, stat.st_size))
 
 
 @functools.lru_cache(maxsize=32)
-def _file_flag_variables(source: str, mtime_ns: int, size: int) -> tuple:
+def _file_variables(source: str, mtime_ns: int, size: int) -> tuple:
+    # Cached by path, modification time and size: the auto domain (ancillary and other flag
+    # variables) and the output's mapping variable all ask, and a file rewritten in place is read
+    # again. Callers get copies of the attributes.
     try:
         import netCDF4
 
         with netCDF4.Dataset(source) as nc:
             return tuple((name, (tuple(var.dimensions), {k: var.getncattr(k) for k in var.ncattrs()}))
-                         for name, var in nc.variables.items() if "flag_meanings" in var.ncattrs())
+                         for name, var in nc.variables.items())
     except (OSError, ImportError, RuntimeError, ValueError):
         return ()
-
-
-@functools.lru_cache(maxsize=32)
-def _file_variable_attrs(source: str, name: str, mtime_ns: int, size: int) -> dict | None:
-    # Cached by path, modification time and size: the auto domain and the output's mapping
-    # variable both ask, and a file rewritten in place is read again. Callers get a copy.
-    try:
-        import netCDF4
-
-        with netCDF4.Dataset(source) as nc:
-            if name in nc.variables:
-                var = nc.variables[name]
-                return {k: var.getncattr(k) for k in var.ncattrs()}
-    except (OSError, ImportError, RuntimeError, ValueError):
-        return None
-    return None
 
 
 def with_mapping_variable(out, arr: xr.DataArray):

@@ -154,15 +154,8 @@ def range_check(arr: xr.DataArray, context: bool = False):
             warnings.warn(message, XdlWarning, stacklevel=2)  # at compute the caller is a dask task
         return np.zeros((), bool)
 
-    return _told(check, counts)
-
-
-def _told(check, counts):
-    """``check(*counts)`` now for numpy counts, else a lazy dask scalar that runs it when computed."""
-    counts = [c.data if isinstance(c, xr.DataArray) else c for c in counts]
     if not any(isinstance(c, da.Array) for c in counts):
         return check(*counts)
     import dask
 
     return da.from_delayed(dask.delayed(check, pure=True)(*counts), shape=(), dtype=bool)
-
