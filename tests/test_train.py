@@ -261,6 +261,9 @@ def test_checkpoint_and_resume_bit_identical(tmp_path):
     assert any(k.startswith("optim0/") and k.endswith("/step") for k in tensors)
     assert (tmp_path / "split" / train.BEST_NAME).exists()
     assert xdl.load_model(tmp_path / "split" / train.BEST_NAME).fills_gaps
+    # The checkpoint is readable as best.safetensors is (it was owner-only, 0600; probe).
+    modes = {(tmp_path / "split" / name).stat().st_mode & 0o777 for name in (train.CHECKPOINT_NAME, train.BEST_NAME)}
+    assert len(modes) == 1 and modes.pop() & 0o044
     resumed = _run(tmp_path / "split", epochs=2, resume=True)
     _same_weights(full, resumed)
     assert full.training["history"] == resumed.training["history"]

@@ -168,10 +168,12 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         variable's valid values lie on one side, the other side is outside; (3) 2-D lat/lon with missing values (swaths): outside where they are missing; (4) model output on an
         ocean grid (``cell_measures``/``associated_files`` name ``areacello``): every never-observed pixel is land.
         When the file says none of this (no disk, mask or swath), a shape rule: a region that no
-        sample observes and that is wide (a pixel 6 or more pixels from every observed pixel:
-        the sea around a country, space around a reprojected disk) is outside if it reaches the
-        scene's edge (within 16 pixels), or anywhere for two or more samples (never observed in
-        a whole series); narrow gaps joined to it are outside only within 4 pixels of its wide
+        sample observes and that is wide is outside: in a scene or up to 3 samples, a region with
+        a pixel 6 or more pixels from every observed pixel (the sea around a country, space
+        around a reprojected disk) that reaches the scene's edge (within 16 pixels); in a series
+        of 4 or more samples, one with a pixel 3 or more pixels from them anywhere, and any that
+        touches the edge (never observed in a whole series: land); a global longitude has no
+        east or west edge. Narrow gaps joined to it are outside only within 4 pixels of its wide
         part. Scan lines, clouds and other gaps inside a scene are filled. The rule reads the
         valid mask once (also for lazy input); ``domain=None`` skips it.
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable: no valid input
@@ -196,7 +198,8 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
     time_window : k > 0 adds each filled variable at the time steps t-k .. t-1, t+1 .. t+k (by
         index along its time dim, whatever the coordinate; missing beyond the ends) as inputs.
         Results do not depend on the chunking along time either. Needs a context model (its card's
-        ``context``: a model fit with one context refuses another with an InputError naming both).
+        ``context``: a model fit with one context refuses another with an InputError naming both);
+        k is at most the card's limit (``fill-context``: 3).
     uncertainty : add ``<var>_sigma``, the standard error of each fill (same units and dtype): 0
         where the input is valid, the model's calibrated sigma where it filled (flag 1; times the
         card's factor at the pixel's distance to valid data, when the card has ``distance_bins``:
@@ -273,13 +276,14 @@ def _groups(names: list[str], spec) -> list[list[str]]:
     return [in_card_order(spec.inputs, names)]
 
 
-def _resolve_domain(domain, container, arr, valid, dims):
+def _resolve_domain(domain, container, arr, valid, dims, periodic=None):
     """The domain mask of ``arr`` (None: everywhere): ``"auto"`` reads what ``container`` (the
-    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.conventions.domains.auto_domain`)."""
+    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.conventions.domains.auto_domain`;
+    ``periodic`` the engine option: whether x wraps)."""
     if domain is None:
         return None
     if isinstance(domain, str):
-        domain = domains.auto_domain(container, arr, valid=valid, dims=dims)
+        domain = domains.auto_domain(container, arr, valid=valid, dims=dims, periodic=periodic)
         if domain is None:
             return None
     return as_mask(domain, arr, "domain")
@@ -355,7 +359,7 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     arr = cf.unsigned_view(arr)
     _check_units(arr, spec)
     valid = observed_mask(arr, arr, mask)  # the CF rule; a warning when its link names flags it lacks
-    dom = _resolve_domain(domain, arr, arr, valid, dims)
+    dom = _resolve_domain(domain, arr, arr, valid, dims, job.run.periodic)
     filled, flag_arrays, sigmas = _fill_one([arr], [valid], dom, job, dims, clip, cf_rule=mask is None)
     lazy = isinstance(arr.data, da.Array)
     if sigmas is None:
@@ -431,7 +435,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
         valids = [observed_mask(ds, a, mask) for a in arrays]
         # One domain per group (a multi-variable model fills its variables on one grid): the first's.
-        dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims)
+        dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims, job.run.periodic)
         filled, flag_arrays, sigmas = _fill_one(arrays, valids, dom, job, dims, clip, cf_rule=mask is None)
         for i, (name, result, flag) in enumerate(zip(group, filled, flag_arrays)):
             flag.name = f"{name}_inpainted"

@@ -27,7 +27,7 @@ from .errors import InputError, ModelFileError, UnknownModelError
 from .modelcard import CARD_KEYS, CARD_LIMITS, CONTEXT_ANY, check_card, module_mode, short, sigma_name  # noqa: F401 (CARD_LIMITS: re-exported)
 from .modelformat import (FORMAT_VERSION, MAX_HEADER, card_from_header, check_finite, fail, open_regular, read_errors,
                           read_header, read_header_from, read_tensors)  # noqa: F401 (read_header: re-exported)
-from .io.files import replace_atomically
+from .io.files import readable_like_a_new_file, replace_atomically
 from .engine.feeding import in_passing_thread
 from .models import registry
 from .models.context import unwrapped
@@ -55,21 +55,6 @@ def _output_channels(outputs: list, sigma: bool) -> int:
 def _version():
     from .version import __version__
     return __version__
-
-
-def _umask() -> int:
-    """The process's umask: from /proc where Linux has it (setting it to read it, as elsewhere,
-    changes it for every thread for a moment)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _jsonable(obj, what):
@@ -278,9 +263,7 @@ class Model:
         with replace_atomically(path) as tmp:
             # clone: safetensors refuses tensors that share storage (tied weights, views).
             save_file({k: v.clone() for k, v in self._tensors().items()}, tmp, metadata=meta)
-            # safetensors writes owner-only files (0600): a model shared with a cluster's workers or
-            # other users could not be read. The permissions of any new file instead.
-            os.chmod(tmp, 0o666 & ~_umask())
+            readable_like_a_new_file(tmp)
 
     def __repr__(self):
         c = self._card

@@ -67,8 +67,10 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
         or outside the mask); models that take a mask (``takes_mask``: fill-unet, pconv-unet, a
         UNet ``with_mask``) get the mask instead and are unaffected.
         "propagate" (default): missing inputs enter as 0 in normalised units and the output is
-        NaN wherever a missing input lies within ``halo`` pixels (the model's receptive field)
-        of the output pixel, so no output depends on a made-up value.
+        NaN wherever a missing input lies within ``halo`` pixels of the output pixel. A probed
+        halo (no ``halo=`` and none in the card) is the radius holding 99% of the input gradient,
+        not the whole receptive field: a missing input beyond it still reaches the output as 0
+        through the rest; pass ``halo=`` the receptive field where no output may depend on one.
         "fill": missing inputs first get a harmonic fill of their tile's valid values (in
         normalised units, :func:`xdl.models.harmonic.harmonic_fill`), then the model runs; the
         output is NaN only at the missing pixels themselves (unless the model fills gaps).
@@ -87,8 +89,10 @@ def predict(obj, model, *, inputs=None, outputs=None, dims=None, device="auto", 
     call before the graph is built where possible). Output pixels where the model gave NaN or
     inf are NaN.
 
-    Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, attrs,
-    grid mapping and a history line. A model that gives a sigma (card ``uncertainty``: it returns
+    Returns a Dataset (for a Dataset input) or DataArray with the input's coordinates, grid
+    mapping (``grid_mapping``, ``coordinates``) and a history line; the input's other attributes
+    (``units``, ``long_name``, ``valid_range``...) describe the input, not the model's output, and
+    are not copied: set the output's own. A model that gives a sigma (card ``uncertainty``: it returns
     its means, then their sigmas) adds ``<out>_sigma`` per output (the standard error, in the
     output's units; a DataArray input gets them along its ``channel`` dim).
 

@@ -89,6 +89,27 @@ MAX_NAME = 255  # bytes in a file name on the common file systems (a 250-charact
 _HOST = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 
 
+def readable_like_a_new_file(path) -> None:
+    """Give ``path`` the permissions of any new file (0666 less the umask): safetensors writes
+    owner-only files (0600), which a cluster's workers or other users could not read."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask: from /proc where Linux has it (setting it to read it, as elsewhere,
+    changes it for every thread for a moment)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _short_name(target: Path, suffix: str) -> str:
     """``target``'s name for a hidden sibling ``.NAME<suffix>``: its digest where that would be too long."""
     if len(f".{target.name}{suffix}".encode()) > MAX_NAME:

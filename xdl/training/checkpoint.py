@@ -13,7 +13,7 @@ import os
 import torch
 
 from ..errors import InputError
-from ..io.files import replace_atomically
+from ..io.files import readable_like_a_new_file, replace_atomically
 from ..modelfile import Model
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -41,6 +41,7 @@ def save_checkpoint(path, module, best_state, optimizers, meta) -> None:
     meta = {**meta, "optimizer_scalars": scalars, "format": CHECKPOINT_FORMAT}
     with replace_atomically(path) as tmp:  # an interrupted save never leaves a half checkpoint
         save_file(tensors, tmp, metadata={"xdl_checkpoint": json.dumps(meta)})
+        readable_like_a_new_file(tmp)
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
