@@ -172,8 +172,8 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         a pixel 6 or more pixels from every observed pixel (the sea around a country, space
         around a reprojected disk) that reaches the scene's edge (within 16 pixels); in a series
         of 4 or more samples, one with a pixel 3 or more pixels from them anywhere, and any that
-        touches the edge (never observed in a whole series: land); a global longitude has no
-        east or west edge. Narrow gaps joined to it are outside only within 4 pixels of its wide
+        touches the edge (never observed in a whole series: land); a global grid's first and
+        last longitudes count as edges too. Narrow gaps joined to it are outside only within 4 pixels of its wide
         part. Scan lines, clouds and other gaps inside a scene are filled. The rule reads the
         valid mask once (also for lazy input); ``domain=None`` skips it.
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable: no valid input
@@ -276,14 +276,13 @@ def _groups(names: list[str], spec) -> list[list[str]]:
     return [in_card_order(spec.inputs, names)]
 
 
-def _resolve_domain(domain, container, arr, valid, dims, periodic=None):
+def _resolve_domain(domain, container, arr, valid, dims):
     """The domain mask of ``arr`` (None: everywhere): ``"auto"`` reads what ``container`` (the
-    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.conventions.domains.auto_domain`;
-    ``periodic`` the engine option: whether x wraps)."""
+    Dataset, or ``arr`` itself) says about where ``arr`` lives (:func:`xdl.conventions.domains.auto_domain`)."""
     if domain is None:
         return None
     if isinstance(domain, str):
-        domain = domains.auto_domain(container, arr, valid=valid, dims=dims, periodic=periodic)
+        domain = domains.auto_domain(container, arr, valid=valid, dims=dims)
         if domain is None:
             return None
     return as_mask(domain, arr, "domain")
@@ -359,7 +358,7 @@ def _inpaint_dataarray(arr, model, spec, job, mask, domain, dims, clip, progress
     arr = cf.unsigned_view(arr)
     _check_units(arr, spec)
     valid = observed_mask(arr, arr, mask)  # the CF rule; a warning when its link names flags it lacks
-    dom = _resolve_domain(domain, arr, arr, valid, dims, job.run.periodic)
+    dom = _resolve_domain(domain, arr, arr, valid, dims)
     filled, flag_arrays, sigmas = _fill_one([arr], [valid], dom, job, dims, clip, cf_rule=mask is None)
     lazy = isinstance(arr.data, da.Array)
     if sigmas is None:
@@ -435,7 +434,7 @@ def _inpaint_dataset(ds, model, spec, job, variables, mask, domain, dims, flags,
         lazy = lazy or any(isinstance(a.data, da.Array) for a in arrays)
         valids = [observed_mask(ds, a, mask) for a in arrays]
         # One domain per group (a multi-variable model fills its variables on one grid): the first's.
-        dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims, job.run.periodic)
+        dom = _resolve_domain(domain, ds, arrays[0], valids[0], dims)
         filled, flag_arrays, sigmas = _fill_one(arrays, valids, dom, job, dims, clip, cf_rule=mask is None)
         for i, (name, result, flag) in enumerate(zip(group, filled, flag_arrays)):
             flag.name = f"{name}_inpainted"

@@ -39,7 +39,6 @@ import xarray as xr
 
 from ..errors import XdlWarning
 from . import cf
-from .layout import is_periodic_longitude
 from .projection import grid_mapping, projection_disk, source_flag_variables, source_variable_attrs
 
 # A missing region is "wide" where some pixel lies this many pixels (chessboard) from every
@@ -204,8 +203,7 @@ def swath_footprint(arr: xr.DataArray, spatial) -> xr.DataArray | None:
     return ok.transpose(*spatial).rename("swath_footprint")
 
 
-def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, reach: int = REACH,
-                   periodic: bool = False) -> np.ndarray:
+def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, reach: int = REACH) -> np.ndarray:
     """True where a 2-D scene's never-observed pixels form a wide outside region (module docstring).
 
     ``observed``: True where any sample has a valid value; ``samples``: how many samples (time
@@ -216,21 +214,8 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
     missing pixels (a coastline reaching the edge of a coarse grid in a thin strip; a scan line that joins an
     interior hole to the edge is too long for that). The outside reaches ``reach`` pixels into
     narrower gaps joined to it (the corners of a coastline): a scan line meeting the sea stays
-    fillable beyond that. ``periodic``: the last column joins the first (a global longitude), so
-    neither is an edge and a region across them is one region (a block across 0 degrees east was
-    left NaN as "at the edge" while the same block inland was filled; probe).
+    fillable beyond that.
     """
-    if periodic:
-        # Solved on three copies side by side, whose outer ends only a region circling the globe
-        # reaches (then wide or at the top or bottom edge anyway); the middle copy is the answer.
-        w = observed.shape[-1]
-        tiled = _static_missing(np.concatenate([observed] * 3, axis=-1), samples, wide, reach, sides=False)
-        return tiled[:, w:2 * w]
-    return _static_missing(observed, samples, wide, reach, sides=True)
-
-
-def _static_missing(observed, samples, wide, reach, sides):
-    """:func:`static_missing`; ``sides``: whether the first and last columns are the scene's edge."""
     from scipy import ndimage
 
     missing = ~np.asarray(observed, dtype=bool)
@@ -249,9 +234,7 @@ def _static_missing(observed, samples, wide, reach, sides):
     eight = np.ones((3, 3), bool)
     if samples < SERIES:
         ring = np.zeros(missing.shape, bool)
-        ring[0], ring[-1] = True, True
-        if sides:
-            ring[:, 0], ring[:, -1] = True, True
+        ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
         near_edge = ndimage.binary_dilation(ring & missing, structure=eight, iterations=EDGE, mask=missing)
         labels, _ = ndimage.label(wide_part, structure=eight)
         keep = np.unique(labels[near_edge & wide_part])
@@ -259,13 +242,13 @@ def _static_missing(observed, samples, wide, reach, sides):
         if not wide_part.any():
             return wide_part
     else:
-        wide_part = wide_part | _at_the_edge(missing, sides)
+        wide_part = wide_part | _at_the_edge(missing)
     if reach <= 0 or not wide_part.any():
         return wide_part
     return ndimage.binary_dilation(wide_part, structure=eight, iterations=reach, mask=missing)
 
 
-def _at_the_edge(missing: np.ndarray, sides: bool = True) -> np.ndarray:
+def _at_the_edge(missing: np.ndarray) -> np.ndarray:
     """In a series: the never-observed regions that touch the scene's edge, whatever their width
     in the scene (land cut by a regional grid: Asia in a 5-degree Pacific SST series is 3-6 pixels
     from the edge, and was filled). Rows and columns missing from end to end (a dead detector
@@ -278,7 +261,7 @@ def _at_the_edge(missing: np.ndarray, sides: bool = True) -> np.ndarray:
     h, w = missing.shape
     out = np.zeros(missing.shape, bool)
     for k, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
-        if rows.start == 0 or rows.stop == h or (sides and (cols.start == 0 or cols.stop == w)):
+        if rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w:
             out[rows, cols] |= labels[rows, cols] == k
     return out
 
@@ -301,13 +284,12 @@ def _spatial_dims(arr, dims):
 
 
 def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | None = None,
-                dims=None, periodic: bool | None = None) -> xr.DataArray | None:
+                dims=None) -> xr.DataArray | None:
     """The ``domain="auto"`` of variable ``arr`` in ``obj`` (a Dataset, or ``arr`` itself): True
     where gaps may be filled, None for everywhere. The rules are in this module's docstring.
 
     ``valid``: ``arr``'s valid mask (default: CF rules). For a Dataset without ``arr``, only the
-    projection's disk is used (it is the same for every variable). ``periodic``: whether the x dim
-    wraps, as the engine's option (None: a regular longitude spanning 360 degrees does).
+    projection's disk is used (it is the same for every variable).
     """
     if arr is None:
         if isinstance(obj, xr.DataArray):
@@ -359,9 +341,7 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         observed = np.asarray(dask.compute(observed.transpose(*spatial).data)[0], dtype=bool)
         samples = int(np.prod([valid.sizes[d] for d in other])) if other else 1
         ocean_model = on_model_ocean_grid(arr)
-        if periodic is None:
-            periodic = is_periodic_longitude(arr, spatial[-1])
-        outside = ~observed if ocean_model else static_missing(observed, samples, periodic=bool(periodic))
+        outside = ~observed if ocean_model else static_missing(observed, samples)
         if outside.any() and not ocean_model:
             # The shape rule is a guess (a saturated cloud at the edge looks like sea): say what it did.
             where = ("in wide regions that reach the scene's edge are taken for sea or space" if samples < SERIES
