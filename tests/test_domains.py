@@ -626,3 +626,60 @@ def test_a_global_single_scene_takes_its_seam_for_an_edge():
     with pytest.warns(xdl.XdlWarning, match="600 missing pixels"):
         assert outside(domains.auto_domain(arr), arr).sum() == 600
     assert domains.auto_domain(xr.DataArray(inland, dims=("time", "lat", "lon"), coords=coords)) is None
+
+
+def _sea_ice_codes(tmp_path):
+    """A NOAA/NSIDC sea-ice CDR look-alike: ubyte concentration 0..100 (scale 0.01) whose own
+    flag_values 251..255 mark pole hole, lakes, coast, land and missing data."""
+    n = 48
+    yy, xx = np.mgrid[0:n, 0:n]
+    codes = np.clip(np.round(100 * (1 - yy / n) + 5 * np.sin(xx / 7)), 0, 100).astype("u1")
+    land = (abs(yy - 30) < 6) & (abs(xx - 24) < 6)
+    coast = ~land & (abs(yy - 30) < 8) & (abs(xx - 24) < 8)
+    codes[land], codes[coast], codes[5:8, 20:26], codes[15, 5:20] = 254, 253, 251, 255
+    ds = xr.Dataset({"conc": (("y", "x"), codes, dict(
+        standard_name="sea_ice_area_fraction", units="1", scale_factor=np.float32(0.01), _FillValue=np.uint8(255),
+        valid_range=np.array([0, 100], "u1"), flag_values=np.array([251, 252, 253, 254, 255], "u1"),
+        flag_meanings="pole_hole_mask lakes coastal land_mask missing_data"))},
+        coords={"x": ("x", 25e3 * np.arange(n), {"standard_name": "projection_x_coordinate", "units": "m"}),
+                "y": ("y", -25e3 * np.arange(n), {"standard_name": "projection_y_coordinate", "units": "m"})})
+    ds.to_netcdf(tmp_path / "seaice.nc")
+    return tmp_path / "seaice.nc", codes
+
+
+@pytest.mark.parametrize("open_kw", [{}, {"mask_and_scale": False}, {"chunks": {}}])
+def test_a_data_variable_with_its_own_flag_codes_fills_only_its_missing_ones(tmp_path, open_kw):
+    # Sea-ice concentration carries land, coast and pole-hole codes in the variable itself: the
+    # Dataset refused it as "a flag variable", and the DataArray filled every code with a
+    # concentration, flagged 1 (probe). The codes that say what lies there are outside (flag 3).
+    path, codes = _sea_ice_codes(tmp_path)
+    ds = xr.open_dataset(path, **open_kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", xdl.XdlWarning)  # no "outside its valid range" warning
+        out = ds.dl.inpaint(variables=["conc"]).compute()  # raw counts are no default variable
+    flags, values = out.conc_inpainted.values, out.conc.values
+    for code in (251, 253, 254):
+        assert (flags[codes == code] == FLAG_OUTSIDE).all() and np.isnan(values[codes == code]).all()
+    assert (flags[codes == 255] == FLAG_FILLED).all() and np.isfinite(values[codes == 255]).all()
+    valid = codes <= 100
+    assert np.array_equal(values[valid], ds.conc.values[valid])
+    if open_kw.get("mask_and_scale", True):
+        assert "flag_values" not in out.conc.attrs  # decoded: the packed codes are gone
+    da_out = ds.conc.dl.inpaint().compute()  # the DataArray path alike
+    assert np.array_equal(da_out.values, values, equal_nan=True)
+
+
+def test_a_scan_dropout_across_a_single_scene_is_filled_and_the_same_band_at_its_edge_is_not():
+    # A VIIRS scan of 16 lines missing across a swath scene (its lat/lon complete) was left NaN as
+    # "a wide region at the edge"; with the bow-tie rows beside it, 18 lines (probe).
+    scene = smooth((1, 120, 150))
+    dropout = scene.copy()
+    dropout[:, 50:66, :] = np.nan
+    dropout[:, 48:50, :40] = dropout[:, 66:68, :40] = np.nan  # bow-tie rows at the swath's side
+    dropout[:, 49, :] = dropout[:, 66, :] = np.nan
+    assert domains.auto_domain(xr.DataArray(dropout, dims=("time", "y", "x"))) is None
+    at_edge = scene.copy()
+    at_edge[:, :16, :] = np.nan  # the same band at the top: sea beyond a coast, outside as before
+    arr = xr.DataArray(at_edge, dims=("time", "y", "x"))
+    with pytest.warns(xdl.XdlWarning, match=f"{16 * 150} missing pixels"):
+        assert outside(domains.auto_domain(arr), arr)[0, :16].all()

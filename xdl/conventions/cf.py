@@ -22,11 +22,71 @@ def code_kind(da: xr.DataArray) -> str | None:
     >>> code_kind(xr.DataArray([1, 2], attrs={"flag_masks": [1, 2], "flag_meanings": "a b"}))
     'a flag variable'
     """
-    if any(key in da.attrs for key in ("flag_values", "flag_meanings", "flag_masks")):
+    if any(key in da.attrs for key in ("flag_values", "flag_meanings", "flag_masks")) and own_flag_codes(da) is None:
         return "a flag variable"
     if "grid_mapping_name" in da.attrs:
         return "a grid-mapping variable"
     return None
+
+
+# Meanings of a data variable's own flag codes that say only that the value is missing there: a
+# gap like any other. Any other code (land, coast, lake, pole hole...) says what lies there.
+_MISSING_WORDS = {"missing", "fill", "nodata", "no_data", "invalid", "unknown", "bad", "not_available"}
+
+
+def own_flag_codes(da: xr.DataArray) -> list[tuple[float, str]] | None:
+    """``(code, meaning)`` of each CF ``flag_values`` entry of a data variable whose codes all lie
+    outside its valid range (NOAA/NSIDC sea-ice concentration: 0..100 valid, 251..255 pole hole,
+    lakes, coast, land, missing), each code in the units of ``da``'s values; None for a variable
+    without such codes (a flag variable proper, or one without a valid range).
+
+    >>> v = xr.DataArray(np.zeros(2, "f4"), attrs={"valid_range": np.array([0, 100], "u1"),
+    ...     "flag_values": np.array([253, 254], "u1"), "flag_meanings": "coastal land_mask"})
+    >>> v.encoding.update(scale_factor=0.01)
+    >>> [(round(c, 2), m) for c, m in own_flag_codes(v)]
+    [(2.53, 'coastal'), (2.54, 'land_mask')]
+    """
+    values = da.attrs.get("flag_values")
+    meanings = str(da.attrs.get("flag_meanings", "")).split()
+    if values is None or "flag_masks" in da.attrs or np.size(values) != len(meanings) or not meanings:
+        return None
+    values = np.atleast_1d(np.asarray(values))
+    if not np.issubdtype(values.dtype, np.number):
+        return None
+    lo, hi = valid_limits(da)
+    if lo is None and hi is None:
+        return None
+    codes = _decode(values, da) if _packed(da) else values.astype(np.float64)
+    inside = np.ones(codes.shape, bool)
+    if lo is not None:
+        inside &= codes >= lo
+    if hi is not None:
+        inside &= codes <= hi
+    if inside.any():
+        return None
+    return [(float(c), m.lower()) for c, m in zip(codes, meanings)]
+
+
+def _only_missing(meaning: str) -> bool:
+    """Whether a flag code's ``meaning`` says only "no value here" (a gap to fill)."""
+    return bool(set(meaning.split("_")) & _MISSING_WORDS) or meaning in _MISSING_WORDS
+
+
+def own_flag_code_mask(da: xr.DataArray, surfaces_only: bool = False) -> xr.DataArray | None:
+    """True where ``da`` holds one of its own flag codes (:func:`own_flag_codes`); with
+    ``surfaces_only`` only the codes that say what lies there (land, coast, lake, pole hole), not
+    only that the value is missing. None where there are no such codes."""
+    codes = own_flag_codes(da) or []
+    kept = [code for code, meaning in codes if not (surfaces_only and _only_missing(meaning))]
+    if not kept:
+        return None
+    # Decoded values carry the packing's rounding (2.54 in float32 for the count 254 x 0.01).
+    step = abs(float(da.encoding.get("scale_factor", 0.0))) / 2 if _packed(da) else 0.0
+    out = None
+    for code in kept:
+        here = abs(da - code) <= step if step else da == code
+        out = here if out is None else out | here
+    return out.drop_vars([c for c in out.coords if c not in out.dims])
 
 
 def carry_georeferencing(source: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
@@ -368,6 +428,9 @@ def out_of_range_counts(da: xr.DataArray):
     if in_range is None:
         return None
     present = _present(da)
+    codes = own_flag_code_mask(da)  # the variable's own flag codes are no range outliers either
+    if codes is not None:
+        present = present & ~codes.data
     return (present & ~in_range).sum(), present.sum()
 
 
@@ -479,6 +542,10 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
                 attrs["valid_max"] = dtype.type(hi)
         for key in ("scale_factor", "add_offset", "_Unsigned", *_FILL_KEYS):
             attrs.pop(key, None)
+        if own_flag_codes(source) is not None:
+            # Packed codes a decoded output no longer holds (xdl leaves those pixels NaN, flag 3).
+            for key in ("flag_values", "flag_meanings"):
+                attrs.pop(key, None)
     elif np.issubdtype(dtype, np.floating):
         # _Unsigned tells a reader to take signed integers as unsigned: on floats it means nothing,
         # and xarray warns on reading it back (SerializationWarning).

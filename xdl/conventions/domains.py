@@ -10,7 +10,9 @@
    ``sea_binary_mask``, ``land_area_fraction``, ``sea_area_fraction``, or a flag variable whose
    ``flag_meanings`` has a land class, as GHRSST ``l2p_flags``, or a water-surface class, as the
    GOES LST ``DQF``): when (almost) all of the variable's valid values lie on one side of it, the
-   other side is outside;
+   other side is outside; and the variable's own CF flag codes that lie outside its valid range
+   and say what lies there (sea-ice concentration's land, coast, lake and pole-hole codes; a code
+   meaning only "missing" is a gap to fill: :func:`xdl.conventions.cf.own_flag_code_mask`);
 3. 2-D latitude/longitude coordinates with missing values (swaths): outside where they are missing;
 4. a model's ocean-grid variable (its ``cell_measures`` or CMIP ``associated_files`` name the ocean
    cell area ``areacello``): model output has no observational gaps, so every pixel no sample
@@ -223,19 +225,23 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
         wide = SERIES_WIDE if samples >= SERIES else WIDE
     if not missing.any() or missing.all():
         return np.zeros(missing.shape, bool)  # nothing observed at all: no evidence of a shape
+    # In a scene, rows (columns) missing from end to end with observed ones on both sides are a
+    # dropout (a VIIRS scan of 16 lines: 16,000 pixels left NaN as "at the edge"; probe), not sea:
+    # they neither are wide nor make the gaps beside them so.
+    dropout = _interior_lines(missing) if samples < SERIES else np.zeros(missing.shape, bool)
     # Distances to the nearest observed pixel, the scene's edge counting as observed: a region is
     # wide in itself (an 11 x 11 square fits in it), not because the scene stops.
-    padded = np.pad(missing, 1, constant_values=False)
+    padded = np.pad(missing & ~dropout, 1, constant_values=False)
     core = ndimage.distance_transform_cdt(padded, metric="chessboard")[1:-1, 1:-1] >= wide
     if not core.any() and samples < SERIES:
         return np.zeros(missing.shape, bool)
     square = np.ones((2 * wide - 1, 2 * wide - 1), bool)
-    wide_part = ndimage.binary_dilation(core, structure=square) & missing
+    wide_part = ndimage.binary_dilation(core, structure=square) & missing & ~dropout
     eight = np.ones((3, 3), bool)
     if samples < SERIES:
         ring = np.zeros(missing.shape, bool)
         ring[0], ring[-1], ring[:, 0], ring[:, -1] = True, True, True, True
-        near_edge = ndimage.binary_dilation(ring & missing, structure=eight, iterations=EDGE, mask=missing)
+        near_edge = ndimage.binary_dilation(ring & missing & ~dropout, structure=eight, iterations=EDGE, mask=missing)
         labels, _ = ndimage.label(wide_part, structure=eight)
         keep = np.unique(labels[near_edge & wide_part])
         wide_part = np.isin(labels, keep[keep > 0])
@@ -246,6 +252,31 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
     if reach <= 0 or not wide_part.any():
         return wide_part
     return ndimage.binary_dilation(wide_part, structure=eight, iterations=reach, mask=missing)
+
+
+def _interior_lines(missing: np.ndarray) -> np.ndarray:
+    """A dropout inside the scene: the pixels of runs of at most ``2 EDGE`` rows (columns) missing
+    from end to end, in the columns (rows) observed within ``WIDE`` pixels on both sides of the
+    run. The same band at the scene's top or bottom, through the sea (missing beside it too) or
+    wider may be sea between two coasts (the UK grid's rows between Scotland and Shetland)."""
+    out = np.zeros(missing.shape, bool)
+    for view, hits in ((missing, out), (missing.T, out.T)):
+        full = view.all(axis=1)
+        start = 0
+        while start < full.size:
+            if not full[start]:
+                start += 1
+                continue
+            stop = start
+            while stop < full.size and full[stop]:
+                stop += 1
+            # 2 EDGE: a VIIRS scan of 16 lines joined by the bow-tie rows beside it is 18 lines.
+            if start > 0 and stop < full.size and stop - start <= 2 * EDGE:
+                above = (~view[max(start - WIDE, 0):start]).any(axis=0)
+                below = (~view[stop:stop + WIDE]).any(axis=0)
+                hits[start:stop, above & below] = True
+            start = stop
+    return out
 
 
 def _at_the_edge(missing: np.ndarray) -> np.ndarray:
@@ -316,6 +347,9 @@ def auto_domain(obj, arr: xr.DataArray | None = None, *, valid: xr.DataArray | N
         disk = projection_disk(arr, attrs, *spatial)
         if disk is not None:
             terms.append(disk)
+    coded = cf.own_flag_code_mask(arr, surfaces_only=True)  # sea-ice land and coast codes were filled (probe)
+    if coded is not None:
+        terms.append(~coded)
     if valid is None:
         valid = cf.cf_valid_mask(arr)
     masks = surface_masks(obj, arr, spatial)
