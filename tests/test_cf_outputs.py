@@ -83,7 +83,11 @@ def test_output_attrs_are_in_decoded_units_and_dtype(tmp_path):
     assert attrs["valid_range"].dtype == np.float32
     np.testing.assert_allclose(attrs["valid_range"], [213.0, 330.0])
     for key in ("scale_factor", "add_offset", "_Unsigned", "_FillValue"):
-        assert key not in attrs and key not in out.lst.encoding
+        assert key not in attrs
+    for key in ("scale_factor", "add_offset", "_Unsigned"):
+        assert key not in out.lst.encoding
+    # Not the packed fill value: NaN, as xarray writes floats (and rioxarray reads as nodata).
+    assert np.isnan(out.lst.encoding["_FillValue"])
     assert attrs["units"] == "K"
 
 
@@ -796,7 +800,7 @@ def test_a_float_files_fill_value_is_kept_and_the_flags_get_their_own(tmp_path):
     np.testing.assert_array_equal(xr.open_dataset(tmp_path / "o.nc").v.values, out.v.values)
     packed = ds.copy()
     packed.v.encoding.update(dtype=np.dtype("i2"), scale_factor=0.001, _FillValue=np.int16(-32768))
-    assert "_FillValue" not in packed.dl.inpaint(domain=None).v.encoding
+    assert np.isnan(packed.dl.inpaint(domain=None).v.encoding["_FillValue"])  # not -32768
     # A missing_value that differs from _FillValue (or a list of them) is not kept: xarray refuses
     # to write the two (a review found the outputs of such files unwritable).
     for missing in (np.float32(-9999.0), np.array([-999.0, -9999.0], "f4")):
@@ -889,3 +893,27 @@ def test_another_bands_valid_range_does_not_clamp_fills_under_a_mask():
         assert filled.std() > 5 and np.abs(filled - values[18:21]).mean() < 5  # not one clamped value
         assert filled.max() <= gappy.max()  # within the valid values the mask admits beyond the range
         np.testing.assert_array_equal(out.Rad.values[ds.DQF.values == 0], gappy[ds.DQF.values == 0])
+
+
+def test_a_masked_geotiff_keeps_its_nodata_as_nan_through_rioxarray(tmp_path):
+    # A nodata-0 uint16 GeoTIFF read masked: the output's NaN collar was written by to_raster with
+    # no nodata tag (its encoding dropped the packed fill value 0 and said nothing instead; probe).
+    rasterio = pytest.importorskip("rasterio")
+    rioxarray = pytest.importorskip("rioxarray")
+    yy, xx = np.mgrid[0:64, 0:80]
+    counts = (8000 + 40 * yy + 30 * xx).astype("u2")
+    counts[:, :12] = 0  # the collar: nodata, wide at the edge, outside
+    counts[30:32, 20:60] = 0  # a gap to fill
+    src = xr.DataArray(counts[None], dims=("band", "y", "x"),
+                       coords={"band": [1], "y": 4e6 - 30.0 * yy[:, 0], "x": 5e5 + 30.0 * xx[0]})
+    src = src.rio.write_crs("EPSG:32633").rio.write_nodata(0)
+    src.rio.to_raster(tmp_path / "in.tif")
+    da = rioxarray.open_rasterio(tmp_path / "in.tif", masked=True)
+    with pytest.warns(XdlWarning, match="taken for sea or space"):
+        out = da.dl.inpaint()
+    assert np.isnan(out.rio.encoded_nodata)
+    out.rio.to_raster(tmp_path / "out.tif")
+    with rasterio.open(tmp_path / "out.tif") as r:
+        assert np.isnan(r.nodata)
+        read = r.read(1)
+    assert np.isnan(read[:, :12]).all() and np.isfinite(read[30:32, 20:60]).all()

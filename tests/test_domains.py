@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xdl
-from xdl.conventions import domains, projection
+from xdl.conventions import cf, domains, projection
 from xdl.cli import main
 from xdl.errors import InputError
 from xdl.evaluate import _broadcast_bool
@@ -683,3 +683,41 @@ def test_a_scan_dropout_across_a_single_scene_is_filled_and_the_same_band_at_its
     arr = xr.DataArray(at_edge, dims=("time", "y", "x"))
     with pytest.warns(xdl.XdlWarning, match=f"{16 * 150} missing pixels"):
         assert outside(domains.auto_domain(arr), arr)[0, :16].all()
+
+
+def test_own_flag_codes_of_an_unsigned_byte_a_fill_value_or_an_empty_range(tmp_path):
+    # Review of the flag-code rule: an _Unsigned byte stores land 254 as -2 (land was filled with
+    # concentrations); a land code that is also the fill value is NaN once decoded (refused, as
+    # before); a signed flag byte with valid_range 0, -1 is no data variable.
+    n = 32
+    codes = np.full((n, n), 40, "u1")
+    codes[10:20, 10:20] = 254
+    codes[25, 2:8] = 255
+    attrs = dict(valid_range=np.array([0, 100], "i1"), flag_values=np.array([-2, -1], "i1"),
+                 flag_meanings="land missing", _Unsigned="true", _FillValue=np.int8(-1))
+    ds = xr.Dataset({"conc": (("y", "x"), (codes.astype("f4") + np.linspace(0, 1, n)[None]).astype("f4"))})
+    ds["conc"] = (("y", "x"), codes.view("i1"), attrs)
+    ds.to_netcdf(tmp_path / "byte.nc", format="NETCDF3_CLASSIC")
+    for kw in ({}, {"mask_and_scale": False}):
+        out = xr.open_dataset(tmp_path / "byte.nc", **kw).dl.inpaint(variables=["conc"], domain="auto").compute()
+        assert (out.conc_inpainted.values[codes == 254] == FLAG_OUTSIDE).all()
+        assert (out.conc_inpainted.values[codes == 255] == FLAG_FILLED).all()
+    land_is_fill = xr.DataArray(codes, dims=("y", "x"), attrs=dict(
+        valid_range=np.array([0, 100], "u1"), flag_values=np.array([254], "u1"), flag_meanings="land"))
+    land_is_fill.encoding["_FillValue"] = np.uint8(254)
+    assert cf.code_kind(land_is_fill) == "a flag variable"
+    empty = xr.DataArray(codes.view("i1"), dims=("y", "x"), attrs=dict(
+        valid_range=np.array([0, -1], "i1"), flag_values=np.array([0, 1, -128], "i1"), flag_meanings="good ok bad"))
+    assert cf.code_kind(empty) == "a flag variable"
+
+
+def test_a_land_band_across_a_regional_crop_is_no_dropout():
+    # Review: land crossing a crop end to end, with its coastline beside it (Anatolia in a crop of
+    # mss.nc), was filled as a dropout when any observed pixel nearby sufficed.
+    scene = smooth((1, 80, 60))
+    yy, xx = np.mgrid[0:80, 0:60]
+    land = (yy >= 30) & (yy < 47) | ((yy >= 26) & (yy < 30) & (xx % 9 < 5)) | ((yy >= 47) & (yy < 50) & (xx % 7 < 4))
+    scene[:, land] = np.nan
+    arr = xr.DataArray(scene, dims=("time", "y", "x"))
+    with pytest.warns(xdl.XdlWarning, match="taken for sea or space"):
+        assert outside(domains.auto_domain(arr), arr)[0, 30:47].all()

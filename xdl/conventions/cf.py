@@ -54,7 +54,16 @@ def own_flag_codes(da: xr.DataArray) -> list[tuple[float, str]] | None:
     if not np.issubdtype(values.dtype, np.number):
         return None
     lo, hi = valid_limits(da)
-    if lo is None and hi is None:
+    if (lo is None and hi is None) or (lo is not None and hi is not None and lo > hi):
+        return None  # no range, or an empty one (valid_range 0, -1 of a signed flag byte)
+    if _decoded_unsigned(da):
+        values = _unsigned_twin(values)  # land 254 of an _Unsigned byte is -2 in the file
+    # A code that is also the fill value is NaN once decoded: land there cannot be told from a
+    # gap, so such a variable stays a flag variable, refused (it was filled as sea ice; review).
+    fills = [np.asarray(_encoding_or_attr(da, key)[0]) for key in _FILL_KEYS if _encoding_or_attr(da, key)[0] is not None]
+    fills = [_unsigned_twin(f) if _decoded_unsigned(da) else f for f in fills]
+    surfaces = [v for v, m in zip(values, meanings) if not _only_missing(m.lower())]
+    if any(np.isin(surfaces, np.ravel(f)).any() for f in fills):
         return None
     codes = _decode(values, da) if _packed(da) else values.astype(np.float64)
     inside = np.ones(codes.shape, bool)
@@ -267,7 +276,7 @@ def unsigned_view(da: xr.DataArray) -> xr.DataArray:
     unsigned = np.dtype(da.dtype.str.replace("i", "u"))
     info = np.iinfo(da.dtype)
     attrs = {k: v for k, v in da.attrs.items() if k != "_Unsigned"}
-    for key in _FILL_KEYS + _RANGE_KEYS:
+    for key in _FILL_KEYS + _RANGE_KEYS + ("flag_values",):
         if key not in attrs:
             continue
         value = np.asarray(attrs[key])
@@ -299,6 +308,18 @@ def _decode(value, da: xr.DataArray):
     return raw.astype(np.float64) * scale + offset
 
 
+def _decoded_unsigned(da: xr.DataArray) -> bool:
+    """True when xarray read ``da``'s signed integers as unsigned (``_Unsigned`` in its encoding):
+    its attributes (limits, flag values) are still the signed numbers of the file."""
+    return str(da.encoding.get("_Unsigned", "")).lower() == "true"
+
+
+def _unsigned_twin(value):
+    """A signed integer (array) as the unsigned number of the same bits (-2 int8 -> 254)."""
+    raw = np.asarray(value)
+    return raw.astype(raw.dtype.str.replace("i", "u")) if np.issubdtype(raw.dtype, np.signedinteger) else raw
+
+
 def _packed(da: xr.DataArray) -> bool:
     """True when xarray unpacked ``da``: its valid_* attributes are then in packed (raw) units."""
     return "scale_factor" in da.encoding or "add_offset" in da.encoding
@@ -327,6 +348,9 @@ def valid_limits(da: xr.DataArray) -> tuple[float | None, float | None]:
         hi = None if hi is None else _decode(hi, da)
         if lo is not None and hi is not None and lo > hi:  # negative scale factor
             lo, hi = hi, lo
+    elif _decoded_unsigned(da):
+        lo = None if lo is None else _unsigned_twin(lo)
+        hi = None if hi is None else _unsigned_twin(hi)
     return (None if lo is None else float(lo)), (None if hi is None else float(hi))
 
 
@@ -522,6 +546,10 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
     """
     dtype = np.dtype(dtype)
     attrs = dict(source.attrs)
+    if own_flag_codes(source) is not None:
+        # Codes the output no longer holds (xdl leaves those pixels NaN, flag 3; a missing one filled).
+        for key in ("flag_values", "flag_meanings"):
+            attrs.pop(key, None)
     # A CF `coordinates` left in attrs (GDAL's tags on a GeoTIFF: "band_id band_wavelength t y x")
     # names variables the output may not hold; xarray writes the attribute from the coordinates
     # the output has (and the source's encoding), so a stale copy only misleads readers.
@@ -542,10 +570,6 @@ def output_attrs(source: xr.DataArray, dtype) -> dict:
                 attrs["valid_max"] = dtype.type(hi)
         for key in ("scale_factor", "add_offset", "_Unsigned", *_FILL_KEYS):
             attrs.pop(key, None)
-        if own_flag_codes(source) is not None:
-            # Packed codes a decoded output no longer holds (xdl leaves those pixels NaN, flag 3).
-            for key in ("flag_values", "flag_meanings"):
-                attrs.pop(key, None)
     elif np.issubdtype(dtype, np.floating):
         # _Unsigned tells a reader to take signed integers as unsigned: on floats it means nothing,
         # and xarray warns on reading it back (SerializationWarning).
@@ -568,7 +592,8 @@ def output_encoding(source: xr.DataArray) -> dict:
     """The parts of ``source``'s encoding an output of decoded values keeps: georeferencing and
     compression, and the fill values of an unpacked float variable (-999.0 in a float32 file: its
     missing pixels, outside the domain, are written as its readers expect; a probe saw them become
-    NaN). Never its packing: dtype, scale_factor, add_offset, _Unsigned, a packed file's fill values.
+    NaN). Never its packing: dtype, scale_factor, add_offset, _Unsigned; a packed file's fill
+    value becomes NaN, the decoded output's own.
 
     >>> v = xr.DataArray([1.0]); v.encoding = {"dtype": np.dtype("f4"), "_FillValue": -999.0, "zlib": True}
     >>> output_encoding(v)
@@ -584,6 +609,11 @@ def output_encoding(source: xr.DataArray) -> dict:
         if len(fills) == 2 and not _same_value(*fills.values()):
             fills.pop("missing_value")  # xarray refuses to write two that differ (-999 and -9999: review)
         out.update(fills)
+    elif "_FillValue" in enc and source.dtype.kind == "f":
+        # A packed fill value (0 in a nodata-0 uint16 GeoTIFF read masked) means nothing among
+        # decoded values: NaN marks the output's missing pixels, as xarray writes floats anyway,
+        # and tells rioxarray its nodata (to_raster wrote a NaN collar with no nodata tag; probe).
+        out["_FillValue"] = np.nan
     return out
 
 

@@ -255,13 +255,15 @@ def static_missing(observed: np.ndarray, samples: int, wide: int | None = None, 
 
 
 def _interior_lines(missing: np.ndarray) -> np.ndarray:
-    """A dropout inside the scene: the pixels of runs of at most ``2 EDGE`` rows (columns) missing
-    from end to end, in the columns (rows) observed within ``WIDE`` pixels on both sides of the
-    run. The same band at the scene's top or bottom, through the sea (missing beside it too) or
-    wider may be sea between two coasts (the UK grid's rows between Scotland and Shetland)."""
+    """A dropout inside the scene: runs of at most ``2 EDGE`` rows (columns) missing from end to
+    end with, within 3 rows (columns) on each side, one observed across 90% of the scene or more:
+    a straight cut through the data (a VIIRS scan, 18 lines with the bow-tie rows beside it), not a
+    coast. Land or sea crossing a regional crop has a coastline beside it (Anatolia in a crop of
+    the sea-surface height grid: filled when any observed pixel nearby sufficed; review)."""
     out = np.zeros(missing.shape, bool)
     for view, hits in ((missing, out), (missing.T, out.T)):
         full = view.all(axis=1)
+        clean = (~view).mean(axis=1) >= 0.9
         start = 0
         while start < full.size:
             if not full[start]:
@@ -271,10 +273,9 @@ def _interior_lines(missing: np.ndarray) -> np.ndarray:
             while stop < full.size and full[stop]:
                 stop += 1
             # 2 EDGE: a VIIRS scan of 16 lines joined by the bow-tie rows beside it is 18 lines.
-            if start > 0 and stop < full.size and stop - start <= 2 * EDGE:
-                above = (~view[max(start - WIDE, 0):start]).any(axis=0)
-                below = (~view[stop:stop + WIDE]).any(axis=0)
-                hits[start:stop, above & below] = True
+            if (start > 0 and stop < full.size and stop - start <= 2 * EDGE
+                    and clean[max(start - 3, 0):start].any() and clean[stop:stop + 3].any()):
+                hits[start:stop] = True
             start = stop
     return out
 

@@ -686,8 +686,9 @@ def own_interpolation(target, known, harmonic=None, iterations=(8, 10)) -> Krige
 # 2x context-cost target is at its limit (benchmarks/RESULTS.md, session 29).
 BLEND_CORRELATION = 0.5
 BLEND_GAIN = 0.6
-# A plane of fewer pixels than one default CPU tile (512 x 512: a field that fits in one smaller
-# tile, where the own fill costs little) pays for it from this share (session 38, the training
+# A tile of fewer pixels than 512 x 512 (its plane as the model sees it, halo included: a field
+# of up to about 350 x 350 with the default halo, or any field under a smaller tile=, where the
+# own fill costs little) pays for it from this share (session 38, the training
 # scenes' RMSE 0.975x in the geometric mean, worst 1.047x, against 0.985x and 1.124x at 1.0; an
 # ERA-Interim u200 filled with u500 as context, whose mix was never computed, erred 4.0x the
 # biharmonic fill across one draw's scan lines, 1.09x now; the CONUS tiles keep 0.6).
@@ -755,8 +756,8 @@ def with_own_interpolation(kriged: Kriged, target, known, fitted, iterations=(8,
 
 def _own_interpolation_pays(target, known, distance, gaps, std) -> torch.Tensor:
     """(N,) bool: the planes where the mix is predicted to cut the context fill's error variance at
-    ``gaps`` below :data:`BLEND_GAIN` of it (:data:`SMALL_PLANE_GAIN` on planes under
-    :data:`SMALL_PLANE` pixels, where it costs little). The own interpolation's error predicted as
+    ``gaps`` below :data:`BLEND_GAIN` of it (:data:`SMALL_PLANE_GAIN` on tile planes under
+    :data:`SMALL_PLANE` pixels, halo included, where it costs little). The own interpolation's error predicted as
     :func:`_interpolate` would choose it (half the structure function, or a quarter of the
     second-order one for a thin plate, at each gap's distance, times the local roughness), at the
     gap pixels only: about 50 ms on a CONUS tile, against 0.13 s for the fill it may save."""
