@@ -361,3 +361,33 @@ def test_one_mask_for_several_default_variables_warns():
         warnings.simplefilter("error", xdl.XdlWarning)
         out = ds.dl.inpaint(mask=ds.b_DQF == 0, domain=None, variables=["b"])
     assert (out.b_inpainted.values[5] == 1).all() and (out.b_inpainted.values[:5] == 0).all()
+
+
+@pytest.mark.parametrize("attrs, top", [({"units": "1", "long_name": "snow cover fraction"}, 1.0),
+                                        ({"units": "(0 - 1)", "long_name": "Sea-ice cover"}, 1.0),
+                                        ({"standard_name": "relative_humidity", "units": "%"}, 100.0)])
+def test_fractions_and_humidity_without_a_valid_range_are_filled_within_their_nature(attrs, top):
+    # Found by a probe: a snow cover fraction without a valid range was filled up to 1.065 (ERA5
+    # sea ice with time_window up to 1.10, relative humidity to 109.5%): clip's 10% margin above
+    # the valid values had nothing to stop it. Their nature now bounds them as a valid_range would.
+    rng = np.random.default_rng(22)
+    ky, kx = np.fft.fftfreq(200)[:, None], np.fft.rfftfreq(200)[None, :]
+    k = np.hypot(ky, kx)
+    k[0, 0] = 1
+    g = np.fft.irfft2(np.fft.rfft2(rng.normal(size=(200, 200))) * k ** -1.4, s=(200, 200))
+    field = np.clip(0.5 + 1.2 * (g - g.mean()) / g.std(), 0, 1) * top  # wide areas at exactly 0 and 1
+    hidden = np.zeros(field.shape, bool)
+    for r0, c0 in rng.integers(0, 180, (40, 2)):
+        hidden[r0:r0 + 14, c0:c0 + 14] = True
+    arr = xr.DataArray(np.where(hidden, np.nan, field).astype("f4"), dims=("y", "x"), name="v", attrs=attrs)
+    out = arr.dl.inpaint(domain=None).values
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= top
+
+
+def test_a_direction_is_warned_to_be_filled_through_its_components():
+    # Found by a probe: wind direction across north (358 -> 1 degrees) was filled through south.
+    arr = xr.DataArray(np.full((1, 32, 32), 10.0, "f4"), dims=("time", "y", "x"), name="wd",
+                       attrs={"standard_name": "wind_from_direction", "units": "degree"})
+    arr[0, 10:12, :] = np.nan
+    with pytest.warns(xdl.XdlWarning, match=r"'wd' is a direction .*components"):
+        arr.to_dataset().dl.inpaint(domain=None)

@@ -195,6 +195,15 @@ def chunks_like(obj, arr: xr.DataArray):
     return obj.chunk(wanted)
 
 
+def _limits(arr) -> tuple:
+    """The CF valid range, or where the file declares none, the variable's physical bounds
+    (fractions 0-1, relative humidity: :func:`xdl.conventions.cf.physical_limits`)."""
+    lo, hi = cf.valid_limits(arr)
+    if lo is None and hi is None:
+        return cf.physical_limits(arr)
+    return lo, hi
+
+
 def compose_variable(arr, valid, known, model_values, domain, near_any, spatial, like, *, clip, cf_rule, label,
                      window=None):
     """The filled variable and its flags from the model's values (:func:`compose_block`), with CF attrs.
@@ -221,7 +230,7 @@ def compose_variable(arr, valid, known, model_values, domain, near_any, spatial,
     result, flags = xr.apply_ufunc(
         compose_block, arr, valid, model_values, True if domain is None else chunks_like(domain, like), lo, hi, near,
         xr.DataArray(check),
-        kwargs={"dtype": dtype, "clip": clip, "limits": cf.valid_limits(arr), "model": label,
+        kwargs={"dtype": dtype, "clip": clip, "limits": _limits(arr), "model": label,
                 "missing": cf.raw_missing_value(arr)},
         dask="parallelized", output_dtypes=[dtype, np.int8], output_core_dims=[[], []])
     result, flags = (chunks_like(a.transpose(*arr.dims).assign_coords(

@@ -35,6 +35,13 @@ from .predict import as_float, eligible_variables, finish, in_card_order, output
 from .engine.spec import engine_spec
 
 def _check_units(arr: xr.DataArray, spec) -> None:
+    if cf.is_angle(arr):
+        # A direction filled as a number: a gap from 358 to 1 degrees was filled through south,
+        # 344 -> 157 -> 15, with a sigma of 0.3 degrees (probe).
+        warnings.warn(f"{arr.name!r} is a direction ({arr.attrs.get('standard_name') or arr.attrs.get('units')}), "
+                      "which wraps at 360 degrees, but it is filled as a plain number: across north a fill "
+                      "sweeps through south. Fill its components instead (u and v, or sin and cos of the "
+                      "angle) and derive the direction from the filled ones.", XdlWarning, stacklevel=3)
     expected = spec.units.get(str(arr.name)) if spec.units else None
     if expected and arr.attrs.get("units") and arr.attrs["units"] != expected:
         warnings.warn(f"{arr.name!r} is in {arr.attrs['units']!r} but the model was trained on "

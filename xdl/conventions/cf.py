@@ -308,6 +308,46 @@ def _decode(value, da: xr.DataArray):
     return raw.astype(np.float64) * scale + offset
 
 
+_UNIT_ONE = {"1", "", "(0 - 1)", "0-1", "(0-1)", "fraction", "dimensionless"}
+_PERCENT = {"%", "percent"}
+
+
+def physical_limits(da: xr.DataArray) -> tuple[float | None, float | None]:
+    """Bounds a decoded variable without a CF valid range has by its nature: 0-1 (0-100 in %) for
+    a CF ``*_fraction`` standard name or ``relative_humidity`` (or "fraction" or "humidity" in its
+    long_name) in units 1 (or %), and for units "(0 - 1)" (ERA5's
+    sea-ice and cloud cover); ``(None, None)`` otherwise, or for raw packed counts. Sea-ice
+    fractions were filled up to 1.10 and relative humidity to 109.5% (probe).
+
+    >>> physical_limits(xr.DataArray([0.5], attrs={"standard_name": "relative_humidity", "units": "%"}))
+    (0.0, 100.0)
+    """
+    if "scale_factor" in da.attrs or "add_offset" in da.attrs:
+        return None, None  # raw counts (mask_and_scale=False): not in the units the names speak of
+    name = str(da.attrs.get("standard_name", "")).strip()
+    units = str(da.attrs.get("units", "")).strip().lower()
+    words = set(str(da.attrs.get("long_name", "")).lower().replace("_", " ").split())
+    bounded = name.endswith("_fraction") or name == "relative_humidity" or bool(words & {"fraction", "humidity"})
+    if units in {"(0 - 1)", "(0-1)", "0-1"} or (bounded and units in _UNIT_ONE):
+        return 0.0, 1.0
+    if bounded and units in _PERCENT:
+        return 0.0, 100.0
+    return None, None
+
+
+_CIRCULAR_UNITS = {"degree", "degrees", "deg", "rad", "radian", "radians"}
+
+
+def is_angle(da: xr.DataArray) -> bool:
+    """Whether ``da`` holds directions, which wrap (359 and 1 degrees are 2 apart): a CF
+    ``*_direction`` standard name, or angle units with "direction" in its name or long_name."""
+    name = str(da.attrs.get("standard_name", ""))
+    if name.endswith("_direction") or "_direction_" in name:
+        return True
+    text = f"{da.name} {da.attrs.get('long_name', '')}".lower()
+    return str(da.attrs.get("units", "")).strip().lower() in _CIRCULAR_UNITS and "direction" in text
+
+
 def _decoded_unsigned(da: xr.DataArray) -> bool:
     """True when xarray read ``da``'s signed integers as unsigned (``_Unsigned`` in its encoding):
     its attributes (limits, flag values) are still the signed numbers of the file."""
