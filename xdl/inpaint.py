@@ -182,8 +182,9 @@ def inpaint(obj, model=None, *, variables=None, mask=None, domain="auto", dims=N
         touches the edge (never observed in a whole series: land); a global grid's first and
         last longitudes count as edges too; in a scene, a straight dropout of up to 32 rows
         (columns) missing end to end inside it is a gap. Narrow gaps joined to it are outside
-        only within 4 pixels of its wide part. Scan lines, clouds and other gaps inside a scene are filled. The rule reads the
-        valid mask once (also for lazy input); ``domain=None`` skips it.
+        only within 4 pixels of its wide part. Scan lines, clouds and other gaps inside a scene
+        are filled. The rule reads the valid mask once (also for lazy input); ``domain=None``
+        skips it.
     flags : Dataset only: add ``<var>_inpainted`` (0 valid, 1 filled, 2 unfillable: no valid input
         within the model's reach, 3 outside domain, 4 the model returned NaN/inf there, with an
         ``XdlWarning``); its ``_FillValue`` -1 marks a region of a store never written.

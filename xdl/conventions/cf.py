@@ -56,14 +56,14 @@ def own_flag_codes(da: xr.DataArray) -> list[tuple[float, str]] | None:
     lo, hi = valid_limits(da)
     if (lo is None and hi is None) or (lo is not None and hi is not None and lo > hi):
         return None  # no range, or an empty one (valid_range 0, -1 of a signed flag byte)
-    if _decoded_unsigned(da):
-        values = _unsigned_twin(values)  # land 254 of an _Unsigned byte is -2 in the file
+    # Land 254 of an _Unsigned byte is -2 in the file, as are its fill values.
+    as_read = _unsigned_twin if _decoded_unsigned(da) else np.asarray
+    values = as_read(values)
     # A code that is also the fill value is NaN once decoded: land there cannot be told from a
     # gap, so such a variable stays a flag variable, refused (it was filled as sea ice; review).
-    fills = [np.asarray(_encoding_or_attr(da, key)[0]) for key in _FILL_KEYS if _encoding_or_attr(da, key)[0] is not None]
-    fills = [_unsigned_twin(f) if _decoded_unsigned(da) else f for f in fills]
+    fills = [np.ravel(as_read(f)) for f in (_encoding_or_attr(da, key)[0] for key in _FILL_KEYS) if f is not None]
     surfaces = [v for v, m in zip(values, meanings) if not _only_missing(m.lower())]
-    if any(np.isin(surfaces, np.ravel(f)).any() for f in fills):
+    if any(np.isin(surfaces, f).any() for f in fills):
         return None
     codes = _decode(values, da) if _packed(da) else values.astype(np.float64)
     inside = np.ones(codes.shape, bool)
@@ -300,15 +300,14 @@ def unsigned_view(da: xr.DataArray) -> xr.DataArray:
 def _decode(value, da: xr.DataArray):
     """Raw (packed) value -> decoded units, when xarray unpacked the variable. ``_Unsigned``
     signed integers are read as their unsigned twins first, as netCDF readers do."""
-    raw = np.asarray(value)
-    if _is_unsigned(da) and np.issubdtype(raw.dtype, np.signedinteger):
-        raw = raw.astype(raw.dtype.str.replace("i", "u"))
+    raw = _unsigned_twin(value) if _is_unsigned(da) else np.asarray(value)
     scale = da.encoding.get("scale_factor", 1.0)
     offset = da.encoding.get("add_offset", 0.0)
     return raw.astype(np.float64) * scale + offset
 
 
-_UNIT_ONE = {"1", "", "(0 - 1)", "0-1", "(0-1)", "fraction", "dimensionless"}
+_ZERO_TO_ONE = {"(0 - 1)", "(0-1)", "0-1"}  # units that say the bounds themselves (ERA5)
+_UNIT_ONE = {"1", "", "fraction", "dimensionless"} | _ZERO_TO_ONE
 _PERCENT = {"%", "percent"}
 
 
@@ -328,7 +327,7 @@ def physical_limits(da: xr.DataArray) -> tuple[float | None, float | None]:
     units = str(da.attrs.get("units", "")).strip().lower()
     words = set(str(da.attrs.get("long_name", "")).lower().replace("_", " ").split())
     bounded = name.endswith("_fraction") or name == "relative_humidity" or bool(words & {"fraction", "humidity"})
-    if units in {"(0 - 1)", "(0-1)", "0-1"} or (bounded and units in _UNIT_ONE):
+    if units in _ZERO_TO_ONE or (bounded and units in _UNIT_ONE):
         return 0.0, 1.0
     if bounded and units in _PERCENT:
         return 0.0, 100.0

@@ -260,23 +260,18 @@ def _interior_lines(missing: np.ndarray) -> np.ndarray:
     a straight cut through the data (a VIIRS scan, 18 lines with the bow-tie rows beside it), not a
     coast. Land or sea crossing a regional crop has a coastline beside it (Anatolia in a crop of
     the sea-surface height grid: filled when any observed pixel nearby sufficed; review)."""
+    from scipy import ndimage
+
     out = np.zeros(missing.shape, bool)
     for view, hits in ((missing, out), (missing.T, out.T)):
         full = view.all(axis=1)
         clean = (~view).mean(axis=1) >= 0.9
-        start = 0
-        while start < full.size:
-            if not full[start]:
-                start += 1
-                continue
-            stop = start
-            while stop < full.size and full[stop]:
-                stop += 1
+        for (run,) in ndimage.find_objects(ndimage.label(full)[0]):
+            start, stop = run.start, run.stop
             # 2 EDGE: a VIIRS scan of 16 lines joined by the bow-tie rows beside it is 18 lines.
             if (start > 0 and stop < full.size and stop - start <= 2 * EDGE
                     and clean[max(start - 3, 0):start].any() and clean[stop:stop + 3].any()):
-                hits[start:stop] = True
-            start = stop
+                hits[run] = True
     return out
 
 
