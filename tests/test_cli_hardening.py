@@ -415,6 +415,30 @@ def test_undecodable_times_pass_through_raw(env, tmp_path):
     assert np.isfinite(back.sst.values).all()
 
 
+def test_a_glob_of_files_with_undecodable_times_passes_them_through(env, tmp_path, capsys):
+    """One file with 'months since' times opened with them raw; a glob of three failed, blaming
+    the files' coordinates (probe). Files that count from different origins cannot be ordered
+    as stored: refused."""
+    for i in range(3):
+        data = 280 + np.arange(2 * 16 * 20, dtype="f4").reshape(2, 16, 20) / 100
+        data[0, 5, 5] = np.nan
+        ds = xr.Dataset({"sst": (("time", "y", "x"), data)}, coords={"time": [2.0 * i, 2.0 * i + 1]})
+        ds.time.attrs = {"units": "months since 1990-01-01", "calendar": "standard", "axis": "T"}
+        ds.to_netcdf(tmp_path / f"m{i}.nc")
+    out = tmp_path / "out.zarr"
+    with pytest.warns(UserWarning, match="times cannot be decoded"):
+        assert main(["inpaint", str(tmp_path / "m*.nc"), str(out), "--model", env.m0, "--no-progress"]) == 0
+    back = xr.open_zarr(out, decode_times=False)
+    np.testing.assert_array_equal(back.time.values, np.arange(6.0))
+    assert np.isfinite(back.sst.values).all()
+    ds.time.attrs["units"] = "months since 1991-01-01"
+    ds.to_netcdf(tmp_path / "m2.nc")
+    with pytest.warns(UserWarning, match="times cannot be decoded"):
+        assert main(["inpaint", str(tmp_path / "m*.nc"), str(tmp_path / "o2.zarr"), "--model", env.m0,
+                     "--no-progress"]) == 1
+    assert "count from different origins" in capsys.readouterr().err
+
+
 def test_evaluate_and_train_never_overwrite_an_input(env, tmp_path, capsys):
     src = tmp_path / "in.nc"
     shutil.copy(env.a, src)

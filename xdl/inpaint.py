@@ -67,7 +67,10 @@ class _Job:
 FEW_VALUES = 4  # valid values in a field (sample) below which no statistics say how wrong a fill is
 
 
-def _warn_empty(arrays, valids, spatial) -> None:
+def _warn_empty(arrays, valids, spatial, window=False) -> None:
+    """In memory, where it is free to see: a variable without any valid value; fields seen in a
+    few pixels; with ``window`` (time_window), the steps without any, filled whole from their
+    neighbouring steps (an outer-join merge inserted such steps and nothing said so; probe)."""
     for a, v in zip(arrays, valids):
         # No error for a variable without any valid value (a lazy input could not say so before
         # computing): it comes back NaN, flagged unfillable; in memory, where it is free to see, a warning.
@@ -78,9 +81,16 @@ def _warn_empty(arrays, valids, spatial) -> None:
                           "NaN (flag 2, unfillable). Check its mask, _FillValue and valid_range.",
                           XdlWarning, stacklevel=5)
             continue
-        if not spatial:  # pointwise, or a step that follows its neighbouring steps (time_window)
+        if not spatial:  # pointwise
             continue
         counts = np.asarray(v.sum(list(spatial)))
+        if window:  # a step that follows its neighbouring steps: no statistics of its own needed
+            if (counts == 0).any():
+                warnings.warn(f"variable {a.name!r} has no valid value in {int((counts == 0).sum())} of its "
+                              f"{counts.size} field(s): with time_window they are filled from their neighbouring "
+                              "steps wherever those hold values (flag 1). If they were made by aligning series (xr.merge's outer "
+                              "join), drop them first.", XdlWarning, stacklevel=5)
+            continue
         few = counts[(counts > 0) & (counts < FEW_VALUES)]
         if few.size:
             # Up to three values: no spread to judge a fill by (a field seen in one pixel had a sigma
@@ -100,7 +110,7 @@ def _fill_one(arrays: list[xr.DataArray], valids: list[xr.DataArray], domain, jo
     # Integers as float64 (where() alone makes int16 float32): the output's type, so a second pass
     # over it reads the same values with the same statistics and gives it back (probe).
     masked = [as_float(a).where(v) for a, v in zip(arrays, valids)]
-    _warn_empty(arrays, valids, () if job.request is not None and job.request.offsets else spatial)
+    _warn_empty(arrays, valids, spatial, window=job.request is not None and bool(job.request.offsets))
     names = [str(a.name) for a in arrays]
     extra = job.request.channels(masked, spatial) if job.request is not None else []
     targets = masked

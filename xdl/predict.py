@@ -205,7 +205,12 @@ def run_engine(x: xr.DataArray, model, spec: EngineSpec, run: RunOptions, spatia
     ``sigma_scale``: see :func:`xdl.normalize.for_output` (context channels, sigma outputs);
     ``standardise_like``: see :func:`xdl.normalize.for_input`."""
     n_spatial = spec.n_spatial
-    layout.check_coordinates(x, spatial, x.name if x.name is not None else ", ".join(map(str, out_names)))
+    label = x.name if x.name is not None else ", ".join(map(str, out_names))
+    empty = [d for d in x.dims if x.sizes[d] == 0]
+    if empty:  # an empty selection crashed deep in dask (ZeroDivisionError, a zero-size reduction; probe)
+        raise InputError(f"{label!r} is empty along {empty} (a selection that kept nothing?): there is nothing "
+                         "to run the model on.")
+    layout.check_coordinates(x, spatial, label)
     lengths = [x.sizes[d] for d in spatial]
     short = [d for d, n in zip(spatial, lengths) if n < 2]
     if short:

@@ -80,20 +80,28 @@ def spatial_dims(da: xr.DataArray, dims=None) -> tuple[str, str]:
 
 
 def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
-    """The dim a volume (3-D) model runs along: CF axis T, a datetime coordinate, or a usual name."""
+    """The dim a volume (3-D) model runs along: CF axis T, a datetime coordinate (its own, or one
+    along it: WRF's ``XTIME`` on ``Time``), or a usual name in any case (``Time``).
+
+    >>> w = xr.DataArray(np.zeros((2, 3, 4, 5)), dims=("Time", "bottom_top", "south_north", "west_east"))
+    >>> time_dim(w, ("south_north", "west_east"))
+    'Time'
+    """
     others = [d for d in da.dims if d not in spatial]
     for d in others:
-        if d in da.coords and _is_time_coordinate(da.coords[d]):
+        if _has_time_coordinate(da, d):
             return d
     for d in others:
-        if d in _TIME_NAMES:
+        if _is_time_name(d):
             return d
     raise InputError(f"a volume model needs a time dim; none found in {tuple(da.dims)} of {da.name!r}. "
                      "Pass dims=('time_dim', 'y_dim', 'x_dim').")
 
 
-_VERTICAL_NAMES = ("level", "lev", "plev", "levels", "isobaricInhPa", "pressure", "pressure_level", "depth",
-                   "height", "altitude", "z", "model_level_number", "hybrid")
+# Lower case (names are compared so): WRF's bottom_top stepped as if it were time (probe).
+_VERTICAL_NAMES = ("level", "lev", "plev", "levels", "isobaricinhpa", "pressure", "pressure_level", "depth",
+                   "height", "altitude", "z", "model_level_number", "hybrid", "bottom_top", "bottom_top_stag",
+                   "soil_layers", "soil_layers_stag")
 _VERTICAL_STANDARD_NAMES = ("air_pressure", "depth", "height", "altitude", "model_level_number")
 
 
@@ -109,17 +117,46 @@ def sequence_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
     'month'
     """
     try:
-        return time_dim(da, tuple(spatial))
+        dim = time_dim(da, tuple(spatial))
     except InputError:
-        pass
-    others = [d for d in da.dims if d not in spatial]
-    sequences = [d for d in others if not _is_vertical(da, d)]
-    if len(sequences) == 1:  # levels beside it are no candidates: (month, level, lat, lon) was refused (probe)
-        return sequences[0]
+        others = [d for d in da.dims if d not in spatial]
+        sequences = [d for d in others if not _is_vertical(da, d)]
+        if len(sequences) != 1:  # levels beside it are no candidates: (month, level, lat, lon) was refused (probe)
+            _refuse_no_sequence(da, spatial, others)
+        dim = sequences[0]
+    _check_order(da, dim)
+    return dim
+
+
+def _refuse_no_sequence(da, spatial, others):
     found = "none" if not others else ("the vertical dim " if len(others) == 1 else "several other dims ") + str(others)
     raise InputError(f"time_window needs a time dim; {da.name!r} {tuple(da.dims)} has {found} (spatial "
                      f"{tuple(spatial)}). Give it a time coordinate (CF axis T or datetimes) or use time_window=0; "
                      "for other levels as inputs, split them into variables and pass them as context=.")
+
+
+def _check_order(da: xr.DataArray, dim) -> None:
+    """Refuse a sequence whose coordinate is not in order, or repeats a value: time_window steps by
+    index, so a shuffled series (or two overlapping files concatenated) took other days for the
+    neighbours, silently (probe: up to 18 kg m-2 apart). Missing times (NaT) are passed over;
+    labels that are not numbers or times (pass names) say nothing of order."""
+    along = [c for c in da.coords.values() if c.dims == (dim,)]
+    own = [c for c in along if c.name == dim]
+    coord = own[0] if own else next((c for c in along if _is_time_coordinate(c)), None)
+    if coord is None or coord.size < 2:
+        return
+    kind = coord.dtype.kind
+    if kind not in "iufmM" and not _is_time_coordinate(coord):
+        return
+    index = coord.to_index()
+    index = index[~index.isna()]
+    what = f"coordinate {coord.name!r} of {da.name!r}, which time_window steps along by index,"
+    if not index.is_unique:
+        raise InputError(f"{what} repeats a value (overlapping files concatenated?); drop the repeats, "
+                         f"e.g. ds.drop_duplicates({dim!r}).")
+    if not (index.is_monotonic_increasing or index.is_monotonic_decreasing):
+        raise InputError(f"{what} is not in order, so neighbouring steps would not be neighbouring times; "
+                         f"sort it first: ds.sortby({coord.name!r}).")
 
 
 def shifted(da: xr.DataArray, dim: str, offset: int, fill_value=np.nan) -> xr.DataArray:
@@ -136,9 +173,20 @@ def shifted(da: xr.DataArray, dim: str, offset: int, fill_value=np.nan) -> xr.Da
     return da.shift({dim: -int(offset)}, fill_value=fill_value)
 
 
+def _is_time_name(dim) -> bool:
+    return str(dim).lower() in _TIME_NAMES
+
+
+def _has_time_coordinate(da: xr.DataArray, dim) -> bool:
+    """A datetime coordinate on ``dim``: its own, or a 1-D one along it (WRF's ``XTIME``)."""
+    if dim in da.coords:
+        return _is_time_coordinate(da.coords[dim])
+    return any(c.dims == (dim,) and _is_time_coordinate(c) for c in da.coords.values())
+
+
 def _is_vertical(da: xr.DataArray, dim: str) -> bool:
     attrs = da.coords[dim].attrs if dim in da.coords else {}
-    return (dim in _VERTICAL_NAMES or str(attrs.get("axis", "")).upper() == "Z" or "positive" in attrs
+    return (str(dim).lower() in _VERTICAL_NAMES or str(attrs.get("axis", "")).upper() == "Z" or "positive" in attrs
             or attrs.get("standard_name") in _VERTICAL_STANDARD_NAMES)
 
 
@@ -148,7 +196,7 @@ def is_time_like(da: xr.DataArray, dim: str) -> bool:
     >>> is_time_like(xr.DataArray(np.zeros((2, 3)), dims=("step", "x"), coords={"step": [0, 1]}), "step")
     False
     """
-    return dim in _TIME_NAMES or (dim in da.coords and _is_time_coordinate(da.coords[dim]))
+    return _is_time_name(dim) or _has_time_coordinate(da, dim)
 
 
 def _is_time_coordinate(c: xr.DataArray) -> bool:

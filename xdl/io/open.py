@@ -45,21 +45,40 @@ def open_input(path: str, chunks="file"):
 def _open_many(pattern: str, files: list[str], chunks):
     import xarray as xr
 
-    try:
+    for f in files:
+        if is_zarr(f):
+            refuse_incomplete(f)
+    units: dict[str, set] = {}
+
+    def note_time_units(ds):  # raw times combine only where every file counts from the same origin
+        for name, v in ds.variables.items():
+            if " since " in str(v.attrs.get("units", "")):
+                units.setdefault(name, set()).add(v.attrs["units"])
+        return ds
+
+    def open_all(**extra):
         # Variables without the concatenated dim (grid mapping, land mask) are taken from the
         # first file rather than compared across hundreds of files.
-        for f in files:
-            if is_zarr(f):
-                refuse_incomplete(f)
         return xr.open_mfdataset(files, combine="by_coords", chunks=chunks, data_vars="minimal",
                                  coords="minimal", compat="override", join="outer",
-                                 engine="zarr" if all(map(is_zarr, files)) else None)
+                                 engine="zarr" if all(map(is_zarr, files)) else None,
+                                 preprocess=note_time_units if extra.get("decode_times") is False else None,
+                                 **extra)
+
+    try:
+        ds = _open_decoding_times(open_all, pattern)
     except (ValueError, OSError) as e:
         raise InputError(f"{pattern}: cannot combine its {len(files)} files by their coordinates ({e}); "
                          "give files that tile or follow each other along a coordinate. Files of one scene "
                          "holding one band each under the same name (GOES L1b 'Rad') do neither: merge them into "
                          "one file first, a variable per band (as examples/goes_band_repair.py does), then "
                          "--var and --context name the bands.") from None
+    mixed = {name: sorted(u) for name, u in units.items() if len(u) > 1}
+    if mixed:
+        raise InputError(f"{pattern}: the times of its files cannot be decoded, and as stored they count from "
+                         f"different origins ({mixed}), so they cannot be put in order; give the files times "
+                         "xarray can decode, or one origin.")
+    return ds
 
 
 def _open_one(path: str, chunks):
@@ -70,22 +89,36 @@ def _open_one(path: str, chunks):
         # cfgrib writes an index file beside its input by default: never into the input's folder
         # (a shared or read-only data folder got FILE.grib.5b7b6.idx; probe).
         kwargs = {"engine": "cfgrib", "backend_kwargs": {"indexpath": ""}}
-    # Times that numpy cannot hold (or units nobody can parse) must not stop a gap fill that never
-    # looks at them: try cftime, then keep every time variable as stored (raw numbers + units).
+
+    def open_it(**extra):
+        with warnings.catch_warnings():  # stores without consolidated metadata are fine
+            warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated",
+                                    category=RuntimeWarning)
+            return xr.open_dataset(path, chunks=chunks, **kwargs, **extra)
+
+    try:
+        return _open_decoding_times(open_it, path)
+    except (ValueError, OSError) as e:
+        raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+
+
+def _open_decoding_times(open_with, path: str):
+    """``open_with(**extra)`` with times decoded, else as cftime, else as stored (with a warning):
+    times that numpy cannot hold, or units nobody can parse, must not stop a gap fill that never
+    looks at them. A glob of such files failed, blaming its coordinates (probe)."""
+    import xarray as xr
+
     attempts = [{}, {"decode_times": xr.coders.CFDatetimeCoder(use_cftime=True)}, {"decode_times": False}]
     for i, extra in enumerate(attempts):
         try:
-            with warnings.catch_warnings():  # stores without consolidated metadata are fine
-                warnings.filterwarnings("ignore", message="Failed to open Zarr store with consolidated",
-                                        category=RuntimeWarning)
-                ds = xr.open_dataset(path, chunks=chunks, **kwargs, **extra)
+            ds = open_with(**extra)
         except (ValueError, OSError) as e:
             if i + 1 < len(attempts) and "decode time" in str(e):
                 continue
-            raise InputError(f"{path}: cannot open it as netCDF or zarr ({e}).") from None
+            raise
         if extra.get("decode_times") is False:
             warnings.warn(f"{path}: its times cannot be decoded; they pass through as stored (numbers "
-                          "with their units).", UserWarning, stacklevel=3)
+                          "with their units).", UserWarning, stacklevel=4)
         return ds
 
 
