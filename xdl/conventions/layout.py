@@ -80,8 +80,9 @@ def spatial_dims(da: xr.DataArray, dims=None) -> tuple[str, str]:
 
 
 def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
-    """The dim a volume (3-D) model runs along: CF axis T, a datetime coordinate (its own, or one
-    along it: WRF's ``XTIME`` on ``Time``), or a usual name in any case (``Time``).
+    """The dim a volume (3-D) model runs along: CF axis T or a datetime coordinate of its own, else
+    a usual name in any case (``Time``), else a datetime coordinate along it (an auxiliary one, as
+    WRF's ``XTIME`` on ``Time``; last, since a forecast's ``valid(lead)`` beside its ``time`` is one).
 
     >>> w = xr.DataArray(np.zeros((2, 3, 4, 5)), dims=("Time", "bottom_top", "south_north", "west_east"))
     >>> time_dim(w, ("south_north", "west_east"))
@@ -89,10 +90,13 @@ def time_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
     """
     others = [d for d in da.dims if d not in spatial]
     for d in others:
-        if _has_time_coordinate(da, d):
+        if d in da.coords and _is_time_coordinate(da.coords[d]):
             return d
     for d in others:
         if _is_time_name(d):
+            return d
+    for d in others:
+        if _has_time_coordinate(da, d):
             return d
     raise InputError(f"a volume model needs a time dim; none found in {tuple(da.dims)} of {da.name!r}. "
                      "Pass dims=('time_dim', 'y_dim', 'x_dim').")
@@ -136,27 +140,27 @@ def _refuse_no_sequence(da, spatial, others):
 
 
 def _check_order(da: xr.DataArray, dim) -> None:
-    """Refuse a sequence whose coordinate is not in order, or repeats a value: time_window steps by
-    index, so a shuffled series (or two overlapping files concatenated) took other days for the
-    neighbours, silently (probe: up to 18 kg m-2 apart). Missing times (NaT) are passed over;
-    labels that are not numbers or times (pass names) say nothing of order."""
+    """Refuse a sequence whose times are not in order: time_window steps by index, so a shuffled
+    series (or two overlapping files concatenated) took other days for the neighbours, silently
+    (probe: up to 18 kg m-2 apart). Times only (datetimes, or numbers counted "since" an origin):
+    labels such as months 1-12 over several years repeat by design. Equal neighbours (two passes
+    on one date) and missing times (NaT) pass."""
     along = [c for c in da.coords.values() if c.dims == (dim,)]
     own = [c for c in along if c.name == dim]
     coord = own[0] if own else next((c for c in along if _is_time_coordinate(c)), None)
     if coord is None or coord.size < 2:
         return
-    kind = coord.dtype.kind
-    if kind not in "iufmM" and not _is_time_coordinate(coord):
+    dated = coord.dtype.kind == "M" or (coord.dtype == object and _is_time_coordinate(coord))
+    counted = coord.dtype.kind in "iuf" and " since " in str(coord.attrs.get("units", ""))
+    if not (dated or counted):
         return
     index = coord.to_index()
     index = index[~index.isna()]
-    what = f"coordinate {coord.name!r} of {da.name!r}, which time_window steps along by index,"
-    if not index.is_unique:
-        raise InputError(f"{what} repeats a value (overlapping files concatenated?); drop the repeats, "
-                         f"e.g. ds.drop_duplicates({dim!r}).")
     if not (index.is_monotonic_increasing or index.is_monotonic_decreasing):
-        raise InputError(f"{what} is not in order, so neighbouring steps would not be neighbouring times; "
-                         f"sort it first: ds.sortby({coord.name!r}).")
+        raise InputError(f"coordinate {coord.name!r} of {da.name!r}, which time_window steps along by index, is "
+                         "not in order (a shuffled series, or overlapping files concatenated), so neighbouring "
+                         f"steps would not be neighbouring times; sort it first (ds.sortby({coord.name!r}); "
+                         "ds.drop_duplicates(...) if the repeats are copies).")
 
 
 def shifted(da: xr.DataArray, dim: str, offset: int, fill_value=np.nan) -> xr.DataArray:

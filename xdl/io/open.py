@@ -51,10 +51,17 @@ def _open_many(pattern: str, files: list[str], chunks):
     units: dict[str, set] = {}
 
     def note_time_units(ds):  # raw times combine only where every file counts from the same origin
-        for name, v in ds.variables.items():
-            if " since " in str(v.attrs.get("units", "")):
-                units.setdefault(name, set()).add(v.attrs["units"])
+        for name in ds.dims:  # the axes files are combined along, not a file's own creation time
+            if name in ds.variables and " since " in str(ds[name].attrs.get("units", "")):
+                units.setdefault(name, set()).add(ds[name].attrs["units"])
         return ds
+
+    def mixed_origins():
+        mixed = {name: sorted(u) for name, u in units.items() if len(u) > 1}
+        if mixed:
+            raise InputError(f"{pattern}: the times of its files cannot be decoded, and as stored they count from "
+                             f"different origins ({mixed}), so they cannot be put in order; give the files times "
+                             "xarray can decode, or one origin.")
 
     def open_all(**extra):
         # Variables without the concatenated dim (grid mapping, land mask) are taken from the
@@ -68,16 +75,13 @@ def _open_many(pattern: str, files: list[str], chunks):
     try:
         ds = _open_decoding_times(open_all, pattern)
     except (ValueError, OSError) as e:
+        mixed_origins()  # the likelier reason when raw times of different origins overlap
         raise InputError(f"{pattern}: cannot combine its {len(files)} files by their coordinates ({e}); "
                          "give files that tile or follow each other along a coordinate. Files of one scene "
                          "holding one band each under the same name (GOES L1b 'Rad') do neither: merge them into "
                          "one file first, a variable per band (as examples/goes_band_repair.py does), then "
                          "--var and --context name the bands.") from None
-    mixed = {name: sorted(u) for name, u in units.items() if len(u) > 1}
-    if mixed:
-        raise InputError(f"{pattern}: the times of its files cannot be decoded, and as stored they count from "
-                         f"different origins ({mixed}), so they cannot be put in order; give the files times "
-                         "xarray can decode, or one origin.")
+    mixed_origins()
     return ds
 
 
