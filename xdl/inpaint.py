@@ -87,9 +87,9 @@ def _warn_empty(arrays, valids, spatial, window=False) -> None:
         if window:  # a step that follows its neighbouring steps: no statistics of its own needed
             if (counts == 0).any():
                 warnings.warn(f"variable {a.name!r} has no valid value in {int((counts == 0).sum())} of its "
-                              f"{counts.size} field(s): with time_window they are filled from their neighbouring "
-                              "steps wherever those hold values (flag 1). If they were made by aligning series (xr.merge's outer "
-                              "join), drop them first.", XdlWarning, stacklevel=5)
+                              f"{counts.size} field(s): with time_window they are filled from their "
+                              "neighbouring steps wherever those hold values (flag 1). If they were made by "
+                              "aligning series (xr.merge's outer join), drop them first.", XdlWarning, stacklevel=5)
             continue
         few = counts[(counts > 0) & (counts < FEW_VALUES)]
         if few.size:
