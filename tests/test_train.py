@@ -117,6 +117,46 @@ def test_time_split_never_shares_a_time_step(monkeypatch):
     assert split["kind"] == "time" and split["dim"] == "time" and split["n_val"] == 3
 
 
+def test_fit_trains_only_on_what_inference_takes_for_observations(monkeypatch):
+    """fit read every finite value as truth, where inpaint and evaluate apply the CF rule and skip
+    an earlier xdl fill's values: MODIS L2P SST 30% below its valid_min, a raw _FillValue of
+    -32768 read as data, a filled output's fills (probe). Now the windows fit loads hold NaN there."""
+    loaded = []
+    orig = tdata.Source.load
+
+    def load(self, names, sample, y0, x0, th, tw):
+        out = orig(self, names, sample, y0, x0, th, tw)
+        loaded.append(out)
+        return out
+
+    monkeypatch.setattr(tdata.Source, "load", load)
+    ds = gap_dataset(n=6, ny=32, nx=32)
+    ds["sst"].values[:, ::7, ::5] = 200.0  # cloud-contaminated: below the valid minimum
+    ds["sst"].attrs["valid_min"] = 250.0
+    raw = ds.copy()
+    raw["sst"] = xr.where(np.isfinite(ds.sst), ((ds.sst - 290.0) * 100).round(), -32768).astype("i2")
+    raw["sst"].attrs = {"_FillValue": -32768, "scale_factor": 0.01, "add_offset": 290.0, "units": "K",
+                        "valid_min": -4000}
+    filled = ds.dl.inpaint(variables=["sst"], domain=None)  # its fills are no observations
+    filled["sst"] = filled.sst.where(filled.sst_inpainted != 1, 999.0)  # marked, to be seen if read
+    for data, bad in ((ds, lambda v: v < 250.0), (raw, lambda v: v == -32768), (filled, lambda v: v == 999.0)):
+        loaded.clear()
+        fit(data, "pconv-unet", variables=["sst"], epochs=1, steps_per_epoch=2, batch_size=2, tile=32,
+            val=0.3, val_steps=1, progress=False, **TINY_PCONV)
+        values = np.concatenate([w.ravel() for w in loaded])
+        assert np.isnan(values).any() and not bad(values[np.isfinite(values)]).any()
+
+
+def test_time_split_refuses_times_out_of_order():
+    """Split by index, a shuffled hourly series put validation hours among the training ones, and
+    the card's ranges read backwards (probe)."""
+    ds = gap_dataset(n=6, ny=32, nx=32).assign_coords(
+        time=np.arange(6).astype("datetime64[h]").astype("datetime64[ns]"))
+    with pytest.raises(InputError, match="'time' of 'sst', which fit splits .* is not in order.*sortby"):
+        fit(ds.isel(time=[0, 3, 1, 4, 2, 5]), "pconv-unet", variables=["sst"], epochs=1, steps_per_epoch=1,
+            batch_size=2, tile=32, val=0.3, progress=False, **TINY_PCONV)
+
+
 def test_region_split_keeps_windows_apart(monkeypatch):
     calls = _record_loads(monkeypatch)
     field = gap_dataset(n=1, ny=32, nx=96).isel(time=0)  # a single 2-D field: split by region

@@ -43,10 +43,13 @@ import warnings
 import numpy as np
 import torch
 
+from .compose import observed_mask
+from .conventions import cf
 from .errors import InputError, XdlWarning
 from .models import pretrained
 from .models.resolve import model_label
 from .modelfile import Model
+from .predict import as_float
 from .engine.runner import resolve_device, resolve_precision
 from .training import data
 from .training.card import CardContext, build_card
@@ -130,6 +133,7 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
     mode, ins, outs = resolve_mode(ds, existing, arch, variables, inputs, targets)
     gan = arch == "pix2pix"
     ctx = _check_variables(ds, existing, mode, ins, outs, gan, context, time_window, dims)
+    ds = observed_only(ds, list(dict.fromkeys(ins + outs + (list(ctx.variables) if ctx is not None else []))))
 
     dev = resolve_device(device)
     autocast_dtype = resolve_precision(precision, dev)
@@ -151,6 +155,25 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
                        takes_mask, sm, ctx)
         return _train(ds, config, setup, masks=masks, mask_fraction=mask_fraction, dims=dims, val=val, lr=lr,
                       loss_weights=loss_weights, normalization=normalization)
+
+
+def observed_only(ds, names):
+    """``ds`` with each of ``names`` NaN wherever inference takes it for no observation: the CF
+    rule (``_FillValue``, ``missing_value``, ``valid_range``) less an earlier xdl fill's values
+    (:func:`xdl.compose.observed_mask`), integers as floats. fit read every finite value as truth:
+    MODIS L2P SST 30% below its ``valid_min``, a raw ``_FillValue`` of -32768, a filled output's
+    fills (probe), unlike ``inpaint`` and ``evaluate``.
+
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"sst": ("x", np.array([280.0, 200.0, 290.0]), {"valid_min": 268.15})})
+    >>> observed_only(ds, ["sst"]).sst.values.tolist()
+    [280.0, nan, 290.0]
+    """
+    out = ds.copy()
+    for name in names:
+        arr = cf.unsigned_view(ds[name])
+        out[name] = as_float(arr).where(observed_mask(ds, arr, None))
+    return out
 
 
 _BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)

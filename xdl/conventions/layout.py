@@ -128,7 +128,7 @@ def sequence_dim(da: xr.DataArray, spatial: tuple[str, ...]) -> str:
         if len(sequences) != 1:  # levels beside it are no candidates: (month, level, lat, lon) was refused (probe)
             _refuse_no_sequence(da, spatial, others)
         dim = sequences[0]
-    _check_order(da, dim)
+    check_time_order(da, dim)
     return dim
 
 
@@ -139,12 +139,13 @@ def _refuse_no_sequence(da, spatial, others):
                      "for other levels as inputs, split them into variables and pass them as context=.")
 
 
-def _check_order(da: xr.DataArray, dim) -> None:
+def check_time_order(da: xr.DataArray, dim, use: str = "which time_window steps along by index") -> None:
     """Refuse a sequence whose times are not in order: time_window steps by index, so a shuffled
     series (or two overlapping files concatenated) took other days for the neighbours, silently
-    (probe: up to 18 kg m-2 apart). Times only (datetimes, or numbers counted "since" an origin):
-    labels such as months 1-12 over several years repeat by design. Equal neighbours (two passes
-    on one date) and missing times (NaT) pass."""
+    (probe: up to 18 kg m-2 apart); fit's time split put validation hours among the training
+    ones. Times only (datetimes, or numbers counted "since" an origin): labels such as months
+    1-12 over several years repeat by design. Equal neighbours (two passes on one date) and
+    missing times (NaT) pass. ``use``: what steps along ``dim`` by index, for the message."""
     along = [c for c in da.coords.values() if c.dims == (dim,)]
     own = [c for c in along if c.name == dim]
     coord = own[0] if own else next((c for c in along if _is_time_coordinate(c)), None)
@@ -157,7 +158,7 @@ def _check_order(da: xr.DataArray, dim) -> None:
     index = coord.to_index()
     index = index[~index.isna()]
     if not (index.is_monotonic_increasing or index.is_monotonic_decreasing):
-        raise InputError(f"coordinate {coord.name!r} of {da.name!r}, which time_window steps along by index, is "
+        raise InputError(f"coordinate {coord.name!r} of {da.name!r}, {use}, is "
                          "not in order (a shuffled series, or overlapping files concatenated), so neighbouring "
                          f"steps would not be neighbouring times; sort it first (ds.sortby({coord.name!r}); "
                          "ds.drop_duplicates(...) if the repeats are copies).")

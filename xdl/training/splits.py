@@ -128,6 +128,8 @@ def plan_split(src, val, names, ins, dims, tile, sm, th, static_ok=()) -> SplitP
 
 
 def _time_split(plan: SplitPlan, src, dim, frac, th) -> None:
+    layout.check_time_order(next(iter(src.arrays.values())), dim,
+                            "which fit splits into training and then validation steps by index")
     k = src.sample_dims.index(dim)
     lead_tr, lead_va = split_samples(src.sample_shape[k], frac)
     along = np.unravel_index(np.arange(src.n_samples), src.sample_shape)[k]
