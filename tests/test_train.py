@@ -157,6 +157,16 @@ def test_time_split_refuses_times_out_of_order():
             batch_size=2, tile=32, val=0.3, progress=False, **TINY_PCONV)
 
 
+def test_an_empty_split_says_where_it_lies():
+    """A swath's empty border beyond the region cut failed with advice to check the fill values
+    first (probe): the error now names the split's columns."""
+    a = np.random.default_rng(0).standard_normal((32, 96)).astype("f4")
+    a[:, 70:] = np.nan
+    with pytest.raises(InputError, match=r"validation split \(columns 77-95 of 'x'; val= moves the cut\)"):
+        fit(xr.Dataset({"sst": (("y", "x"), a)}), "pconv-unet", variables=["sst"], epochs=1, steps_per_epoch=1,
+            batch_size=2, tile=32, val=0.2, progress=False, **TINY_PCONV)
+
+
 def test_region_split_keeps_windows_apart(monkeypatch):
     calls = _record_loads(monkeypatch)
     field = gap_dataset(n=1, ny=32, nx=96).isel(time=0)  # a single 2-D field: split by region

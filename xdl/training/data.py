@@ -309,8 +309,8 @@ def samplers(src, plan, ins, outs, mode, norm, masks, mask_fraction, dims, th, c
     st = _split_statistics(src, plan, names, ins + extra, norm)
     idx = {n: i for i, n in enumerate(names)}
     valid_names = ins if mode == "gap" else outs
-    train_pool = _pool(st["train"], plan.train_samples, idx, valid_names, "the training split")
-    val_pool = (_pool(st["val"], plan.val_samples, idx, valid_names, "the validation split")
+    train_pool = _pool(st["train"], plan.train_samples, idx, valid_names, "the training split" + _where(plan, "train"))
+    val_pool = (_pool(st["val"], plan.val_samples, idx, valid_names, "the validation split" + _where(plan, "val"))
                 if plan.vsrc is not None else None)
     if norm["kind"] == "global":
         for n in names:
@@ -358,6 +358,18 @@ def _split_statistics(src, plan, names, ins, norm) -> dict:
     if vsrc is not None and "val" not in st:
         st["val"] = st["train"]
     return st
+
+
+def _where(plan, part: str) -> str:
+    """Where a split lies, for its errors: a region split's columns (a swath's empty border beyond
+    the cut failed, advising to check the fill values first; probe)."""
+    split = plan.split or {}
+    if split.get("kind") == "region":
+        lo, hi = split[part]
+        return f" (columns {lo}-{hi - 1} of {split['dim']!r}; val= moves the cut)"
+    if split.get("kind") == "time":
+        return f" ({split[part][0]} to {split[part][1]} along {split['dim']!r})"
+    return ""
 
 
 def _pool(triples, samples, idx, valid_names, what):
