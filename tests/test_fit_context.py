@@ -168,6 +168,24 @@ def test_time_window_static_context_and_observed_masks():
     assert m.training["masks"] == "observed" and np.isfinite(m.training["history"]["val_loss"]).all()
 
 
+def test_context_fields_are_read_by_the_context_rule():
+    """fit reads a context field as inpaint does: an integer land mask without a fill value is data
+    everywhere (reading every variable by the target rule refused it: a review), and a value
+    outside a context field's valid range is missing."""
+    a = smooth(n=6, seed=4)
+    a[:, 5:12, 8:20] = np.nan
+    wind = 2 * a
+    wind[:, 0, :] = -50.0  # below its valid_min: no observation
+    ds = xr.Dataset({"sst": (("time", "y", "x"), a.astype("f4")),
+                     "wind": (("time", "y", "x"), wind.astype("f4"), {"valid_min": -10.0}),
+                     "land": (("y", "x"), (np.arange(32 * 32).reshape(32, 32) % 3 == 0).astype("i1"))})
+    read = xdl.fit.observed_only(ds, "gap", ["sst"], ["wind", "land"])
+    assert np.isnan(read.wind.values[:, 0]).all() and np.isfinite(read.land.values).all()
+    m = fit(ds, "fill-unet", variables=["sst"], context=["wind", "land"], epochs=1, steps_per_epoch=1,
+            batch_size=2, tile=32, val_steps=1, progress=False, **TINY_FILL)
+    assert m.card["context"]["variables"] == ["wind", "land"]
+
+
 def test_fine_tune_keeps_the_context_and_refuses_another(tmp_path):
     a = smooth(n=6, seed=4)
     ds = xr.Dataset({"sst": (("time", "y", "x"), a.astype("f4")), "wind": (("time", "y", "x"), (a + 1).astype("f4")),

@@ -139,13 +139,14 @@ def written_by_xdl(flags: xr.DataArray) -> bool:
     return "filled_by_model" in str(flags.attrs.get("flag_meanings", "")).split()
 
 
-def observed_mask(ds, arr: xr.DataArray, mask) -> xr.DataArray:
-    """``arr``'s valid mask (:func:`~xdl.conventions.validity.valid_mask`); without ``mask=``, less
+def observed_mask(ds, arr: xr.DataArray, mask, context: bool = False) -> xr.DataArray:
+    """``arr``'s valid mask (:func:`~xdl.conventions.validity.valid_mask`, with its ``context``
+    rule for a field that is read, never filled); without ``mask=``, less
     the pixels an earlier fill by xdl wrote, as its flags in Dataset ``ds`` say (``<name>_inpainted``
     == filled_by_model, read back from a file or not): they are no observations. A second pass then
     fills them again (the same model and options give every output back) and ``evaluate`` never
     scores against them; ``mask=`` is the user's own rule, taken as given."""
-    valid = valid_mask(arr, mask)
+    valid = valid_mask(arr, mask, context=context)
     if mask is not None:
         return valid
     filled = earlier_fills(ds, arr)

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .compose import earlier_fills
+from .compose import observed_mask
 from .conventions import cf, layout
-from .conventions.validity import range_check, valid_mask
+from .conventions.validity import range_check
 from .errors import InputError, XdlWarning
 from .modelcard import CONTEXT_ANY
 from .models.context import with_context
@@ -156,10 +156,7 @@ class ContextRequest:
                                  "put it on the same grid first.")
         if var.dtype == bool:  # a land-sea mask as True/False: its values as numbers
             var = var.astype(np.float32)
-        valid = valid_mask(var, None, context=True)
-        earlier = earlier_fills(self.ds, var)
-        if earlier is not None:  # an earlier xdl fill of it: its fills are no observations, as for a target
-            valid = valid & ~earlier
+        valid = observed_mask(self.ds, var, None, context=True)  # an earlier xdl fill's values are none
         field = var.where(valid)  # its own gaps: missing, the model sees its mask
         if not isinstance(field.data, da.Array) and not bool(valid.any()):  # valid values are finite
             # In memory, where it is free to see (as for a target): the model would just ignore it.

@@ -49,7 +49,7 @@ from .errors import InputError, XdlWarning
 from .models import pretrained
 from .models.resolve import model_label
 from .modelfile import Model
-from .predict import as_float
+from .predict import as_float, cf_masked
 from .engine.runner import resolve_device, resolve_precision
 from .training import data
 from .training.card import CardContext, build_card
@@ -133,7 +133,7 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
     mode, ins, outs = resolve_mode(ds, existing, arch, variables, inputs, targets)
     gan = arch == "pix2pix"
     ctx = _check_variables(ds, existing, mode, ins, outs, gan, context, time_window, dims)
-    ds = observed_only(ds, list(dict.fromkeys(ins + outs + (list(ctx.variables) if ctx is not None else []))))
+    ds = observed_only(ds, mode, list(dict.fromkeys(ins + outs)), list(ctx.variables) if ctx is not None else [])
 
     dev = resolve_device(device)
     autocast_dtype = resolve_precision(precision, dev)
@@ -157,22 +157,30 @@ def fit(obj, model, *, variables=None, inputs=None, targets=None, context=None, 
                       loss_weights=loss_weights, normalization=normalization)
 
 
-def observed_only(ds, names):
-    """``ds`` with each of ``names`` NaN wherever inference takes it for no observation: the CF
-    rule (``_FillValue``, ``missing_value``, ``valid_range``) less an earlier xdl fill's values
-    (:func:`xdl.compose.observed_mask`), integers as floats. fit read every finite value as truth:
-    MODIS L2P SST 30% below its ``valid_min``, a raw ``_FillValue`` of -32768, a filled output's
-    fills (probe), unlike ``inpaint`` and ``evaluate``.
+def observed_only(ds, mode, names, context=()):
+    """``ds`` with NaN wherever inference takes a value for no observation, each variable by the
+    rule of its role there: a gap-filling target as ``inpaint`` reads it (the CF rule, less an
+    earlier xdl fill's values: :func:`xdl.compose.observed_mask`); a context field likewise, with
+    the context rule (an integer land mask is data everywhere); a mapping's inputs and targets as
+    ``predict`` reads inputs (:func:`xdl.predict.cf_masked`). fit read every finite value as
+    truth: MODIS L2P SST 30% below its ``valid_min``, a raw ``_FillValue`` of -32768, a filled
+    output's fills (probe).
 
     >>> import numpy as np, xarray as xr
     >>> ds = xr.Dataset({"sst": ("x", np.array([280.0, 200.0, 290.0]), {"valid_min": 268.15})})
-    >>> observed_only(ds, ["sst"]).sst.values.tolist()
+    >>> observed_only(ds, "gap", ["sst"]).sst.values.tolist()
     [280.0, nan, 290.0]
     """
     out = ds.copy()
     for name in names:
+        if mode == "gap":
+            arr = cf.unsigned_view(ds[name])
+            out[name] = as_float(arr).where(observed_mask(ds, arr, None))
+        else:
+            out[name] = cf_masked(ds[name])
+    for name in context:
         arr = cf.unsigned_view(ds[name])
-        out[name] = as_float(arr).where(observed_mask(ds, arr, None))
+        out[name] = as_float(arr).where(observed_mask(ds, arr, None, context=True))
     return out
 
 
